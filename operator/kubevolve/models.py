@@ -1,0 +1,140 @@
+"""The data model every part of the engine shares: nodes, insights, cognition entries and run records.
+
+These are plain dataclasses, not pydantic models: the store builds hundreds of thousands of them and the
+samplers touch them on every candidate, so they must be cheap. Validation happens at the edges (RunSpec,
+task.yaml, evaluator output), never here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+class Stage(StrEnum):
+    """How far a candidate got. Every node ends in exactly one of these."""
+
+    PROPOSED = "proposed"  # written by a proposal step, not evaluated yet (the Kubernetes runtime uses this)
+    REJECTED_STATIC = "rejected_static"  # did not parse, touched code outside the EVOLVE-BLOCK, failed a task check
+    REJECTED_NOVELTY = "rejected_novelty"  # duplicate or near-duplicate of an earlier node
+    FAILED_QUICK = "failed_quick"  # crashed, timed out or fell below a threshold in the quick stage
+    FAILED_FULL = "failed_full"  # crashed or timed out in the full stage
+    EVALUATED = "evaluated"  # has a score
+
+    @property
+    def is_final(self) -> bool:
+        return self is not Stage.PROPOSED
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def code_hash(code: str) -> str:
+    """Hash of a program with trailing whitespace normalised, for the exact-duplicate check."""
+    normalised = "\n".join(line.rstrip() for line in code.strip().splitlines())
+    return hashlib.sha256(normalised.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Node:
+    """One candidate program and everything learned about it.
+
+    `score` is always "higher is better": the task's primary metric, negated when the task minimises it, so
+    samplers and stores never need to know the direction. The raw metric stays in `metrics`.
+    """
+
+    run_id: str
+    code: str
+    id: str = field(default_factory=new_id)
+    seq: int = -1  # per-run insertion order, assigned by the store
+    parent_ids: list[str] = field(default_factory=list)
+    inspiration_ids: list[str] = field(default_factory=list)
+    island: int = 0
+    generation: int = 0
+    motivation: str = ""
+    diff: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    score: float | None = None
+    stage: Stage = Stage.PROPOSED
+    error: str = ""  # one line: why it failed or was rejected
+    log_tail: str = ""  # the last lines of the evaluator's output
+    artifacts: dict[str, str] = field(default_factory=dict)  # text the evaluator returned for the Researcher
+    insight_id: str | None = None
+    proposer: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step: propose, static, quick, full
+    llm: dict[str, float] = field(default_factory=dict)  # prompt_tokens, completion_tokens, cost_usd
+    embedding: list[float] | None = None
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def code_hash(self) -> str:
+        return code_hash(self.code)
+
+    def to_dict(self, *, with_embedding: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        data["stage"] = str(self.stage)
+        if not with_embedding:
+            data.pop("embedding")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Node:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["stage"] = Stage(kwargs.get("stage", Stage.PROPOSED))
+        return cls(**kwargs)
+
+
+@dataclass
+class Insight:
+    """A lesson the Analyzer distilled from one or several nodes, retrieved into later prompts."""
+
+    run_id: str
+    text: str
+    id: str = field(default_factory=new_id)
+    node_ids: list[str] = field(default_factory=list)
+    embedding: list[float] | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class CognitionEntry:
+    """A human prior (a paper's idea, a known trick) that retrieval injects into the Researcher's prompt.
+
+    `collection` groups entries, usually by task name, so several tasks share one store.
+    """
+
+    collection: str
+    title: str
+    text: str
+    source: str
+    id: str = field(default_factory=new_id)
+    tags: list[str] = field(default_factory=list)
+    embedding: list[float] | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+class RunPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"  # interrupted locally; `kubevolve run` resumes it
+
+
+@dataclass
+class RunRecord:
+    """A run: its name, the spec it was started with (RunSpec as a dict) and where it stands."""
+
+    id: str
+    task: str
+    spec: dict[str, Any]
+    phase: RunPhase = RunPhase.PENDING
+    message: str = ""
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)

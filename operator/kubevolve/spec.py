@@ -1,0 +1,150 @@
+"""RunSpec: the one configuration model of a run.
+
+The same model is a local run's YAML file and, later, `EvolutionRun.spec` on Kubernetes (the CRD schema is
+generated from it), so field names are camelCase, every field has a default or is required, and unknown
+fields are errors. A YAML file may hold either the bare spec or a whole EvolutionRun manifest; `kubevolve run`
+accepts both, so one file serves `kubectl apply` and a laptop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "kubevolve.io/v1alpha1"
+KIND = "EvolutionRun"
+
+
+class SpecError(ValueError):
+    """A run configuration is invalid; the message names every offending field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, validate_assignment=True
+    )
+
+
+class FeatureAxis(_Model):
+    """One axis of the MAP-Elites grid: a metric name (or `score`, `code_length`) binned over [min, max]."""
+
+    name: str
+    min: float
+    max: float
+    bins: Annotated[int, Field(ge=1, le=1000)] = 10
+
+    @model_validator(mode="after")
+    def _range(self) -> FeatureAxis:
+        if self.max <= self.min:
+            raise ValueError(f"feature {self.name!r}: max ({self.max}) must be greater than min ({self.min})")
+        return self
+
+
+class SamplerSpec(_Model):
+    """How parents and inspirations are chosen from the database."""
+
+    kind: Literal["ucb1", "greedy", "random", "map_elites"] = "ucb1"
+    num_parents: Annotated[int, Field(ge=1, le=16)] = 1
+    num_inspirations: Annotated[int, Field(ge=0, le=32)] = 2
+    exploration: Annotated[float, Field(ge=0)] = 1.0  # UCB1's c
+    islands: Annotated[int, Field(ge=1, le=64)] = 4  # MAP-Elites only
+    migration_interval: Annotated[int, Field(ge=1)] = 20  # candidates between ring migrations
+    archive_size: Annotated[int, Field(ge=1)] = 100  # elites kept for inspirations, per island
+    features: list[FeatureAxis] | None = None  # None: the task's defaults
+
+
+class BudgetSpec(_Model):
+    """When a run stops. The first limit reached ends it; with none set it runs until interrupted."""
+
+    max_candidates: Annotated[int, Field(ge=1)] | None = 100
+    deadline_seconds: Annotated[float, Field(gt=0)] | None = None
+    target_score: float | None = None
+    max_failures: Annotated[int, Field(ge=1)] | None = None  # consecutive failed candidates before giving up
+
+
+class ParallelismSpec(_Model):
+    evaluators: Annotated[int, Field(ge=1, le=1024)] = 2  # evaluation slots kept busy
+    proposers: Annotated[int, Field(ge=1, le=1024)] = 2  # proposals made concurrently
+    proposals_ahead: Annotated[int, Field(ge=0, le=4096)] | None = None  # queue depth; None: = evaluators
+
+
+class SecretKeyRef(_Model):
+    name: str
+    key: str = "api-key"
+
+
+class LLMSpec(_Model):
+    """The Researcher's model. With no `endpoint`, the offline proposer (no LLM) is used."""
+
+    endpoint: str | None = None  # an OpenAI-compatible base URL (vLLM, SGLang, Ollama, OpenAI)
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"  # locally: the variable holding the key (never stored)
+    api_key_secret: SecretKeyRef | None = None  # on Kubernetes: a Secret in the run's namespace
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.8
+    max_tokens: Annotated[int, Field(ge=1)] = 4096
+    timeout_seconds: Annotated[float, Field(gt=0)] = 120
+
+
+class RunSpec(_Model):
+    """Everything a run needs. `task` is a path to a task folder, relative to the YAML file that names it."""
+
+    task: str
+    name: str | None = None  # the run's id; defaults to "<task>-<random>"
+    seed: int = 0
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec)
+    llm: LLMSpec = Field(default_factory=LLMSpec)
+    stages: list[Literal["quick", "full"]] | None = None  # None: every stage the task defines
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join([prefix, *(str(p) for p in e["loc"])])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{loc}: {msg}")
+    return "invalid run spec:\n  " + "\n  ".join(lines)
+
+
+def parse_run_spec(data: Any) -> RunSpec:
+    """Validate a bare spec dict or an EvolutionRun manifest; raise SpecError naming the bad fields."""
+    if not isinstance(data, dict):
+        raise SpecError(f"a run spec must be a mapping, got {type(data).__name__}")
+    if "kind" in data or "apiVersion" in data:
+        if data.get("kind") != KIND:
+            raise SpecError(f"kind: expected {KIND!r}, got {data.get('kind')!r}")
+        if data.get("apiVersion") != API_VERSION:
+            raise SpecError(f"apiVersion: expected {API_VERSION!r}, got {data.get('apiVersion')!r}")
+        spec = dict(data.get("spec") or {})
+        name = (data.get("metadata") or {}).get("name")
+        if name and "name" not in spec:
+            spec["name"] = name
+        data = spec
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err)) from None
+
+
+def load_run_spec(path: str | Path) -> RunSpec:
+    """Load a run spec from YAML; a relative `task` path is resolved against the file's folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    spec = parse_run_spec(data)
+    task = Path(spec.task)
+    if not task.is_absolute():
+        spec.task = str((path.parent / task).resolve())
+    return spec
