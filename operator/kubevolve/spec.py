@@ -95,11 +95,12 @@ class RunSpec(_Model):
     task: str
     name: str | None = None  # the run's id; defaults to "<task>-<random>"
     seed: int = 0
-    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    sampler: SamplerSpec | None = None  # None: the task's sampler defaults
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec)
     llm: LLMSpec = Field(default_factory=LLMSpec)
     stages: list[Literal["quick", "full"]] | None = None  # None: every stage the task defines
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"  # "none": the pod is the sandbox (Kubernetes)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -84,7 +84,8 @@ class Worker:
             start_new_session=True,
             limit=16 << 20,
         )
-        line = await asyncio.wait_for(self._readline(), STARTUP_TIMEOUT)
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            line = await self._readline()
         if "fatal" in line:
             await self.stop()
             raise EvaluatorUnavailable(line["fatal"])
@@ -106,7 +107,9 @@ class Worker:
         assert self.proc and self.proc.stdin
         self.proc.stdin.write((json.dumps(job) + "\n").encode())
         await self.proc.stdin.drain()
-        return await asyncio.wait_for(self._readline(), job["timeout"] + PROTOCOL_GRACE)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        async with asyncio.timeout(job["timeout"] + PROTOCOL_GRACE):
+            return await self._readline()
 
     async def stop(self) -> None:
         if self.proc and self.proc.returncode is None:
@@ -200,7 +203,11 @@ class EvaluatorPool:
             if launch.drop_to_uid is not None:
                 os.chown(scratch, launch.drop_to_uid, launch.drop_to_uid)
             self.slots.append(Slot(index, scratch, Worker(launch)))
-        await asyncio.gather(*(slot.worker.start() for slot in self.slots))
+        results = await asyncio.gather(*(slot.worker.start() for slot in self.slots), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise errors[0]
         for slot in self.slots:
             self._free.put_nowait(slot)
         self.started_at = time.monotonic()
@@ -212,6 +219,12 @@ class EvaluatorPool:
             yield slot
         finally:
             self._free.put_nowait(slot)
+
+    def reset_accounting(self) -> None:
+        """Measure occupancy from now on (the pipelined phase, not start-up)."""
+        self.started_at = time.monotonic()
+        for slot in self.slots:
+            slot.busy_seconds = 0.0
 
     def occupancy(self) -> float:
         """Busy slot time over total slot time since start."""

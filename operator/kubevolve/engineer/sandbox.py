@@ -74,7 +74,9 @@ def _visible_paths(extra: list[Path]) -> list[Path]:
     paths |= set(extra)
     hidden = [Path(h) for h in HIDDEN]
     # only paths under a hidden folder need binding again; keep the outermost ones
-    needed = sorted(p.resolve() for p in paths if any(p.resolve().is_relative_to(h) for h in hidden))
+    needed = sorted(
+        p.resolve() for p in paths if any(p.resolve().is_relative_to(h) and p.resolve() != h for h in hidden)
+    )
     result: list[Path] = []
     for path in needed:
         if not any(path.is_relative_to(kept) for kept in result):

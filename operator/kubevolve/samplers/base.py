@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..models import Node, Stage
 from ..spec import FeatureAxis, SamplerSpec
+from .visits import VisitLedger
 
 
 @dataclass
@@ -61,3 +62,54 @@ class Sampler(ABC):
 
 def is_candidate(node: Node) -> bool:
     return node.stage is Stage.EVALUATED and node.score is not None
+
+
+class TrackingSampler(Sampler):
+    """The bookkeeping every concrete sampler shares, so each one only says how it ranks and picks.
+
+    - visits: `select` holds a visit of each parent, `observe` of the child commits it, `cancel` releases it;
+    - randomness: each `select` draws from a generator seeded by (seed, nodes observed, selections in flight),
+      a function of state rather than of call history. A sampler rebuilt by replaying the nodes therefore
+      makes the same next selection as the live one whenever no selection is in flight (a cancelled
+      selection leaves no trace: selecting again after it repeats it).
+    """
+
+    def __init__(self, spec: SamplerSpec, features: list[FeatureAxis], rng: random.Random):
+        super().__init__(spec, features, rng)
+        self.visits = VisitLedger()
+        self.observed = 0  # nodes observed, any stage; a node's index in this count is its `order`
+        self.candidates = 0  # evaluated nodes observed
+        self._salt = rng.getrandbits(64)
+
+    def observe(self, node: Node) -> None:
+        order = self.observed
+        self.observed += 1
+        self.visits.commit(node.parent_ids)
+        if is_candidate(node):
+            self.candidates += 1
+            self._add_candidate(node, order)
+
+    def select(self) -> Selection | None:
+        if not self.candidates:
+            return None
+        selection = self._choose(self._state_rng())
+        if selection is not None:
+            selection.held = [p.id for p in selection.parents]
+            self.visits.hold(selection.held)
+        return selection
+
+    def cancel(self, selection: Selection) -> None:
+        self.visits.release(selection.held)
+        selection.held = []  # a second cancel of the same selection is harmless
+
+    def _state_rng(self) -> random.Random:
+        # a str seed is hashed with SHA-512: the same stream on every platform and Python version
+        return random.Random(f"{self._salt}:{self.observed}:{self.visits.pending}")
+
+    @abstractmethod
+    def _add_candidate(self, node: Node, order: int) -> None:
+        """Take an evaluated node into the sampler's working set."""
+
+    @abstractmethod
+    def _choose(self, rng: random.Random) -> Selection | None:
+        """Pick parents and inspirations (at least one candidate has been observed)."""

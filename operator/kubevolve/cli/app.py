@@ -1,0 +1,225 @@
+"""The `kubevolve` command line. Without a run argument, commands act on the most recent run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ..launch import choose_run_id, kubevolve_home, load_target, make_proposer
+from ..models import Node
+from ..runner import Evolution
+from ..spec import SpecError
+from ..store import open_store
+from ..store.base import NotFound, Store, StoreError
+from ..task import TaskError
+from . import render
+from .live import ProgressDisplay
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evolve programs with the ASI-Evolve loop.")
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOpt = Annotated[
+    Optional[str],
+    typer.Option("--store", envvar="KUBEVOLVE_STORE", help="Store URL or SQLite path (default ~/.kubevolve/kubevolve.db)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+RunArg = Annotated[Optional[str], typer.Argument(help="Run id (default: the most recent run).")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def get_store(url: str | None) -> Store:
+    try:
+        return open_store(url or str(kubevolve_home() / "kubevolve.db"))
+    except StoreError as err:
+        fail(str(err))
+        raise
+
+
+def resolve_run(store: Store, run_id: str | None) -> str:
+    if run_id:
+        try:
+            return store.get_run(run_id).id
+        except NotFound:
+            fail(f"no run {run_id!r} in this store")
+    runs = store.list_runs()
+    if not runs:
+        fail("no runs yet: start one with `kubevolve run tasks/circle_packing`")
+    return runs[0].id
+
+
+def get_node(store: Store, node_id: str) -> Node:
+    try:
+        return store.get_node(node_id)
+    except (NotFound, StoreError) as err:
+        fail(str(err))
+        raise
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="A task folder or a run YAML file (bare spec or EvolutionRun).")],
+    store_url: StoreOpt = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new run instead of resuming an unfinished one.")] = False,
+    max_candidates: Annotated[Optional[int], typer.Option(help="Override budget.maxCandidates.")] = None,
+    evaluators: Annotated[Optional[int], typer.Option(help="Override parallelism.evaluators.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the run seed.")] = None,
+    sandbox: Annotated[Optional[str], typer.Option(help="auto | bwrap | none")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run (or resume) an evolution locally, with a live progress display."""
+    try:
+        spec, task = load_target(target)
+        if max_candidates is not None:
+            spec.budget.max_candidates = max_candidates
+        if evaluators is not None:
+            spec.parallelism.evaluators = evaluators
+        if seed is not None:
+            spec.seed = seed
+        if sandbox is not None:
+            spec.sandbox = sandbox
+        store = get_store(store_url)
+        spec.name, resumed = choose_run_id(spec, task, store, new=new)
+        proposer = make_proposer(spec)
+    except (SpecError, TaskError, ValueError) as err:
+        fail(str(err))
+        return
+    if resumed:
+        err_console.print(f"resuming run {spec.name}")
+    workspace = kubevolve_home() / "work"
+    with ProgressDisplay(err_console if as_json else console) as display:
+        evolution = Evolution(spec, task, store, proposer, workspace, on_progress=display)
+        record = asyncio.run(_run_until_signal(evolution))
+    best = store.best_node(record.id)
+    if as_json:
+        render.print_json(render.run_summary(record, store.count_nodes(record.id), best))
+    elif best is not None:
+        console.print(f"\n[bold]best program[/] (node {best.id}, score {best.score:.6g}):")
+        render.print_node(console, best, diff=False)
+    if record.phase == "Failed":
+        raise typer.Exit(1)
+
+
+async def _run_until_signal(evolution: Evolution):
+    """SIGTERM (as from Kubernetes or `kill`) stops the run cleanly, like Ctrl-C."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await evolution.run()
+    except asyncio.CancelledError:
+        err_console.print(f"stopped; run `kubevolve run` again to resume {evolution.run_id}")
+        sys.exit(130)
+
+
+@app.command()
+def runs(store_url: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """List the runs in the store, newest first."""
+    store = get_store(store_url)
+    rows = [render.run_summary(r, store.count_nodes(r.id), store.best_node(r.id)) for r in store.list_runs()]
+    if as_json:
+        render.print_json(rows)
+    else:
+        console.print(render.runs_table(rows))
+
+
+@app.command()
+def status(run_id: RunArg = None, store_url: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Where a run stands: phase, candidates by outcome, best score."""
+    store = get_store(store_url)
+    rid = resolve_run(store, run_id)
+    summary = render.run_summary(store.get_run(rid), store.count_nodes(rid), store.best_node(rid))
+    if as_json:
+        render.print_json(summary)
+    else:
+        render.print_run(console, summary)
+
+
+@app.command()
+def best(run_id: RunArg = None, store_url: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """The best node of a run, with its program."""
+    store = get_store(store_url)
+    rid = resolve_run(store, run_id)
+    node = store.best_node(rid)
+    if node is None:
+        fail(f"run {rid} has no evaluated node yet", code=1)
+        return
+    if as_json:
+        render.print_json(node.to_dict())
+    else:
+        render.print_node(console, node, diff=False)
+
+
+@app.command()
+def show(
+    node_id: Annotated[str, typer.Argument(help="Node id or a unique prefix of it.")],
+    store_url: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One node: code, diff, metrics, error and log tail."""
+    node = get_node(get_store(store_url), node_id)
+    if as_json:
+        render.print_json(node.to_dict())
+    else:
+        render.print_node(console, node)
+
+
+@app.command()
+def lineage(
+    node_id: Annotated[Optional[str], typer.Argument(help="Node id (default: the best node of the latest run).")] = None,
+    store_url: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The chain of first parents from the initial program to a node."""
+    store = get_store(store_url)
+    if node_id is None:
+        node = store.best_node(resolve_run(store, None))
+        if node is None:
+            fail("the latest run has no evaluated node yet", code=1)
+            return
+    else:
+        node = get_node(store, node_id)
+    chain = [node]
+    while chain[-1].parent_ids and len(chain) < 10_000:
+        chain.append(store.get_node(chain[-1].parent_ids[0]))
+    chain.reverse()
+    if as_json:
+        render.print_json([render.node_summary(n) for n in chain])
+    else:
+        console.print(render.lineage_tree(chain))
+
+
+@app.command()
+def export(
+    run_id: RunArg = None,
+    store_url: StoreOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Every node of a run as JSON Lines, in the order they were committed."""
+    store = get_store(store_url)
+    rid = resolve_run(store, run_id)
+    stream = out.open("w") if out else sys.stdout
+    count = 0
+    try:
+        for node in store.iter_nodes(rid):
+            stream.write(json.dumps(node.to_dict(), default=str) + "\n")
+            count += 1
+    finally:
+        if out:
+            stream.close()
+            err_console.print(f"wrote {count} nodes of {rid} to {out}")
+
+
+def main() -> None:
+    app()

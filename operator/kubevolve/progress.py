@@ -1,0 +1,56 @@
+"""What a run has done so far, in numbers a person or a dashboard wants: the progress display's model."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .models import Node, Stage
+
+
+def failure_reason(node: Node) -> str:
+    """A short, bounded-cardinality reason for a failed node: its stage plus the error's kind."""
+    error = node.error.split(": ", 1)[1] if node.error.startswith(("quick stage", "full stage")) else node.error
+    kind = error.split(":", 1)[0].split("(", 1)[0].strip()[:40] or "unknown"
+    return f"{node.stage}: {kind}"
+
+
+@dataclass
+class RunProgress:
+    run_id: str
+    started: float = field(default_factory=time.monotonic)
+    by_stage: Counter[Stage] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    best_score: float | None = None
+    best_node: str | None = None
+    initial_score: float | None = None
+    session_candidates: int = 0  # committed by this process (rates are per process)
+    occupancy: float = 0.0
+    sandbox: str = ""
+    message: str = ""
+
+    @property
+    def candidates(self) -> int:
+        return sum(self.by_stage.values())
+
+    @property
+    def rate_per_minute(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return 60.0 * self.session_candidates / elapsed if elapsed > 0 else 0.0
+
+    def record(self, node: Node, *, live: bool = True) -> bool:
+        """Count a committed node; return True if it is a new best."""
+        self.by_stage[node.stage] += 1
+        if live:
+            self.session_candidates += 1
+        if node.stage not in (Stage.EVALUATED, Stage.PROPOSED):
+            self.failures[failure_reason(node)] += 1
+            return False
+        if node.stage is Stage.EVALUATED and node.score is not None:
+            if not node.parent_ids and self.initial_score is None:
+                self.initial_score = node.score
+            if self.best_score is None or node.score > self.best_score:
+                self.best_score, self.best_node = node.score, node.id
+                return True
+        return False

@@ -1,0 +1,126 @@
+"""Evaluator for circle packing: run the candidate, check its packing exactly, score the sum of radii.
+
+The engine calls `evaluate(program_path, stage)` inside a sandboxed, resource-limited child process whose
+working directory is a scratch folder, so this module simply imports the candidate and calls `run_packing()`.
+
+The checks never trust the candidate: the radii sum is recomputed here, and validity is tested with plain float
+arithmetic on values copied out of the returned arrays, using numpy functions bound before the candidate is
+imported (so a candidate that patches numpy cannot weaken the checker).
+
+Stages: "quick" runs the program once and checks the packing. "full" does the same and then runs the program
+a second time from a fresh import, rejecting it when the two packings differ (a score must be reproducible).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import uuid
+from pathlib import Path
+
+from numpy import asarray, isfinite
+
+N_CIRCLES = 26
+REFERENCE_SUM = 2.635  # AlphaEvolve's published result for 26 circles
+TOLERANCE = 1e-12  # the most a circle may poke out of the square or into another circle
+REPRODUCIBLE_WITHIN = 1e-9  # "full" stage: largest accepted difference between two runs' sums
+
+
+def evaluate(program_path: str, stage: str) -> dict:
+    if stage not in ("quick", "full"):
+        raise ValueError(f"unknown stage {stage!r} (expected 'quick' or 'full')")
+    centers, radii = _run(program_path)
+    check_packing(centers, radii)
+    total = math.fsum(radii)
+    if stage == "full":
+        again_centers, again_radii = _run(program_path)
+        check_packing(again_centers, again_radii)
+        again = math.fsum(again_radii)
+        if abs(again - total) > REPRODUCIBLE_WITHIN:
+            raise ValueError(f"not reproducible: a second run gave sum {again:.12f}, the first {total:.12f}")
+    mean = total / N_CIRCLES
+    std = math.sqrt(math.fsum((r - mean) ** 2 for r in radii) / N_CIRCLES)
+    return {
+        "sum_radii": total,
+        "target_ratio": total / REFERENCE_SUM,
+        "radius_std": std,
+        "min_radius": min(radii),
+        "max_radius": max(radii),
+        "artifacts": {"summary": _summary(centers, radii, total)},
+    }
+
+
+def _run(program_path: str) -> tuple[list[tuple[float, float]], list[float]]:
+    """Import the candidate under a fresh module name, call run_packing(), copy out plain floats."""
+    module = _load(program_path)
+    run_packing = getattr(module, "run_packing", None)
+    if not callable(run_packing):
+        raise ValueError("the program defines no callable run_packing()")
+    result = run_packing()
+    if not isinstance(result, tuple | list) or len(result) != 3:
+        raise ValueError("run_packing() must return a tuple (centers, radii, sum_radii)")
+    centers = asarray(result[0], dtype=float)
+    radii = asarray(result[1], dtype=float)
+    if centers.shape != (N_CIRCLES, 2):
+        raise ValueError(f"centers must have shape ({N_CIRCLES}, 2), got {centers.shape}")
+    if radii.shape != (N_CIRCLES,):
+        raise ValueError(f"radii must have shape ({N_CIRCLES},), got {radii.shape}")
+    if not isfinite(centers).all():
+        raise ValueError(f"circle {_first_false(isfinite(centers).all(axis=1))} has a non-finite centre")
+    if not isfinite(radii).all():
+        raise ValueError(f"circle {_first_false(isfinite(radii))} has a non-finite radius")
+    return [(float(x), float(y)) for x, y in centers.tolist()], [float(r) for r in radii.tolist()]
+
+
+def _load(program_path: str):
+    name = f"_candidate_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, Path(program_path))
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {program_path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module
+
+
+def check_packing(centers: list[tuple[float, float]], radii: list[float]) -> None:
+    """Raise ValueError naming the first violation: negative radius, a circle leaving the square, an overlap."""
+    for i, r in enumerate(radii):
+        if r < 0:
+            raise ValueError(f"circle {i} has a negative radius {r:.3e}")
+    for i, ((x, y), r) in enumerate(zip(centers, radii, strict=True)):
+        for edge, excess in (
+            ("left", r - x),
+            ("right", x + r - 1.0),
+            ("bottom", r - y),
+            ("top", y + r - 1.0),
+        ):
+            if excess > TOLERANCE:
+                raise ValueError(f"circle {i} leaves the square at the {edge} edge by {excess:.3e}")
+    for i in range(N_CIRCLES):
+        xi, yi = centers[i]
+        for j in range(i + 1, N_CIRCLES):
+            xj, yj = centers[j]
+            overlap = radii[i] + radii[j] - ((xi - xj) ** 2 + (yi - yj) ** 2) ** 0.5
+            if overlap > TOLERANCE:
+                raise ValueError(f"circles {i} and {j} overlap by {overlap:.3e}")
+
+
+def _first_false(flags) -> int:
+    return int(next(i for i, ok in enumerate(flags.tolist()) if not ok))
+
+
+def _summary(centers: list[tuple[float, float]], radii: list[float], total: float) -> str:
+    lines = [
+        f"sum of radii {total:.6f} ({total / REFERENCE_SUM:.2%} of the reference {REFERENCE_SUM})",
+        f"radii: min {min(radii):.4f}, max {max(radii):.4f}; "
+        f"{sum(r < 1e-6 for r in radii)} circles with zero radius",
+        "circle  x       y       r",
+    ]
+    order = sorted(range(N_CIRCLES), key=lambda i: -radii[i])
+    lines += [f"{i:>6}  {centers[i][0]:.4f}  {centers[i][1]:.4f}  {radii[i]:.4f}" for i in order]
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""RunSpec: one validated, serialisable configuration; bad fields are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubevolve.spec import API_VERSION, RunSpec, SpecError, load_run_spec, parse_run_spec
+
+
+def test_defaults_round_trip_through_camel_case():
+    spec = parse_run_spec({"task": "tasks/x", "budget": {"maxCandidates": 7, "targetScore": 2.6}})
+    assert spec.budget.max_candidates == 7
+    data = spec.to_dict()
+    assert data["budget"] == {"maxCandidates": 7, "targetScore": 2.6}
+    assert parse_run_spec(data) == spec
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"task": "x", "sampler": {"kind": "best"}}, "spec.sampler.kind: Input should be"),
+        ({"task": "x", "sampler": {"numParnts": 2}}, "spec.sampler.numParnts: unknown field"),
+        ({"task": "x", "budget": {"maxCandidates": 0}}, "spec.budget.maxCandidates: Input should be greater"),
+        ({"task": "x", "parallelism": {"evaluators": "many"}}, "spec.parallelism.evaluators: Input should be a valid"),
+        ({"sampler": {}}, "spec.task: Field required"),
+        ({"task": "x", "colour": "red"}, "spec.colour: unknown field"),
+        ([1, 2], "a run spec must be a mapping"),
+        ({"task": "x", "sampler": {"features": [{"name": "a", "min": 1, "max": 0}]}}, "max (0.0) must be greater"),
+    ],
+)
+def test_bad_fields_are_named(data, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_run_spec(data)
+
+
+def test_every_bad_field_is_reported_at_once():
+    with pytest.raises(SpecError) as err:
+        parse_run_spec({"task": "x", "seed": "abc", "llm": {"temperature": 5}})
+    assert "spec.seed" in str(err.value) and "spec.llm.temperature" in str(err.value)
+
+
+def test_evolution_run_manifest_is_accepted(tmp_path):
+    manifest = tmp_path / "run.yaml"
+    manifest.write_text(
+        f"apiVersion: {API_VERSION}\nkind: EvolutionRun\nmetadata: {{name: packing-1}}\n"
+        "spec:\n  task: ../tasks/circle_packing\n  budget: {maxCandidates: 5}\n"
+    )
+    spec = load_run_spec(manifest)
+    assert spec.name == "packing-1"
+    assert spec.task == str((tmp_path.parent / "tasks" / "circle_packing").resolve())
+
+
+def test_wrong_kind_and_version_are_refused():
+    with pytest.raises(SpecError, match="kind: expected 'EvolutionRun'"):
+        parse_run_spec({"apiVersion": API_VERSION, "kind": "Job", "spec": {"task": "x"}})
+    with pytest.raises(SpecError, match="apiVersion: expected"):
+        parse_run_spec({"apiVersion": "kubevolve.io/v9", "kind": "EvolutionRun", "spec": {"task": "x"}})
+
+
+def test_invalid_yaml_is_reported(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_run_spec(bad)
+
+
+def test_spec_is_json_serialisable():
+    import json
+
+    spec = RunSpec(task="x")
+    assert json.loads(json.dumps(spec.to_dict()))["task"] == "x"
