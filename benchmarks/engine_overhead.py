@@ -78,7 +78,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=300)
     parser.add_argument("--sampler", default="ucb1")
     args = parser.parse_args()
-    table = Table(title=f"engine overhead per candidate ({args.sampler} sampler, sandboxed evaluator, 1 slot)")
+    table = Table(
+        title=f"engine overhead per candidate ({args.sampler} sampler, sandboxed evaluator, 1 slot)"
+    )
     for column in ("stored nodes", "mean", "p50", "p99", "start-up (replay)"):
         table.add_column(column, justify="right")
     for size in (int(s) for s in args.sizes.split(",")):

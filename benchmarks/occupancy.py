@@ -51,13 +51,34 @@ async def measure(slots: int, proposers: int, latency: float) -> tuple[float, fl
 
 
 def main() -> None:
-    table = Table(title=f"evaluator occupancy (eval {EVAL_SECONDS}s, {CANDIDATES_PER_SLOT} candidates per slot)")
-    for column in ("slots", "proposers", "LLM latency", "occupancy", "candidates/s", "serial-design cap"):
+    table = Table(
+        title=f"evaluator occupancy (eval {EVAL_SECONDS}s, {CANDIDATES_PER_SLOT} candidates per slot)"
+    )
+    columns = (
+        "slots",
+        "proposers",
+        "LLM latency",
+        "capacity suffices",
+        "occupancy",
+        "candidates/s",
+        "serial cap",
+    )
+    for column in columns:
         table.add_column(column, justify="right")
-    for slots in (1, 4, 16):
-        proposers = max(1, int(slots * LATENCY / EVAL_SECONDS * 1.5))  # enough proposal capacity
+    cases = [(slots, max(1, int(slots * LATENCY / EVAL_SECONDS * 1.5))) for slots in (1, 4, 16)]
+    cases.append((4, 1))  # too few proposers: occupancy is bounded by proposal capacity, as it must be
+    for slots, proposers in cases:
         occupancy, rate, cap = asyncio.run(measure(slots, proposers, LATENCY))
-        table.add_row(str(slots), str(proposers), f"{LATENCY}s", f"{occupancy:.1%}", f"{rate:.1f}", f"{cap:.0%}")
+        suffices = proposers / LATENCY >= slots / EVAL_SECONDS
+        table.add_row(
+            str(slots),
+            str(proposers),
+            f"{LATENCY}s",
+            "yes" if suffices else "no",
+            f"{occupancy:.1%}",
+            f"{rate:.1f}",
+            f"{cap:.0%}",
+        )
     Console().print(table)
 
 

@@ -49,10 +49,18 @@ def evaluate(program_path, stage):
 """
 
 
-def write_task(root: Path, *, yaml_text: str | None = None, program: str = TOY_PROGRAM,
-               evaluator: str = TOY_EVALUATOR, timeout: float = 5) -> Path:
+def write_task(
+    root: Path,
+    *,
+    yaml_text: str | None = None,
+    program: str = TOY_PROGRAM,
+    evaluator: str = TOY_EVALUATOR,
+    timeout: float = 5,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "task.yaml").write_text(yaml_text if yaml_text is not None else TOY_TASK_YAML.format(timeout=timeout))
+    (root / "task.yaml").write_text(
+        yaml_text if yaml_text is not None else TOY_TASK_YAML.format(timeout=timeout)
+    )
     (root / "initial.py").write_text(textwrap.dedent(program))
     (root / "evaluate.py").write_text(textwrap.dedent(evaluator))
     return root

@@ -156,13 +156,15 @@ def test_crossover_takes_the_inspirations_values():
 
 
 def test_line_crossover_when_the_code_differs():
-    inspiration = PROGRAM.replace("    a = 0.25\n", "    a = math.sqrt(x)\n")
+    inspiration = PROGRAM.replace("a = 0.25\n", "a = math.sqrt(x)\n").replace("c = -1.5e-3\n", "c = -x\n")
     taken = 0
     for seed in range(60):
         proposal = propose(PROGRAM, seed, [inspiration])
         if proposal.motivation.startswith("offline proposer: line crossover with inspiration insp0000"):
-            assert "    a = math.sqrt(x)\n" in proposal.code
-            assert "took line 10 of evolve block 1" in proposal.motivation
+            # exactly one of the two differing lines: taking both would copy the inspiration
+            took_a, took_c = "a = math.sqrt(x)\n" in proposal.code, "c = -x\n" in proposal.code
+            assert took_a != took_c
+            assert f"took line {10 if took_a else 12} of evolve block 1" in proposal.motivation
             assert split(proposal.code).frozen == split(PROGRAM).frozen
             taken += 1
     assert taken >= 3
@@ -175,11 +177,24 @@ def test_no_literals_and_no_differing_inspiration_is_an_error():
 
 
 def test_no_literals_but_a_differing_inspiration_crosses_lines():
+    bare = "# EVOLVE-BLOCK-START\ndef f(x):\n    y = x + x\n    return y - x\n# EVOLVE-BLOCK-END\n"
+    other = "# EVOLVE-BLOCK-START\ndef f(x):\n    y = x * x\n    return y / x\n# EVOLVE-BLOCK-END\n"
+    proposal = propose(bare, seed=0, inspirations=[other])
+    assert proposal.code in (bare.replace("x + x", "x * x"), bare.replace("y - x", "y / x"))
+    assert "line crossover" in proposal.motivation
+
+
+def test_copying_the_parent_or_an_inspiration_is_an_error():
     bare = "# EVOLVE-BLOCK-START\ndef f(x):\n    return x + x\n# EVOLVE-BLOCK-END\n"
     other = "# EVOLVE-BLOCK-START\ndef f(x):\n    return x * x\n# EVOLVE-BLOCK-END\n"
-    proposal = propose(bare, seed=0, inspirations=[other])
-    assert proposal.code == other
-    assert "line crossover" in proposal.motivation
+    with pytest.raises(ProposalError, match="copy of an inspiration"):
+        propose(bare, seed=0, inspirations=[other])
+
+
+def test_crossover_never_returns_a_copy_of_the_inspiration():
+    inspiration = PROGRAM.replace("b = 7", "b = 11")
+    for seed in range(40):
+        assert propose(PROGRAM, seed, [inspiration]).code != inspiration
 
 
 def test_literals_found_only_inside_blocks():

@@ -11,16 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
+from conftest import write_task
 from kubevolve.models import Stage
 from kubevolve.proposers.offline import OfflineProposer
 from kubevolve.runner import Evolution
 from kubevolve.spec import RunSpec
 from kubevolve.store.sqlite import SQLiteStore
 from kubevolve.task import load_task
-
-from conftest import write_task
 
 
 def evolve(task_dir: Path, store, tmp_path: Path, name: str = "run", **spec_fields):
@@ -33,7 +30,11 @@ def test_loop_improves_the_program_and_commits_every_candidate(toy_task, tmp_pat
     seen = []
     spec = RunSpec(task=str(toy_task), name="run", budget={"maxCandidates": 40})
     evolution = Evolution(
-        spec, load_task(toy_task), store, OfflineProposer(), tmp_path / "work",
+        spec,
+        load_task(toy_task),
+        store,
+        OfflineProposer(),
+        tmp_path / "work",
         on_progress=lambda progress, node: seen.append(node),
     )
     record = asyncio.run(evolution.run())
@@ -61,7 +62,7 @@ def test_target_score_stops_the_run(toy_task, tmp_path, store):
 def test_consecutive_failures_fail_the_run(tmp_path, store):
     task = write_task(
         tmp_path / "flaky",
-        evaluator="def evaluate(path, stage):\n    if 'x = 0.5' in open(path).read():\n        return {'f': 0.0}\n"
+        evaluator="def evaluate(path, stage):\n    if 'x = 0.5\\n    y = 0.5' in open(path).read():\n        return {'f': 0.0}\n"
         "    raise RuntimeError('every change breaks it')\n",
     )
     _, record = evolve(task, store, tmp_path, budget={"maxCandidates": 100, "maxFailures": 5})
@@ -75,7 +76,10 @@ def test_initial_program_failure_is_reported(tmp_path, store):
     task = write_task(tmp_path / "bad", evaluator="def evaluate(path, stage):\n    return {'g': 1.0}\n")
     _, record = evolve(task, store, tmp_path)
     assert record.phase == "Failed"
-    assert "the initial program failed: quick stage: bad metrics: the primary metric 'f' is missing" in record.message
+    assert (
+        "the initial program failed: quick stage: bad metrics: the primary metric 'f' is missing"
+        in record.message
+    )
 
 
 def test_early_rejection_threshold(tmp_path, store):
@@ -83,7 +87,9 @@ def test_early_rejection_threshold(tmp_path, store):
     del yaml_text
     from conftest import TOY_TASK_YAML
 
-    text = TOY_TASK_YAML.format(timeout=5).replace("    resources:", "    rejectBelow: {f: -6.0}\n    resources:")
+    text = TOY_TASK_YAML.format(timeout=5).replace(
+        "    resources:", "    rejectBelow: {f: -6.0}\n    resources:"
+    )
     task = write_task(tmp_path / "thr", yaml_text=text)
     _, record = evolve(task, store, tmp_path)
     assert record.phase == "Failed"
@@ -101,8 +107,13 @@ def test_two_runs_in_one_store_stay_apart(toy_task, tmp_path, store):
 def _kubevolve(*args: str, home: Path, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "KUBEVOLVE_HOME": str(home)}
     return subprocess.Popen(
-        [sys.executable, "-m", "kubevolve", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, text=True, **kwargs,
+        [sys.executable, "-m", "kubevolve", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+        **kwargs,
     )
 
 

@@ -21,11 +21,17 @@ def test_defaults_round_trip_through_camel_case():
         ({"task": "x", "sampler": {"kind": "best"}}, "spec.sampler.kind: Input should be"),
         ({"task": "x", "sampler": {"numParnts": 2}}, "spec.sampler.numParnts: unknown field"),
         ({"task": "x", "budget": {"maxCandidates": 0}}, "spec.budget.maxCandidates: Input should be greater"),
-        ({"task": "x", "parallelism": {"evaluators": "many"}}, "spec.parallelism.evaluators: Input should be a valid"),
+        (
+            {"task": "x", "parallelism": {"evaluators": "many"}},
+            "spec.parallelism.evaluators: Input should be a valid",
+        ),
         ({"sampler": {}}, "spec.task: Field required"),
         ({"task": "x", "colour": "red"}, "spec.colour: unknown field"),
         ([1, 2], "a run spec must be a mapping"),
-        ({"task": "x", "sampler": {"features": [{"name": "a", "min": 1, "max": 0}]}}, "max (0.0) must be greater"),
+        (
+            {"task": "x", "sampler": {"features": [{"name": "a", "min": 1, "max": 0}]}},
+            "max (0.0) must be greater",
+        ),
     ],
 )
 def test_bad_fields_are_named(data, message):

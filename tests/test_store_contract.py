@@ -136,6 +136,8 @@ def test_bad_node_is_refused_without_a_trace(store: Store) -> None:
         store.add_node(make_node(embedding=[0.1, float("nan")]))
     with pytest.raises(StoreError):
         store.add_node(make_node(artifacts={"x": object()}))  # type: ignore[dict-item]
+    with pytest.raises(StoreError, match="unknown stage"):
+        store.add_node(make_node(stage="bogus"))  # type: ignore[arg-type]
     assert store.list_nodes("r1") == [] and store.count_nodes("r1") == {}
 
 

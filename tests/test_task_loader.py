@@ -21,22 +21,36 @@ def test_toy_task_loads(toy_task):
         (lambda root: (root / "task.yaml").unlink(), "no task.yaml"),
         (lambda root: (root / "task.yaml").write_text("name: [oops\n"), "not valid YAML"),
         (lambda root: (root / "task.yaml").write_text("- a list\n"), "must be a mapping"),
-        (lambda root: (root / "task.yaml").write_text("name: t\ndescription: d\nstages: {quick: {}}\n"),
-         "task.metric: Field required"),
-        (lambda root: (root / "task.yaml").write_text(TOY_TASK_YAML.format(timeout=5) + "colour: red\n"),
-         "task.colour: unknown field"),
-        (lambda root: (root / "task.yaml").write_text(TOY_TASK_YAML.format(timeout=-1)),
-         "task.stages.quick.timeoutSeconds: Input should be greater than 0"),
-        (lambda root: (root / "task.yaml").write_text(TOY_TASK_YAML.format(timeout=5).replace("quick:", "warmup:")),
-         "task.stages.warmup"),
+        (
+            lambda root: (root / "task.yaml").write_text("name: t\ndescription: d\nstages: {quick: {}}\n"),
+            "task.metric: Field required",
+        ),
+        (
+            lambda root: (root / "task.yaml").write_text(TOY_TASK_YAML.format(timeout=5) + "colour: red\n"),
+            "task.colour: unknown field",
+        ),
+        (
+            lambda root: (root / "task.yaml").write_text(TOY_TASK_YAML.format(timeout=-1)),
+            "task.stages.quick.timeoutSeconds: Input should be greater than 0",
+        ),
+        (
+            lambda root: (root / "task.yaml").write_text(
+                TOY_TASK_YAML.format(timeout=5).replace("quick:", "warmup:")
+            ),
+            "task.stages.warmup",
+        ),
         (lambda root: (root / "initial.py").unlink(), "program 'initial.py' not found"),
         (lambda root: (root / "initial.py").write_text("def f(:\n"), "initial program does not parse"),
         (lambda root: (root / "initial.py").write_text("x = 1\n"), "no evolve block"),
-        (lambda root: (root / "initial.py").write_text(TOY_PROGRAM.replace("# EVOLVE-BLOCK-END\n", "")),
-         "EVOLVE-BLOCK-START is never closed"),
+        (
+            lambda root: (root / "initial.py").write_text(TOY_PROGRAM.replace("# EVOLVE-BLOCK-END\n", "")),
+            "EVOLVE-BLOCK-START is never closed",
+        ),
         (lambda root: (root / "evaluate.py").unlink(), "evaluator 'evaluate.py' not found"),
-        (lambda root: (root / "evaluate.py").write_text("def score(p):\n    return {}\n"),
-         "must define a top-level function evaluate"),
+        (
+            lambda root: (root / "evaluate.py").write_text("def score(p):\n    return {}\n"),
+            "must define a top-level function evaluate",
+        ),
     ],
 )
 def test_malformed_task_gives_a_clear_error(tmp_path, mutate, message):

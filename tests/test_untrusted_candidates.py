@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import textwrap
 import threading
@@ -17,7 +18,9 @@ from kubevolve.runner import Evolution
 from kubevolve.spec import RunSpec
 from kubevolve.task import load_task
 
-needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot create namespaces on this machine")
+needs_bwrap = pytest.mark.skipif(
+    not bwrap_works(), reason="bubblewrap cannot create namespaces on this machine"
+)
 
 
 def program(body: str) -> str:
@@ -56,10 +59,8 @@ def test_misbehaving_candidates_are_recorded_failures(toy_task, tmp_path, store,
 
     def accept_loop():
         for _ in range(100):
-            try:
+            with contextlib.suppress(TimeoutError):
                 accepted.append(listener.accept())
-            except TimeoutError:
-                pass
 
     threading.Thread(target=accept_loop, daemon=True).start()
     cases = {
@@ -123,7 +124,9 @@ def test_candidate_sees_no_secrets_and_no_home(toy_task, tmp_path, store, monkey
 def test_evaluator_that_cannot_import_fails_the_run_clearly(tmp_path, store):
     from conftest import write_task
 
-    task_dir = write_task(tmp_path / "broken", evaluator="import no_such_module\n\ndef evaluate(p, s):\n    return {}\n")
+    task_dir = write_task(
+        tmp_path / "broken", evaluator="import no_such_module\n\ndef evaluate(p, s):\n    return {}\n"
+    )
     spec = RunSpec(task=str(task_dir), name="broken")
     evolution = Evolution(spec, load_task(task_dir), store, ScriptedProposer([]), tmp_path / "work")
     with pytest.raises(Exception, match="cannot import the evaluator: ModuleNotFoundError"):

@@ -27,13 +27,18 @@ def check_budget(
     """The reason the run must stop now, or None. `target_score` is already in score units (higher is better)."""
     now = time.time() if now is None else now
     if budget.max_candidates is not None and candidates >= budget.max_candidates:
-        return BudgetVerdict(f"budget reached: {candidates} candidates (maxCandidates {budget.max_candidates})")
+        return BudgetVerdict(
+            f"budget reached: {candidates} candidates (maxCandidates {budget.max_candidates})"
+        )
     if target_score is not None and best_score is not None and best_score >= target_score:
         return BudgetVerdict(f"target reached: best score {best_score:.6g} >= {target_score:.6g}")
     if budget.deadline_seconds is not None and now - started_at >= budget.deadline_seconds:
-        return BudgetVerdict(f"deadline reached: {now - started_at:.0f}s (deadlineSeconds {budget.deadline_seconds:g})")
+        return BudgetVerdict(
+            f"deadline reached: {now - started_at:.0f}s (deadlineSeconds {budget.deadline_seconds:g})"
+        )
     if budget.max_failures is not None and consecutive_failures >= budget.max_failures:
         return BudgetVerdict(
-            f"{consecutive_failures} consecutive failed candidates (maxFailures {budget.max_failures})", failed=True
+            f"{consecutive_failures} consecutive failed candidates (maxFailures {budget.max_failures})",
+            failed=True,
         )
     return None

@@ -70,7 +70,9 @@ def changed_outside_blocks(parent: str, child: str, start: str = START, end: str
         return f"evolve-block markers broken: {err}"
     parent_split = split(parent, start, end)
     if len(child_split.blocks) != len(parent_split.blocks):
-        return f"the program has {len(child_split.blocks)} evolve blocks, its parent {len(parent_split.blocks)}"
+        return (
+            f"the program has {len(child_split.blocks)} evolve blocks, its parent {len(parent_split.blocks)}"
+        )
     for index, (a, b) in enumerate(zip(parent_split.frozen, child_split.frozen, strict=True)):
         if a != b:
             where = "before the first evolve block" if index == 0 else f"after evolve block {index}"

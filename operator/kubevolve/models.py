@@ -19,7 +19,9 @@ class Stage(StrEnum):
     """How far a candidate got. Every node ends in exactly one of these."""
 
     PROPOSED = "proposed"  # written by a proposal step, not evaluated yet (the Kubernetes runtime uses this)
-    REJECTED_STATIC = "rejected_static"  # did not parse, touched code outside the EVOLVE-BLOCK, failed a task check
+    REJECTED_STATIC = (
+        "rejected_static"  # did not parse, touched code outside the EVOLVE-BLOCK, failed a task check
+    )
     REJECTED_NOVELTY = "rejected_novelty"  # duplicate or near-duplicate of an earlier node
     FAILED_QUICK = "failed_quick"  # crashed, timed out or fell below a threshold in the quick stage
     FAILED_FULL = "failed_full"  # crashed or timed out in the full stage

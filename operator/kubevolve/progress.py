@@ -11,7 +11,9 @@ from .models import Node, Stage
 
 def failure_reason(node: Node) -> str:
     """A short, bounded-cardinality reason for a failed node: its stage plus the error's kind."""
-    error = node.error.split(": ", 1)[1] if node.error.startswith(("quick stage", "full stage")) else node.error
+    error = (
+        node.error.split(": ", 1)[1] if node.error.startswith(("quick stage", "full stage")) else node.error
+    )
     kind = error.split(":", 1)[0].split("(", 1)[0].strip()[:40] or "unknown"
     return f"{node.stage}: {kind}"
 

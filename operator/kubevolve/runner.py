@@ -72,7 +72,11 @@ class Evolution:
         self.progress = RunProgress(self.run_id)
         sampler_spec, features = sampler_settings(spec, task)
         self.sampler: Sampler = make_sampler(sampler_spec, features, spec.seed)
-        self.target = None if spec.budget.target_score is None else task.score_of({task.spec.metric: spec.budget.target_score})
+        self.target = (
+            None
+            if spec.budget.target_score is None
+            else task.score_of({task.spec.metric: spec.budget.target_score})
+        )
         self.started_at = time.time()
         self.committed = 0
         self.in_flight = 0
@@ -114,7 +118,10 @@ class Evolution:
         self.sampler.observe(node)
         self.committed += 1
         self.progress.record(node)
-        self.consecutive_failures = 0 if node.stage is Stage.EVALUATED else self.consecutive_failures + 1
+        if node.stage is Stage.EVALUATED:
+            self.consecutive_failures = 0
+        elif node.stage is not Stage.REJECTED_NOVELTY:  # a duplicate is not a failure of the candidate
+            self.consecutive_failures += 1
         self.on_progress(self.progress, node)
         self._check_budget()
 
@@ -169,20 +176,30 @@ class Evolution:
         try:
             proposal = await self.proposer.propose(request)
         except ProposalError as err:
-            node.stage, node.error, node.proposer = Stage.REJECTED_STATIC, f"proposal failed: {err}", self.proposer.name
+            node.stage, node.error, node.proposer = (
+                Stage.REJECTED_STATIC,
+                f"proposal failed: {err}",
+                self.proposer.name,
+            )
             node.timings["propose"] = time.monotonic() - started
             self._release()
             self._commit(node)
             return None
         node.timings["propose"] = time.monotonic() - started
         node.code, node.motivation, node.proposer, node.llm = (
-            proposal.code, proposal.motivation, proposal.proposer, proposal.llm,
+            proposal.code,
+            proposal.motivation,
+            proposal.proposer,
+            proposal.llm,
         )
         node.diff = unified_diff(parent.code, node.code)
         engineer = self.engineer
         rejected = engineer.precheck(node, parent.code)
         if rejected is None and node.code_hash in self.in_flight_hashes:
-            node.stage, node.error = Stage.REJECTED_NOVELTY, "identical to a candidate already being evaluated"
+            node.stage, node.error = (
+                Stage.REJECTED_NOVELTY,
+                "identical to a candidate already being evaluated",
+            )
             rejected = node
         if rejected is not None:
             self._release()
@@ -208,7 +225,10 @@ class Evolution:
                 self._release(node.code_hash)
             self.progress.occupancy = self.pool.occupancy()
             self._commit(node)
-            if self.spec.budget.max_candidates is not None and self.committed >= self.spec.budget.max_candidates:
+            if (
+                self.spec.budget.max_candidates is not None
+                and self.committed >= self.spec.budget.max_candidates
+            ):
                 return
 
     async def _seed(self) -> Node:
@@ -239,8 +259,14 @@ class Evolution:
             self.pool.reset_accounting()
             ahead = self.spec.parallelism.proposals_ahead or self.spec.parallelism.evaluators
             queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, ahead))
-            tasks = [asyncio.create_task(self._proposer_loop(queue)) for _ in range(self.spec.parallelism.proposers)]
-            tasks += [asyncio.create_task(self._evaluator_loop(queue)) for _ in range(self.spec.parallelism.evaluators)]
+            tasks = [
+                asyncio.create_task(self._proposer_loop(queue))
+                for _ in range(self.spec.parallelism.proposers)
+            ]
+            tasks += [
+                asyncio.create_task(self._evaluator_loop(queue))
+                for _ in range(self.spec.parallelism.evaluators)
+            ]
             await self._wait_for_stop(tasks)
             if not self._stop.is_set():
                 self.verdict = BudgetVerdict("every budgeted candidate is done")
@@ -261,9 +287,13 @@ class Evolution:
         try:
             while not self._stop.is_set() and not all(t.done() for t in tasks):
                 deadline = self.spec.budget.deadline_seconds
-                timeout = None if deadline is None else max(0.0, self.started_at + deadline - time.time()) + 0.01
+                timeout = (
+                    None if deadline is None else max(0.0, self.started_at + deadline - time.time()) + 0.01
+                )
                 done, _ = await asyncio.wait(
-                    [stopper, *(t for t in tasks if not t.done())], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    [stopper, *(t for t in tasks if not t.done())],
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 for task in done:
                     if task is not stopper and task.exception():

@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,16 +22,22 @@ from ..task import TaskError
 from . import render
 from .live import ProgressDisplay
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evolve programs with the ASI-Evolve loop.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Evolve programs with the ASI-Evolve loop."
+)
 console = Console()
 err_console = Console(stderr=True)
 
 StoreOpt = Annotated[
-    Optional[str],
-    typer.Option("--store", envvar="KUBEVOLVE_STORE", help="Store URL or SQLite path (default ~/.kubevolve/kubevolve.db)."),
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="KUBEVOLVE_STORE",
+        help="Store URL or SQLite path (default ~/.kubevolve/kubevolve.db).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-RunArg = Annotated[Optional[str], typer.Argument(help="Run id (default: the most recent run).")]
+RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the most recent run).")]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -69,13 +75,17 @@ def get_node(store: Store, node_id: str) -> Node:
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Argument(help="A task folder or a run YAML file (bare spec or EvolutionRun).")],
+    target: Annotated[
+        str, typer.Argument(help="A task folder or a run YAML file (bare spec or EvolutionRun).")
+    ],
     store_url: StoreOpt = None,
-    new: Annotated[bool, typer.Option("--new", help="Start a new run instead of resuming an unfinished one.")] = False,
-    max_candidates: Annotated[Optional[int], typer.Option(help="Override budget.maxCandidates.")] = None,
-    evaluators: Annotated[Optional[int], typer.Option(help="Override parallelism.evaluators.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override the run seed.")] = None,
-    sandbox: Annotated[Optional[str], typer.Option(help="auto | bwrap | none")] = None,
+    new: Annotated[
+        bool, typer.Option("--new", help="Start a new run instead of resuming an unfinished one.")
+    ] = False,
+    max_candidates: Annotated[int | None, typer.Option(help="Override budget.maxCandidates.")] = None,
+    evaluators: Annotated[int | None, typer.Option(help="Override parallelism.evaluators.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the run seed.")] = None,
+    sandbox: Annotated[str | None, typer.Option(help="auto | bwrap | none")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run (or resume) an evolution locally, with a live progress display."""
@@ -177,7 +187,9 @@ def show(
 
 @app.command()
 def lineage(
-    node_id: Annotated[Optional[str], typer.Argument(help="Node id (default: the best node of the latest run).")] = None,
+    node_id: Annotated[
+        str | None, typer.Argument(help="Node id (default: the best node of the latest run).")
+    ] = None,
     store_url: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -204,7 +216,7 @@ def lineage(
 def export(
     run_id: RunArg = None,
     store_url: StoreOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Every node of a run as JSON Lines, in the order they were committed."""
     store = get_store(store_url)

@@ -59,7 +59,9 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
     table = Table("run", "task", "phase", "best", "candidates", "age", "message")
     for r in rows:
         best = "—" if r["best_score"] is None else f"{r['best_score']:.6g}"
-        table.add_row(r["id"], r["task"], r["phase"], best, str(r["candidates"]), _age(r["created_at"]), r["message"])
+        table.add_row(
+            r["id"], r["task"], r["phase"], best, str(r["candidates"]), _age(r["created_at"]), r["message"]
+        )
     return table
 
 
@@ -73,11 +75,15 @@ def print_run(console: Console, summary: dict[str, Any]) -> None:
 
 
 def print_node(console: Console, node: Node, *, code: bool = True, diff: bool = True) -> None:
-    console.print(f"[bold]node {node.id}[/] (#{node.seq}, run {node.run_id}, generation {node.generation}, "
-                  f"island {node.island})")
+    console.print(
+        f"[bold]node {node.id}[/] (#{node.seq}, run {node.run_id}, generation {node.generation}, "
+        f"island {node.island})"
+    )
     console.print(f"  stage: {node.stage}   score: {node.score}")
     if node.parent_ids:
-        console.print(f"  parents: {', '.join(node.parent_ids)}   inspirations: {', '.join(node.inspiration_ids) or '—'}")
+        console.print(
+            f"  parents: {', '.join(node.parent_ids)}   inspirations: {', '.join(node.inspiration_ids) or '—'}"
+        )
     if node.motivation:
         console.print(f"  motivation: {node.motivation}")
     if node.metrics:

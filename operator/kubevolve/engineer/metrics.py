@@ -45,5 +45,7 @@ def validate_metrics(result: Any, primary: str) -> tuple[dict[str, float], dict[
             raise MetricsError(f"metric {key!r} is not finite ({value})")
         metrics[key] = value
     if primary not in metrics:
-        raise MetricsError(f"the primary metric {primary!r} is missing (got {sorted(metrics) or 'no metrics'})")
+        raise MetricsError(
+            f"the primary metric {primary!r} is missing (got {sorted(metrics) or 'no metrics'})"
+        )
     return metrics, artifacts

@@ -152,7 +152,7 @@ class Slot:
         started = time.monotonic()
         try:
             reply = await self.worker.run(job)
-        except (ConnectionError, asyncio.TimeoutError, ValueError) as err:
+        except (TimeoutError, ConnectionError, ValueError) as err:
             await self.worker.stop()
             reply = {"ok": False, "status": "crashed", "error": f"evaluation worker failed: {err or 'hung'}"}
         finally:
@@ -215,19 +215,23 @@ class EvaluatorPool:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[Slot]:
         slot = await self._free.get()
+        if not self.started_at:
+            self.started_at = time.monotonic()
         try:
             yield slot
         finally:
             self._free.put_nowait(slot)
 
     def reset_accounting(self) -> None:
-        """Measure occupancy from now on (the pipelined phase, not start-up)."""
-        self.started_at = time.monotonic()
+        """Measure occupancy from the next job on: the pipelined phase, not start-up or the first LLM call."""
+        self.started_at = 0.0
         for slot in self.slots:
             slot.busy_seconds = 0.0
 
     def occupancy(self) -> float:
         """Busy slot time over total slot time since start."""
+        if not self.started_at:
+            return 0.0
         total = (time.monotonic() - self.started_at) * self.size
         return sum(s.busy_seconds for s in self.slots) / total if total > 0 else 0.0
 

@@ -62,7 +62,9 @@ def resolve_mode(mode: SandboxMode) -> Literal["bwrap", "none"]:
 def _namespace_flags() -> list[str]:
     common = ["--die-with-parent", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
     if os.geteuid() == 0:
-        caps = ["--cap-drop", "ALL"] + [f for c in ("SETUID", "SETGID", "KILL") for f in ("--cap-add", f"CAP_{c}")]
+        caps = ["--cap-drop", "ALL"] + [
+            f for c in ("SETUID", "SETGID", "KILL") for f in ("--cap-add", f"CAP_{c}")
+        ]
         return common + caps
     return common + ["--unshare-user", "--cap-drop", "ALL"]
 

@@ -47,7 +47,9 @@ def static_check(task: Task, code: str, parent_code: str) -> str | None:
     defined = {
         n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
     }
-    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    defined |= {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+    }
     missing = [name for name in checks.required_names if name not in defined]
     if missing:
         return f"required top-level name(s) missing: {', '.join(missing)}"

@@ -12,6 +12,7 @@ reply). Everything else the worker or the evaluator prints goes to stderr or to 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -117,10 +118,8 @@ def _sweep_namespace() -> None:
     me = os.getpid()
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) not in (1, me):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 def _describe_exit(status: int, timed_out: bool, job: dict[str, Any]) -> tuple[str, str]:
@@ -184,14 +183,16 @@ def run_job(evaluator: Any, job: dict[str, Any], protocol_fd: int) -> dict[str, 
         pass
     os.close(read_fd)
     os.close(pidfd)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)  # anything the candidate started in its session
-    except (ProcessLookupError, PermissionError):
-        pass
     _sweep_namespace()
     duration = time.monotonic() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    reply: dict[str, Any] = {"id": job["id"], "duration": duration, "cpu_total": usage.ru_utime + usage.ru_stime}
+    reply: dict[str, Any] = {
+        "id": job["id"],
+        "duration": duration,
+        "cpu_total": usage.ru_utime + usage.ru_stime,
+    }
     data = b"".join(chunks)
     if not timed_out and len(data) >= 8:
         length = int.from_bytes(data[:8], "little")

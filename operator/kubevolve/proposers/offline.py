@@ -84,6 +84,7 @@ def propose_offline(request: ProposalRequest) -> Proposal:
             "offline proposer: the parent's evolve blocks contain no numeric literals and no inspiration "
             "differs from the parent, so there is nothing to perturb or cross over"
         )
+    known = {parent, *(donor.join() for _, donor in donors)}  # a copy of a known program teaches nothing
     rng = random.Random(request.seed)
     failures: list[str] = []
     for _ in range(MAX_ATTEMPTS):
@@ -93,8 +94,8 @@ def propose_offline(request: ProposalRequest) -> Proposal:
             continue
         blocks, motivation = result
         code = split.join(blocks)
-        if code == parent:
-            failures.append("no change")
+        if code in known:
+            failures.append("no change" if code == parent else "copy of an inspiration")
             continue
         try:
             ast.parse(code)

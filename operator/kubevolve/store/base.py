@@ -83,7 +83,9 @@ class Store(Protocol):
 
     def list_insights(self, run_id: str) -> list[Insight]: ...
 
-    def search_insights(self, run_id: str, vector: Sequence[float], k: int) -> list[tuple[Insight, float]]: ...
+    def search_insights(
+        self, run_id: str, vector: Sequence[float], k: int
+    ) -> list[tuple[Insight, float]]: ...
 
     # cognition
     def add_cognition(self, entries: Sequence[CognitionEntry]) -> int:

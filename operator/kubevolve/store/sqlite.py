@@ -116,16 +116,18 @@ class SQLiteStore:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
+            with self._lock:
+                self._conns.append(
+                    (pid, conn)
+                )  # registered first, so close() reaches it even if a pragma fails
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             self._local.conn, self._local.pid = conn, pid
-            with self._lock:
-                self._conns.append((pid, conn))
         return conn
 
-    def _one(self, sql: str, *params: Any) -> Any:
+    def _one(self, sql: str, params: Sequence[Any]) -> Any:
         return self._conn().execute(sql, params).fetchone()
 
     @contextmanager
@@ -135,10 +137,11 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -162,7 +165,7 @@ class SQLiteStore:
 
     @_translated("get_run")
     def get_run(self, run_id: str) -> RunRecord:
-        row = self._one("SELECT data FROM runs WHERE tenant = ? AND id = ?", self.tenant, run_id)
+        row = self._one("SELECT data FROM runs WHERE tenant = ? AND id = ?", (self.tenant, run_id))
         if row is None:
             raise NotFound(f"no run {run_id!r} in tenant {self.tenant!r}")
         return run_from_json(row[0])
@@ -216,7 +219,7 @@ class SQLiteStore:
 
     @_translated("get_node")
     def get_node(self, node_id: str) -> Node:
-        row = self._one(f"SELECT {NODE_COLS} FROM nodes WHERE tenant = ? AND id = ?", self.tenant, node_id)
+        row = self._one(f"SELECT {NODE_COLS} FROM nodes WHERE tenant = ? AND id = ?", (self.tenant, node_id))
         if row is not None:
             return node_from_row(row)
         if len(node_id) < MIN_PREFIX:
@@ -284,7 +287,7 @@ class SQLiteStore:
         row = self._one(
             f"SELECT {NODE_COLS} FROM nodes WHERE tenant = ? AND run_id = ? AND stage = ?"
             " AND score IS NOT NULL ORDER BY score DESC, seq LIMIT 1",
-            *(self.tenant, run_id, str(Stage.EVALUATED)),
+            (self.tenant, run_id, str(Stage.EVALUATED)),
         )
         return None if row is None else node_from_row(row)
 
@@ -292,7 +295,7 @@ class SQLiteStore:
     def find_by_code_hash(self, run_id: str, code_hash: str) -> Node | None:
         row = self._one(
             f"SELECT {NODE_COLS} FROM nodes WHERE tenant = ? AND run_id = ? AND code_hash = ? ORDER BY seq LIMIT 1",
-            *(self.tenant, run_id, code_hash),
+            (self.tenant, run_id, code_hash),
         )
         return None if row is None else node_from_row(row)
 

@@ -44,8 +44,15 @@ def run_from_json(data: str) -> RunRecord:
     return RunRecord(**fields)
 
 
+def stage_value(stage: Stage | str) -> str:
+    try:
+        return str(Stage(stage))
+    except ValueError as exc:
+        raise StoreError(f"unknown stage {stage!r}; expected one of {[str(s) for s in Stage]}") from exc
+
+
 def stage_values(stages: Any) -> list[str]:
-    return [str(Stage(s)) for s in stages]
+    return [stage_value(s) for s in stages]
 
 
 def node_columns(node: Node) -> tuple[str, float | None, int, str, str, bytes | None]:
@@ -53,7 +60,7 @@ def node_columns(node: Node) -> tuple[str, float | None, int, str, str, bytes | 
     data = node.to_dict()
     data.pop("seq")
     return (
-        str(Stage(node.stage)),
+        stage_value(node.stage),
         node.score,
         node.island,
         node.code_hash,

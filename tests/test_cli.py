@@ -1,0 +1,81 @@
+"""The command line: run, then inspect the run without naming it; bad input gets a clear error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from kubevolve.cli.app import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def finished_run(toy_task):
+    result = invoke("run", str(toy_task), "--max-candidates", "12", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_run_then_inspect_the_latest_run(finished_run, tmp_path):
+    assert finished_run["phase"] == "Succeeded" and finished_run["candidates"] == 12
+
+    best = json.loads(invoke("best", "--json").stdout)
+    assert best["id"] == finished_run["best_node"]
+    assert best["score"] == finished_run["best_score"]
+    assert "def solve" in best["code"]
+
+    status = json.loads(invoke("status", "--json").stdout)
+    assert status["id"] == finished_run["id"] and sum(status["by_stage"].values()) == 12
+
+    chain = json.loads(invoke("lineage", "--json").stdout)
+    assert chain[0]["parent_ids"] == [] and chain[-1]["id"] == best["id"]
+    assert all(child["parent_ids"][0] == parent["id"] for parent, child in zip(chain, chain[1:]))
+
+    shown = invoke("show", best["id"][:8])
+    assert shown.exit_code == 0 and best["id"] in shown.stdout and "def solve" in shown.stdout
+
+    out = tmp_path / "nodes.jsonl"
+    assert invoke("export", "--out", str(out)).exit_code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [n["seq"] for n in lines] == list(range(12))
+
+    listing = json.loads(invoke("runs", "--json").stdout)
+    assert [r["id"] for r in listing] == [finished_run["id"]]
+
+
+def test_running_a_finished_task_again_starts_a_new_run(finished_run, toy_task):
+    again = invoke("run", str(toy_task), "--max-candidates", "12", "--json")
+    summary = json.loads(again.stdout)
+    # only unfinished runs are resumed; the store keeps both runs
+    assert summary["id"] != finished_run["id"]
+    assert len(json.loads(invoke("runs", "--json").stdout)) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("run", "/nonexistent/task"), "no such task folder or run file"),
+        (("status",), "no runs yet"),
+        (("show", "abcdef12"), "abcdef12"),
+        (("best", "no-such-run"), "no run 'no-such-run'"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_bad_run_file_names_the_field(tmp_path, toy_task):
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(f"task: {toy_task}\nbudget: {{maxCandidate: 3}}\n")
+    result = invoke("run", str(run_file))
+    assert result.exit_code == 2
+    assert "spec.budget.maxCandidate: unknown field" in result.stderr
