@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -36,7 +37,7 @@ def test_run_then_inspect_the_latest_run(finished_run, tmp_path):
 
     chain = json.loads(invoke("lineage", "--json").stdout)
     assert chain[0]["parent_ids"] == [] and chain[-1]["id"] == best["id"]
-    assert all(child["parent_ids"][0] == parent["id"] for parent, child in zip(chain, chain[1:]))
+    assert all(child["parent_ids"][0] == parent["id"] for parent, child in itertools.pairwise(chain))
 
     shown = invoke("show", best["id"][:8])
     assert shown.exit_code == 0 and best["id"] in shown.stdout and "def solve" in shown.stdout
