@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TASK   ?= circle_packing
-DEMO_CANDIDATES ?= 400
+DEMO_CANDIDATES ?= 1500
 DEMO_EVALUATORS ?= 2
 PYTEST_ARGS ?=
 

@@ -117,6 +117,12 @@ def run(
     elif best is not None:
         console.print(f"\n[bold]best program[/] (node {best.id}, score {best.score:.6g}):")
         render.print_node(console, best, diff=False)
+        initial = store.list_nodes(record.id, limit=1)[0]
+        if initial.score is not None:
+            console.print(
+                f"\n[bold]{record.id}[/]: initial score {initial.score:.6g} → best {best.score:.6g} "
+                f"({best.score - initial.score:+.6g}) in {sum(store.count_nodes(record.id).values())} candidates"
+            )
     if record.phase == "Failed":
         raise typer.Exit(1)
 
