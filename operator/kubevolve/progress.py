@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from .models import Node, Stage
 
-
 # (pattern in the error, reason): a bounded set of labels, fit for a dashboard's "failures by reason"
 _REASONS = [
     (re.compile(r"identical to"), "duplicate"),

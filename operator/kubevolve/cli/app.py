@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..engineer.sandbox import resolve_mode
 from ..launch import choose_run_id, kubevolve_home, load_target, make_proposer
 from ..models import Node
 from ..runner import Evolution
@@ -107,6 +108,11 @@ def run(
         return
     if resumed:
         err_console.print(f"resuming run {spec.name}")
+    if spec.sandbox == "auto" and resolve_mode("auto") == "none":
+        err_console.print(
+            "[yellow]warning:[/] bubblewrap is not available here; candidates run with resource limits and "
+            "timeouts but without namespaces (install the 'bubblewrap' package for the full sandbox)"
+        )
     workspace = kubevolve_home() / "work"
     with ProgressDisplay(err_console if as_json else console) as display:
         evolution = Evolution(spec, task, store, proposer, workspace, on_progress=display)

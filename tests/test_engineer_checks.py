@@ -1,0 +1,75 @@
+"""The Engineer's cheap checks: the metric contract and the static checks, before any process starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubevolve.engineer.metrics import MetricsError, validate_metrics
+from kubevolve.engineer.static_check import static_check
+from kubevolve.task import load_task
+
+
+def test_valid_metrics_and_artifacts():
+    metrics, artifacts = validate_metrics({"f": 1, "g": 2.5, "artifacts": {"log": "x" * 10_000}}, "f")
+    assert metrics == {"f": 1.0, "g": 2.5}
+    assert len(artifacts["log"]) == 8000  # truncated, not refused
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        ([1.0], "must return a dict of metrics, got list"),
+        ({"f": float("nan")}, "metric 'f' is not finite"),
+        ({"f": float("inf")}, "metric 'f' is not finite"),
+        ({"f": 1.0, "ok": True}, "metric 'ok' must be a number, got bool"),
+        ({"f": "2.5"}, "metric 'f' must be a number, got str"),
+        ({"g": 1.0}, "the primary metric 'f' is missing (got ['g'])"),
+        ({}, "the primary metric 'f' is missing (got no metrics)"),
+        ({"f": 1.0, "artifacts": "text"}, "'artifacts' must be a dict"),
+        ({1: 1.0, "f": 1.0}, "metric names must be strings"),
+    ],
+)
+def test_bad_metrics_are_named(result, message):
+    with pytest.raises(MetricsError) as err:
+        validate_metrics(result, "f")
+    assert message in str(err.value)
+
+
+@pytest.fixture
+def task(toy_task):
+    return load_task(toy_task)
+
+
+def with_block(body: str) -> str:
+    return f"import math\n\n# EVOLVE-BLOCK-START\n{body}\n# EVOLVE-BLOCK-END\n"
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (with_block("def solve(:\n    pass"), "syntax error at line 4"),
+        (
+            with_block("def solve():\n    import socket.x\n    return 1, 2"),
+            "imports 'socket.x', which the task forbids",
+        ),
+        (with_block("def solve():\n    s = __import__('socket')\n    return 1, 2"), "imports 'socket'"),
+        (
+            with_block("def solve():\n    from socket import create_connection\n    return 1, 2"),
+            "imports 'socket'",
+        ),
+        (with_block("def other():\n    return 1, 2"), "required top-level name(s) missing: solve"),
+        (
+            "import os\n" + with_block("def solve():\n    return 1, 2"),
+            "code changed outside the evolve blocks",
+        ),
+        (with_block("def solve():\n    return 1, 2") + "# EVOLVE-BLOCK-END\n", "evolve-block markers broken"),
+        (with_block("def solve():\n    return 1, 2\n" + "# padding\n" * 30_000), "over the task's limit"),
+    ],
+)
+def test_static_check_rejections(task, code, message):
+    assert message in (static_check(task, code, task.initial_code) or "")
+
+
+def test_static_check_accepts_a_change_inside_the_block(task):
+    code = task.initial_code.replace("x = 0.5", "x = 2.9")
+    assert static_check(task, code, task.initial_code) is None
