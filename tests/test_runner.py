@@ -52,6 +52,10 @@ def test_loop_improves_the_program_and_commits_every_candidate(toy_task, tmp_pat
     children = [n for n in nodes[1:] if n.stage is Stage.EVALUATED]
     assert children and all(n.parent_ids and n.diff.startswith("--- parent") for n in children)
     assert all(n.proposer == "offline" and n.motivation.startswith("offline proposer") for n in children)
+    analysed = [n for n in nodes if n.stage in (Stage.EVALUATED, Stage.FAILED_QUICK)]
+    insights = {i.id: i for i in store.list_insights("run")}
+    assert analysed and all(n.insight_id in insights for n in analysed)  # every experiment was analysed
+    assert insights[best.insight_id].node_ids == [best.id]
 
 
 def test_target_score_stops_the_run(toy_task, tmp_path, store):

@@ -12,18 +12,18 @@ every committed node and nothing evaluated twice; the candidates that were in fl
 from __future__ import annotations
 
 import asyncio
-import difflib
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer, analyze_and_store
 from .budget import BudgetVerdict, check_budget
+from .candidate import proposal_seed, propose_candidate, seed_node
 from .engineer.engineer import Engineer
 from .engineer.pool import EvaluatorPool
 from .models import Node, RunPhase, RunRecord, Stage
 from .progress import RunProgress
-from .proposers.base import ProposalError, ProposalRequest, Proposer
+from .proposers.base import Proposer
 from .samplers import make_sampler
 from .samplers.base import Sampler, Selection
 from .spec import FeatureAxis, RunSpec, SamplerSpec
@@ -43,15 +43,6 @@ def sampler_settings(spec: RunSpec, task: Task) -> tuple[SamplerSpec, list[Featu
     return sampler, features or [FeatureAxis(name="code_length", min=0, max=20_000, bins=10)]
 
 
-def unified_diff(parent: str, child: str) -> str:
-    lines = difflib.unified_diff(parent.splitlines(True), child.splitlines(True), "parent", "candidate", n=2)
-    return "".join(lines)
-
-
-def proposal_seed(run_seed: int, index: int) -> int:
-    return random.Random(f"{run_seed}:{index}").getrandbits(63)
-
-
 class Evolution:
     def __init__(
         self,
@@ -61,6 +52,7 @@ class Evolution:
         proposer: Proposer,
         workspace: Path,
         on_progress: ProgressCallback | None = None,
+        analyzer: Analyzer | None = None,
     ):
         self.spec = spec
         self.task = task
@@ -68,6 +60,9 @@ class Evolution:
         self.proposer = proposer
         self.workspace = workspace
         self.on_progress = on_progress or (lambda progress, node: None)
+        self.analyzer: Analyzer = analyzer or OfflineAnalyzer()
+        self._analyses: set[asyncio.Task] = set()
+        self._unanalysed: list[Node] = []
         self.run_id = spec.name or ""
         self.progress = RunProgress(self.run_id)
         sampler_spec, features = sampler_settings(spec, task)
@@ -100,6 +95,8 @@ class Evolution:
     def _replay(self) -> None:
         """Rebuild the sampler and counters from the stored nodes (a resumed run continues exactly)."""
         for node in self.store.iter_nodes(self.run_id):
+            if node.stage in ANALYSED_STAGES and not node.insight_id:
+                self._unanalysed.append(node)  # committed just before an interruption
             self.sampler.observe(node)
             self.progress.record(node, live=False)
             self.committed += 1
@@ -118,12 +115,24 @@ class Evolution:
         self.sampler.observe(node)
         self.committed += 1
         self.progress.record(node)
+        if node.stage in ANALYSED_STAGES:
+            self._analyse(node)
         if node.stage is Stage.EVALUATED:
             self.consecutive_failures = 0
         elif node.stage is not Stage.REJECTED_NOVELTY:  # a duplicate is not a failure of the candidate
             self.consecutive_failures += 1
         self.on_progress(self.progress, node)
         self._check_budget()
+
+    def _analyse(self, node: Node) -> None:
+        """Analysis runs beside the pipeline: it never holds an evaluation slot or a proposal."""
+        task = asyncio.create_task(analyze_and_store(self.store, self.analyzer, self.task, node))
+        self._analyses.add(task)
+        task.add_done_callback(self._analyses.discard)
+
+    async def _drain_analyses(self) -> None:
+        if self._analyses:
+            await asyncio.gather(*self._analyses, return_exceptions=True)
 
     def _check_budget(self) -> None:
         verdict = check_budget(
@@ -151,50 +160,15 @@ class Evolution:
         if code_hash:
             self.in_flight_hashes.discard(code_hash)
 
-    async def _propose_one(self) -> tuple[Node, str, Selection] | None:
+    async def _propose_one(self) -> tuple[Node, Selection] | None:
         """Select, propose and pre-check one candidate. Returns it for evaluation, or None if it was settled."""
         selection = self.sampler.select()
         assert selection is not None, "a seeded run always has a candidate to select"
-        parent = selection.parents[0]
-        index = self.proposals
+        seed = proposal_seed(self.spec.seed, self.proposals)
         self.proposals += 1
-        request = ProposalRequest(
-            task=self.task,
-            parents=selection.parents,
-            inspirations=selection.inspirations,
-            seed=proposal_seed(self.spec.seed, index),
-        )
-        node = Node(
-            run_id=self.run_id,
-            code=parent.code,
-            parent_ids=[p.id for p in selection.parents],
-            inspiration_ids=[n.id for n in selection.inspirations],
-            island=self.sampler.island_for_child(selection),
-            generation=parent.generation + 1,
-        )
-        started = time.monotonic()
-        try:
-            proposal = await self.proposer.propose(request)
-        except ProposalError as err:
-            node.stage, node.error, node.proposer = (
-                Stage.REJECTED_STATIC,
-                f"proposal failed: {err}",
-                self.proposer.name,
-            )
-            node.timings["propose"] = time.monotonic() - started
-            self._release()
-            self._commit(node)
-            return None
-        node.timings["propose"] = time.monotonic() - started
-        node.code, node.motivation, node.proposer, node.llm = (
-            proposal.code,
-            proposal.motivation,
-            proposal.proposer,
-            proposal.llm,
-        )
-        node.diff = unified_diff(parent.code, node.code)
-        engineer = self.engineer
-        rejected = engineer.precheck(node, parent.code)
+        island = self.sampler.island_for_child(selection)
+        node = await propose_candidate(self.task, self.run_id, selection, island, self.proposer, seed)
+        rejected = node if node.stage.is_final else self.engineer.precheck(node, selection.parents[0].code)
         if rejected is None and node.code_hash in self.in_flight_hashes:
             node.stage, node.error = (
                 Stage.REJECTED_NOVELTY,
@@ -206,7 +180,7 @@ class Evolution:
             self._commit(rejected)
             return None
         self.in_flight_hashes.add(node.code_hash)
-        return node, parent.code, selection
+        return node, selection
 
     async def _proposer_loop(self, queue: asyncio.Queue) -> None:
         while not self._stop.is_set():
@@ -218,7 +192,7 @@ class Evolution:
 
     async def _evaluator_loop(self, queue: asyncio.Queue) -> None:
         while not self._stop.is_set():
-            node, _parent_code, _selection = await queue.get()
+            node, _selection = await queue.get()
             try:
                 node = await self.engineer.evaluate(node)
             finally:
@@ -232,9 +206,7 @@ class Evolution:
                 return
 
     async def _seed(self) -> Node:
-        node = Node(run_id=self.run_id, code=self.task.initial_code, motivation="the task's initial program")
-        node.proposer = "initial"
-        node = await self.engineer.run(node, None)
+        node = await self.engineer.run(seed_node(self.run_id, self.task), None)
         self._commit(node)
         return node
 
@@ -256,6 +228,8 @@ class Evolution:
             self._check_budget()
             if self._stop.is_set():
                 return self._finish(record, self._phase(), self.verdict.reason if self.verdict else "")
+            for node in self._unanalysed:
+                self._analyse(node)
             self.pool.reset_accounting()
             ahead = self.spec.parallelism.proposals_ahead or self.spec.parallelism.evaluators
             queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, ahead))
@@ -268,6 +242,8 @@ class Evolution:
                 for _ in range(self.spec.parallelism.evaluators)
             ]
             await self._wait_for_stop(tasks)
+            await _cancel_all(tasks)
+            await self._drain_analyses()
             if not self._stop.is_set():
                 self.verdict = BudgetVerdict("every budgeted candidate is done")
             return self._finish(record, self._phase(), self.verdict.reason)
@@ -278,7 +254,7 @@ class Evolution:
             self._finish(record, RunPhase.FAILED, f"internal error: {type(err).__name__}: {err}")
             raise
         finally:
-            await _cancel_all(tasks)
+            await _cancel_all([*tasks, *self._analyses])
             await self.pool.close()
 
     async def _wait_for_stop(self, tasks: list[asyncio.Task]) -> None:

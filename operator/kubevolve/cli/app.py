@@ -22,10 +22,12 @@ from ..store.base import NotFound, Store, StoreError
 from ..task import TaskError
 from . import render
 from .live import ProgressDisplay
+from .step import step_app
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Evolve programs with the ASI-Evolve loop."
 )
+app.add_typer(step_app, name="step")
 console = Console()
 err_console = Console(stderr=True)
 

@@ -30,6 +30,22 @@ def threshold_failure(task: Task, stage: str, metrics: dict[str, float]) -> str 
     return None
 
 
+def precheck(task: Task, store: Store, node: Node, parent_code: str | None) -> Node | None:
+    """Static and duplicate checks, which need no evaluator. Returns the node, rejected, or None if it passes."""
+    started = time.monotonic()
+    problem = static_check(task, node.code, parent_code if parent_code is not None else node.code)
+    node.timings["static"] = time.monotonic() - started
+    if problem:
+        node.stage, node.error = Stage.REJECTED_STATIC, problem
+        return node
+    duplicate = store.find_by_code_hash(node.run_id, node.code_hash)
+    if duplicate is not None and duplicate.id != node.id:
+        node.stage = Stage.REJECTED_NOVELTY
+        node.error = f"identical to node {duplicate.id} (same program text)"
+        return node
+    return None
+
+
 class Engineer:
     def __init__(self, task: Task, pool: EvaluatorPool, store: Store, stages: list[str] | None = None):
         self.task = task
@@ -38,19 +54,7 @@ class Engineer:
         self.stages = [s for s in task.stage_names if stages is None or s in stages]
 
     def precheck(self, node: Node, parent_code: str | None) -> Node | None:
-        """Static and duplicate checks, which need no evaluator. Returns the rejected node, or None."""
-        started = time.monotonic()
-        problem = static_check(self.task, node.code, parent_code if parent_code is not None else node.code)
-        node.timings["static"] = time.monotonic() - started
-        if problem:
-            node.stage, node.error = Stage.REJECTED_STATIC, problem
-            return node
-        duplicate = self.store.find_by_code_hash(node.run_id, node.code_hash)
-        if duplicate is not None:
-            node.stage = Stage.REJECTED_NOVELTY
-            node.error = f"identical to node {duplicate.id} (same program text)"
-            return node
-        return None
+        return precheck(self.task, self.store, node, parent_code)
 
     async def evaluate(self, node: Node) -> Node:
         """Run the stages in one slot; the node leaves evaluated or failed at the stage that stopped it."""

@@ -1,0 +1,93 @@
+"""`kubevolve step propose|evaluate|analyze`: one engine step, as run inside a Kubernetes pod.
+
+Each prints the node (or insight) it produced as JSON on stdout. A candidate that fails is a result, not an
+error: the exit status is non-zero only when the step itself could not run (bad store, unknown run or node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..analyzer import OfflineAnalyzer
+from ..launch import kubevolve_home, make_proposer
+from ..spec import SpecError
+from ..steps import StepError, analyze_step, evaluate_step, load_context, propose_step
+from ..store import open_store
+from ..store.base import NotFound, StoreError
+from ..task import TaskError
+from . import render
+
+step_app = typer.Typer(
+    no_args_is_help=True, help="Run one engine step (used by the Kubernetes operator's Jobs)."
+)
+
+StoreOpt = Annotated[str | None, typer.Option("--store", envvar="KUBEVOLVE_STORE", help="Store URL.")]
+TenantOpt = Annotated[
+    str, typer.Option("--tenant", envvar="KUBEVOLVE_TENANT", help="Store tenant (namespace).")
+]
+RunOpt = Annotated[str, typer.Option("--run", help="Run id.")]
+
+
+def _context(store_url: str | None, tenant: str, run_id: str):
+    try:
+        store = open_store(store_url or str(kubevolve_home() / "kubevolve.db"), tenant=tenant)
+        return load_context(store, run_id)
+    except (StoreError, StepError, SpecError, TaskError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(coro):
+    try:
+        return asyncio.run(coro)
+    except (NotFound, StepError, StoreError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@step_app.command()
+def propose(
+    run_id: RunOpt,
+    node_id: Annotated[
+        str | None, typer.Option("--node-id", help="Id for the new node (idempotent).")
+    ] = None,
+    store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
+) -> None:
+    """Store one new candidate of the run (the initial program first)."""
+    ctx = _context(store_url, tenant, run_id)
+    node = _run(propose_step(ctx, make_proposer(ctx.spec), node_id=node_id))
+    render.print_json(render.node_summary(node))
+
+
+@step_app.command()
+def evaluate(
+    run_id: RunOpt,
+    node_id: Annotated[str, typer.Option("--node", help="The PROPOSED node to evaluate.")],
+    store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
+    workspace: Annotated[
+        Path | None, typer.Option(help="Scratch folder (default: $KUBEVOLVE_HOME/work).")
+    ] = None,
+) -> None:
+    """Evaluate a proposed node through the task's stages and store the result."""
+    ctx = _context(store_url, tenant, run_id)
+    node = _run(evaluate_step(ctx, node_id, workspace or kubevolve_home() / "work"))
+    render.print_json(render.node_summary(node))
+
+
+@step_app.command()
+def analyze(
+    run_id: RunOpt,
+    node_id: Annotated[str, typer.Option("--node", help="The finished node to analyse.")],
+    store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
+) -> None:
+    """Write the insight of a finished node."""
+    ctx = _context(store_url, tenant, run_id)
+    insight = _run(analyze_step(ctx, node_id, OfflineAnalyzer()))
+    render.print_json(None if insight is None else {"id": insight.id, "text": insight.text})
