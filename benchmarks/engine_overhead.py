@@ -32,6 +32,7 @@ def prefill(store: SQLiteStore, run_id: str, task_code: str, count: int) -> floa
         node = Node(run_id=run_id, code=task_code.replace("VALUE = 0", f"VALUE = {10_000_000 + i}"))
         node.stage, node.score, node.metrics = Stage.EVALUATED, float(i % 997), {"score": float(i % 997)}
         node.parent_ids = [] if i == 0 else [node.id]
+        node.insight_id = "prefilled"  # analysed already: resume must not analyse the backlog again
         store.add_node(node)
     return time.monotonic() - started
 
