@@ -60,6 +60,8 @@ class SamplerSpec(_Model):
 class BudgetSpec(_Model):
     """When a run stops. The first limit reached ends it; with none set it runs until interrupted."""
 
+    max_llm_cost: Annotated[float, Field(gt=0)] | None = None  # USD; no new proposals once spent
+
     max_candidates: Annotated[int, Field(ge=1)] | None = 100
     deadline_seconds: Annotated[float, Field(gt=0)] | None = None
     target_score: float | None = None
@@ -77,16 +79,48 @@ class SecretKeyRef(_Model):
     key: str = "api-key"
 
 
+class LLMModel(_Model):
+    """One model of an ensemble, with its price (USD per million tokens) for cost accounting."""
+
+    name: str
+    endpoint: str | None = None  # default: llm.endpoint
+    input_cost_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    output_cost_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+
+
 class LLMSpec(_Model):
-    """The Researcher's model. With no `endpoint`, the offline proposer (no LLM) is used."""
+    """The Researcher's and Analyzer's model. With no `endpoint`, the offline proposer (no LLM) is used."""
 
     endpoint: str | None = None  # an OpenAI-compatible base URL (vLLM, SGLang, Ollama, OpenAI)
     model: str = "gpt-4o-mini"
+    input_cost_per_mtok: Annotated[float, Field(ge=0)] = 0.0  # USD per million prompt tokens
+    output_cost_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    models: list[LLMModel] | None = None  # an ensemble chosen by a cost-aware bandit; overrides `model`
+    analyzer_model: str | None = None  # default: the Researcher's model (or the ensemble's cheapest)
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 4  # on 429, 5xx and timeouts, with backoff
+    max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
+    edit_format: Literal["diff", "rewrite", "auto"] = "auto"  # what the Researcher is asked to return
     api_key_env: str = "OPENAI_API_KEY"  # locally: the variable holding the key (never stored)
     api_key_secret: SecretKeyRef | None = None  # on Kubernetes: a Secret in the run's namespace
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.8
     max_tokens: Annotated[int, Field(ge=1)] = 4096
     timeout_seconds: Annotated[float, Field(gt=0)] = 120
+
+
+class EngineerSpec(_Model):
+    """The Engineer's filters and retries."""
+
+    debug_retries: Annotated[int, Field(ge=0, le=10)] = 1  # a failed static/quick stage goes back to the LLM
+    novelty_threshold: Annotated[float, Field(gt=0, le=1)] = 0.98  # cosine similarity at or above: duplicate
+    novelty_window: Annotated[int, Field(ge=0)] = 64  # recent and elite nodes compared against
+
+
+class RetrievalSpec(_Model):
+    """How much the Researcher is told: cognition entries and prior insights retrieved by similarity."""
+
+    cognition_top_k: Annotated[int, Field(ge=0, le=50)] = 4
+    cognition_min_score: Annotated[float, Field(ge=-1, le=1)] = 0.2
+    insights_top_k: Annotated[int, Field(ge=0, le=50)] = 4
 
 
 class RunSpec(_Model):
@@ -99,6 +133,8 @@ class RunSpec(_Model):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec)
     llm: LLMSpec = Field(default_factory=LLMSpec)
+    engineer: EngineerSpec = Field(default_factory=EngineerSpec)
+    retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
     stages: list[Literal["quick", "full"]] | None = None  # None: every stage the task defines
     sandbox: Literal["auto", "bwrap", "none"] = "auto"  # "none": the pod is the sandbox (Kubernetes)
 
