@@ -7,12 +7,13 @@ import json
 
 from typer.testing import CliRunner
 
-from kubevolve.analyzer import OfflineAnalyzer
 from kubevolve.cli.app import app
+from kubevolve.launch import make_agents
 from kubevolve.models import RunRecord, Stage
-from kubevolve.proposers.offline import OfflineProposer
 from kubevolve.spec import RunSpec
 from kubevolve.steps import analyze_step, evaluate_step, load_context, propose_step
+
+AGENTS = make_agents(RunSpec(task="unused"))
 
 
 def put_run(store, toy_task, name="k8s-run"):
@@ -23,9 +24,9 @@ def put_run(store, toy_task, name="k8s-run"):
 
 def test_propose_evaluate_analyze_cycle(store, toy_task, tmp_path):
     ctx = put_run(store, toy_task)
-    seed = asyncio.run(propose_step(ctx, OfflineProposer(), node_id="seed-0"))
+    seed = asyncio.run(propose_step(ctx, AGENTS, node_id="seed-0"))
     assert seed.id == "seed-0" and seed.stage is Stage.PROPOSED and not seed.parent_ids
-    assert asyncio.run(propose_step(ctx, OfflineProposer(), node_id="seed-0")).seq == seed.seq  # idempotent
+    assert asyncio.run(propose_step(ctx, AGENTS, node_id="seed-0")).seq == seed.seq  # idempotent
 
     evaluated = asyncio.run(evaluate_step(ctx, "seed-0", tmp_path / "work"))
     assert evaluated.stage is Stage.EVALUATED and evaluated.score == -8.5
@@ -33,16 +34,16 @@ def test_propose_evaluate_analyze_cycle(store, toy_task, tmp_path):
     again = asyncio.run(evaluate_step(ctx, "seed-0", tmp_path / "work"))
     assert again.timings == evaluated.timings  # a final node is not evaluated twice
 
-    insight = asyncio.run(analyze_step(ctx, "seed-0", OfflineAnalyzer()))
+    insight = asyncio.run(analyze_step(ctx, "seed-0", AGENTS))
     assert "Candidate #0" in insight.text and "f -8.5" in insight.text
     assert store.get_node("seed-0").insight_id == insight.id
-    assert asyncio.run(analyze_step(ctx, "seed-0", OfflineAnalyzer())).id == insight.id
+    assert asyncio.run(analyze_step(ctx, "seed-0", AGENTS)).id == insight.id
 
-    child = asyncio.run(propose_step(ctx, OfflineProposer(), node_id="cand-1"))
+    child = asyncio.run(propose_step(ctx, AGENTS, node_id="cand-1"))
     assert child.parent_ids == ["seed-0"] and child.stage is Stage.PROPOSED and child.diff
     child = asyncio.run(evaluate_step(ctx, "cand-1", tmp_path / "work"))
     assert child.stage is Stage.EVALUATED
-    text = asyncio.run(analyze_step(ctx, "cand-1", OfflineAnalyzer())).text
+    text = asyncio.run(analyze_step(ctx, "cand-1", AGENTS)).text
     assert "f -8.5 -> " in text and "offline proposer" in text
 
 

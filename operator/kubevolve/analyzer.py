@@ -29,6 +29,7 @@ class Analysis:
     text: str
     analyzer: str
     llm: dict[str, float] = field(default_factory=dict)
+    transcript: list[dict] = field(default_factory=list)
 
 
 class Analyzer(Protocol):
@@ -87,12 +88,18 @@ class OfflineAnalyzer:
         return Analysis(text=" ".join(lines), analyzer=self.name)
 
 
-async def analyze_and_store(store, analyzer: Analyzer, task: Task, node: Node) -> Insight:
-    """Analyse a committed node, store the insight and link it from the node."""
+async def analyze_and_store(store, analyzer: Analyzer, task: Task, node: Node, embedder=None) -> Insight:
+    """Analyse a committed node, store the insight (embedded, for retrieval) and link it from the node."""
     parent = store.get_node(node.parent_ids[0]) if node.parent_ids else None
     best = store.best_node(node.run_id)
     analysis = await analyzer.analyze(AnalysisRequest(task=task, node=node, parent=parent, best=best))
-    insight = store.add_insight(Insight(run_id=node.run_id, text=analysis.text, node_ids=[node.id]))
+    insight = Insight(run_id=node.run_id, text=analysis.text, node_ids=[node.id])
+    if embedder is not None:
+        insight.embedding = embedder.encode([analysis.text])[0].tolist()
+    insight = store.add_insight(insight)
     node.insight_id = insight.id
+    for key, value in analysis.llm.items():
+        node.llm[f"analysis_{key}"] = node.llm.get(f"analysis_{key}", 0.0) + value
+    node.transcript.extend(analysis.transcript)
     store.update_node(node)
     return insight

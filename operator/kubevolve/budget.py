@@ -22,6 +22,7 @@ def check_budget(
     best_score: float | None,
     target_score: float | None,
     consecutive_failures: int,
+    llm_cost: float = 0.0,
     now: float | None = None,
 ) -> BudgetVerdict | None:
     """The reason the run must stop now, or None. `target_score` is already in score units (higher is better)."""
@@ -32,6 +33,10 @@ def check_budget(
         )
     if target_score is not None and best_score is not None and best_score >= target_score:
         return BudgetVerdict(f"target reached: best score {best_score:.6g} >= {target_score:.6g}")
+    if budget.max_llm_cost is not None and llm_cost >= budget.max_llm_cost:
+        return BudgetVerdict(
+            f"LLM budget reached: ${llm_cost:.4f} spent (maxLLMCost ${budget.max_llm_cost:g})"
+        )
     if budget.deadline_seconds is not None and now - started_at >= budget.deadline_seconds:
         return BudgetVerdict(
             f"deadline reached: {now - started_at:.0f}s (deadlineSeconds {budget.deadline_seconds:g})"

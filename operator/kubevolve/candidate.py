@@ -23,6 +23,17 @@ def proposal_seed(run_seed: int, index: int) -> int:
     return random.Random(f"{run_seed}:{index}").getrandbits(63)
 
 
+def debug_feedback(failed: Node) -> str:
+    """What a debug retry tells the proposer about the attempt that failed."""
+    parts = [f"Your previous attempt failed: {failed.error}"]
+    if failed.diff:
+        parts.append(f"Its change was:\n```diff\n{failed.diff[-3000:]}```")
+    if failed.log_tail.strip():
+        parts.append(f"The end of its output:\n```\n{failed.log_tail[-1500:]}\n```")
+    parts.append("Fix the problem and answer again in the same format.")
+    return "\n\n".join(parts)
+
+
 def seed_node(run_id: str, task: Task, node_id: str | None = None) -> Node:
     """The run's first node: the task's initial program, evaluated like any candidate."""
     node = Node(
@@ -42,6 +53,8 @@ async def propose_candidate(
     seed: int,
     *,
     node_id: str | None = None,
+    context: tuple | None = None,
+    retry_of: Node | None = None,
 ) -> Node:
     """Ask the proposer for a child of `selection`. The node comes back PROPOSED, or REJECTED_STATIC with the
     proposer's reason when it could not produce a program (e.g. malformed LLM output)."""
@@ -68,11 +81,7 @@ async def propose_candidate(
         return node
     finally:
         node.timings["propose"] = time.monotonic() - started
-    node.code, node.motivation, node.proposer, node.llm = (
-        proposal.code,
-        proposal.motivation,
-        proposal.proposer,
-        proposal.llm,
-    )
+    node.code, node.motivation, node.proposer = proposal.code, proposal.motivation, proposal.proposer
+    node.llm, node.transcript = dict(proposal.llm), list(proposal.transcript)
     node.diff = unified_diff(parent.code, node.code)
     return node

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
+from .analyzer import Analyzer, OfflineAnalyzer
+from .embeddings import Embedder, get_embedder
+from .llm.client import LLMClient, models_of
+from .llm.ensemble import CostAwareBandit
+from .llm_analyzer import LLMAnalyzer
 from .models import RunPhase
 from .proposers.base import Proposer
 from .proposers.offline import OfflineProposer
+from .proposers.researcher import Researcher
 from .spec import RunSpec, SpecError, load_run_spec
 from .store.base import NotFound, Store
 from .task import Task, load_task
@@ -53,9 +60,40 @@ def choose_run_id(spec: RunSpec, task: Task, store: Store, *, new: bool) -> tupl
     return f"{task.name}-{secrets.token_hex(3)}", False
 
 
+@dataclass
+class Agents:
+    """Who proposes and who analyses, and what they share: the LLM client, embeddings and the model bandit."""
+
+    proposer: Proposer
+    analyzer: Analyzer
+    embedder: Embedder | None = None
+    bandit: CostAwareBandit | None = None
+    client: LLMClient | None = None
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def make_agents(spec: RunSpec) -> Agents:
+    """The LLM Researcher and Analyzer when an endpoint is configured; the offline pair otherwise."""
+    if not spec.llm.endpoint and not any(m.endpoint for m in spec.llm.models or []):
+        return Agents(OfflineProposer(), OfflineAnalyzer())
+    client = LLMClient(spec.llm)
+    names = [m.name for m in models_of(spec.llm)]
+    bandit = CostAwareBandit(names) if len(names) > 1 else None
+    analyzer_model = (
+        spec.llm.analyzer_model
+        or min(models_of(spec.llm), key=lambda m: m.input_cost_per_mtok + m.output_cost_per_mtok).name
+    )
+    return Agents(
+        proposer=Researcher(client, spec.llm, bandit),
+        analyzer=LLMAnalyzer(client, analyzer_model),
+        embedder=get_embedder(),
+        bandit=bandit,
+        client=client,
+    )
+
+
 def make_proposer(spec: RunSpec) -> Proposer:
-    if spec.llm.endpoint:
-        raise SpecError(
-            "llm.endpoint is set, but this build has only the offline proposer; remove llm.endpoint to use it"
-        )
-    return OfflineProposer()
+    return make_agents(spec).proposer

@@ -68,6 +68,9 @@ class Node:
     artifacts: dict[str, str] = field(default_factory=dict)  # text the evaluator returned for the Researcher
     insight_id: str | None = None
     proposer: str = ""
+    retry_of: str | None = None  # the failed attempt this debug retry repairs
+    attempt: int = 0  # 0 for a fresh proposal, k for the k-th debug retry
+    transcript: list[dict[str, Any]] = field(default_factory=list)  # every prompt and completion, in order
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step: propose, static, quick, full
     llm: dict[str, float] = field(default_factory=dict)  # prompt_tokens, completion_tokens, cost_usd
     embedding: list[float] | None = None

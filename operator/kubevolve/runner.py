@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from .budget import BudgetVerdict, check_budget
 from .candidate import proposal_seed, propose_candidate, seed_node
 from .engineer.engineer import Engineer
 from .engineer.pool import EvaluatorPool
+from .llm.ensemble import CostAwareBandit
 from .models import Node, RunPhase, RunRecord, Stage
 from .progress import RunProgress
 from .proposers.base import Proposer
+from .research_kit import ResearchKit
 from .samplers import make_sampler
 from .samplers.base import Sampler, Selection
 from .spec import FeatureAxis, RunSpec, SamplerSpec
@@ -53,6 +56,8 @@ class Evolution:
         workspace: Path,
         on_progress: ProgressCallback | None = None,
         analyzer: Analyzer | None = None,
+        embedder=None,
+        bandit: CostAwareBandit | None = None,
     ):
         self.spec = spec
         self.task = task
@@ -64,6 +69,8 @@ class Evolution:
         self._analyses: set[asyncio.Task] = set()
         self._unanalysed: list[Node] = []
         self.run_id = spec.name or ""
+        self.kit = ResearchKit(spec, task, store, self.run_id, embedder, bandit)
+        self._retries: deque[tuple[Node, Selection]] = deque()  # failed attempts awaiting a debug retry
         self.progress = RunProgress(self.run_id)
         sampler_spec, features = sampler_settings(spec, task)
         self.sampler: Sampler = make_sampler(sampler_spec, features, spec.seed)
@@ -98,6 +105,7 @@ class Evolution:
             if node.stage in ANALYSED_STAGES and not node.insight_id:
                 self._unanalysed.append(node)  # committed just before an interruption
             self.sampler.observe(node)
+            self.kit.observe(node)
             self.progress.record(node, live=False)
             self.committed += 1
         self.proposals = self.committed
@@ -113,6 +121,7 @@ class Evolution:
     def _commit(self, node: Node) -> None:
         node = self.store.add_node(node)
         self.sampler.observe(node)
+        self.kit.observe(node)
         self.committed += 1
         self.progress.record(node)
         if node.stage in ANALYSED_STAGES:
@@ -126,7 +135,12 @@ class Evolution:
 
     def _analyse(self, node: Node) -> None:
         """Analysis runs beside the pipeline: it never holds an evaluation slot or a proposal."""
-        task = asyncio.create_task(analyze_and_store(self.store, self.analyzer, self.task, node))
+
+        async def analyse() -> None:
+            insight = await analyze_and_store(self.store, self.analyzer, self.task, node, self.kit.embedder)
+            self.kit.observe_insight(insight, node)
+
+        task = asyncio.create_task(analyse())
         self._analyses.add(task)
         task.add_done_callback(self._analyses.discard)
 
@@ -142,6 +156,7 @@ class Evolution:
             best_score=self.progress.best_score,
             target_score=self.target,
             consecutive_failures=self.consecutive_failures,
+            llm_cost=self.kit.spent_usd,
         )
         if verdict and not self._stop.is_set():
             self.verdict = verdict
@@ -149,6 +164,9 @@ class Evolution:
 
     # ---- pipeline ------------------------------------------------------------------------------------
     def _reserve(self) -> bool:
+        self._check_budget()  # e.g. the LLM budget, spent by analyses since the last commit
+        if self._stop.is_set():
+            return False
         limit = self.spec.budget.max_candidates
         if limit is not None and self.committed + self.in_flight >= limit:
             return False
@@ -160,14 +178,34 @@ class Evolution:
         if code_hash:
             self.in_flight_hashes.discard(code_hash)
 
+    def _wants_retry(self, node: Node) -> bool:
+        """A failed static check or quick stage goes back to a proposer that can read the error."""
+        return (
+            getattr(self.proposer, "accepts_feedback", False)
+            and node.stage in (Stage.REJECTED_STATIC, Stage.FAILED_QUICK)
+            and node.attempt < self.spec.engineer.debug_retries
+        )
+
     async def _propose_one(self) -> tuple[Node, Selection] | None:
-        """Select, propose and pre-check one candidate. Returns it for evaluation, or None if it was settled."""
-        selection = self.sampler.select()
+        """Select (or take a debug retry), propose and pre-check one candidate. Returns it for evaluation, or
+        None if it was settled (rejected and committed) here."""
+        if self._retries:
+            failed, selection = self._retries.popleft()
+        else:
+            failed, selection = None, self.sampler.select()
         assert selection is not None, "a seeded run always has a candidate to select"
         seed = proposal_seed(self.spec.seed, self.proposals)
         self.proposals += 1
-        island = self.sampler.island_for_child(selection)
-        node = await propose_candidate(self.task, self.run_id, selection, island, self.proposer, seed)
+        node = await propose_candidate(
+            self.task,
+            self.run_id,
+            selection,
+            self.sampler.island_for_child(selection),
+            self.proposer,
+            seed,
+            context=self.kit.context(selection),
+            retry_of=failed,
+        )
         rejected = node if node.stage.is_final else self.engineer.precheck(node, selection.parents[0].code)
         if rejected is None and node.code_hash in self.in_flight_hashes:
             node.stage, node.error = (
@@ -175,9 +213,16 @@ class Evolution:
                 "identical to a candidate already being evaluated",
             )
             rejected = node
+        if rejected is None:
+            reason = self.kit.novelty_reason(node)
+            if reason:
+                node.stage, node.error = Stage.REJECTED_NOVELTY, reason
+                rejected = node
         if rejected is not None:
             self._release()
             self._commit(rejected)
+            if self._wants_retry(rejected):
+                self._retries.append((rejected, selection))
             return None
         self.in_flight_hashes.add(node.code_hash)
         return node, selection
@@ -192,13 +237,15 @@ class Evolution:
 
     async def _evaluator_loop(self, queue: asyncio.Queue) -> None:
         while not self._stop.is_set():
-            node, _selection = await queue.get()
+            node, selection = await queue.get()
             try:
                 node = await self.engineer.evaluate(node)
             finally:
                 self._release(node.code_hash)
             self.progress.occupancy = self.pool.occupancy()
             self._commit(node)
+            if self._wants_retry(node):
+                self._retries.append((node, selection))
             if (
                 self.spec.budget.max_candidates is not None
                 and self.committed >= self.spec.budget.max_candidates

@@ -15,14 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .analyzer import ANALYSED_STAGES, Analyzer, analyze_and_store
+from .analyzer import ANALYSED_STAGES, analyze_and_store
 from .candidate import proposal_seed, propose_candidate, seed_node
 from .engineer.engineer import Engineer, precheck
 from .engineer.pool import EvaluatorPool
+from .launch import Agents
 from .models import Insight, Node, RunRecord, Stage
-from .proposers.base import Proposer
+from .research_kit import ResearchKit
 from .runner import sampler_settings
 from .samplers import make_sampler
+from .samplers.base import Selection
 from .spec import RunSpec, parse_run_spec
 from .store.base import NotFound, Store
 from .task import Task, load_task
@@ -58,8 +60,11 @@ def _existing(store: Store, node_id: str | None) -> Node | None:
         return None
 
 
-async def propose_step(ctx: StepContext, proposer: Proposer, *, node_id: str | None = None) -> Node:
-    """Store one new candidate of the run and return it (PROPOSED, or final when rejected)."""
+async def propose_step(
+    ctx: StepContext, agents: Agents, *, node_id: str | None = None, retry_of: str | None = None
+) -> Node:
+    """Store one new candidate of the run and return it (PROPOSED, or final when rejected). With `retry_of`,
+    the candidate is a debug retry of that failed node: same parents, and its error as feedback."""
     existing = _existing(ctx.store, node_id)
     if existing is not None:
         return existing
@@ -68,17 +73,42 @@ async def propose_step(ctx: StepContext, proposer: Proposer, *, node_id: str | N
         return ctx.store.add_node(seed_node(ctx.run.id, ctx.task, node_id))
     sampler_spec, features = sampler_settings(ctx.spec, ctx.task)
     sampler = make_sampler(sampler_spec, features, ctx.spec.seed)
+    kit = ResearchKit(ctx.spec, ctx.task, ctx.store, ctx.run.id, agents.embedder, agents.bandit)
+    by_id = {}
     for node in nodes:
         sampler.observe(node)
-    selection = sampler.select()
-    if selection is None:
+        kit.observe(node)
+        by_id[node.id] = node
+    failed = None
+    if retry_of:
+        failed = by_id.get(retry_of)
+        if failed is None:
+            raise StepError(f"node {retry_of} (to retry) is not in run {ctx.run.id}")
+        selection = Selection(
+            parents=[by_id[i] for i in failed.parent_ids if i in by_id],
+            inspirations=[by_id[i] for i in failed.inspiration_ids if i in by_id],
+            island=failed.island,
+        )
+    else:
+        selection = sampler.select()
+    if selection is None or not selection.parents:
         raise StepError(f"run {ctx.run.id} has no evaluated node to build on yet")
     seed = proposal_seed(ctx.spec.seed, len(nodes))
     node = await propose_candidate(
-        ctx.task, ctx.run.id, selection, sampler.island_for_child(selection), proposer, seed, node_id=node_id
+        ctx.task,
+        ctx.run.id,
+        selection,
+        sampler.island_for_child(selection),
+        agents.proposer,
+        seed,
+        node_id=node_id,
+        context=kit.context(selection),
+        retry_of=failed,
     )
-    if not node.stage.is_final:
-        precheck(ctx.task, ctx.store, node, selection.parents[0].code)
+    if not node.stage.is_final and precheck(ctx.task, ctx.store, node, selection.parents[0].code) is None:
+        reason = kit.novelty_reason(node)
+        if reason:
+            node.stage, node.error = Stage.REJECTED_NOVELTY, reason
     return ctx.store.add_node(node)
 
 
@@ -103,14 +133,14 @@ async def evaluate_step(ctx: StepContext, node_id: str, workspace: Path) -> Node
     return node
 
 
-async def analyze_step(ctx: StepContext, node_id: str, analyzer: Analyzer) -> Insight | None:
+async def analyze_step(ctx: StepContext, node_id: str, agents: Agents) -> Insight | None:
     """Write the insight of a finished node (None for nodes that are not analysed, e.g. rejected ones)."""
     node = ctx.store.get_node(node_id)
     if node.stage not in ANALYSED_STAGES:
         return None
     if node.insight_id:
         return next((i for i in ctx.store.list_insights(ctx.run.id) if i.id == node.insight_id), None)
-    return await analyze_and_store(ctx.store, analyzer, ctx.task, node)
+    return await analyze_and_store(ctx.store, agents.analyzer, ctx.task, node, agents.embedder)
 
 
 def pending_nodes(store: Store, run_id: str) -> list[Node]:

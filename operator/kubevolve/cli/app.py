@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from ..engineer.sandbox import resolve_mode
-from ..launch import choose_run_id, kubevolve_home, load_target, make_proposer
+from ..launch import Agents, choose_run_id, kubevolve_home, load_target, make_agents
 from ..models import Node
 from ..runner import Evolution
 from ..spec import SpecError
@@ -21,6 +21,7 @@ from ..store import open_store
 from ..store.base import NotFound, Store, StoreError
 from ..task import TaskError
 from . import render
+from .cognition_cmd import cognition_app
 from .live import ProgressDisplay
 from .step import step_app
 
@@ -28,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Evolve programs with the ASI-Evolve loop."
 )
 app.add_typer(step_app, name="step")
+app.add_typer(cognition_app, name="cognition")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -104,7 +106,7 @@ def run(
             spec.sandbox = sandbox
         store = get_store(store_url)
         spec.name, resumed = choose_run_id(spec, task, store, new=new)
-        proposer = make_proposer(spec)
+        agents = make_agents(spec)
     except (SpecError, TaskError, ValueError) as err:
         fail(str(err))
         return
@@ -117,8 +119,18 @@ def run(
         )
     workspace = kubevolve_home() / "work"
     with ProgressDisplay(err_console if as_json else console) as display:
-        evolution = Evolution(spec, task, store, proposer, workspace, on_progress=display)
-        record = asyncio.run(_run_until_signal(evolution))
+        evolution = Evolution(
+            spec,
+            task,
+            store,
+            agents.proposer,
+            workspace,
+            on_progress=display,
+            analyzer=agents.analyzer,
+            embedder=agents.embedder,
+            bandit=agents.bandit,
+        )
+        record = asyncio.run(_run_until_signal(evolution, agents))
     best = store.best_node(record.id)
     if as_json:
         render.print_json(render.run_summary(record, store.count_nodes(record.id), best))
@@ -135,7 +147,7 @@ def run(
         raise typer.Exit(1)
 
 
-async def _run_until_signal(evolution: Evolution):
+async def _run_until_signal(evolution: Evolution, agents: Agents):
     """SIGTERM (as from Kubernetes or `kill`) stops the run cleanly, like Ctrl-C."""
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -145,6 +157,8 @@ async def _run_until_signal(evolution: Evolution):
     except asyncio.CancelledError:
         err_console.print(f"stopped; run `kubevolve run` again to resume {evolution.run_id}")
         sys.exit(130)
+    finally:
+        await agents.close()
 
 
 @app.command()

@@ -12,8 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ..analyzer import OfflineAnalyzer
-from ..launch import kubevolve_home, make_proposer
+from ..launch import kubevolve_home, make_agents
 from ..spec import SpecError
 from ..steps import StepError, analyze_step, evaluate_step, load_context, propose_step
 from ..store import open_store
@@ -49,18 +48,29 @@ def _run(coro):
         raise typer.Exit(2) from None
 
 
+async def _with_agents(ctx, step):
+    agents = make_agents(ctx.spec)
+    try:
+        return await step(agents)
+    finally:
+        await agents.close()
+
+
 @step_app.command()
 def propose(
     run_id: RunOpt,
     node_id: Annotated[
         str | None, typer.Option("--node-id", help="Id for the new node (idempotent).")
     ] = None,
+    retry_of: Annotated[str | None, typer.Option("--retry-of", help="Debug-retry this failed node.")] = None,
     store_url: StoreOpt = None,
     tenant: TenantOpt = "default",
 ) -> None:
     """Store one new candidate of the run (the initial program first)."""
     ctx = _context(store_url, tenant, run_id)
-    node = _run(propose_step(ctx, make_proposer(ctx.spec), node_id=node_id))
+    node = _run(
+        _with_agents(ctx, lambda agents: propose_step(ctx, agents, node_id=node_id, retry_of=retry_of))
+    )
     render.print_json(render.node_summary(node))
 
 
@@ -89,5 +99,5 @@ def analyze(
 ) -> None:
     """Write the insight of a finished node."""
     ctx = _context(store_url, tenant, run_id)
-    insight = _run(analyze_step(ctx, node_id, OfflineAnalyzer()))
+    insight = _run(_with_agents(ctx, lambda agents: analyze_step(ctx, node_id, agents)))
     render.print_json(None if insight is None else {"id": insight.id, "text": insight.text})

@@ -66,6 +66,7 @@ class OfflineProposer:
     """
 
     name = "offline"
+    accepts_feedback = False
 
     async def propose(self, request: ProposalRequest) -> Proposal:
         return propose_offline(request)

@@ -1,0 +1,214 @@
+"""`kubevolve cognition add|list|search|promote`: the cognition base of human priors, per collection.
+
+A collection is usually a task's name: `add tasks/circle_packing` stores that task's `cognition/` folder in the
+collection `circle_packing`. `list` and `search` always name their collection (the store keeps many), and
+`promote` copies an Analyzer insight into one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..cognition import (
+    CognitionError,
+    find_insight,
+    load_cognition,
+    promote_insight,
+    retrieve_cognition,
+    sync_cognition,
+)
+from ..embeddings import EmbeddingError, get_embedder
+from ..launch import kubevolve_home
+from ..models import CognitionEntry
+from ..store import open_store
+from ..store.base import Store, StoreError
+from ..task import TaskError, load_task
+from . import render
+
+cognition_app = typer.Typer(
+    no_args_is_help=True,
+    help="Human priors (paper ideas, known tricks) retrieved into the Researcher's prompt.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="KUBEVOLVE_STORE",
+        help="Store URL or SQLite path (default ~/.kubevolve/kubevolve.db).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+CollectionOpt = Annotated[
+    str, typer.Option("--collection", "-c", help="Collection name (usually the task's name).")
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def get_store(url: str | None) -> Store:
+    try:
+        return open_store(url or str(kubevolve_home() / "kubevolve.db"))
+    except StoreError as err:
+        fail(str(err))
+        raise
+
+
+def entry_dict(entry: CognitionEntry, score: float | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {} if score is None else {"score": round(score, 4)}
+    data.update(
+        id=entry.id,
+        collection=entry.collection,
+        title=entry.title,
+        source=entry.source,
+        tags=entry.tags,
+        text=entry.text,
+    )
+    return data
+
+
+@cognition_app.command()
+def add(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A task folder (its cognition/ folder is added), or a .md/.jsonl file or a folder of them."
+        ),
+    ],
+    collection: Annotated[
+        str | None,
+        typer.Option(
+            "--collection", "-c", help="Collection name (default for a task folder: the task's name)."
+        ),
+    ] = None,
+    store_url: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load cognition entries, embed the new ones and store them (entries already stored are skipped)."""
+    source = path
+    if path.is_dir() and (path / "task.yaml").is_file():
+        try:
+            task = load_task(path)
+        except TaskError as err:
+            fail(str(err))
+            return
+        source = task.cognition_dir
+        collection = collection or task.name
+        if not source.exists():
+            fail(f"task {task.name!r} has no cognition folder ({source} does not exist)")
+    elif not collection:
+        fail(f"{path} is not a task folder, so --collection is required")
+        return
+    try:
+        entries = load_cognition(source, collection)
+    except CognitionError as err:
+        fail(str(err))
+        return
+    store = get_store(store_url)
+    try:
+        added = sync_cognition(store, entries, get_embedder()) if entries else 0
+    except (EmbeddingError, StoreError) as err:
+        fail(str(err))
+        return
+    if as_json:
+        render.print_json({"collection": collection, "entries": len(entries), "added": added})
+    elif not entries:
+        err_console.print(f"nothing to add: no cognition entries in {source}")
+    else:
+        console.print(
+            f"added {added} of {len(entries)} entries to collection {collection!r} "
+            f"({len(entries) - added} already stored)",
+            highlight=False,
+        )
+
+
+@cognition_app.command("list")
+def list_(
+    collection: Annotated[str, typer.Argument(help="Collection name (usually the task's name).")],
+    store_url: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The entries of one collection, in the order they were added."""
+    entries = get_store(store_url).list_cognition(collection)
+    if as_json:
+        render.print_json([entry_dict(e) for e in entries])
+        return
+    if not entries:
+        err_console.print(
+            f"collection {collection!r} is empty; add entries with `kubevolve cognition add tasks/<task>`",
+            highlight=False,
+        )
+        return
+    table = Table("title", "source", "tags", "id")
+    for e in entries:
+        table.add_row(e.title, e.source, ", ".join(e.tags), e.id)
+    console.print(table)
+
+
+@cognition_app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What the Researcher is looking for, in words.")],
+    collection: CollectionOpt,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="How many entries at most.")] = 5,
+    min_score: Annotated[
+        float, typer.Option("--min-score", min=-1.0, max=1.0, help="Lowest cosine similarity shown.")
+    ] = 0.2,
+    store_url: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The entries most similar to QUERY (cosine similarity of MiniLM embeddings), best first."""
+    store = get_store(store_url)
+    if not store.list_cognition(collection):
+        fail(f"collection {collection!r} is empty or does not exist", code=1)
+    try:
+        hits = retrieve_cognition(store, collection, query, get_embedder(), k=k, min_score=min_score)
+    except (EmbeddingError, StoreError) as err:
+        fail(str(err))
+        return
+    if as_json:
+        render.print_json([entry_dict(e, score) for e, score in hits])
+        return
+    if not hits:
+        err_console.print(f"no entry of {collection!r} scores {min_score:g} or more", highlight=False)
+        return
+    table = Table("score", "title", "source")
+    for entry, score in hits:
+        table.add_row(f"{score:.3f}", entry.title, entry.source)
+    console.print(table)
+
+
+@cognition_app.command()
+def promote(
+    insight_id: Annotated[str, typer.Argument(help="Insight id or a unique prefix of it.")],
+    collection: CollectionOpt,
+    title: Annotated[
+        str | None, typer.Option("--title", help="Entry title (default: the insight's first sentence).")
+    ] = None,
+    store_url: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy an Analyzer insight that proved useful into a cognition collection (tagged "promoted")."""
+    store = get_store(store_url)
+    try:
+        insight = find_insight(store, insight_id)
+        entry = promote_insight(store, insight, collection, get_embedder(), title=title)
+    except (CognitionError, EmbeddingError, StoreError) as err:
+        fail(str(err))
+        return
+    if as_json:
+        render.print_json(entry_dict(entry))
+    else:
+        console.print(
+            f"promoted insight {insight.id} to {collection!r} as {entry.title!r} (entry {entry.id})",
+            highlight=False,
+        )

@@ -1,0 +1,52 @@
+"""What the Researcher is told besides the programs: the analyses of the parent and inspirations, the
+cognition entries and prior insights most similar to the parent's situation."""
+
+from __future__ import annotations
+
+from .cognition import retrieve_cognition
+from .models import CognitionEntry, Insight, Node
+from .spec import RetrievalSpec
+from .store.base import Store
+from .task import Task
+
+
+class Retriever:
+    def __init__(self, store: Store, task: Task, run_id: str, spec: RetrievalSpec, embedder):
+        self.store = store
+        self.task = task
+        self.run_id = run_id
+        self.spec = spec
+        self.embedder = embedder
+        self._texts: dict[str, str] = {i.id: i.text for i in store.list_insights(run_id)}
+
+    def remember(self, insight: Insight) -> None:
+        self._texts[insight.id] = insight.text
+
+    def query(self, parent: Node) -> str:
+        analysis = self._texts.get(parent.insight_id or "", "")
+        return f"{self.task.spec.description}\n{parent.motivation}\n{analysis}"
+
+    def context(self, nodes: list[Node]) -> tuple[list[CognitionEntry], list[Insight], dict[str, str]]:
+        """(cognition entries, insights, analyses by node id) for a selection's parents and inspirations."""
+        analyses = {n.id: self._texts[n.insight_id] for n in nodes if n.insight_id in self._texts}
+        query = self.query(nodes[0])
+        cognition: list[CognitionEntry] = []
+        if self.spec.cognition_top_k:
+            found = retrieve_cognition(
+                self.store,
+                self.task.name,
+                query,
+                self.embedder,
+                self.spec.cognition_top_k,
+                self.spec.cognition_min_score,
+            )
+            cognition = [entry for entry, _ in found]
+        insights: list[Insight] = []
+        if self.spec.insights_top_k:
+            vector = self.embedder.encode([query])[0].tolist()
+            own = {n.insight_id for n in nodes}
+            found_insights = self.store.search_insights(
+                self.run_id, vector, self.spec.insights_top_k + len(own)
+            )
+            insights = [i for i, _ in found_insights if i.id not in own][: self.spec.insights_top_k]
+        return cognition, insights, analyses
