@@ -4,6 +4,7 @@ model, retrieving the right entry for a query, promoting insights, and `kubevolv
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 import threading
@@ -25,7 +26,7 @@ from kubevolve.cognition import (
     sync_cognition,
 )
 from kubevolve.embeddings import Embedder, EmbeddingError, MiniLMEmbedder, get_embedder
-from kubevolve.models import CognitionEntry, Insight, RunRecord
+from kubevolve.models import CognitionEntry, Insight, RunRecord, new_id
 
 REPO = Path(__file__).resolve().parents[1]
 CIRCLE_COGNITION = REPO / "tasks" / "circle_packing" / "cognition"
@@ -268,20 +269,27 @@ def circle_store(store, embedder, circle_entries):
     return store
 
 
-def test_sync_embeds_once_and_dedups(store, embedder):
+def test_sync_embeds_only_what_it_must_and_dedups(store, embedder, circle_entries):
+    entries = copy.deepcopy(circle_entries)
+    entries[1].embedding = entries[4].embedding = None
     counting = CountingEmbedder(embedder)
-    assert sync_cognition(store, load_cognition(CIRCLE_COGNITION, "circle_packing"), counting) == 6
-    assert len(counting.calls) == 1 and len(counting.calls[0]) == 6
-    assert counting.calls[0][0].startswith("The problem and the record to beat\nPlace n = 26")
+    assert sync_cognition(store, entries, counting) == 6
+    assert counting.calls == [[embedding_text(entries[1]), embedding_text(entries[4])]]
+    assert counting.calls[0][0].startswith("For fixed centres, the best radii are a linear program\nOnce")
     stored = store.list_cognition("circle_packing")
-    assert len(stored) == 6 and all(len(e.embedding) == 384 for e in stored)
+    assert [e.title for e in stored] == [e.title for e in circle_entries]
+    assert np.allclose(stored[1].embedding, circle_entries[1].embedding, atol=1e-5)
+    assert all(len(e.embedding) == 384 for e in stored)
+
+    # a second sync of freshly loaded entries: nothing new, and the model is not even asked
     counting.calls.clear()
-    circle_store = store
-    assert sync_cognition(circle_store, load_cognition(CIRCLE_COGNITION, "circle_packing"), counting) == 0
-    assert counting.calls == []  # nothing new: the model is not even asked
+    assert sync_cognition(store, load_cognition(CIRCLE_COGNITION, "circle_packing"), counting) == 0
+    assert counting.calls == [] and len(store.list_cognition("circle_packing")) == 6
     # the same entries in another collection are new there
-    assert sync_cognition(circle_store, load_cognition(CIRCLE_COGNITION, "other"), counting) == 6
-    assert len(counting.calls) == 1 and len(circle_store.list_cognition("circle_packing")) == 6
+    assert sync_cognition(store, copy.deepcopy(circle_entries)[:2], counting) == 0
+    other = [dataclasses.replace(e, collection="other", id=new_id()) for e in circle_entries[:2]]
+    assert sync_cognition(store, other, counting) == 2 and counting.calls == []
+    assert len(store.list_cognition("other")) == 2
 
 
 @pytest.mark.parametrize(

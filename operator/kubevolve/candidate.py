@@ -73,11 +73,17 @@ async def propose_candidate(
     request = ProposalRequest(
         task=task, parents=selection.parents, inspirations=selection.inspirations, seed=seed
     )
+    if context is not None:
+        request.cognition, request.insights, request.analyses = context
+    if retry_of is not None:
+        node.retry_of, node.attempt = retry_of.id, retry_of.attempt + 1
+        request.feedback = debug_feedback(retry_of)
     started = time.monotonic()
     try:
         proposal = await proposer.propose(request)
     except ProposalError as err:
         node.stage, node.error = Stage.REJECTED_STATIC, f"proposal failed: {err}"
+        node.llm, node.transcript = dict(err.llm), list(err.transcript)
         return node
     finally:
         node.timings["propose"] = time.monotonic() - started

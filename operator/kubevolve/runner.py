@@ -227,8 +227,17 @@ class Evolution:
         self.in_flight_hashes.add(node.code_hash)
         return node, selection
 
+    async def _settled(self) -> None:
+        """Sequential mode (proposalsAhead: 0): wait until nothing is in flight, analyses included, so each
+        selection sees every earlier result. Slow, and reproducible against a deterministic endpoint."""
+        while self.in_flight or self._analyses:
+            await asyncio.sleep(0.005)
+
     async def _proposer_loop(self, queue: asyncio.Queue) -> None:
+        sequential = self.spec.parallelism.proposals_ahead == 0
         while not self._stop.is_set():
+            if sequential:
+                await self._settled()
             if not self._reserve():
                 return
             item = await self._propose_one()

@@ -71,7 +71,8 @@ class BudgetSpec(_Model):
 class ParallelismSpec(_Model):
     evaluators: Annotated[int, Field(ge=1, le=1024)] = 2  # evaluation slots kept busy
     proposers: Annotated[int, Field(ge=1, le=1024)] = 2  # proposals made concurrently
-    proposals_ahead: Annotated[int, Field(ge=0, le=4096)] | None = None  # queue depth; None: = evaluators
+    # proposals queued ahead of the evaluators; None: one per evaluator; 0: sequential (reproducible, slow)
+    proposals_ahead: Annotated[int, Field(ge=0, le=4096)] | None = None
 
 
 class SecretKeyRef(_Model):
@@ -123,6 +124,76 @@ class RetrievalSpec(_Model):
     insights_top_k: Annotated[int, Field(ge=0, le=50)] = 4
 
 
+# ---- Kubernetes only: how an EvolutionRun's Jobs are built (docs/kubernetes.md); a local run ignores these ----
+
+Quantity = str | int  # a Kubernetes quantity: "500m", "8Gi", 2
+
+
+class ResourceRequirements(_Model):
+    """Container resources, e.g. `{requests: {cpu: "2"}, limits: {memory: 8Gi}}`; merged over the defaults."""
+
+    requests: dict[str, Quantity] | None = None
+    limits: dict[str, Quantity] | None = None
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class JobOverrides(_Model):
+    """Pod settings for one kind of Job; unset fields keep the operator's defaults."""
+
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None  # None: derived from the task
+    priority_class_name: str | None = None
+
+
+class TrainJobSpec(_Model):
+    """Emit each evaluation as a Kubeflow Trainer TrainJob (multi-node) instead of a batch Job."""
+
+    runtime: str = "deepspeed-distributed"
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
+    num_nodes: Annotated[int, Field(ge=1, le=1024)] = 1
+    num_proc_per_node: Annotated[int, Field(ge=1, le=64)] | None = None  # None: the GPUs per node
+
+
+class EvaluationJobOverrides(JobOverrides):
+    """Evaluation pods: GPUs (default: the task's largest stage), the multi-GPU launcher, TrainJob."""
+
+    gpus: Annotated[int, Field(ge=0, le=64)] | None = None  # per pod (per node for a TrainJob)
+    gpu_resource: str = "nvidia.com/gpu"
+    launcher: Literal["auto", "none", "torchrun", "deepspeed"] = "auto"  # auto: torchrun when gpus > 1
+    train_job: TrainJobSpec | None = None
+
+
+class JobsSpec(_Model):
+    propose: JobOverrides | None = None
+    evaluate: EvaluationJobOverrides | None = None
+    analyze: JobOverrides | None = None
+
+
+class StoreSpec(_Model):
+    """Where the run's nodes live; None fields: the operator's default store."""
+
+    url: str | None = None
+    api_key_secret: SecretKeyRef | None = None
+
+
+class FailurePolicySpec(_Model):
+    """Retries of failed Jobs (a crashed pod, not a failed candidate) with exponential backoff."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3  # per Job: the first try and its retries
+    backoff_seconds: Annotated[float, Field(ge=0)] = 10  # before the 2nd attempt; doubled for each next one
+    max_backoff_seconds: Annotated[float, Field(ge=0)] = 600
+    max_failed_jobs: Annotated[int, Field(ge=1)] | None = 10  # Jobs out of attempts before the run fails
+
+
 class RunSpec(_Model):
     """Everything a run needs. `task` is a path to a task folder, relative to the YAML file that names it."""
 
@@ -137,6 +208,14 @@ class RunSpec(_Model):
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
     stages: list[Literal["quick", "full"]] | None = None  # None: every stage the task defines
     sandbox: Literal["auto", "bwrap", "none"] = "auto"  # "none": the pod is the sandbox (Kubernetes)
+    # Kubernetes only (an EvolutionRun): image, Kueue queue, suspend, store, per-Job pod settings, retries.
+    image: str | None = None  # None: the operator's default image (tasks are paths inside it)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    queue_name: str | None = None  # a Kueue LocalQueue: label kueue.x-k8s.io/queue-name on every Job
+    suspend: bool = False  # no new Jobs while true; running Jobs finish
+    store: StoreSpec | None = None
+    jobs: JobsSpec | None = None
+    failure_policy: FailurePolicySpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

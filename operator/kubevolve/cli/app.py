@@ -203,14 +203,20 @@ def best(run_id: RunArg = None, store_url: StoreOpt = None, as_json: JsonOpt = F
 def show(
     node_id: Annotated[str, typer.Argument(help="Node id or a unique prefix of it.")],
     store_url: StoreOpt = None,
+    prompts: Annotated[bool, typer.Option("--prompts", help="Also print every prompt and completion.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """One node: code, diff, metrics, error and log tail."""
+    """One node: code, diff, metrics, error and log tail (and with --prompts, its LLM transcript)."""
     node = get_node(get_store(store_url), node_id)
     if as_json:
-        render.print_json(node.to_dict())
-    else:
-        render.print_node(console, node)
+        data = node.to_dict()
+        if not prompts:
+            data.pop("transcript")
+        render.print_json(data)
+        return
+    render.print_node(console, node)
+    if prompts:
+        render.print_transcript(console, node)
 
 
 @app.command()

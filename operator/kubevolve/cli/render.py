@@ -103,6 +103,24 @@ def print_node(console: Console, node: Node, *, code: bool = True, diff: bool = 
         console.print(Syntax(node.code, "python", theme="ansi_dark", line_numbers=True))
 
 
+def print_transcript(console: Console, node: Node) -> None:
+    """Every prompt and completion stored with the node, in order."""
+    if not node.transcript:
+        console.print("  (no prompts: this node was not proposed or analysed by an LLM)")
+        return
+    for number, entry in enumerate(node.transcript, start=1):
+        console.rule(
+            f"{number}. {entry.get('purpose', '?')} · {entry.get('model', '?')} · "
+            f"{entry.get('prompt_tokens', 0)}+{entry.get('completion_tokens', 0)} tokens · "
+            f"${entry.get('cost_usd', 0.0):.4f} · {entry.get('seconds', 0)}s"
+        )
+        for message in entry.get("messages", []):
+            console.print(f"[bold]{message['role']}:[/]")
+            console.print(message["content"], markup=False, highlight=False)
+        console.print("[bold]completion:[/]")
+        console.print(entry.get("completion", ""), markup=False, highlight=False)
+
+
 def lineage_tree(chain: list[Node]) -> Tree:
     """Root first: the initial program down to the node asked about."""
     root = tree = Tree(_lineage_label(chain[0]))

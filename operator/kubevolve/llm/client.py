@@ -110,9 +110,10 @@ class LLMClient:
                     f"({self.spec.max_retries} retries)"
                 ) from None
             except openai.APIStatusError as err:
+                body = err.body.get("message") if isinstance(err.body, dict) else None
                 raise LLMError(
                     f"LLM request to {base_url} ({name}) failed with HTTP {err.status_code} "
-                    f"after {self.spec.max_retries} retries: {str(err.message)[:200]}"
+                    f"after {self.spec.max_retries} retries: {str(body or err.message)[:200]}"
                 ) from None
             except openai.APIConnectionError as err:
                 raise LLMError(f"cannot reach the LLM endpoint {base_url}: {err}") from None

@@ -79,7 +79,7 @@ class Researcher:
         try:
             completion = await self.client.complete(messages, model=model, seed=request.seed % (2**31))
         except LLMError as err:
-            raise ProposalError(f"LLM request failed: {err}") from None
+            raise ProposalError(str(err)) from None
         usage = {
             "prompt_tokens": float(completion.prompt_tokens),
             "completion_tokens": float(completion.completion_tokens),

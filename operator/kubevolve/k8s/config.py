@@ -1,0 +1,56 @@
+"""The operator's own settings (not per run): default image, store and task root, from the environment.
+
+A run's spec overrides the image and the store. `taskRoot` is a folder inside the image: a relative
+`spec.task` (e.g. `tasks/circle_packing`) is resolved against it, in the operator's pod (to read the task's
+metric direction and stage resources) and in the step pods (their working directory).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+DEFAULT_IMAGE = "ghcr.io/kubevolve/kubevolve:0.1.0"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    image: str = DEFAULT_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    store_url: str | None = None  # the default store; a run's spec.store.url overrides it
+    task_root: str = "/opt/kubevolve"
+    resync_seconds: float = 30.0  # reconcile at least this often while Jobs run (Job events wake it sooner)
+    idle_resync_seconds: float = 300.0  # for finished, failed and suspended runs
+    trainjobs: bool = False  # watch Kubeflow Trainer TrainJobs (enable where Trainer is installed)
+    run_as_user: int = 65532  # the non-root uid of every step pod
+    scratch_size: str = "8Gi"  # emptyDir size limit of a pod's scratch folder
+    namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty: every namespace
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> OperatorConfig:
+        env = dict(os.environ if env is None else env)
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(f"KUBEVOLVE_OPERATOR_{f.name.upper()}")
+            if raw is None:
+                continue
+            if f.name == "namespaces":
+                values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
+            elif f.name == "trainjobs":
+                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+            elif f.type in ("float",):
+                values[f.name] = float(raw)
+            elif f.type in ("int",):
+                values[f.name] = int(raw)
+            else:
+                values[f.name] = raw
+        if "store_url" not in values and env.get("KUBEVOLVE_STORE"):
+            values["store_url"] = env["KUBEVOLVE_STORE"]
+        config = cls(**values)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+    def task_path(self, task: str) -> Path:
+        """Where the operator reads a run's task: absolute as given, relative against the task root."""
+        path = Path(task)
+        return path if path.is_absolute() else Path(self.task_root) / path
