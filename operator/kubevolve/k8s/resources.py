@@ -1,0 +1,130 @@
+"""What a run's pods need, from the task (read where the operator runs: the same image) and the spec.
+
+Evaluation pods get the task's largest stage (CPU, memory, GPUs) plus the step's own overhead, as requests
+equal to limits (Guaranteed QoS: a GPU evaluation is not evicted for a neighbour). `spec.jobs.<role>`
+overrides any of it; a resource set only in `requests` or only in `limits` is set in both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..spec import EvaluationJobOverrides, JobOverrides, RunSpec
+from ..task import TaskError, load_task
+
+STEP_CPU_OVERHEAD = 0.5  # the `kubevolve step` process beside the evaluation worker
+STEP_MEMORY_OVERHEAD_MB = 768
+CPU_ROLE_DEFAULTS = {  # propose / analyze: the LLM client and the embedding model
+    "requests": {"cpu": "250m", "memory": "1Gi"},
+    "limits": {"cpu": "1", "memory": "2Gi"},
+}
+DEADLINES = {"propose": 1800, "analyze": 900}
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """The parts of a task the operator uses; `error` says why the defaults were used instead."""
+
+    name: str
+    metric: str | None = None
+    maximize: bool = True
+    cpu: float = 1.0
+    memory_mb: int = 2048
+    gpus: int = 0
+    timeout_seconds: float = 600.0
+    error: str = ""
+
+    def to_score(self, metric_value: float) -> float:
+        return metric_value if self.maximize else -metric_value
+
+    def to_metric(self, score: float) -> float:
+        return score if self.maximize else -score
+
+
+@lru_cache(maxsize=256)
+def _read(path: str, mtime: float) -> TaskFacts:
+    task = load_task(path)
+    stages = list(task.spec.stages.values())
+    return TaskFacts(
+        name=task.name,
+        metric=task.spec.metric,
+        maximize=task.spec.direction == "maximize",
+        cpu=max(s.resources.cpu for s in stages),
+        memory_mb=max(s.resources.memory_mb for s in stages),
+        gpus=max(s.resources.gpus for s in stages),
+        timeout_seconds=sum(s.timeout_seconds for s in stages),
+    )
+
+
+def read_task(path: Path) -> TaskFacts:
+    """The task's facts (cached until task.yaml changes), or defaults with the reason it was unreadable."""
+    try:
+        return _read(str(path), (path / "task.yaml").stat().st_mtime)
+    except (OSError, TaskError) as err:
+        return TaskFacts(name=path.name, error=str(err).splitlines()[0])
+
+
+def _cpu(value: float) -> str:
+    return f"{math.ceil(value * 1000)}m"
+
+
+def _merge(base: dict[str, dict], overrides: JobOverrides | None) -> dict[str, dict]:
+    out = {"requests": dict(base.get("requests", {})), "limits": dict(base.get("limits", {}))}
+    res = overrides.resources if overrides else None
+    if res is not None:
+        for name, value in (res.requests or {}).items():
+            out["requests"][name] = value
+            if name not in (res.limits or {}):
+                out["limits"][name] = value
+        for name, value in (res.limits or {}).items():
+            out["limits"][name] = value
+            if name not in (res.requests or {}):
+                out["requests"][name] = value
+    return {k: {n: str(v) if not isinstance(v, str) else v for n, v in d.items()} for k, d in out.items()}
+
+
+def evaluation_gpus(spec: RunSpec, facts: TaskFacts) -> int:
+    ev = spec.jobs.evaluate if spec.jobs else None
+    return ev.gpus if ev is not None and ev.gpus is not None else facts.gpus
+
+
+def pod_resources(role: str, spec: RunSpec, facts: TaskFacts) -> dict[str, dict[str, str]]:
+    overrides = getattr(spec.jobs, role, None) if spec.jobs else None
+    if role != "evaluate":
+        return _merge(CPU_ROLE_DEFAULTS, overrides)
+    ev: EvaluationJobOverrides = overrides or EvaluationJobOverrides()
+    amounts = {"cpu": _cpu(facts.cpu + STEP_CPU_OVERHEAD), "memory": f"{facts.memory_mb + STEP_MEMORY_OVERHEAD_MB}Mi"}
+    gpus = evaluation_gpus(spec, facts)
+    if gpus:
+        amounts[ev.gpu_resource] = str(gpus)
+    return _merge({"requests": amounts, "limits": dict(amounts)}, ev)
+
+
+def active_deadline(role: str, spec: RunSpec, facts: TaskFacts) -> int:
+    overrides = getattr(spec.jobs, role, None) if spec.jobs else None
+    if overrides is not None and overrides.active_deadline_seconds:
+        return overrides.active_deadline_seconds
+    if role == "evaluate":
+        return int(facts.timeout_seconds * 2 + 600)  # both stages, the worker's start and the store
+    return DEADLINES[role]
+
+
+def launcher(spec: RunSpec, facts: TaskFacts) -> str:
+    """The multi-GPU launcher command the evaluator is told to use ("" for one process)."""
+    ev = (spec.jobs.evaluate if spec.jobs else None) or EvaluationJobOverrides()
+    gpus = evaluation_gpus(spec, facts)
+    nodes = ev.train_job.num_nodes if ev.train_job else 1
+    procs = (ev.train_job.num_proc_per_node if ev.train_job else None) or max(gpus, 1)
+    kind = ev.launcher
+    if kind == "auto":
+        kind = "deepspeed" if ev.train_job else ("torchrun" if gpus > 1 else "none")
+    if kind == "none":
+        return ""
+    if kind == "deepspeed":
+        if nodes > 1:
+            return f"deepspeed --hostfile /etc/mpi/hostfile --num_nodes {nodes} --num_gpus {procs}"
+        return f"deepspeed --num_gpus {procs}"
+    return f"torchrun --standalone --nnodes=1 --nproc-per-node={procs}"
