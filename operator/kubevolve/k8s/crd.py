@@ -108,7 +108,15 @@ def _condition_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
-    counts = ["total", "proposed", "evaluated", "rejectedStatic", "rejectedNovelty", "failedQuick", "failedFull"]
+    counts = [
+        "total",
+        "proposed",
+        "evaluated",
+        "rejectedStatic",
+        "rejectedNovelty",
+        "failedQuick",
+        "failedFull",
+    ]
     jobs = ["proposing", "evaluating", "analyzing", "waitingAdmission", "failed"]
     return {
         "type": "object",

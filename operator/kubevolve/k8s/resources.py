@@ -96,7 +96,10 @@ def pod_resources(role: str, spec: RunSpec, facts: TaskFacts) -> dict[str, dict[
     if role != "evaluate":
         return _merge(CPU_ROLE_DEFAULTS, overrides)
     ev: EvaluationJobOverrides = overrides or EvaluationJobOverrides()
-    amounts = {"cpu": _cpu(facts.cpu + STEP_CPU_OVERHEAD), "memory": f"{facts.memory_mb + STEP_MEMORY_OVERHEAD_MB}Mi"}
+    amounts = {
+        "cpu": _cpu(facts.cpu + STEP_CPU_OVERHEAD),
+        "memory": f"{facts.memory_mb + STEP_MEMORY_OVERHEAD_MB}Mi",
+    }
     gpus = evaluation_gpus(spec, facts)
     if gpus:
         amounts[ev.gpu_resource] = str(gpus)

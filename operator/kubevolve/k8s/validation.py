@@ -30,16 +30,28 @@ def _type_ok(value: Any, kind: str) -> bool:
 
 
 def _show(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    return (
+        f'"{value}"'
+        if isinstance(value, str)
+        else str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+    )
 
 
 def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
     """Every violation, each naming the field by its path (e.g. `spec.budget.maxCandidates`)."""
     if value is None:
-        return [] if schema.get("nullable") else [f"{path}: Invalid value: null: {path} in body must not be null"]
+        return (
+            []
+            if schema.get("nullable")
+            else [f"{path}: Invalid value: null: {path} in body must not be null"]
+        )
     if schema.get("x-kubernetes-int-or-string"):
         if isinstance(value, bool) or not isinstance(value, int | str):
-            return [f"{path}: Invalid value: {_show(value)}: {path} in body must be of type integer or string"]
+            return [
+                f"{path}: Invalid value: {_show(value)}: {path} in body must be of type integer or string"
+            ]
         return []
     kind = schema.get("type")
     if kind and not _type_ok(value, kind):
@@ -92,7 +104,7 @@ def _object(value: dict[str, Any], schema: dict[str, Any], path: str) -> list[st
         for rule in schema.get("x-kubernetes-validations", []):
             match = _CEL_GT.match(rule["rule"])
             if match and not value[match.group(1)] > value[match.group(2)]:
-                errors.append(f"{path}: Invalid value: \"object\": {rule['message']}")
+                errors.append(f'{path}: Invalid value: "object": {rule["message"]}')
     return errors
 
 

@@ -1,0 +1,52 @@
+"""An evaluation as a Kubeflow Trainer `TrainJob`, for candidates whose training spans several nodes.
+
+Multi-node training is Trainer's job, not ours: the TrainJob names a training runtime (by default the
+DeepSpeed runtime `deepspeed-distributed`, an MPI runtime whose launcher runs the trainer command once and
+reaches the other nodes through `/etc/mpi/hostfile`). Its trainer command is the same `kubevolve step
+evaluate` a Job runs, so one process writes the candidate's result; the task's evaluator starts the ranks
+with the launcher in `KUBEVOLVE_LAUNCHER`. Kueue admits TrainJobs through the same queue label. Pod
+hardening of TrainJob pods comes from the runtime's pod template, which the cluster's admins own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..spec import RunSpec
+from . import TRAINER_GROUP, TRAINER_VERSION
+from .config import OperatorConfig
+from .jobs import JobRequest, RunRef, metadata, step_command, step_env
+from .resources import TaskFacts, evaluation_gpus, pod_resources
+
+
+def build_trainjob(
+    run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest
+) -> dict:
+    ev = spec.jobs.evaluate if spec.jobs else None
+    tj = ev.train_job if ev else None
+    if tj is None:
+        raise ValueError("spec.jobs.evaluate.trainJob is not set")
+    gpus = evaluation_gpus(spec, facts)
+    trainer: dict[str, Any] = {
+        "image": spec.image or config.image,
+        "command": step_command(run, spec, config, req),
+        "env": step_env("evaluate", spec, facts)
+        + [{"name": "KUBEVOLVE_NUM_NODES", "value": str(tj.num_nodes)}],
+        "numNodes": tj.num_nodes,
+        "resourcesPerNode": pod_resources("evaluate", spec, facts),
+    }
+    if tj.num_proc_per_node or gpus:
+        trainer["numProcPerNode"] = tj.num_proc_per_node or gpus
+    return {
+        "apiVersion": f"{TRAINER_GROUP}/{TRAINER_VERSION}",
+        "kind": "TrainJob",
+        "metadata": metadata(run, spec, req),
+        "spec": {
+            "runtimeRef": {"name": tj.runtime, "kind": tj.runtime_kind, "apiGroup": TRAINER_GROUP},
+            "trainer": trainer,
+        },
+    }
+
+
+def uses_trainjob(spec: RunSpec, role: str) -> bool:
+    return role == "evaluate" and bool(spec.jobs and spec.jobs.evaluate and spec.jobs.evaluate.train_job)

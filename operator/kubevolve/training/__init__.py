@@ -1,0 +1,44 @@
+"""The shared training harness of the AI-for-AI tasks (architectures, learning algorithms, data).
+
+One code path trains on a laptop CPU, one GPU, or several GPUs with DeepSpeed ZeRO:
+- `device`: pick cuda when there is one, else cpu; set the CPU thread count.
+- `seeding`: seed python, numpy and torch, deterministic algorithms where the backend has them.
+- `budget`: a fixed step and token budget, and when to evaluate.
+- `curve`: the training curve, rendered as text for the candidate's artifacts.
+- `loop`: `train(stepper, step_fn, budget, evaluate=...)`, the loop every task runs.
+- `steppers`: `TorchStepper` (plain torch) and `DeepSpeedStepper` (a DeepSpeed engine); the loop cannot tell
+  them apart, so the ZeRO path runs the same loop code as the CPU path.
+- `zero`: the DeepSpeed config: the task's ZeRO section completed with batch sizes and precision.
+- `distributed`: the process-group environment and `deepspeed.init_distributed` (gloo on CPU, nccl on GPU).
+- `launcher`: the `deepspeed` / `torchrun` command that starts one process per GPU, and reading its result.
+- `settings`: a task's per-stage training settings (`training.yaml`).
+
+Importing this package imports torch but runs nothing and starts no threads: an evaluator that imports it at
+module level stays safe to fork. DeepSpeed is imported only when its path is used.
+"""
+
+from __future__ import annotations
+
+from .budget import Budget
+from .curve import Curve
+from .device import select_device, set_threads
+from .loop import StepOutput, TrainingDiverged, TrainResult, train
+from .seeding import seed_everything
+from .settings import SettingsError, load_settings
+from .steppers import Stepper, TorchStepper
+
+__all__ = [
+    "Budget",
+    "Curve",
+    "SettingsError",
+    "StepOutput",
+    "Stepper",
+    "TorchStepper",
+    "TrainResult",
+    "TrainingDiverged",
+    "load_settings",
+    "seed_everything",
+    "select_device",
+    "set_threads",
+    "train",
+]

@@ -1,0 +1,78 @@
+"""The process group for DeepSpeed: its environment, and `deepspeed.init_distributed` with the right backend.
+
+DeepSpeed reads the rendezvous from MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE and LOCAL_RANK. The launchers
+(`deepspeed`, `torchrun`) set them for every process they start; a single process started any other way (an
+evaluation worker, a test) gets them from `single_process_env`, otherwise DeepSpeed goes looking for MPI.
+The backend is nccl on GPUs and gloo on the CPU.
+
+On the CPU, DeepSpeed also builds a shared-memory collective op with g++ on first use (about 45 s). It only
+speeds up collectives between several ranks on one host, which gloo performs anyway, so it is skipped unless
+`cpu_shm_comm` is asked for; on GPUs it is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def single_process_env(port: int | None = None) -> dict[str, str]:
+    """Fill in a one-process rendezvous where a launcher has not: set only the variables that are missing."""
+    defaults = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port or free_port()),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in RENDEZVOUS}
+
+
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_deepspeed(device: torch.device, *, cpu_shm_comm: bool = False) -> torch.device:
+    """Join (or create) the process group; returns this rank's device (its own GPU under a launcher)."""
+    import deepspeed
+    import deepspeed.ops
+
+    if "WORLD_SIZE" not in os.environ:
+        single_process_env()
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)
+    elif not cpu_shm_comm:
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend=backend_for(device))
+    return device
+
+
+def shutdown() -> None:
+    """Leave the process group (a no-op when there is none)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,70 @@
+"""Several GPUs: the command that starts one process per GPU, and the result its rank 0 writes.
+
+`launch_command` builds a `deepspeed` or `torchrun` command line (both set the rendezvous variables that
+`distributed.init_deepspeed` reads) around an entry point: a script and its arguments, or `-m module`.
+`run_launched` runs it and reads the JSON result that rank 0 wrote, naming the failure when there is none.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+Launcher = Literal["deepspeed", "torchrun"]
+
+
+def launch_command(
+    entry: list[str],
+    *,
+    gpus: int,
+    launcher: Launcher = "deepspeed",
+    nodes: int = 1,
+    node_rank: int = 0,
+    master_addr: str = "127.0.0.1",
+    master_port: int = 29500,
+    hostfile: str | None = None,
+    module: bool = False,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line that runs `entry` (a script path and its arguments, or a module name and its
+    arguments with `module=True`) once per GPU on `nodes` nodes."""
+    if gpus < 1 or nodes < 1:
+        raise ValueError(f"gpus ({gpus}) and nodes ({nodes}) must be at least 1")
+    if not entry:
+        raise ValueError("entry must name a script or a module")
+    if launcher == "deepspeed":
+        command = [python, "-m", "deepspeed.launcher.runner", "--num_gpus", str(gpus)]
+        if nodes > 1:
+            if not hostfile:
+                raise ValueError("a multi-node deepspeed launch needs a hostfile (one 'host slots=N' per node)")
+            command += ["--num_nodes", str(nodes), "--hostfile", hostfile, "--master_addr", master_addr]
+        command += ["--master_port", str(master_port)]
+        if module:
+            command.append("--module")
+        return command + entry
+    if launcher == "torchrun":
+        command = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus)]
+        command += ["--nnodes", str(nodes), "--node_rank", str(node_rank)]
+        command += ["--master_addr", master_addr, "--master_port", str(master_port)]
+        if module:
+            command.append("--module")
+        return command + entry
+    raise ValueError(f"unknown launcher {launcher!r} (expected 'deepspeed' or 'torchrun')")
+
+
+def run_launched(
+    command: list[str], result_path: str | Path, *, timeout: float | None = None, cwd: str | Path | None = None
+) -> dict[str, Any]:
+    """Run a launch command; return the JSON object rank 0 wrote to `result_path`."""
+    result_path = Path(result_path)
+    result_path.unlink(missing_ok=True)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout)[-2000:]
+        raise RuntimeError(f"the launched training failed with exit status {proc.returncode}:\n{tail}")
+    if not result_path.is_file():
+        raise RuntimeError(f"the launched training exited cleanly but rank 0 wrote no result to {result_path}")
+    return json.loads(result_path.read_text())
