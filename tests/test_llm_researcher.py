@@ -47,7 +47,7 @@ class Script:
         return answer
 
 
-def llm_run(task_dir, store, tmp_path, server, name="llm-run", **fields):
+def llm_run(task_dir, store, tmp_path, server, name="llm-run", requests=None, **fields):
     llm = {
         "endpoint": server.url,
         "model": "scripted-1",
@@ -65,6 +65,14 @@ def llm_run(task_dir, store, tmp_path, server, name="llm-run", **fields):
         **fields,
     )
     agents = make_agents(spec)
+    if requests is not None:  # record what the Researcher was handed, to compare with what it sent
+        propose = agents.proposer.propose
+
+        async def recording(request):
+            requests.append(request)
+            return await propose(request)
+
+        agents.proposer.propose = recording
 
     async def go():
         try:
@@ -211,14 +219,20 @@ def test_retrieved_cognition_and_insights_appear_in_the_prompt(toy_task, store, 
         "straight to its optimum.\nSource: elementary calculus\n"
     )
     answers = [REWRITE.replace("3.0", str(v)) for v in (1.0, 1.5, 2.0, 2.5, 3.0)]
+    requests = []
     with OpenAIServer(Script(*answers)) as server:
-        _, nodes = llm_run(toy_task, store, tmp_path, server, budget={"maxCandidates": 6})
+        llm_run(toy_task, store, tmp_path, server, requests=requests, budget={"maxCandidates": 6})
         prompts = [p for r, p in zip(server.requests, server.prompts(), strict=True) if not is_analyzer(r)]
-    assert all("Maximising a concave quadratic" in p and "elementary calculus" in p for p in prompts)
-    later = prompts[-1]
-    insights = [i.text for i in store.list_insights("llm-run")]
-    assert "# Lessons from earlier experiments" in later
-    assert sum(text in later for text in insights) >= 2  # prior insights were retrieved into the prompt
+    assert len(requests) == len(prompts) == 5
+    for request, prompt in zip(requests, prompts, strict=True):
+        assert [e.title for e in request.cognition] == ["Maximising a concave quadratic"]
+        for entry in request.cognition:
+            assert entry.title in prompt and entry.source in prompt
+        for insight in request.insights:  # every insight retrieval picked was sent
+            assert insight.text in prompt
+        for analysis in request.analyses.values():  # and the analyses of parent and inspirations
+            assert analysis in prompt
+    assert len(requests[-1].insights) >= 2 and "# Lessons from earlier experiments" in prompts[-1]
 
 
 def test_llm_budget_stops_new_proposals(toy_task, store, tmp_path):
@@ -274,7 +288,9 @@ def test_show_prompts_prints_the_stored_transcript(toy_task, store, tmp_path):
 def test_api_key_is_sent_but_never_stored(toy_task, store, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_LLM_KEY", "sk-lab-secret-123")
     with OpenAIServer(Script(GOOD_DIFF)) as server:
-        llm_run(toy_task, store, tmp_path, server, budget={"maxCandidates": 2}, llm={"apiKeyEnv": "LAB_LLM_KEY"})
+        llm_run(
+            toy_task, store, tmp_path, server, budget={"maxCandidates": 2}, llm={"apiKeyEnv": "LAB_LLM_KEY"}
+        )
         assert server.authorization and set(server.authorization) == {"Bearer sk-lab-secret-123"}
     store.close()
     for path in tmp_path.rglob("*"):

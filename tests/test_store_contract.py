@@ -105,7 +105,9 @@ def test_every_node_field_round_trips(store: Store) -> None:
         proposer="llm:gpt",
         retry_of="f00d",
         attempt=1,
-        transcript=[{"purpose": "researcher", "messages": [{"role": "user", "content": "hi"}], "completion": "x"}],
+        transcript=[
+            {"purpose": "researcher", "messages": [{"role": "user", "content": "hi"}], "completion": "x"}
+        ],
         timings={"propose": 1.5, "full": 30.25},
         llm={"prompt_tokens": 1000.0, "cost_usd": 0.01},
         embedding=[0.5, -0.25, 1.0, 0.0],  # float32-exact values
