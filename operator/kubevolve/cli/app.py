@@ -10,19 +10,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..engineer.sandbox import resolve_mode
 from ..launch import Agents, choose_run_id, kubevolve_home, load_target, make_agents
 from ..models import Node
 from ..runner import Evolution
 from ..spec import SpecError
-from ..store import open_store
 from ..store.base import NotFound, Store, StoreError
 from ..task import TaskError
 from . import render
 from .cognition_cmd import cognition_app
+from .common import JsonOpt, RunArg, StoreOpt, console, err_console, fail, get_store
 from .live import ProgressDisplay
+from .operator_cmd import operator as operator_command
 from .step import step_app
 
 app = typer.Typer(
@@ -30,32 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(step_app, name="step")
 app.add_typer(cognition_app, name="cognition")
-console = Console()
-err_console = Console(stderr=True)
-
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        envvar="KUBEVOLVE_STORE",
-        help="Store URL or SQLite path (default ~/.kubevolve/kubevolve.db).",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the most recent run).")]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def get_store(url: str | None) -> Store:
-    try:
-        return open_store(url or str(kubevolve_home() / "kubevolve.db"))
-    except StoreError as err:
-        fail(str(err))
-        raise
+app.command("operator")(operator_command)
 
 
 def resolve_run(store: Store, run_id: str | None) -> str:
@@ -203,7 +178,9 @@ def best(run_id: RunArg = None, store_url: StoreOpt = None, as_json: JsonOpt = F
 def show(
     node_id: Annotated[str, typer.Argument(help="Node id or a unique prefix of it.")],
     store_url: StoreOpt = None,
-    prompts: Annotated[bool, typer.Option("--prompts", help="Also print every prompt and completion.")] = False,
+    prompts: Annotated[
+        bool, typer.Option("--prompts", help="Also print every prompt and completion.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """One node: code, diff, metrics, error and log tail (and with --prompts, its LLM transcript)."""

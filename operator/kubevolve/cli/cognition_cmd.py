@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..cognition import (
@@ -23,45 +22,19 @@ from ..cognition import (
     sync_cognition,
 )
 from ..embeddings import EmbeddingError, get_embedder
-from ..launch import kubevolve_home
 from ..models import CognitionEntry
-from ..store import open_store
-from ..store.base import Store, StoreError
+from ..store.base import StoreError
 from ..task import TaskError, load_task
 from . import render
+from .common import JsonOpt, StoreOpt, console, err_console, fail, get_store
 
 cognition_app = typer.Typer(
     no_args_is_help=True,
     help="Human priors (paper ideas, known tricks) retrieved into the Researcher's prompt.",
 )
-console = Console()
-err_console = Console(stderr=True)
-
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        envvar="KUBEVOLVE_STORE",
-        help="Store URL or SQLite path (default ~/.kubevolve/kubevolve.db).",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 CollectionOpt = Annotated[
     str, typer.Option("--collection", "-c", help="Collection name (usually the task's name).")
 ]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def get_store(url: str | None) -> Store:
-    try:
-        return open_store(url or str(kubevolve_home() / "kubevolve.db"))
-    except StoreError as err:
-        fail(str(err))
-        raise
 
 
 def entry_dict(entry: CognitionEntry, score: float | None = None) -> dict[str, Any]:

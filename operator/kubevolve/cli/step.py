@@ -15,37 +15,31 @@ import typer
 from ..launch import kubevolve_home, make_agents
 from ..spec import SpecError
 from ..steps import StepError, analyze_step, evaluate_step, load_context, propose_step
-from ..store import open_store
 from ..store.base import NotFound, StoreError
 from ..task import TaskError
 from . import render
+from .common import StoreOpt, TenantOpt, fail, get_store
 
 step_app = typer.Typer(
     no_args_is_help=True, help="Run one engine step (used by the Kubernetes operator's Jobs)."
 )
 
-StoreOpt = Annotated[str | None, typer.Option("--store", envvar="KUBEVOLVE_STORE", help="Store URL.")]
-TenantOpt = Annotated[
-    str, typer.Option("--tenant", envvar="KUBEVOLVE_TENANT", help="Store tenant (namespace).")
-]
 RunOpt = Annotated[str, typer.Option("--run", help="Run id.")]
 
 
 def _context(store_url: str | None, tenant: str, run_id: str):
+    store = get_store(store_url, tenant)
     try:
-        store = open_store(store_url or str(kubevolve_home() / "kubevolve.db"), tenant=tenant)
         return load_context(store, run_id)
-    except (StoreError, StepError, SpecError, TaskError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    except (StepError, SpecError, TaskError) as err:
+        fail(str(err))
 
 
 def _run(coro):
     try:
         return asyncio.run(coro)
     except (NotFound, StepError, StoreError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
 
 
 async def _with_agents(ctx, step):

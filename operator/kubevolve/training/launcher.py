@@ -39,7 +39,9 @@ def launch_command(
         command = [python, "-m", "deepspeed.launcher.runner", "--num_gpus", str(gpus)]
         if nodes > 1:
             if not hostfile:
-                raise ValueError("a multi-node deepspeed launch needs a hostfile (one 'host slots=N' per node)")
+                raise ValueError(
+                    "a multi-node deepspeed launch needs a hostfile (one 'host slots=N' per node)"
+                )
             command += ["--num_nodes", str(nodes), "--hostfile", hostfile, "--master_addr", master_addr]
         command += ["--master_port", str(master_port)]
         if module:
@@ -56,7 +58,11 @@ def launch_command(
 
 
 def run_launched(
-    command: list[str], result_path: str | Path, *, timeout: float | None = None, cwd: str | Path | None = None
+    command: list[str],
+    result_path: str | Path,
+    *,
+    timeout: float | None = None,
+    cwd: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run a launch command; return the JSON object rank 0 wrote to `result_path`."""
     result_path = Path(result_path)
@@ -66,5 +72,7 @@ def run_launched(
         tail = (proc.stderr or proc.stdout)[-2000:]
         raise RuntimeError(f"the launched training failed with exit status {proc.returncode}:\n{tail}")
     if not result_path.is_file():
-        raise RuntimeError(f"the launched training exited cleanly but rank 0 wrote no result to {result_path}")
+        raise RuntimeError(
+            f"the launched training exited cleanly but rank 0 wrote no result to {result_path}"
+        )
     return json.loads(result_path.read_text())

@@ -1,0 +1,43 @@
+"""What every `kubevolve` sub-command shares: the consoles, the common options, errors and the store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..launch import kubevolve_home
+from ..store import open_store
+from ..store.base import Store, StoreError
+
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="KUBEVOLVE_STORE",
+        help="Store URL or SQLite path (default ~/.kubevolve/kubevolve.db).",
+    ),
+]
+TenantOpt = Annotated[
+    str, typer.Option("--tenant", envvar="KUBEVOLVE_TENANT", help="Store tenant (a Kubernetes namespace).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the most recent run).")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print `error: message` on stderr and exit (2: bad input)."""
+    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def get_store(url: str | None, tenant: str = "default") -> Store:
+    try:
+        return open_store(url or str(kubevolve_home() / "kubevolve.db"), tenant=tenant)
+    except StoreError as err:
+        fail(str(err))
+        raise

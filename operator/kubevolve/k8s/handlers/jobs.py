@@ -1,0 +1,53 @@
+"""The run's Jobs as kopf sees them: an in-memory index per run (fed by the watch stream, rebuilt from the
+initial listing after a restart, before any handler runs) and a wake-up of the run's loop on every change."""
+
+from __future__ import annotations
+
+import kopf
+
+from .. import RUN_LABEL, TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL
+from ..observe import job_info
+
+OWNED = {RUN_LABEL: kopf.PRESENT}
+
+
+def _index(namespace: str, labels: dict, body: dict) -> dict:
+    info = job_info(body)
+    return {} if info is None else {(namespace, labels[RUN_LABEL]): info}
+
+
+def _wake(namespace: str, labels: dict, memo: kopf.Memo) -> None:
+    ctx = getattr(memo, "kubevolve", None)
+    if ctx is not None:
+        ctx.wakers.wake(namespace, labels[RUN_LABEL])
+
+
+def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:
+    @kopf.index("batch", "v1", "jobs", labels=OWNED, registry=registry)
+    def kubevolve_jobs(namespace, labels, body, **_):
+        return _index(namespace, labels, body)
+
+    @kopf.on.event("batch", "v1", "jobs", labels=OWNED, registry=registry)
+    def kubevolve_job_changed(namespace, labels, memo, **_):
+        _wake(namespace, labels, memo)
+
+    if not trainjobs:
+        return
+
+    @kopf.index(TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL, labels=OWNED, registry=registry)
+    def kubevolve_trainjobs(namespace, labels, body, **_):
+        return _index(namespace, labels, body)
+
+    @kopf.on.event(TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL, labels=OWNED, registry=registry)
+    def kubevolve_trainjob_changed(namespace, labels, memo, **_):
+        _wake(namespace, labels, memo)
+
+
+def indexed_jobs(kwargs: dict, namespace: str, run_label: str) -> list:
+    """The JobInfos of one run from the Job index (and the TrainJob index, when it is on)."""
+    out = []
+    for index_name in ("kubevolve_jobs", "kubevolve_trainjobs"):
+        index = kwargs.get(index_name)
+        if index is not None and (namespace, run_label) in index:
+            out.extend(index[(namespace, run_label)])
+    return out

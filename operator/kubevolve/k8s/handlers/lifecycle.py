@@ -1,0 +1,40 @@
+"""Operator start and stop: kopf settings, and the shared context (config, API client, stores) in the memo."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from .. import FINALIZER
+from ..config import OperatorConfig
+from ..context import OperatorContext
+from ..kube import Kube
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # kopf's own bookkeeping goes to annotations, so the status holds only the run's status
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.kubevolve.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kopf.kubevolve.io", key="last-handled-configuration"
+    )
+    settings.posting.level = (
+        logging.WARNING
+    )  # handler logs become events only for warnings; milestones are ours
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    @kopf.on.startup(registry=registry)
+    async def kubevolve_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+        configure(settings)
+        if getattr(memo, "kubevolve", None) is None:
+            memo.kubevolve = OperatorContext(OperatorConfig.from_env(), Kube.from_environment())
+
+    @kopf.on.cleanup(registry=registry)
+    async def kubevolve_cleanup(memo: kopf.Memo, **_) -> None:
+        ctx = getattr(memo, "kubevolve", None)
+        if ctx is not None:
+            ctx.stores.close()
