@@ -36,10 +36,6 @@ from .task import Task
 ProgressCallback = Callable[[RunProgress, Node | None], None]
 
 
-class RunFailed(RuntimeError):
-    pass
-
-
 def sampler_settings(spec: RunSpec, task: Task) -> tuple[SamplerSpec, list[FeatureAxis]]:
     sampler = spec.sampler or task.spec.sampler
     features = sampler.features or task.spec.sampler.features
