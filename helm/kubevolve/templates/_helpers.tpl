@@ -1,0 +1,40 @@
+{{/* Names and labels shared by every template. */}}
+{{- define "kubevolve.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "kubevolve.labels" -}}
+app.kubernetes.io/name: kubevolve
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "kubevolve.selector" -}}
+app.kubernetes.io/name: kubevolve
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kubevolve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}{{ default (include "kubevolve.fullname" .) .Values.serviceAccount.name }}
+{{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
+{{- end -}}
+
+{{- define "kubevolve.image" -}}
+{{ .repository }}:{{ .tag }}
+{{- end -}}
+
+{{/* The store URL the operator and every step Job use. */}}
+{{- define "kubevolve.storeUrl" -}}
+{{- if eq .Values.store.mode "bundled" -}}
+weaviate://{{ include "kubevolve.fullname" . }}-weaviate.{{ .Release.Namespace }}.svc:8080?grpc=50051
+{{- else -}}{{ .Values.store.external.url }}{{- end -}}
+{{- end -}}
+
+{{- define "kubevolve.storeSecret" -}}
+{{- if eq .Values.store.mode "bundled" -}}
+{{- if .Values.weaviate.apiKey.enabled }}{{ .Values.weaviate.apiKey.existingSecret }}{{ end -}}
+{{- else -}}{{ .Values.store.external.apiKeySecret.name }}{{- end -}}
+{{- end -}}
