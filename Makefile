@@ -6,7 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TASK   ?= circle_packing
-DEMO_CANDIDATES ?= 1500
+# a per-task default number of candidates (DEMO_CANDIDATES=N overrides it); tasks whose full stage needs a
+# GPU or long training run their demo.yaml (the quick stage only) instead of the bare task folder
+DEMO_CANDIDATES_circle_packing ?= 1500
+DEMO_CANDIDATES_linear_attention ?= 12
+DEMO_CANDIDATES_rl_algorithm ?= 12
+DEMO_CANDIDATES_data_curation ?= 16
+DEMO_CANDIDATES ?= $(or $(DEMO_CANDIDATES_$(TASK)),100)
+DEMO_TARGET = $(if $(wildcard tasks/$(TASK)/demo.yaml),tasks/$(TASK)/demo.yaml,tasks/$(TASK))
 DEMO_EVALUATORS ?= 2
 PYTEST_ARGS ?=
 
@@ -42,7 +49,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/kubevolve run tasks/$(TASK) --new --max-candidates $(DEMO_CANDIDATES) --evaluators $(DEMO_EVALUATORS)
+	$(BIN)/kubevolve run $(DEMO_TARGET) --new --max-candidates $(DEMO_CANDIDATES) --evaluators $(DEMO_EVALUATORS)
 	@echo
 	@echo "Next: $(BIN)/kubevolve status · $(BIN)/kubevolve lineage · $(BIN)/kubevolve best --json"
 

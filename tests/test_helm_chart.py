@@ -34,7 +34,7 @@ EVERY_OPTION = {
     "images": {"pullSecrets": [{"name": "registry"}], "pullPolicy": "Always"},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "dashboards": {"labels": {"grafana_folder": "kubevolve"}},
-    "networkPolicy": {"namespaces": ["lab-a", "lab-b"]},
+    "networkPolicy": {"namespaces": ["lab-a", "lab-b"], "storeCIDRs": ["10.0.0.0/8"]},
     "weaviate": {
         "apiKey": {"enabled": True, "existingSecret": "weaviate-key"},
         "persistence": {"size": "100Gi", "storageClass": "fast"},
@@ -154,10 +154,19 @@ def test_pods_are_hardened(tmp_path):
             assert "limits" in container["resources"]
 
 
-def test_network_policy_denies_evaluation_pods_all_traffic(tmp_path):
-    (policy,) = [d for d in render(tmp_path) if d["kind"] == "NetworkPolicy"]
+@pytest.mark.parametrize("cidrs", [None, ["10.20.0.0/16"]], ids=["bundled-store", "external-store"])
+def test_evaluation_pods_reach_only_dns_and_the_store(tmp_path, cidrs):
+    from kubevolve.k8s.netpol import evaluation_network_policy
+
+    values = {"networkPolicy": {"storeCIDRs": cidrs}} if cidrs else None
+    (policy,) = [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]
+    expected = evaluation_network_policy(
+        "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=cidrs
+    )
+    assert policy["spec"] == expected["spec"]  # the chart and `kubevolve lab create` install the same policy
+    assert policy["metadata"]["name"] == expected["metadata"]["name"]
     assert policy["spec"]["podSelector"] == {"matchLabels": {"kubevolve.io/role": "evaluate"}}
-    assert policy["spec"]["egress"] == [] and "Egress" in policy["spec"]["policyTypes"]
+    assert policy["spec"]["ingress"] == [] and len(policy["spec"]["egress"]) == 2
 
 
 def test_chart_copies_of_the_crd_and_dashboards_are_current():

@@ -15,13 +15,13 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from kubevolve.models import CognitionEntry, Insight, Node, RunPhase, RunRecord, Stage
 from kubevolve.store import SCHEMA_VERSION, NotFound, Store, StoreError, open_store
-from kubevolve.store import sqlite as sqlite_store
 
 
 @dataclasses.dataclass
@@ -38,12 +38,42 @@ class StoreFactory:
         return store
 
 
+def weaviate_factory() -> Iterator[StoreFactory]:
+    """Stores on the Weaviate at $WEAVIATE_URL, under a collection prefix of their own (dropped afterwards), so
+    runs of this suite never see each other's objects or the objects of a real install."""
+    base = os.environ.get("WEAVIATE_URL")
+    if not base:
+        pytest.skip("WEAVIATE_URL is not set: the Weaviate contract run needs a live Weaviate")
+    from kubevolve.store.weaviate_conn import WeaviateSettings, connect
+    from kubevolve.store.weaviate_schema import drop_collections, write_version
+
+    prefix = f"KvTest{uuid.uuid4().hex[:12]}"
+    url = f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
+    settings = WeaviateSettings.from_url(url)
+
+    def set_schema_version(version: int) -> None:
+        client = connect(settings)
+        try:
+            write_version(client, prefix, version)
+        finally:
+            client.close()
+
+    factory = StoreFactory(url=url, set_schema_version=set_schema_version)
+    yield factory
+    for store in factory.opened:
+        store.close()
+    client = connect(settings)
+    try:
+        drop_collections(client, prefix)
+    finally:
+        client.close()
+
+
 @pytest.fixture(params=["sqlite", "weaviate"])
 def store_factory(request: pytest.FixtureRequest, tmp_path) -> Iterator[StoreFactory]:
     if request.param == "weaviate":
-        if not os.environ.get("WEAVIATE_URL"):
-            pytest.skip("WEAVIATE_URL is not set: the Weaviate contract run needs a live Weaviate")
-        pytest.skip("no WeaviateStore exists yet; open_store refuses weaviate:// URLs")
+        yield from weaviate_factory()
+        return
     path = tmp_path / "store.db"
 
     def set_schema_version(version: int) -> None:
@@ -199,7 +229,7 @@ def test_list_nodes_filters(store: Store) -> None:
 
 
 def test_iter_nodes_streams_in_chunks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sqlite_store, "ITER_CHUNK", 4)
+    monkeypatch.setattr(sys.modules[type(store).__module__], "ITER_CHUNK", 4)  # the store's own module
     nodes = [store.add_node(make_node()) for _ in range(10)]
     stream = store.iter_nodes("r1")
     assert [next(stream) for _ in range(5)] == nodes[:5]
@@ -379,6 +409,34 @@ def test_two_tenants_never_see_each_others_anything(store_factory: StoreFactory)
     assert b.add_cognition([cognition("A", "alpha", [1.0, 0.0])]) == 1  # dedup is per tenant
     assert b.add_node(make_node()).seq == 0  # seq is per tenant and run
     assert a.count_nodes("r1") == {Stage.EVALUATED: 1} and len(a.list_cognition("task")) == 1
+
+
+def test_a_tenant_cannot_overwrite_another_tenants_objects(store_factory: StoreFactory) -> None:
+    """Objects with the very same ids in two tenants are two objects: writes in B never reach A's."""
+    a, b = store_factory("tenant-a"), store_factory("tenant-b")
+    run_a = RunRecord(id="r1", task="t", spec={"lab": "a"}, created_at=100.0)
+    a.put_run(run_a)
+    node = a.add_node(
+        make_node(
+            id="5a5a5a5a5a5a5a5a", stage=Stage.EVALUATED, score=1.0, embedding=[1.0, 0.0], motivation="a"
+        )
+    )
+    insight = a.add_insight(
+        Insight(run_id="r1", text="a's lesson", id="shared-insight", embedding=[1.0, 0.0])
+    )
+    b.put_run(RunRecord(id="r1", task="t", spec={"lab": "b"}, created_at=200.0))
+    twin = b.add_node(dataclasses.replace(node, motivation="b", score=99.0, seq=-1))
+    assert twin.seq == 0
+    twin.motivation = "b, updated"
+    b.update_node(twin)
+    b.add_insight(Insight(run_id="r1", text="b's lesson", id="shared-insight", embedding=[0.0, 1.0]))
+    assert a.get_run("r1") == run_a and [r.spec for r in a.list_runs()] == [{"lab": "a"}]
+    assert a.get_node(node.id) == node and a.list_nodes("r1") == [node] and a.best_node("r1") == node
+    assert [n for n, _ in a.near_nodes("r1", [1.0, 0.0], k=5)] == [node]
+    assert a.list_insights("r1") == [insight]
+    assert [i for i, _ in a.search_insights("r1", [0.0, 1.0], k=5)] == [insight]
+    assert b.get_node(node.id).motivation == "b, updated" and b.best_node("r1").score == 99.0
+    assert [i.text for i in b.list_insights("r1")] == ["b's lesson"]
 
 
 # schema and lifecycle

@@ -37,12 +37,6 @@ def test_open_store_accepts_sqlite_urls_and_plain_paths(
         assert path.is_file(), url
 
 
-@pytest.mark.parametrize("url", ["weaviate://cluster:8080", "http://weaviate:8080", "https://w.example.com"])
-def test_open_store_refuses_weaviate_for_now(url: str) -> None:
-    with pytest.raises(StoreError, match="Weaviate store is not available yet"):
-        open_store(url)
-
-
 @pytest.mark.parametrize("url", ["postgres://db/x", "redis:whatever", "", "sqlite://"])
 def test_open_store_refuses_other_urls(url: str) -> None:
     with pytest.raises(StoreError) as err:

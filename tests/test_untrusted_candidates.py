@@ -132,3 +132,28 @@ def test_evaluator_that_cannot_import_fails_the_run_clearly(tmp_path, store):
     with pytest.raises(Exception, match="cannot import the evaluator: ModuleNotFoundError"):
         asyncio.run(evolution.run())
     assert store.get_run("broken").phase == "Failed"
+
+
+def test_without_namespaces_the_host_process_is_not_dumpable(toy_task, tmp_path):
+    """Sandbox 'none' (a hardened pod): candidates share our uid, so our memory and environment (a store API
+    key) must not be readable through /proc or ptrace. Checked in a subprocess: it changes the process."""
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio, ctypes
+from pathlib import Path
+from kubevolve.engineer.pool import EvaluatorPool
+from kubevolve.task import load_task
+libc = ctypes.CDLL(None)
+before = libc.prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+async def main():
+    pool = EvaluatorPool(load_task({str(toy_task)!r}), 1, Path({str(tmp_path / "w")!r}), "none")
+    await pool.start()
+    await pool.close()
+asyncio.run(main())
+print(before, libc.prctl(3, 0, 0, 0, 0))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0"]

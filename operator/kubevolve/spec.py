@@ -164,11 +164,11 @@ class TrainJobSpec(_Model):
 
 
 class EvaluationJobOverrides(JobOverrides):
-    """Evaluation pods: GPUs (default: the task's largest stage), the multi-GPU launcher, TrainJob."""
+    """Evaluation pods: GPUs (default: the task's largest stage; the task's evaluator starts one process per
+    visible GPU with its launcher), and optionally a Kubeflow TrainJob instead of a Job."""
 
     gpus: Annotated[int, Field(ge=0, le=64)] | None = None  # per pod (per node for a TrainJob)
     gpu_resource: str = "nvidia.com/gpu"
-    launcher: Literal["auto", "none", "torchrun", "deepspeed"] = "auto"  # auto: torchrun when gpus > 1
     train_job: TrainJobSpec | None = None
 
 

@@ -13,6 +13,7 @@ import typer
 
 from ..engineer.sandbox import resolve_mode
 from ..launch import Agents, choose_run_id, kubevolve_home, load_target, make_agents
+from ..metrics import serve_run_metrics
 from ..models import Node
 from ..runner import Evolution
 from ..spec import SpecError
@@ -21,8 +22,10 @@ from ..task import TaskError
 from . import render
 from .cognition_cmd import cognition_app
 from .common import JsonOpt, RunArg, StoreOpt, console, err_console, fail, get_store
+from .lab_cmd import lab_app
 from .live import ProgressDisplay
 from .operator_cmd import operator as operator_command
+from .report_cmd import report
 from .step import step_app
 
 app = typer.Typer(
@@ -30,6 +33,8 @@ app = typer.Typer(
 )
 app.add_typer(step_app, name="step")
 app.add_typer(cognition_app, name="cognition")
+app.add_typer(lab_app, name="lab")
+app.command()(report)
 app.command("operator")(operator_command)
 
 
@@ -66,6 +71,10 @@ def run(
     evaluators: Annotated[int | None, typer.Option(help="Override parallelism.evaluators.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the run seed.")] = None,
     sandbox: Annotated[str | None, typer.Option(help="auto | bwrap | none")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (/metrics) during the run.")
+    ] = None,
+    metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
     as_json: JsonOpt = False,
 ) -> None:
     """Run (or resume) an evolution locally, with a live progress display."""
@@ -105,6 +114,11 @@ def run(
             embedder=agents.embedder,
             bandit=agents.bandit,
         )
+        if metrics_port is not None:  # wraps on_progress: the display, then the metrics recorder
+            try:
+                serve_run_metrics(evolution, metrics_port, metrics_addr)
+            except OSError as err:
+                fail(f"cannot serve metrics on {metrics_addr}:{metrics_port}: {err}")
         record = asyncio.run(_run_until_signal(evolution, agents))
     best = store.best_node(record.id)
     if as_json:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import json
 import math
@@ -26,6 +27,7 @@ from .worker import LOG_NAME
 
 LOG_TAIL_CHARS = 4000
 STARTUP_TIMEOUT = 120.0
+PR_SET_DUMPABLE = 4
 PROTOCOL_GRACE = 30.0  # seconds beyond a job's timeout before the worker itself is presumed hung
 
 
@@ -67,6 +69,16 @@ def _log_tail(path: Path) -> str:
             return fh.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def _protect_host_process() -> None:
+    """Without namespaces a candidate runs as our own user: make this process non-dumpable so it cannot read
+    our memory or /proc/PID/environ (where credentials such as a store API key live) or ptrace us."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        pass
 
 
 class Worker:
@@ -203,6 +215,8 @@ class EvaluatorPool:
             if launch.drop_to_uid is not None:
                 os.chown(scratch, launch.drop_to_uid, launch.drop_to_uid)
             self.slots.append(Slot(index, scratch, Worker(launch)))
+        if self.mode == "none":
+            _protect_host_process()
         results = await asyncio.gather(*(slot.worker.start() for slot in self.slots), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -221,6 +235,10 @@ class EvaluatorPool:
             yield slot
         finally:
             self._free.put_nowait(slot)
+
+    def busy(self) -> int:
+        """Slots evaluating right now."""
+        return self.size - self._free.qsize() if self.slots else 0
 
     def reset_accounting(self) -> None:
         """Measure occupancy from the next job on: the pipelined phase, not start-up or the first LLM call."""

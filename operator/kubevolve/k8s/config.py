@@ -19,7 +19,8 @@ class OperatorConfig:
     image: str = DEFAULT_IMAGE
     image_pull_policy: str = "IfNotPresent"
     store_url: str | None = None  # the default store; a run's spec.store.url overrides it
-    task_root: str = "/opt/kubevolve"
+    task_root: str = "/opt/kubevolve"  # in the image: the step pods' working directory
+    local_task_root: str | None = None  # where the operator reads tasks, if not the same image (a laptop)
     resync_seconds: float = 30.0  # reconcile at least this often while Jobs run (Job events wake it sooner)
     idle_resync_seconds: float = 300.0  # for finished, failed and suspended runs
     trainjobs: bool = False  # watch Kubeflow Trainer TrainJobs (enable where Trainer is installed)
@@ -53,4 +54,4 @@ class OperatorConfig:
     def task_path(self, task: str) -> Path:
         """Where the operator reads a run's task: absolute as given, relative against the task root."""
         path = Path(task)
-        return path if path.is_absolute() else Path(self.task_root) / path
+        return path if path.is_absolute() else Path(self.local_task_root or self.task_root) / path

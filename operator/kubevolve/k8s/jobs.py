@@ -27,7 +27,7 @@ from . import (
 )
 from .config import OperatorConfig
 from .names import job_name, node_id, run_label
-from .resources import TaskFacts, active_deadline, evaluation_gpus, launcher, pod_resources
+from .resources import TaskFacts, active_deadline, evaluation_gpus, pod_resources
 
 SCRATCH = "/scratch"  # KUBEVOLVE_HOME in the pod: the evaluation workspace lives under it
 WORKSPACE = f"{SCRATCH}/work"
@@ -117,12 +117,6 @@ def step_env(role: str, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]]
         env.append(_secret_env("KUBEVOLVE_STORE_API_KEY", spec.store.api_key_secret))
     if role != "evaluate" and spec.llm.api_key_secret:
         env.append(_secret_env(spec.llm.api_key_env, spec.llm.api_key_secret))
-    if role == "evaluate":
-        gpus = evaluation_gpus(spec, facts)
-        env.append({"name": "KUBEVOLVE_GPUS", "value": str(gpus)})
-        command = launcher(spec, facts)
-        if command:
-            env.append({"name": "KUBEVOLVE_LAUNCHER", "value": command})
     return env
 
 

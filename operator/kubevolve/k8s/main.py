@@ -1,10 +1,11 @@
-"""Starting the operator: `kubevolve operator` in a pod (or on a laptop with a kubeconfig), or in-process
-for tests and benchmarks (`start_operator`, which runs kopf in the caller's event loop)."""
+"""Starting the operator: `kubevolve operator` in a pod (or on a laptop with a kubeconfig), or in a thread
+of the caller's process for tests and benchmarks (`start_operator`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 
 import kopf
@@ -33,32 +34,41 @@ def run_operator(config: OperatorConfig, *, liveness: str | None = None, verbose
 
 
 class RunningOperator:
-    """An operator running as a task of the current event loop; `stop()` ends it like a SIGTERM would."""
+    """An operator in its own thread and event loop, as a separate process would be; `stop()` ends it as a
+    SIGTERM would. (kopf cancels every task of its loop when it stops, so it must not share the caller's.)"""
 
     def __init__(self, ctx: OperatorContext, registry: kopf.OperatorRegistry, namespaces: Sequence[str] = ()):
         self.ctx = ctx
-        self.stop_flag: asyncio.Event = asyncio.Event()
-        self.ready_flag: asyncio.Event = asyncio.Event()
-        self.task = asyncio.create_task(
-            kopf.operator(
-                registry=registry,
-                memo=kopf.Memo(kubevolve=ctx),
-                clusterwide=not namespaces,
-                namespaces=list(namespaces),
-                standalone=True,
-                stop_flag=self.stop_flag,
-                ready_flag=self.ready_flag,
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, args=(registry, namespaces), daemon=True)
+        self.thread.start()
+
+    def _main(self, registry: kopf.OperatorRegistry, namespaces: Sequence[str]) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=registry,
+                    memo=kopf.Memo(kubevolve=self.ctx),
+                    clusterwide=not namespaces,
+                    namespaces=list(namespaces),
+                    standalone=True,
+                    stop_flag=self.stop_flag,
+                    ready_flag=self.ready_flag,
+                )
             )
-        )
+        except BaseException as err:  # reported by stop() and wait_ready()
+            self.error = err
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        if not await asyncio.to_thread(self.ready_flag.wait, timeout):
+            raise TimeoutError(f"the operator did not start in {timeout}s: {self.error!r}")
 
     async def stop(self, timeout: float = 30.0) -> None:
         self.stop_flag.set()
-        try:
-            await asyncio.wait_for(self.task, timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            pass
-        finally:
-            self.ctx.stores.close()
+        await asyncio.to_thread(self.thread.join, timeout)
+        self.ctx.close()
 
 
 async def start_operator(
@@ -68,15 +78,15 @@ async def start_operator(
     login: kopf.ConnectionInfo | None = None,
     namespaces: Sequence[str] = (),
 ) -> RunningOperator:
-    """Start an operator in this event loop, optionally logging in to a given API server (kmock)."""
+    """Start an operator (in a thread), optionally logging in to a given API server (kmock); wait until ready."""
     registry = build_registry(config)
     if login is not None:
 
-        @kopf.on.login(registry=registry)
+        @kopf.on.login(id="login", registry=registry)
         def kubevolve_login(**_):
             return login
 
     logging.getLogger("kopf").setLevel(logging.WARNING)
     running = RunningOperator(OperatorContext(config, kube), registry, namespaces)
-    await asyncio.wait_for(running.ready_flag.wait(), 30)
+    await running.wait_ready()
     return running

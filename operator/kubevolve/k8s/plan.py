@@ -129,8 +129,12 @@ class _Planner:
         self.suspended = inp.spec.suspend
         self.stopped = False
         self.inflight_proposals = 0
-        # keys with a running (or just created) evaluation
-        self.evaluating = {k for (r, k), jobs in self.groups.items() if r == "evaluate" and not jobs[-1].done}
+        # keys with a running (or just created) evaluation whose result is not stored yet
+        self.evaluating = {
+            k
+            for (r, k), jobs in self.groups.items()
+            if r == "evaluate" and not jobs[-1].done and not self._final(k)
+        }
         self.exhausted = {
             rk
             for rk, jobs in self.groups.items()
@@ -141,6 +145,10 @@ class _Planner:
     # ---- helpers ---------------------------------------------------------------------------------
     def node(self, key: str) -> Node | None:
         return self.snap.nodes.get(node_id(self.run, key))
+
+    def _final(self, key: str) -> bool:
+        node = self.node(key)
+        return node is not None and node.stage.is_final
 
     def create(self, role: str, key: str, attempt: int = 0) -> None:
         retry_of = previous_node(self.run, key) if role == "propose" else None
@@ -187,33 +195,33 @@ class _Planner:
 
     # ---- the passes ------------------------------------------------------------------------------
     def settle(self) -> None:
+        """Settle every group of Jobs. The store is the authority: a candidate whose result is stored is
+        done, even if its Job has not been reported finished yet (the step writes, then exits)."""
         for (role, key), jobs in sorted(self.groups.items()):
-            running = [j for j in jobs if not j.done]
-            self.plan.waiting += sum(1 for j in running if j.state == WAITING and j.queued)
+            running = getattr(self, f"_settle_{role}")(key, jobs, any(not j.done for j in jobs))
             if running:
                 self.plan.running[role] += 1
-            getattr(self, f"_settle_{role}")(key, jobs, bool(running))
+                self.plan.waiting += sum(1 for j in jobs if j.state == WAITING and j.queued)
 
-    def _settle_propose(self, key: str, jobs: list[JobInfo], running: bool) -> None:
+    def _settle_propose(self, key: str, jobs: list[JobInfo], running: bool) -> bool:
         node = self.node(key)
-        if running:
-            self.inflight_proposals += node is None
-        elif node is not None:
+        if node is not None:
             if self.follow_ups(key, node, analysis=False):
                 self.plan.delete += jobs
-        elif self.retry_failed("propose", key, jobs):
+            return False
+        if running or self.retry_failed("propose", key, jobs):
             self.inflight_proposals += 1
+        return running
 
-    def _settle_evaluate(self, key: str, jobs: list[JobInfo], running: bool) -> None:
+    def _settle_evaluate(self, key: str, jobs: list[JobInfo], running: bool) -> bool:
         node = self.node(key)
-        exhausted = ("evaluate", key) in self.exhausted
         if node is None:
             self.plan.delete += jobs  # the candidate is gone from the store: nothing to do
-        elif running:
-            return
         elif node.stage.is_final:
-            if self.follow_ups(key, node, analysis=True) and not exhausted:
+            if self.follow_ups(key, node, analysis=True) and ("evaluate", key) not in self.exhausted:
                 self.plan.delete += jobs
+        elif running:
+            return True
         elif not self.retry_failed("evaluate", key, jobs, slot_free=self.free_slots() > 0):
             attempts = jobs[-1].attempt + 1
             reason = jobs[-1].reason if jobs[-1].state == FAILED else "finished without storing a result"
@@ -221,14 +229,15 @@ class _Planner:
             self.plan.record_failed.append(
                 (node.id, f"evaluation Job failed {attempts} times (last: {reason})", stage)
             )
+        return False
 
-    def _settle_analyze(self, key: str, jobs: list[JobInfo], running: bool) -> None:
-        if running:
-            return
-        if jobs[-1].state == SUCCEEDED or not needs_analysis(self.node(key)):
+    def _settle_analyze(self, key: str, jobs: list[JobInfo], running: bool) -> bool:
+        if not needs_analysis(self.node(key)):
             self.plan.delete += jobs
-        else:
+            return False
+        if not running and jobs[-1].state != SUCCEEDED:
             self.retry_failed("analyze", key, jobs)
+        return running
 
     def stages(self) -> list[str]:
         return self.spec.stages or ["quick", "full"]
@@ -273,9 +282,9 @@ class _Planner:
             self.inflight_proposals += 1
 
     def stop_running(self) -> None:
-        """The run is over: the proposals and evaluations still running are not needed."""
-        for (role, _key), jobs in self.groups.items():
-            if role != "analyze":
+        """The run is over: the proposals and evaluations still running (with no result yet) are not needed."""
+        for (role, key), jobs in self.groups.items():
+            if role == "propose" and self.node(key) is None or role == "evaluate" and not self._final(key):
                 self.plan.delete += [j for j in jobs if not j.done and j not in self.plan.delete]
 
     def first_index(self) -> int:

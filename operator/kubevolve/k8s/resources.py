@@ -113,21 +113,3 @@ def active_deadline(role: str, spec: RunSpec, facts: TaskFacts) -> int:
     if role == "evaluate":
         return int(facts.timeout_seconds * 2 + 600)  # both stages, the worker's start and the store
     return DEADLINES[role]
-
-
-def launcher(spec: RunSpec, facts: TaskFacts) -> str:
-    """The multi-GPU launcher command the evaluator is told to use ("" for one process)."""
-    ev = (spec.jobs.evaluate if spec.jobs else None) or EvaluationJobOverrides()
-    gpus = evaluation_gpus(spec, facts)
-    nodes = ev.train_job.num_nodes if ev.train_job else 1
-    procs = (ev.train_job.num_proc_per_node if ev.train_job else None) or max(gpus, 1)
-    kind = ev.launcher
-    if kind == "auto":
-        kind = "deepspeed" if ev.train_job else ("torchrun" if gpus > 1 else "none")
-    if kind == "none":
-        return ""
-    if kind == "deepspeed":
-        if nodes > 1:
-            return f"deepspeed --hostfile /etc/mpi/hostfile --num_nodes {nodes} --num_gpus {procs}"
-        return f"deepspeed --num_gpus {procs}"
-    return f"torchrun --standalone --nnodes=1 --nproc-per-node={procs}"

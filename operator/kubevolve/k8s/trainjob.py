@@ -4,8 +4,8 @@ Multi-node training is Trainer's job, not ours: the TrainJob names a training ru
 DeepSpeed runtime `deepspeed-distributed`, an MPI runtime whose launcher runs the trainer command once and
 reaches the other nodes through `/etc/mpi/hostfile`). Its trainer command is the same `kubevolve step
 evaluate` a Job runs, so one process writes the candidate's result; the task's evaluator starts the ranks
-with the launcher in `KUBEVOLVE_LAUNCHER`. Kueue admits TrainJobs through the same queue label. Pod
-hardening of TrainJob pods comes from the runtime's pod template, which the cluster's admins own.
+(its launcher, with the MPI hostfile for several nodes). Kueue admits TrainJobs through the same queue label.
+Pod hardening of TrainJob pods comes from the runtime's pod template, which the cluster's admins own.
 """
 
 from __future__ import annotations

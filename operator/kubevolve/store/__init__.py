@@ -2,7 +2,8 @@
 
 `open_store` is the one place that maps a URL to an implementation, so the CLI, the engine and the operator
 accept the same strings: `sqlite:///abs/path.db`, `sqlite:relative.db` or a plain path for the embedded store;
-`weaviate://` and `http(s)://` for the cluster store.
+`weaviate://host:port?grpc=50051&secure=false` and `http(s)://host[:port]?...` for the cluster store (see
+weaviate_conn for the options; the API key comes from $KUBEVOLVE_STORE_API_KEY, never from the URL).
 """
 
 from __future__ import annotations
@@ -65,10 +66,9 @@ def open_store(url: str, tenant: str = "default") -> Store:
     if scheme == "sqlite":
         return SQLiteStore(_sqlite_path(url), tenant=tenant)
     if scheme in ("weaviate", "http", "https"):
-        raise StoreError(
-            f"the Weaviate store is not available yet, so {url!r} cannot be opened; "
-            "use a SQLite path such as sqlite:///path/to/kubevolve.db"
-        )
+        from .weaviate import WeaviateStore  # weaviate-client itself is imported only when connecting
+
+        return WeaviateStore(url, tenant=tenant)
     if scheme and (len(scheme) > 1 or url[len(scheme) + 1 :].startswith("//")):
         # a one-letter "scheme" without // is a Windows drive (C:\...), i.e. a plain path
         raise StoreError(f"unsupported store URL {url!r} (expected sqlite:///abs/path.db or a file path)")

@@ -5,9 +5,11 @@ One code path trains on a laptop CPU, one GPU, or several GPUs with DeepSpeed Ze
 - `seeding`: seed python, numpy and torch, deterministic algorithms where the backend has them.
 - `budget`: a fixed step and token budget, and when to evaluate.
 - `curve`: the training curve, rendered as text for the candidate's artifacts.
+- `schedule`: linear warmup then cosine decay, the learning-rate schedule the tasks share.
 - `loop`: `train(stepper, step_fn, budget, evaluate=...)`, the loop every task runs.
 - `steppers`: `TorchStepper` (plain torch) and `DeepSpeedStepper` (a DeepSpeed engine); the loop cannot tell
   them apart, so the ZeRO path runs the same loop code as the CPU path.
+- `factory`: `training_device` and `build_stepper`, the one switch between the torch and DeepSpeed paths.
 - `zero`: the DeepSpeed config: the task's ZeRO section completed with batch sizes and precision.
 - `distributed`: the process-group environment and `deepspeed.init_distributed` (gloo on CPU, nccl on GPU).
 - `launcher`: the `deepspeed` / `torchrun` command that starts one process per GPU, and reading its result.
@@ -22,7 +24,9 @@ from __future__ import annotations
 from .budget import Budget
 from .curve import Curve
 from .device import select_device, set_threads
+from .factory import build_stepper, training_device
 from .loop import StepOutput, TrainingDiverged, TrainResult, train
+from .schedule import warmup_cosine
 from .seeding import seed_everything
 from .settings import SettingsError, load_settings
 from .steppers import Stepper, TorchStepper
@@ -36,9 +40,12 @@ __all__ = [
     "TorchStepper",
     "TrainResult",
     "TrainingDiverged",
+    "build_stepper",
     "load_settings",
     "seed_everything",
     "select_device",
     "set_threads",
     "train",
+    "training_device",
+    "warmup_cosine",
 ]

@@ -9,8 +9,9 @@ widths, seeds) and the DeepSpeed ZeRO section are the task's own business, so th
       full: {steps: 4000, width: 256}
     deepspeed: {zero_optimization: {stage: 2}, bf16: {enabled: auto}}
 
-`load_settings(path, stage)` returns the stage's settings merged over the defaults, with the `deepspeed`
-section under the key `deepspeed` (None when the file has none).
+`load_settings(path, stage)` returns the stage's settings merged over the defaults (nested mappings are
+merged key by key, so a stage overrides only what it names), with the `deepspeed` section under the key
+`deepspeed` (None when the file has none).
 """
 
 from __future__ import annotations
@@ -39,7 +40,17 @@ def load_settings(path: str | Path, stage: str) -> dict[str, Any]:
     stages = data["stages"]
     if stage not in stages:
         raise SettingsError(f"{path}: no settings for stage {stage!r} (stages: {sorted(stages)})")
-    merged = dict(data.get("defaults") or {})
-    merged.update(stages[stage] or {})
+    merged = merge(data.get("defaults") or {}, stages[stage] or {})
     merged["deepspeed"] = data.get("deepspeed")
     return merged
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, recursively for mappings present in both; neither argument is modified."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out

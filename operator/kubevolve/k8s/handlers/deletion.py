@@ -18,7 +18,7 @@ from .jobs import indexed_jobs
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry)
     async def kubevolve_run_deleted(body, name, namespace, memo, logger, **kwargs) -> None:
         ctx = memo.kubevolve
         label = run_label(name)

@@ -23,22 +23,36 @@ def _wake(namespace: str, labels: dict, memo: kopf.Memo) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:
-    @kopf.index("batch", "v1", "jobs", labels=OWNED, registry=registry)
+    @kopf.index("batch", "v1", "jobs", id="kubevolve_jobs", labels=OWNED, registry=registry)
     def kubevolve_jobs(namespace, labels, body, **_):
         return _index(namespace, labels, body)
 
-    @kopf.on.event("batch", "v1", "jobs", labels=OWNED, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", id="job_changed", labels=OWNED, registry=registry)
     def kubevolve_job_changed(namespace, labels, memo, **_):
         _wake(namespace, labels, memo)
 
     if not trainjobs:
         return
 
-    @kopf.index(TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL, labels=OWNED, registry=registry)
+    @kopf.index(
+        TRAINER_GROUP,
+        TRAINER_VERSION,
+        TRAINJOB_PLURAL,
+        id="kubevolve_trainjobs",
+        labels=OWNED,
+        registry=registry,
+    )
     def kubevolve_trainjobs(namespace, labels, body, **_):
         return _index(namespace, labels, body)
 
-    @kopf.on.event(TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL, labels=OWNED, registry=registry)
+    @kopf.on.event(
+        TRAINER_GROUP,
+        TRAINER_VERSION,
+        TRAINJOB_PLURAL,
+        id="trainjob_changed",
+        labels=OWNED,
+        registry=registry,
+    )
     def kubevolve_trainjob_changed(namespace, labels, memo, **_):
         _wake(namespace, labels, memo)
 

@@ -27,13 +27,13 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="startup", registry=registry)
     async def kubevolve_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         configure(settings)
         if getattr(memo, "kubevolve", None) is None:
             memo.kubevolve = OperatorContext(OperatorConfig.from_env(), Kube.from_environment())
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="cleanup", registry=registry)
     async def kubevolve_cleanup(memo: kopf.Memo, **_) -> None:
         ctx = getattr(memo, "kubevolve", None)
         if ctx is not None:

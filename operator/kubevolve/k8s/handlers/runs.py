@@ -53,7 +53,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
                 delay = ERROR_DELAY
             await nap(wake, stopped, delay)
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="spec_changed", registry=registry)
     def kubevolve_run_changed(body, name, namespace, memo, **_) -> None:
         """Wake the loop when the spec changes (not on the loop's own status patches)."""
         ctx = getattr(memo, "kubevolve", None)

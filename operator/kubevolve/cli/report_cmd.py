@@ -1,0 +1,25 @@
+"""`kubevolve report`: one run as a self-contained HTML page (plots, lineage tree, best program and diff)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import RunArg, StoreOpt, err_console, get_store
+
+
+def report(
+    run_id: RunArg = None,
+    store_url: StoreOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Write a run's report as one HTML file that opens offline in any browser."""
+    from ..report import write_report
+    from .app import resolve_run  # app imports this module: resolve lazily
+
+    store = get_store(store_url)
+    rid = resolve_run(store, run_id)
+    path = write_report(store, rid, out)
+    err_console.print(f"wrote the report of {rid} to {path}")

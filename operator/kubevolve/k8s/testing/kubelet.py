@@ -1,0 +1,180 @@
+"""A stand-in for the kubelet and the Job controller on top of kmock: it starts each new Job's container,
+then patches the Job's status (Complete or Failed), which the operator sees through its watch.
+
+In `process` mode a Job's command runs as a local process exactly as written in the Job (`kubevolve step
+...`, with the pod's env and working directory; emptyDir mounts become temp folders), so the end-to-end
+test exercises the real step code and the real store writes. In `fake` mode the fake steps run in-process.
+Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen Jobs fail like a crashed pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import QUEUE_LABEL
+from ..observe import format_time
+from . import JOBS, TRAINJOBS, Api, live_objects
+from .fake_steps import Score, run_fake_step
+
+FailRule = Callable[[dict[str, Any]], str | None]  # a Job -> a failure reason, or None to run it
+
+
+def _container(job: dict) -> dict:
+    if job["kind"] == "TrainJob":
+        return job["spec"]["trainer"]
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+class Kubelet:
+    def __init__(
+        self,
+        k: Any,
+        api: Api,
+        *,
+        mode: str = "process",
+        concurrency: int = 2,
+        fail: FailRule | None = None,
+        score: Score | None = None,
+        kueue: bool = False,
+        workdir: Path | None = None,
+    ):
+        self.k, self.api, self.mode, self.fail, self.score, self.kueue = k, api, mode, fail, score, kueue
+        self.slots = asyncio.Semaphore(concurrency)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubelet-"))
+        self.seen: set[tuple[str, str, str]] = set()  # (kind, namespace, name) already handled
+        self.started: Counter[str] = Counter()  # Job name -> times started
+        self.ran: Counter[tuple[str, str]] = Counter()  # (role, node id) -> times its step ran
+        self.admitted: set[str] = set()
+        self.kueue_budget: int | None = 0  # Jobs Kueue may still admit (None: all)
+        self.outputs: dict[str, str] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._loop:
+            self._loop.cancel()
+        for task in [*self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._loop] if self._loop else []), return_exceptions=True)
+
+    def admit(self, limit: int | None = None) -> None:
+        """Let Kueue admit waiting Jobs: all from now on, or `limit` more."""
+        self.kueue_budget = None if limit is None or self.kueue_budget is None else self.kueue_budget + limit
+
+    async def _watch(self) -> None:
+        while True:
+            for resource in (JOBS, TRAINJOBS):
+                for job in live_objects(self.k, resource):
+                    job.setdefault("kind", "Job" if resource == JOBS else "TrainJob")
+                    meta = job["metadata"]
+                    ident = (job["kind"], meta["namespace"], meta["name"])
+                    if ident in self.seen or job.get("status", {}).get("conditions"):
+                        continue
+                    if self.kueue and QUEUE_LABEL in meta.get("labels", {}) and not await self._admitted(job):
+                        continue
+                    self.seen.add(ident)
+                    task = asyncio.create_task(self._run(job))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0.05)
+
+    async def _admitted(self, job: dict) -> bool:
+        """Kueue: its webhook suspends a queued Job; admission unsuspends it."""
+        meta, resource = job["metadata"], JOBS if job["kind"] == "Job" else TRAINJOBS
+        if meta["name"] in self.admitted:
+            return True
+        budget = self.kueue_budget
+        if budget is None or budget > 0:
+            self.kueue_budget = None if budget is None else budget - 1
+            self.admitted.add(meta["name"])
+            await self.api.patch(resource, meta["namespace"], meta["name"], {"spec": {"suspend": False}})
+            return False  # picked up on the next scan, as a fresh pod would be
+        if not job["spec"].get("suspend"):
+            await self.api.patch(resource, meta["namespace"], meta["name"], {"spec": {"suspend": True}})
+        return False
+
+    async def _run(self, job: dict) -> None:
+        meta = job["metadata"]
+        resource = JOBS if job["kind"] == "Job" else TRAINJOBS
+        async with self.slots:
+            self.started[meta["name"]] += 1
+            start = format_time(time.time())
+            await self._patch(resource, meta, {"startTime": start, "active": 1})
+            reason = self.fail(job) if self.fail else None
+            if reason is None:
+                ok, output = await self._execute(job)
+                self.outputs[meta["name"]] = output
+                reason = None if ok else f"exit status 1: {output.strip().splitlines()[-1:] or ''}"
+            now = format_time(time.time())
+            if reason is None:
+                cond = {"type": "Complete", "status": "True", "lastTransitionTime": now}
+                status = {"active": 0, "succeeded": 1, "completionTime": now, "conditions": [cond]}
+            else:
+                cond = {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": reason,
+                    "lastTransitionTime": now,
+                }
+                status = {"active": 0, "failed": 1, "conditions": [cond]}
+            await self._patch(resource, meta, status)
+
+    async def _patch(self, resource: str, meta: dict, status: dict) -> None:
+        with contextlib.suppress(Exception):  # the Job was deleted meanwhile (e.g. with its run)
+            await self.api.patch(resource, meta["namespace"], meta["name"], {"status": status}, sub="status")
+
+    async def _execute(self, job: dict) -> tuple[bool, str]:
+        container = _container(job)
+        argv = list(container["command"]) + list(container.get("args") or [])
+        self.ran[
+            (
+                argv[2],
+                argv[argv.index("--node") + 1] if "--node" in argv else argv[argv.index("--node-id") + 1],
+            )
+        ] += 1
+        if self.mode == "fake":
+            try:
+                await asyncio.to_thread(run_fake_step, argv, self.score)
+                return True, ""
+            except Exception as err:
+                return False, f"{type(err).__name__}: {err}"
+        return await self._process(job, container, argv)
+
+    async def _process(self, job: dict, container: dict, argv: list[str]) -> tuple[bool, str]:
+        root = self.workdir / job["metadata"]["name"]
+        mounts = {m["mountPath"]: root / m["name"] for m in container.get("volumeMounts", [])}
+        for path in mounts.values():
+            path.mkdir(parents=True, exist_ok=True)
+
+        def local(value: str) -> str:
+            for mount, path in mounts.items():
+                if value == mount or value.startswith(mount + "/"):
+                    return str(path) + value[len(mount) :]
+            return value
+
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        env.update({e["name"]: local(e["value"]) for e in container.get("env", []) if "value" in e})
+        if argv[0] == "kubevolve":
+            argv = [sys.executable, "-m", "kubevolve", *argv[1:]]
+        proc = await asyncio.create_subprocess_exec(
+            *[local(a) for a in argv],
+            cwd=container.get("workingDir") or None,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode == 0, out.decode(errors="replace")

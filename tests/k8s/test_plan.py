@@ -1,0 +1,180 @@
+"""The reconcile decision as a pure function: store state + the run's Jobs -> what to create and delete."""
+
+from __future__ import annotations
+
+from kubevolve.k8s.jobs import JobRequest, RunRef
+from kubevolve.k8s.names import job_name, node_id
+from kubevolve.k8s.observe import ACTIVE, FAILED, SUCCEEDED, JobInfo
+from kubevolve.k8s.plan import PlanInput, make_plan
+from kubevolve.k8s.resources import TaskFacts
+from kubevolve.k8s.snapshot import Snapshot
+from kubevolve.models import Node, RunRecord, Stage
+from kubevolve.spec import parse_run_spec
+
+RUN = "r"
+NOW = 1000.0
+
+
+def node(key: str, stage: Stage = Stage.EVALUATED, score: float | None = None, seq: int = 0, **kw) -> Node:
+    if stage is Stage.EVALUATED and score is None:
+        score = float(seq)
+    return Node(run_id=RUN, code="x", id=node_id(RUN, key), stage=stage, score=score, seq=seq, **kw)
+
+
+def job(
+    role: str, key: str, state: str = ACTIVE, attempt: int = 0, finished_at: float | None = None
+) -> JobInfo:
+    return JobInfo(
+        job_name(RUN, role, key, attempt),
+        role,
+        key,
+        attempt,
+        node_id(RUN, key),
+        state,
+        finished_at=finished_at,
+        reason="OOMKilled" if state == FAILED else "",
+    )
+
+
+def plan_for(nodes=(), jobs=(), next_index=0, now=NOW, **spec):
+    spec = parse_run_spec({"task": "tasks/x", **spec})
+    counts: dict[Stage, int] = {}
+    for n in nodes:
+        counts[n.stage] = counts.get(n.stage, 0) + 1
+    evaluated = [n for n in nodes if n.stage is Stage.EVALUATED]
+    snap = Snapshot(
+        record=RunRecord(id=RUN, task="x", spec={}, created_at=0.0),
+        counts=counts,
+        proposed=[n for n in nodes if n.stage is Stage.PROPOSED],
+        nodes={n.id: n for n in nodes},
+        best=max(evaluated, key=lambda n: n.score) if evaluated else None,
+    )
+    facts = TaskFacts(name="x", metric="f")
+    return make_plan(PlanInput(RunRef(RUN, "ns", "uid"), spec, facts, list(jobs), snap, next_index, now))
+
+
+def created(plan) -> list[tuple[str, str, int]]:
+    return [(r.role, r.key, r.attempt) for r in plan.create]
+
+
+def test_a_new_run_proposes_the_initial_program_first():
+    plan = plan_for()
+    assert created(plan) == [("propose", "00000", 0)] and plan.next_index == 1 and plan.phase == "Running"
+    # the seed is stored but not evaluated: it is evaluated, and nothing else is proposed yet
+    plan = plan_for([node("00000", Stage.PROPOSED)], [job("propose", "00000", SUCCEEDED)], next_index=1)
+    assert created(plan) == [("evaluate", "00000", 0)]
+    assert [j.name for j in plan.delete] == ["r-propose-00000"]
+
+
+def test_proposals_are_made_ahead_so_evaluation_slots_stay_full():
+    seed = node("00000")
+    plan = plan_for([seed], next_index=1, parallelism={"evaluators": 2, "proposers": 3})
+    assert created(plan) == [("propose", "00001", 0), ("propose", "00002", 0), ("propose", "00003", 0)]
+    # two evaluations running: up to proposalsAhead (default: one per slot) more are kept ready
+    busy = [node("00001", Stage.PROPOSED, seq=1), node("00002", Stage.PROPOSED, seq=2)]
+    jobs = [job("evaluate", "00001"), job("evaluate", "00002")]
+    plan = plan_for([seed, *busy], jobs, next_index=3, parallelism={"evaluators": 2, "proposers": 3})
+    assert created(plan) == [("propose", "00003", 0), ("propose", "00004", 0)]
+    assert plan.running["evaluate"] == 2 and plan.running["propose"] == 2
+    # a proposal that is ready waits for a slot; when a slot frees, it is evaluated at once
+    ready = node("00003", Stage.PROPOSED, seq=3)
+    plan = plan_for([seed, *busy, ready], jobs, next_index=4, parallelism={"evaluators": 2, "proposers": 3})
+    assert ("evaluate", "00003", 0) not in created(plan)
+    plan = plan_for(
+        [seed, busy[0], node("00002", seq=2), ready],
+        [jobs[0], job("evaluate", "00002", SUCCEEDED)],
+        next_index=4,
+        parallelism={"evaluators": 2, "proposers": 3},
+    )
+    assert ("evaluate", "00003", 0) in created(plan) and ("analyze", "00002", 0) in created(plan)
+    assert "r-eval-00002" in [j.name for j in plan.delete]
+
+
+def test_max_candidates_counts_what_is_in_flight():
+    plan = plan_for(
+        [node("00000"), node("00001", Stage.PROPOSED, seq=1)],
+        [job("propose", "00002")],
+        next_index=3,
+        budget={"maxCandidates": 3},
+    )
+    assert [r for r in created(plan) if r[0] == "propose"] == []
+    done = [node(f"0000{i}", seq=i) for i in range(3)]
+    plan = plan_for(done, next_index=3, budget={"maxCandidates": 3})
+    assert plan.phase == "Succeeded" and plan.reason == "MaxCandidatesReached" and not plan.create
+
+
+def test_failed_job_is_retried_after_backoff_then_recorded_failed():
+    nodes = [node("00000"), node("00001", Stage.PROPOSED, seq=1)]
+    policy = {"maxAttempts": 2, "backoffSeconds": 10}
+    failed0 = job("evaluate", "00001", FAILED, 0, finished_at=NOW - 4)
+    plan = plan_for(nodes, [failed0], next_index=2, failurePolicy=policy)
+    assert ("evaluate", "00001", 1) not in created(plan) and 5.9 < plan.requeue < 6.1
+    plan = plan_for(nodes, [failed0], next_index=2, now=NOW + 7, failurePolicy=policy)
+    assert ("evaluate", "00001", 1) in created(plan)
+    failed1 = job("evaluate", "00001", FAILED, 1, finished_at=NOW + 20)
+    plan = plan_for(nodes, [failed0, failed1], next_index=2, now=NOW + 60, failurePolicy=policy)
+    ((nid, error, stage),) = plan.record_failed
+    assert (
+        nid == "r-c00001"
+        and stage is Stage.FAILED_QUICK
+        and "failed 2 times" in error
+        and "OOMKilled" in error
+    )
+    assert not plan.delete and plan.failed_jobs == 1  # kept, and counted towards maxFailedJobs
+    # once recorded, the candidate is analysed like any failed one; its failed Jobs stay
+    nodes[1] = node("00001", Stage.FAILED_QUICK, seq=1)
+    plan = plan_for(nodes, [failed0, failed1], next_index=2, now=NOW + 61, failurePolicy=policy)
+    assert ("analyze", "00001", 0) in created(plan) and not plan.delete
+
+
+def test_too_many_exhausted_jobs_fail_the_run():
+    jobs = [job("propose", f"0000{i}", FAILED, 0, finished_at=0) for i in range(1, 4)]
+    plan = plan_for([node("00000")], jobs, next_index=4, failurePolicy={"maxAttempts": 1, "maxFailedJobs": 3})
+    assert plan.phase == "Failed" and plan.reason == "TooManyFailedJobs" and not plan.create
+
+
+def test_suspend_creates_nothing_and_keeps_jobs_whose_follow_ups_wait():
+    nodes = [node("00000"), node("00001", seq=1)]
+    plan = plan_for(nodes, [job("evaluate", "00001", SUCCEEDED)], next_index=2, suspend=True)
+    assert plan.phase == "Suspended" and not plan.create and not plan.delete
+    plan = plan_for(nodes, [job("evaluate", "00001", SUCCEEDED)], next_index=2)
+    assert ("analyze", "00001", 0) in created(plan) and [j.name for j in plan.delete] == ["r-eval-00001"]
+
+
+def test_target_reached_stops_work_still_in_progress():
+    nodes = [node("00000", score=1.0), node("00001", Stage.PROPOSED, seq=1)]
+    jobs = [job("evaluate", "00001"), job("propose", "00002")]
+    plan = plan_for(nodes, jobs, next_index=3, budget={"targetScore": 0.5})
+    assert plan.phase == "Succeeded" and plan.reason == "TargetReached"
+    assert {j.name for j in plan.delete} == {"r-eval-00001", "r-propose-00002"} and not plan.create
+
+
+def test_the_store_is_the_authority_over_a_late_job_status():
+    nodes = [node("00000"), node("00001", seq=1)]
+    plan = plan_for(nodes, [job("evaluate", "00001", ACTIVE)], next_index=2, budget={"maxCandidates": 2})
+    assert plan.phase == "Succeeded"
+    assert ("analyze", "00001", 0) in created(plan) and [j.name for j in plan.delete] == ["r-eval-00001"]
+
+
+def test_initial_program_failing_fails_the_run():
+    plan = plan_for([node("00000", Stage.FAILED_QUICK, error="SyntaxError")])
+    assert plan.phase == "Failed" and plan.reason == "InitialProgramFailed" and "SyntaxError" in plan.message
+
+
+def test_debug_retry_of_a_failed_candidate_with_an_llm():
+    nodes = [node("00000"), node("00001", Stage.FAILED_QUICK, seq=1, error="boom")]
+    llm = {"endpoint": "http://llm:8000/v1"}
+    plan = plan_for(nodes, [job("evaluate", "00001", SUCCEEDED)], next_index=2, llm=llm)
+    assert JobRequest("propose", "00001d1", 0, "r-c00001") in plan.create
+    assert ("analyze", "00001", 0) in created(plan)
+    nodes.append(node("00001d1", Stage.FAILED_QUICK, seq=2, attempt=1))  # debugRetries 1: no second retry
+    plan = plan_for(nodes, [job("evaluate", "00001d1", SUCCEEDED)], next_index=2, llm=llm)
+    assert not [r for r in plan.create if r.key == "00001d2"]
+    plan = plan_for(nodes[:2], [job("evaluate", "00001", SUCCEEDED)], next_index=2)  # offline: no retry
+    assert not [r for r in plan.create if r.retry_of]
+
+
+def test_next_index_survives_a_lost_status():
+    jobs = [job("propose", "00007")]
+    plan = plan_for([node("00000")], jobs, next_index=0, parallelism={"proposers": 3})
+    assert [r.key for r in plan.create] == ["00008", "00009"]

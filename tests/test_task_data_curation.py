@@ -1,0 +1,184 @@
+"""The data_curation task: the generated corpus and its defects, the frozen tools, the checks on the
+weights a program returns, and the quick stage of the heuristic baseline, in process and through the
+engine's sandboxed worker."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kubevolve.engineer.static_check import static_check
+from kubevolve.models import RunRecord, Stage
+from kubevolve.proposers.offline import OfflineProposer
+from kubevolve.spec import RunSpec
+from kubevolve.steps import evaluate_step, load_context, propose_step
+from kubevolve.store.sqlite import SQLiteStore
+from kubevolve.task import load_task
+from kubevolve.training import load_settings
+
+TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "data_curation"
+QUICK_RANGE = (0.82, 0.92)  # tasks/data_curation/README.md: the heuristic's quick stage (measured 0.864)
+
+
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return load_module(TASK_DIR / "evaluate.py", "data_curation_evaluate")
+
+
+@pytest.fixture(scope="module")
+def generated(evaluator):
+    corpus = sys.modules["corpus"]
+    return corpus.generate(8000, 2024)
+
+
+@pytest.fixture(scope="module")
+def tools():
+    return load_module(TASK_DIR / "initial.py", "data_curation_initial")
+
+
+def run_quick_through_engine(task_dir: Path, tmp_path: Path):
+    store = SQLiteStore(tmp_path / "store.db")
+    try:
+        spec = RunSpec(task=str(task_dir), name="dc", stages=["quick"])
+        store.put_run(RunRecord(id="dc", task="data_curation", spec=spec.to_dict()))
+        ctx = load_context(store, "dc")
+        asyncio.run(propose_step(ctx, OfflineProposer(), node_id="seed"))
+        return asyncio.run(evaluate_step(ctx, "seed", tmp_path / "work"))
+    finally:
+        store.close()
+
+
+def test_task_folder_loads_and_baselines_keep_the_frozen_code():
+    task = load_task(TASK_DIR)
+    assert task.spec.metric == "accuracy" and task.spec.checks.required_names == ["curate"]
+    assert {"corpus", "evaluate"} <= set(task.spec.checks.forbidden_imports)  # no reaching for the truth
+    assert (TASK_DIR / "baselines" / "heuristic.py").read_text() == task.initial_code
+    for path in (TASK_DIR / "baselines").glob("*.py"):
+        assert static_check(task, path.read_text(), task.initial_code) is None, path.name
+    files = list((TASK_DIR / "cognition").glob("*.md"))
+    assert files
+    for path in files:
+        for section in path.read_text().split("\n## "):
+            title, _, body = section.removeprefix("## ").partition("\n")
+            assert title.strip() and "\nSource: " in "\n" + body, f"{path}: {title!r} has no Source: line"
+
+
+def test_the_corpus_has_the_documented_defects(evaluator, generated):
+    corpus_lib = sys.modules["corpus"]
+    raw, truth = generated
+    again, _ = corpus_lib.generate(8000, 2024)
+    assert again.docs == raw.docs and again.labels == raw.labels  # generated, deterministic
+    counts = np.bincount(truth.kind, minlength=4)
+    assert counts[0] == 8000 and counts[3] == 8000 // 6
+    assert 0.25 < (counts[1] + counts[2]) / len(raw) < 0.35  # copies
+    sources = np.asarray(raw.sources)
+    originals = truth.kind == 0
+    shares = np.bincount(sources[originals], minlength=4) / originals.sum()
+    assert shares == pytest.approx(corpus_lib.MIXTURE, abs=0.02)
+    forum = originals & (sources == 1)
+    assert truth.noisy[forum].mean() == pytest.approx(0.35, abs=0.03)
+    assert truth.noisy[originals & (sources == 0)].mean() == pytest.approx(0.05, abs=0.02)
+    labels, true = np.asarray(raw.labels), truth.true_label
+    flipped = forum & truth.noisy
+    assert np.all(labels[flipped] == (true[flipped] + 1) % 6)  # the forum's errors are systematic
+    probes = corpus_lib.probes(10, 1)
+    assert len(probes) == 4 and all(sorted(np.bincount(p[1])) == [10] * 6 for p in probes)
+
+
+def test_the_frozen_tools_find_copies_and_wrong_labels(generated, tools):
+    raw, truth = generated
+    groups = tools.near_duplicate_groups(raw.docs)
+    sizes = np.bincount(groups)
+    copies = (truth.kind == 1) | (truth.kind == 2)
+    assert (sizes[groups[truth.kind == 1]] > 1).all()  # every exact copy joins its original
+    assert (sizes[groups[copies]] > 1).mean() > 0.8  # and most near copies (measured 0.86)
+    exact = tools.exact_groups(raw.docs)
+    assert len(np.unique(exact[truth.kind != 2])) < (truth.kind != 2).sum()
+    features = tools.bag_of_words(raw.docs, raw.vocab_size)
+    assert np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+    margin = tools.label_margin(features, np.asarray(raw.labels), np.asarray(raw.sources), raw.num_classes)
+    flagged_wrong = (margin[truth.noisy & (truth.kind == 0)] < 0).mean()  # measured 0.80
+    flagged_right = (margin[~truth.noisy] < 0).mean()  # measured 0.24: a useful but noisy signal
+    assert flagged_wrong > flagged_right + 0.4
+    assert tools.unique_ratio([3, 3, 3, 3]) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return [1.0] * (len(corpus) - 1)", r"curate\(\) returned 13\d\d\d weights for 13\d\d\d documents"),
+        (
+            "w = [1.0] * len(corpus)\n    w[5] = -1.0\n    return w",
+            r"weight of document 5 is negative \(-1\)",
+        ),
+        (
+            "w = [1.0] * len(corpus)\n    w[9] = float('nan')\n    return w",
+            "weight of document 9 is not finite",
+        ),
+        (
+            "return [1.0] * 50 + [0.0] * (len(corpus) - 50)",
+            "curate\\(\\) kept 50 documents, fewer than the minimum of 100",
+        ),
+        ("return 'all of them'", "curate\\(\\) must return one number per document"),
+    ],
+    ids=["length", "negative", "nan", "too-few", "not-numbers"],
+)
+def test_bad_weights_are_rejected_with_a_specific_message(evaluator, tmp_path, body, message):
+    code = (TASK_DIR / "initial.py").read_text()
+    start = code.index("# EVOLVE-BLOCK-START\n") + len("# EVOLVE-BLOCK-START\n")
+    path = tmp_path / "candidate.py"
+    path.write_text(
+        code[:start] + f"def curate(corpus):\n    {body}\n\n\n" + code[code.index("# EVOLVE-BLOCK-END") :]
+    )
+    with pytest.raises(ValueError, match=message):
+        evaluator.evaluate(str(path), "quick")
+
+
+def test_the_curated_mass_is_reported_from_the_ground_truth(evaluator, generated):
+    raw, truth = generated
+    weights = evaluator.oracle_weights(raw, truth)
+    report = evaluator.mass_report(weights, raw, truth)
+    assert report["junk_share"] == report["copy_share"] == report["wrong_label_share"] == 0.0
+    assert [report[f"share_{name}"] for name in ("news", "forum", "wiki", "reviews")] == pytest.approx(
+        [0.25] * 4
+    )
+    table = evaluator.mass_table(np.ones(len(raw)), raw, truth)
+    assert "junk" in table and "source reviews" in table
+
+
+def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, tmp_path):
+    node = run_quick_through_engine(TASK_DIR, tmp_path)
+    assert node.stage is Stage.EVALUATED, node.error + node.log_tail
+    metrics = node.metrics
+    low, high = QUICK_RANGE
+    assert low < metrics["accuracy"] < high
+    assert metrics["accuracy"] == pytest.approx(
+        np.mean([metrics[f"acc_{s}"] for s in ("news", "forum", "wiki", "reviews")])
+    )
+    assert all(type(v) is float and math.isfinite(v) for v in metrics.values())
+    assert 0.0 < metrics["copy_share"] < 0.3 and metrics["kept_fraction"] < 1.0
+    assert {"curated_mass", "probes", "curve_seed0"} <= set(node.artifacts)
+    again = evaluator.evaluate(str(TASK_DIR / "initial.py"), "quick")
+    assert again["accuracy"] == metrics["accuracy"]
+
+
+@pytest.mark.slow
+def test_curation_matters_oracle_beats_heuristic_beats_none(evaluator):
+    settings = load_settings(TASK_DIR / "training.yaml", "quick")
+    none = evaluator.run_experiment(str(TASK_DIR / "baselines" / "no_curation.py"), settings)["accuracy"]
+    heuristic = evaluator.run_experiment(str(TASK_DIR / "baselines" / "heuristic.py"), settings)["accuracy"]
+    oracle = evaluator.run_experiment("", settings, evaluator.oracle_weights)["accuracy"]
+    assert none < heuristic < oracle

@@ -1,0 +1,168 @@
+"""The rl_algorithm task: the environment, the checks on what the evolved objective returns, and the quick
+stage of the GRPO baseline, in process and through the engine's sandboxed worker."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kubevolve.engineer.static_check import static_check
+from kubevolve.models import RunRecord, Stage
+from kubevolve.proposers.offline import OfflineProposer
+from kubevolve.spec import RunSpec
+from kubevolve.steps import evaluate_step, load_context, propose_step
+from kubevolve.store.sqlite import SQLiteStore
+from kubevolve.task import load_task
+from kubevolve.training import TrainingDiverged, load_settings
+from kubevolve.training.settings import merge
+
+TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "rl_algorithm"
+QUICK_RANGE = (0.6, 0.95)  # tasks/rl_algorithm/README.md: GRPO's quick stage (measured 0.800)
+TINY = {
+    "seeds": [0],
+    "warmStart": {"steps": 3},
+    "iterations": 3,
+    "evalEvery": 1,
+    "heldOut": 50,
+    "curveProblems": 20,
+}
+
+
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return load_module(TASK_DIR / "evaluate.py", "rl_algorithm_evaluate")
+
+
+def tiny_settings(**override):
+    return merge(merge(load_settings(TASK_DIR / "training.yaml", "quick"), TINY), override)
+
+
+def program_with(tmp_path: Path, block: str) -> str:
+    """The initial program with its EVOLVE-BLOCK replaced by `block`."""
+    code = (TASK_DIR / "initial.py").read_text()
+    start = code.index("# EVOLVE-BLOCK-START\n") + len("# EVOLVE-BLOCK-START\n")
+    end = code.index("# EVOLVE-BLOCK-END")
+    path = tmp_path / "candidate.py"
+    path.write_text(code[:start] + block + "\n\n" + code[end:])
+    return str(path)
+
+
+def run_quick_through_engine(task_dir: Path, tmp_path: Path):
+    store = SQLiteStore(tmp_path / "store.db")
+    try:
+        spec = RunSpec(task=str(task_dir), name="rl", stages=["quick"])
+        store.put_run(RunRecord(id="rl", task="rl_algorithm", spec=spec.to_dict()))
+        ctx = load_context(store, "rl")
+        asyncio.run(propose_step(ctx, OfflineProposer(), node_id="seed"))
+        return asyncio.run(evaluate_step(ctx, "seed", tmp_path / "work"))
+    finally:
+        store.close()
+
+
+def test_task_folder_loads_and_baselines_keep_the_frozen_code():
+    task = load_task(TASK_DIR)
+    assert task.spec.metric == "solve_rate" and task.spec.direction == "maximize"
+    assert set(task.spec.checks.required_names) == {"compute_advantages", "policy_loss"}
+    assert (TASK_DIR / "baselines" / "grpo.py").read_text() == task.initial_code
+    for path in (TASK_DIR / "baselines").glob("*.py"):
+        assert static_check(task, path.read_text(), task.initial_code) is None, path.name
+    files = list((TASK_DIR / "cognition").glob("*.md"))
+    assert files
+    for path in files:
+        for section in path.read_text().split("\n## "):
+            title, _, body = section.removeprefix("## ").partition("\n")
+            assert title.strip() and "\nSource: " in "\n" + body, f"{path}: {title!r} has no Source: line"
+
+
+def test_the_reward_is_an_exact_check_of_the_sum(evaluator):
+    arithmetic = sys.modules["arithmetic"]
+    problems = torch.tensor([[47, 85], [10, 20], [99, 99]])
+    answers = arithmetic.answers(problems, 2)
+    assert answers.tolist() == [[2, 3, 1], [0, 3, 0], [8, 9, 1]]  # 132, 30, 198, least significant first
+    assert arithmetic.prompts(problems, 2)[0].tolist() == [7, 4, 5, 8]
+    wrong = answers.clone()
+    wrong[1, 2] = 1
+    assert arithmetic.reward(wrong, problems, 2).tolist() == [1.0, 0.0, 1.0]
+    assert arithmetic.needs_carry(problems, 2).tolist() == [True, False, True]
+
+
+def test_grpo_advantages_are_group_normalised(tmp_path):
+    program = load_module(TASK_DIR / "initial.py", "rl_initial")
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    advantages = program.compute_advantages(rewards)
+    assert advantages[0].tolist() == pytest.approx([0.866, -0.866, -0.866, 0.866], abs=1e-3)
+    assert advantages[1].tolist() == [0.0] * 4  # a group with one outcome teaches nothing
+    rloo = load_module(TASK_DIR / "baselines" / "rloo.py", "rl_rloo")
+    assert rloo.compute_advantages(rewards)[0].tolist() == pytest.approx([2 / 3, -2 / 3, -2 / 3, 2 / 3])
+
+
+@pytest.mark.parametrize(
+    ("block", "error", "message"),
+    [
+        (
+            "def compute_advantages(rewards):\n    return rewards.flatten()\n\n\ndef policy_loss(batch):\n    return batch.logp.mean()",
+            ValueError,
+            r"compute_advantages returned shape \(256,\), expected \(32, 8\)",
+        ),
+        (
+            "def compute_advantages(rewards):\n    return rewards / rewards.sum() * float('nan')\n\n\ndef policy_loss(batch):\n    return batch.logp.mean()",
+            ValueError,
+            "compute_advantages returned non-finite advantages",
+        ),
+        (
+            "def compute_advantages(rewards):\n    return rewards\n\n\ndef policy_loss(batch):\n    return batch.logp.sum(dim=1)",
+            ValueError,
+            r"policy_loss must return a scalar tensor, got \(256,\)",
+        ),
+        (
+            "def compute_advantages(rewards):\n    return rewards\n\n\ndef policy_loss(batch):\n    return (batch.advantages * 0.0).sum()",
+            ValueError,
+            "policy_loss returned a loss without a gradient",
+        ),
+        (
+            "def compute_advantages(rewards):\n    return rewards\n\n\ndef policy_loss(batch):\n    return batch.logp.mean() * float('inf')",
+            TrainingDiverged,
+            "training diverged: the loss is -?inf at step 0",
+        ),
+    ],
+    ids=["advantage-shape", "advantage-nan", "loss-shape", "loss-no-grad", "loss-inf"],
+)
+def test_broken_objectives_fail_with_a_specific_message(evaluator, tmp_path, block, error, message):
+    with pytest.raises(error, match=message):
+        evaluator.run_experiment(program_with(tmp_path, block), tiny_settings())
+
+
+def test_a_tiny_run_reports_every_metric_and_is_seeded(evaluator):
+    first = evaluator.run_experiment(str(TASK_DIR / "initial.py"), tiny_settings(seeds=[0, 1]))
+    second = evaluator.run_experiment(str(TASK_DIR / "initial.py"), tiny_settings(seeds=[0, 1]))
+    assert {k: v for k, v in first.items() if k not in ("artifacts", "train_seconds")} == {
+        k: v for k, v in second.items() if k not in ("artifacts", "train_seconds")
+    }
+    assert {"seeds", "curve_seed0", "curve_seed1"} == set(first["artifacts"])
+    assert first["samples_per_seed"] == 3 * 32 * 8
+
+
+def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, tmp_path):
+    node = run_quick_through_engine(TASK_DIR, tmp_path)
+    assert node.stage is Stage.EVALUATED, node.error + node.log_tail
+    metrics = node.metrics
+    low, high = QUICK_RANGE
+    assert low < metrics["solve_rate"] < high
+    assert metrics["start_rate"] < metrics["solve_rate"]  # RL improved on the warm start
+    assert all(type(v) is float and math.isfinite(v) for v in metrics.values())
+    assert "warm-start  after RL" in node.artifacts["seeds"]
+    again = evaluator.evaluate(str(TASK_DIR / "initial.py"), "quick")
+    assert again["solve_rate"] == metrics["solve_rate"] and again["curve_auc"] == metrics["curve_auc"]

@@ -1,0 +1,330 @@
+"""WeaviateStore without a Weaviate server: URL and settings parsing, object ids, retries, filters, how models
+become properties, and a real refused connection. The behaviour against a server is the Store contract suite
+(tests/test_store_contract.py), which runs on WeaviateStore whenever WEAVIATE_URL is set."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import struct
+import time
+
+import httpx
+import pytest
+from weaviate import exceptions as wex
+from weaviate.collections.filters import _FilterToGRPC
+
+from kubevolve.models import Node, Stage
+from kubevolve.store import Store, StoreError, open_store
+from kubevolve.store.weaviate import WeaviateStore, node_filter, node_props
+from kubevolve.store.weaviate_conn import (
+    WeaviateSettings,
+    check_tenant,
+    is_transient,
+    object_uuid,
+    with_retries,
+)
+from kubevolve.store.weaviate_ops import all_of, blob_of, eq, vector_props
+from kubevolve.store.weaviate_schema import VECTOR, _properties
+
+# settings from a URL
+
+
+@pytest.mark.parametrize(
+    ("url", "http", "grpc"),
+    [
+        ("weaviate://w:8080?grpc=50051&secure=false", ("w", 8080, False), ("w", 50051, False)),
+        ("weaviate://w", ("w", 8080, False), ("w", 50051, False)),
+        (
+            "http://weaviate.db.svc?grpc_host=weaviate-grpc.db.svc",
+            ("weaviate.db.svc", 80, False),
+            ("weaviate-grpc.db.svc", 50051, False),
+        ),
+        ("https://w.example.com", ("w.example.com", 443, True), ("w.example.com", 50051, True)),
+        (
+            "https://w.example.com:8443/?grpc_port=443&grpc_secure=false",
+            ("w.example.com", 8443, True),
+            ("w.example.com", 443, False),
+        ),
+        ("weaviate://10.0.0.7:9000?secure=true", ("10.0.0.7", 9000, True), ("10.0.0.7", 50051, True)),
+        (
+            "https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443",
+            ("weaviate.example.org", 443, True),
+            ("weaviate-grpc.example.org", 443, True),
+        ),
+        ("weaviate://w?grpc=grpc.w", ("w", 8080, False), ("grpc.w", 50051, False)),
+    ],
+)
+def test_urls_name_http_and_grpc_endpoints(url: str, http: tuple, grpc: tuple) -> None:
+    s = WeaviateSettings.from_url(url)
+    assert (s.http_host, s.http_port, s.http_secure) == http
+    assert s.grpc_address == grpc
+
+
+def test_url_options() -> None:
+    s = WeaviateSettings.from_url(
+        "weaviate://w?prefix=LabStore&timeout=5&retry=2.5&consistency=quorum&api_key_env=MY_KEY"
+    )
+    assert (s.prefix, s.timeout_s, s.retry_s, s.consistency, s.api_key_env) == (
+        "LabStore",
+        5.0,
+        2.5,
+        "quorum",
+        "MY_KEY",
+    )
+    defaults = WeaviateSettings.from_url("weaviate://w")
+    assert (defaults.prefix, defaults.consistency, defaults.api_key_env) == (
+        "Kubevolve",
+        None,
+        "KUBEVOLVE_STORE_API_KEY",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://admin:secret@w:8080", "credentials"),
+        ("weaviate://w?api_key=abc", "must not be part of the URL"),
+        ("weaviate://w?grcp=1", "unknown option"),
+        ("weaviate://w?secure=maybe", "not a boolean"),
+        ("weaviate://w?grpc=-1", "positive number"),
+        ("weaviate://w?timeout=soon", "positive number"),
+        ("weaviate://w?prefix=lower", "upper-case"),
+        ("weaviate://w?prefix=Bad-Name", "upper-case"),
+        ("weaviate://w?consistency=most", "one, quorum or all"),
+        ("weaviate://w/v1", "path"),
+        ("weaviate://:8080", "no host"),
+        ("weaviate://w:99999", "out of range"),
+        ("ftp://w", "not a Weaviate URL"),
+    ],
+)
+def test_bad_urls_are_refused_with_the_reason(url: str, why: str) -> None:
+    with pytest.raises(StoreError, match=why):
+        WeaviateSettings.from_url(url)
+
+
+def test_the_api_key_comes_from_the_environment_and_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KUBEVOLVE_STORE_API_KEY", "WEAVIATE_API_KEY", "MY_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    s = WeaviateSettings.from_url("https://w.example.com")
+    assert s.api_key() is None
+    monkeypatch.setenv("WEAVIATE_API_KEY", "fallback")
+    assert s.api_key() == "fallback"
+    monkeypatch.setenv("KUBEVOLVE_STORE_API_KEY", "from-the-secret")
+    assert s.api_key() == "from-the-secret"
+    monkeypatch.setenv("MY_KEY", "mine")
+    assert WeaviateSettings.from_url("https://w.example.com?api_key_env=MY_KEY").api_key() == "mine"
+    assert "from-the-secret" not in s.url and "from-the-secret" not in repr(s)
+
+
+def test_open_store_routes_weaviate_urls_to_weaviate_store() -> None:
+    # a bad option fails while parsing, before any connection: proof that the URL reached WeaviateStore
+    for url in ("weaviate://w?nope=1", "http://w?nope=1", "https://w?nope=1"):
+        with pytest.raises(StoreError, match="unknown option"):
+            open_store(url)
+
+
+# tenants and object ids
+
+
+@pytest.mark.parametrize("tenant", ["default", "lab-a", "team_7", "a" * 63])
+def test_every_kubernetes_namespace_is_a_valid_tenant(tenant: str) -> None:
+    assert check_tenant(tenant) == tenant
+
+
+@pytest.mark.parametrize("tenant", ["", "lab a", "ns/x", "a" * 65, "lab.a"])
+def test_invalid_tenants_are_refused(tenant: str) -> None:
+    with pytest.raises(StoreError, match="tenant"):
+        check_tenant(tenant)
+
+
+def test_object_ids_are_deterministic_per_tenant_and_kind() -> None:
+    a = object_uuid("lab-a", "node", "0123456789abcdef")
+    assert a == object_uuid("lab-a", "node", "0123456789abcdef")  # a retry writes the same object
+    assert a != object_uuid("lab-b", "node", "0123456789abcdef")
+    assert a != object_uuid("lab-a", "insight", "0123456789abcdef")
+    # pinned: changing the namespace or the key layout would orphan every stored object
+    assert str(a) == "9943e77e-3b89-5824-8ef6-9915e3dde84c" and a.version == 5
+
+
+# retries
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _status_error(code: int) -> wex.UnexpectedStatusCodeError:
+    response = httpx.Response(
+        code, json={"error": [{"message": "boom"}]}, request=httpx.Request("GET", "http://w")
+    )
+    return wex.UnexpectedStatusCodeError("request", response)
+
+
+def test_transient_failures_are_retried_until_they_pass() -> None:
+    settings, clock, calls = WeaviateSettings.from_url("weaviate://w?retry=10"), FakeClock(), []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 4:
+            raise wex.WeaviateConnectionError("refused")
+        return "ok"
+
+    assert with_retries(settings, "add_node", flaky, sleep=clock.sleep, clock=clock) == "ok"
+    assert len(calls) == 4 and len(clock.sleeps) == 3
+    assert all(0 < s <= 0.4 for s in clock.sleeps)  # 0.1 s doubling, jittered down to half
+
+
+def test_retries_stop_at_the_budget_with_a_clear_error() -> None:
+    settings, clock = WeaviateSettings.from_url("weaviate://w:8080?retry=3"), FakeClock()
+
+    def down() -> None:
+        raise wex.WeaviateTimeoutError("read timed out")
+
+    with pytest.raises(
+        StoreError, match=r"add_node failed: Weaviate at http://w:8080 .*did not answer"
+    ) as err:
+        with_retries(settings, "add_node", down, sleep=clock.sleep, clock=clock)
+    assert clock.now == pytest.approx(3.0) and "nothing was lost" in str(err.value)
+    assert isinstance(err.value.__cause__, wex.WeaviateTimeoutError)
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    settings, clock, calls = WeaviateSettings.from_url("weaviate://w"), FakeClock(), []
+
+    def refused() -> None:
+        calls.append(1)
+        raise _status_error(422)
+
+    with pytest.raises(StoreError, match="get_run failed on Weaviate at"):
+        with_retries(settings, "get_run", refused, sleep=clock.sleep, clock=clock)
+    assert calls == [1] and clock.sleeps == []
+    with pytest.raises(ValueError):  # not a Weaviate error: a bug, surfaced as is
+        with_retries(settings, "x", lambda: int("x"), sleep=clock.sleep, clock=clock)
+    store_error = StoreError("node x already exists")
+    with pytest.raises(StoreError) as err:
+        with_retries(
+            settings, "x", lambda: (_ for _ in ()).throw(store_error), sleep=clock.sleep, clock=clock
+        )
+    assert err.value is store_error
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (wex.WeaviateConnectionError("x"), True),
+        (wex.WeaviateTimeoutError("x"), True),
+        (wex.WeaviateStartUpError("Could not connect to Weaviate: refused."), True),
+        (wex.WeaviateStartUpError("Weaviate version 1.20.0 is not supported."), False),
+        (wex.WeaviateQueryError("StatusCode.UNAVAILABLE: connection reset", "GRPC search"), True),
+        (wex.WeaviateQueryError("no such property 'sq'", "GRPC search"), False),
+        (httpx.ConnectError("refused"), True),
+        (_status_error(503), True),
+        (_status_error(429), True),
+        (_status_error(401), False),
+        (_status_error(422), False),
+        (ValueError("x"), False),
+    ],
+)
+def test_what_counts_as_transient(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_refused_connection_becomes_a_store_error_naming_the_url_within_the_budget() -> None:
+    http, grpc = _closed_port(), _closed_port()
+    start = time.monotonic()
+    with pytest.raises(StoreError) as err:
+        open_store(f"weaviate://127.0.0.1:{http}?grpc={grpc}&retry=1.5", tenant="lab-a")
+    elapsed = time.monotonic() - start
+    assert f"127.0.0.1:{http}" in str(err.value) and "did not answer" in str(err.value)
+    assert elapsed < 1.5 + 5.0  # the budget, plus one connection attempt's own time
+
+
+# filters and properties
+
+
+def tree(f) -> tuple:
+    """A filter as nested tuples: (operator, [children]) or (operator, property, value)."""
+    if hasattr(f, "filters"):
+        return (f.operator.value, [tree(c) for c in f.filters])
+    return (f.operator.value, f.target, f.value)
+
+
+def test_node_filters() -> None:
+    assert tree(node_filter("r1")) == ("Equal", "run_id", "r1")
+    f = node_filter("r1", stages=[Stage.EVALUATED, "proposed"], island=2, seq_from=3, seq_to=9)
+    assert tree(f) == (
+        "And",
+        [
+            ("Equal", "run_id", "r1"),
+            ("Or", [("Equal", "stage", "evaluated"), ("Equal", "stage", "proposed")]),
+            ("Equal", "island", 2),
+            ("GreaterThanEqual", "seq", 3),
+            ("LessThan", "seq", 9),
+        ],
+    )
+    assert tree(node_filter("r1", stages=[Stage.FAILED_QUICK])) == (
+        "And",
+        [("Equal", "run_id", "r1"), ("Equal", "stage", "failed_quick")],
+    )
+    assert node_filter("r1", stages=[]) is None  # matches nothing: callers return [] without a query
+    with pytest.raises(StoreError, match="unknown stage"):
+        node_filter("r1", stages=["bogus"])  # type: ignore[list-item]
+    assert _FilterToGRPC.convert(f).operator  # what goes over the wire is well formed
+    assert all_of(None, None) is None and tree(all_of(None, eq("a", 1))) == ("Equal", "a", 1)
+
+
+def test_vectors_become_exact_properties_and_index_only_nonzero_ones() -> None:
+    blob = struct.pack("<3f", 0.5, -0.25, 1.0)
+    props, vector = vector_props(blob)
+    assert props["vec_dim"] == 3 and props["vec_zero"] is False and blob_of(props) == blob
+    assert vector == {VECTOR: [0.5, -0.25, 1.0]}
+    props, vector = vector_props(struct.pack("<2f", 0.0, 0.0))
+    assert vector is None and props["vec_zero"] is True and props["vec_dim"] == 2  # cosine is undefined for 0
+    props, vector = vector_props(None)
+    assert vector is None and props["vec_dim"] == 0 and blob_of(props) is None
+
+
+def test_node_properties_match_the_schema_and_refuse_bad_nodes_before_writing() -> None:
+    node = Node(run_id="r1", code="x = 1", stage=Stage.EVALUATED, score=float("inf"), embedding=[1.0, 0.0])
+    props, vector = node_props(node, 7)
+    schema = {p.name for p in _properties()["Node"]}
+    assert set(props) <= schema
+    assert (props["seq"], props["stage"], props["scored"], props["score"]) == (7, "evaluated", True, 1.7e308)
+    assert props["code_hash"] == node.code_hash and vector == {VECTOR: [1.0, 0.0]}
+    unscored, _ = node_props(Node(run_id="r1", code="y"), 0)
+    assert unscored["scored"] is False and "score" not in unscored
+    with pytest.raises(StoreError, match="NaN"):
+        node_props(Node(run_id="r1", code="z", embedding=[float("nan")]), 0)
+
+
+def test_schema_declares_indexed_keys_and_unindexed_payloads() -> None:
+    props = {kind: {p.name: p for p in plist} for kind, plist in _properties().items()}
+    for kind in ("Node", "Insight", "Cognition"):
+        assert not props[kind]["data"].indexFilterable and not props[kind]["embedding_f32"].indexSearchable
+    assert props["Node"]["seq"].indexRangeFilters and props["Node"]["node_id"].tokenization.value == "field"
+    for p in (p for plist in props.values() for p in plist.values()):
+        p._to_dict()  # each is a valid property definition for the REST schema call
+
+
+def test_weaviate_store_has_every_store_method_with_the_same_signature() -> None:
+    for name, member in inspect.getmembers(Store, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        ours = getattr(WeaviateStore, name)
+        assert inspect.signature(ours).parameters.keys() == inspect.signature(member).parameters.keys(), name
