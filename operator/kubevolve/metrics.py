@@ -322,9 +322,7 @@ class RunMetrics:
             return value
 
         self.m.slots.labels(*labels).set(evolution.spec.parallelism.evaluators)
-        self.m.slots_busy.labels(*labels).set_function(
-            pool_value(lambda pool: max(0, pool.busy()))
-        )
+        self.m.slots_busy.labels(*labels).set_function(pool_value(lambda pool: max(0, pool.busy())))
         self.m.occupancy.labels(*labels).set_function(pool_value(lambda pool: pool.occupancy()))
         return self
 
