@@ -61,6 +61,28 @@ def explain(error: str, spec: StageSpec) -> str:
     return error
 
 
+_PROCESS_COUNTS: dict[int, tuple[float, int]] = {}
+
+
+def processes_of(uid: int, max_age: float = 10.0) -> int:
+    """How many processes (threads count too) the user runs now; cached for a few seconds, it costs a /proc scan."""
+    now = time.monotonic()
+    cached = _PROCESS_COUNTS.get(uid)
+    if cached and now - cached[0] < max_age:
+        return cached[1]
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry.name}/task"))
+        except OSError:
+            continue
+    _PROCESS_COUNTS[uid] = (now, count)
+    return count
+
+
 def _log_tail(path: Path) -> str:
     try:
         with path.open("rb") as fh:
@@ -159,7 +181,8 @@ class Slot:
             "cpu_seconds": math.ceil(spec.timeout_seconds * max(res.cpu, 1)),
             "memory_bytes": None if res.gpus else res.memory_mb << 20,
             "file_bytes": res.max_file_mb << 20,
-            "max_processes": res.max_processes,
+            # RLIMIT_NPROC counts every process of the user, so the limit is what exists already plus the budget
+            "max_processes": processes_of(uid if uid is not None else os.geteuid()) + res.max_processes,
         }
         started = time.monotonic()
         try:
