@@ -1,10 +1,12 @@
 """The operator at scale against kmock: 50 EvolutionRuns at once, each taken to its candidate budget.
 
-The real kopf operator (in its own thread, as it would be in its own pod) reconciles every run; a stand-in
-kubelet completes each Job with in-process fake steps (same store writes as `kubevolve step`, no evaluation
-cost), so the figures are the operator's own: Kubernetes API requests per candidate (split by kind: kopf's
-watches and patches, Job creations and deletions, status patches, events) and the duration of one reconcile
-pass (store reads, decision, API calls), p50 and p99.
+The real kopf operator reconciles every run (in this process); the emulated cluster runs in a second process:
+kmock's API server and a stand-in kubelet that completes each Job with fake steps (the same store writes as
+`kubevolve step`, in the same SQLite file, with no evaluation cost). So the figures are the operator's own:
+Kubernetes API requests per candidate (by kind: Job creations and deletions, status patches, events, kopf's
+own patches and watches) and the duration of one reconcile pass (store reads, decision, API calls), p50 and
+p99, with the part not spent awaiting the API server. kmock is much slower than a real API server (it scans
+every object it ever held on each request), so the first latency figure is an upper bound.
 
     python benchmarks/operator_scale.py [--runs 50] [--candidates 20]
 """
@@ -13,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import kmock
+import kopf
 from rich.console import Console
 from rich.table import Table
 
@@ -27,7 +32,7 @@ from kubevolve.k8s import API_VERSION, KIND
 from kubevolve.k8s.config import OperatorConfig
 from kubevolve.k8s.kube import Kube
 from kubevolve.k8s.main import start_operator
-from kubevolve.k8s.testing import RUNS, Api, ValidatingEmulator, declare_resources, live_objects
+from kubevolve.k8s.testing import RUNS, Api, ValidatingEmulator, declare_resources
 from kubevolve.k8s.testing.kubelet import Kubelet
 
 NAMESPACE = "bench"
@@ -66,6 +71,34 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
+def cluster_process(conn, concurrency: int) -> None:
+    """The emulated cluster, in its own process: kmock's API server and the fake kubelet."""
+    asyncio.run(_cluster(conn, concurrency))
+
+
+async def _cluster(conn, concurrency: int) -> None:
+    async with ValidatingEmulator() as k, kmock.Server(k) as server:
+        declare_resources(k, trainjobs=False)
+        url = str(server.url).rstrip("/")
+        api = Api(url)
+        kubelet = Kubelet(k, api, mode="fake", concurrency=concurrency)
+        kubelet.start()
+        conn.send(url)
+        await asyncio.to_thread(conn.recv)  # until the benchmark is done
+        conn.send(dict(Counter(c for r in list(k._requests) if (c := classify(r)))))
+        await kubelet.stop()
+        await api.close()
+
+
+async def phases(api: Api) -> tuple[Counter, int]:
+    """Runs by phase, and the candidates they have finished."""
+    url = f"{api.url}/apis/{RUNS.rsplit('/', 1)[0]}/namespaces/{NAMESPACE}/evolutionruns"
+    async with api.session.get(url) as response:
+        statuses = [o.get("status") or {} for o in (await response.json()).get("items", [])]
+    finished = sum((s.get("candidates") or {}).get("total", 0) for s in statuses)
+    return Counter(s.get("phase") for s in statuses), finished
+
+
 async def main(runs: int, candidates: int, concurrency: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kubevolve-opscale-"))
     (tmp / "toy").mkdir()
@@ -79,58 +112,76 @@ async def main(runs: int, candidates: int, concurrency: int) -> None:
         resync_seconds=10.0,
         idle_resync_seconds=60.0,
     )
-    async with ValidatingEmulator() as k, kmock.Server(k) as server:
-        declare_resources(k, trainjobs=False)
-        url = str(server.url).rstrip("/")
-        api = Api(url)
-        kubelet = Kubelet(k, api, mode="fake", concurrency=concurrency)
-        kubelet.start()
-        login = __import__("kopf").ConnectionInfo(server=url, insecure=True)
-        operator = await start_operator(config, Kube.for_server(url), login=login)
-        started = time.monotonic()
-        for i in range(runs):
-            body = {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "metadata": {"name": f"run-{i:03d}", "namespace": NAMESPACE},
-                "spec": {
-                    "task": "toy",
-                    "budget": {"maxCandidates": candidates},
-                    "parallelism": {"evaluators": 2, "proposers": 2},
-                },
-            }
-            await api.create(RUNS, body)
-        while True:
-            phases = Counter((o.get("status") or {}).get("phase") for o in live_objects(k, RUNS, NAMESPACE))
-            if phases.get("Succeeded", 0) + phases.get("Failed", 0) == runs:
-                break
-            if time.monotonic() - started > 1800:
-                raise TimeoutError(f"runs not finished after 30 minutes: {dict(phases)}")
-            await asyncio.sleep(0.5)
-        wall = time.monotonic() - started
-        durations = list(operator.ctx.stats.durations)
-        requests = Counter(c for r in list(k._requests) if (c := classify(r)))
-        await kubelet.stop()
-        await operator.stop()
-        await api.close()
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    cluster = ctx.Process(target=cluster_process, args=(child_conn, concurrency), daemon=True)
+    cluster.start()
+    url = await asyncio.to_thread(conn.recv)
+    api = Api(url)
+    operator = await start_operator(
+        config, Kube.for_server(url), login=kopf.ConnectionInfo(server=url, insecure=True)
+    )
+    started = time.monotonic()
+    for i in range(runs):
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": f"run-{i:03d}", "namespace": NAMESPACE},
+            "spec": {
+                "task": "toy",
+                "budget": {"maxCandidates": candidates},
+                "parallelism": {"evaluators": 2, "proposers": 2},
+            },
+        }
+        await api.create(RUNS, body)
+    last_report = time.monotonic()
+    while True:
+        done, finished = await phases(api)
+        if done.get("Succeeded", 0) + done.get("Failed", 0) == runs:
+            break
+        if time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            print(f"{last_report - started:5.0f}s: {finished} candidates, runs {dict(done)}", file=sys.stderr)
+        if time.monotonic() - started > 1800:
+            raise TimeoutError(f"runs not finished after 30 minutes: {dict(done)}")
+        await asyncio.sleep(0.5)
+    wall = time.monotonic() - started
+    stats = operator.ctx.stats
+    durations = list(stats.durations)
+    own = [d - w for d, w in zip(durations, stats.api_waits, strict=True)]
+    await operator.stop()
+    conn.send("done")
+    requests = Counter(await asyncio.to_thread(conn.recv))
+    await api.close()
+    cluster.join(10)
+    report(runs, candidates, wall, done, requests, durations, own)
 
+
+def report(runs, candidates, wall, done, requests, durations, own) -> None:
     total = runs * candidates
-    console = Console()
     table = Table(title=f"operator at scale: {runs} concurrent runs x {candidates} candidates (kmock)")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("runs Succeeded / Failed", f"{phases.get('Succeeded', 0)} / {phases.get('Failed', 0)}")
-    table.add_row("candidates (proposed, evaluated, analysed)", f"{total}")
+    table.add_row("runs Succeeded / Failed", f"{done.get('Succeeded', 0)} / {done.get('Failed', 0)}")
+    table.add_row("candidates (each proposed, evaluated, analysed)", f"{total}")
     table.add_row("wall time", f"{wall:.1f} s ({total / wall:.1f} candidates/s)")
     table.add_row("API requests by the operator", f"{sum(requests.values())}")
     table.add_row("API requests per candidate", f"{sum(requests.values()) / total:.2f}")
     for kind, count in sorted(requests.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  {kind}", f"{count / total:.2f} per candidate")
+        table.add_row(f"  {kind}", f"{count / total:.2f}")
     table.add_row("reconcile passes", f"{len(durations)} ({len(durations) / total:.2f} per candidate)")
-    table.add_row("reconcile latency p50", f"{1000 * statistics.median(durations):.1f} ms")
-    table.add_row("reconcile latency p99", f"{1000 * percentile(durations, 0.99):.1f} ms")
-    table.add_row("reconcile latency max", f"{1000 * max(durations):.1f} ms")
-    console.print(table)
+    table.add_row(
+        "reconcile latency p50 / p99",
+        f"{ms(statistics.median(durations))} / {ms(percentile(durations, 0.99))}",
+    )
+    table.add_row(
+        "  not awaiting the API: p50 / p99", f"{ms(statistics.median(own))} / {ms(percentile(own, 0.99))}"
+    )
+    Console().print(table)
+
+
+def ms(seconds: float) -> str:
+    return f"{1000 * seconds:.1f} ms"
 
 
 if __name__ == "__main__":

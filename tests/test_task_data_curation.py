@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from kubevolve.engineer.static_check import static_check
 from kubevolve.models import RunRecord, Stage
@@ -24,6 +25,19 @@ from kubevolve.training import load_settings
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "data_curation"
 QUICK_RANGE = (0.82, 0.92)  # tasks/data_curation/README.md: the heuristic's quick stage (measured 0.864)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Like the evaluation worker (one core per slot): many small ops on two contended OpenMP threads are
+    several times slower than on one. Seeding switches on deterministic algorithms process-wide; the
+    tests of other modules get the state they started with back."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def load_module(path: Path, name: str):

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import math
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +27,19 @@ from kubevolve.task import load_task
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "linear_attention"
 QUICK_RANGE = (0.2, 0.6)  # tasks/linear_attention/README.md: DeltaNet's quick stage (measured 0.3838)
 BASELINES = ["deltanet", "linear_attention", "softmax_attention"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Like the evaluation worker (one core per slot): many small ops on two contended OpenMP threads are
+    several times slower than on one. Seeding switches on deterministic algorithms process-wide; the
+    tests of other modules get the state they started with back."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def load_module(path: Path, name: str):
@@ -307,9 +319,10 @@ def test_unknown_stage_is_an_error(evaluator):
 
 
 @pytest.mark.slow
-def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(tmp_path):
-    """What `evaluate` launches on a node with several GPUs, on two CPU processes: torchrun starts two ranks
-    of evaluate.py --rank-entry, each trains with ZeRO-2 over gloo, rank 0 writes the metrics."""
+@pytest.mark.parametrize("launcher", ["deepspeed", "torchrun"])
+def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(tmp_path, launcher):
+    """What `evaluate` launches on a node with several GPUs, on two CPU processes: the launcher starts two
+    ranks of evaluate.py --rank-entry, each trains with ZeRO-2 over gloo, rank 0 writes the metrics."""
     pytest.importorskip("deepspeed")
     from kubevolve.training.distributed import free_port
     from kubevolve.training.launcher import launch_command, run_launched
@@ -318,10 +331,9 @@ def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(tmp_path):
     override = json.dumps({"mqar": {"steps": 20, "evalEvery": 10}, "lm": {"steps": 10}})
     entry = [str(TASK_DIR / "evaluate.py"), "--stage", "quick", "--rank-entry", "--result", str(result)]
     command = launch_command(
-        [*entry, "--override", override], gpus=2, launcher="torchrun", master_port=free_port()
+        [*entry, "--override", override], gpus=2, launcher=launcher, master_port=free_port()
     )
     metrics = run_launched(command, result, timeout=400, cwd=tmp_path)
     assert 0.0 <= metrics["mqar_accuracy"] <= 1.0 and math.isfinite(metrics["lm_loss"])
-    assert "curve" in metrics["artifacts"]["mqar_curve"]
-    proc = subprocess.run([sys.executable, "-c", "pass"])
-    assert proc.returncode == 0
+    assert metrics["artifacts"]["mqar_curve"].startswith("MQAR training")
+    assert metrics["artifacts"]["mqar_curve"].splitlines()[-1].split()[0] == "20"  # the step budget

@@ -34,6 +34,19 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Like the evaluation worker (one core per slot): many small ops on two contended OpenMP threads are
+    several times slower than on one. Seeding switches on deterministic algorithms process-wide; the
+    tests of other modules get the state they started with back."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
 def load_module(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

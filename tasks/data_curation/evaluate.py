@@ -56,13 +56,16 @@ def evaluate(program_path: str, stage: str) -> dict:
 
 
 def run_experiment(program_path: str, settings: dict[str, Any], weights_fn=None) -> dict:
-    """`weights_fn(corpus, truth)` replaces the program (for reference figures such as the oracle)."""
+    """`weights_fn(corpus, truth)` replaces the program (for reference figures such as the oracle). The
+    program gets a copy of the corpus: whatever it edits in place, training uses the documents as scraped."""
     set_threads(settings["threads"])
     raw, truth = corpus_lib.generate(settings["originals"], settings["corpusSeed"])
     started = time.perf_counter()
     if weights_fn is None:
         program = load_program(program_path)
-        weights = program.curate(corpus_lib.Corpus(list(raw.docs), list(raw.labels), list(raw.sources)))
+        weights = program.curate(
+            corpus_lib.Corpus([list(d) for d in raw.docs], list(raw.labels), list(raw.sources))
+        )
     else:
         weights = weights_fn(raw, truth)
     curate_seconds = time.perf_counter() - started

@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="quick")
     parser.add_argument("--result", help="write the metrics JSON here (rank 0 only)")
     parser.add_argument("--rank-entry", action="store_true", help="one rank of a launched multi-GPU run")
+    # the deepspeed launcher appends --local_rank=N; the rank is read from LOCAL_RANK, which it also sets
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--engine", choices=["torch", "deepspeed"], help="override the stage's engine")
     parser.add_argument("--seed", type=int, help="override the stage's seed")
     parser.add_argument(

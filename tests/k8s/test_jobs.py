@@ -107,6 +107,16 @@ def test_evaluation_job_is_hardened_owned_labelled_and_queued():
     assert "kueue.x-k8s.io/queue-name" not in job["spec"]["template"]["metadata"]["labels"]
 
 
+def test_gpu_evaluations_use_the_gpu_image_unless_the_run_names_one():
+    config = OperatorConfig(image="worker:1", gpu_image="trainer:1")
+    gpu = build_job(RUN, spec(), config, GPU_TASK, JobRequest("evaluate", "00001"))
+    cpu = build_job(RUN, spec(), config, CPU_TASK, JobRequest("evaluate", "00001"))
+    proposal = build_job(RUN, spec(), config, GPU_TASK, JobRequest("propose", "00001"))
+    assert [container(j)["image"] for j in (gpu, cpu, proposal)] == ["trainer:1", "worker:1", "worker:1"]
+    own = build_job(RUN, spec(image="mine:2"), config, GPU_TASK, JobRequest("evaluate", "00001"))
+    assert container(own)["image"] == "mine:2"
+
+
 def test_only_proposal_and_analysis_pods_get_the_llm_key():
     s = spec(llm={"endpoint": "http://vllm:8000/v1", "apiKeySecret": {"name": "llm-key"}})
     env = {

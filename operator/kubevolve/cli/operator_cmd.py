@@ -26,9 +26,14 @@ def operator(
     liveness: Annotated[
         str | None, typer.Option(help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
     ] = None,
+    peering: Annotated[
+        str | None,
+        typer.Option(help="kopf peering name: several replicas, one active (default: standalone)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the operator until SIGTERM (settings also from KUBEVOLVE_OPERATOR_* variables)."""
+    """Run the operator until SIGTERM (settings also from KUBEVOLVE_OPERATOR_* variables, KUBEVOLVE_STORE and
+    KUBEVOLVE_METRICS_PORT)."""
     from ..k8s.config import OperatorConfig
     from ..k8s.main import run_operator
 
@@ -39,4 +44,4 @@ def operator(
         trainjobs=trainjobs or None,
         namespaces=tuple(namespace) if namespace else None,
     )
-    run_operator(config, liveness=liveness, verbose=verbose)
+    run_operator(config, liveness=liveness, verbose=verbose, peering=peering)

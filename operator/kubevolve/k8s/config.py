@@ -16,7 +16,8 @@ DEFAULT_IMAGE = "ghcr.io/kubevolve/kubevolve:0.1.0"
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    image: str = DEFAULT_IMAGE
+    image: str = DEFAULT_IMAGE  # the step Jobs' image (a run's spec.image overrides it)
+    gpu_image: str | None = None  # for evaluations that request GPUs (CUDA, DeepSpeed); None: `image`
     image_pull_policy: str = "IfNotPresent"
     store_url: str | None = None  # the default store; a run's spec.store.url overrides it
     task_root: str = "/opt/kubevolve"  # in the image: the step pods' working directory
@@ -27,6 +28,7 @@ class OperatorConfig:
     run_as_user: int = 65532  # the non-root uid of every step pod
     scratch_size: str = "8Gi"  # emptyDir size limit of a pod's scratch folder
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty: every namespace
+    metrics_port: int | None = None  # serve Prometheus metrics here (KUBEVOLVE_METRICS_PORT)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> OperatorConfig:
@@ -42,12 +44,14 @@ class OperatorConfig:
                 values[f.name] = raw.lower() in ("1", "true", "yes", "on")
             elif f.type in ("float",):
                 values[f.name] = float(raw)
-            elif f.type in ("int",):
+            elif f.type in ("int", "int | None"):
                 values[f.name] = int(raw)
             else:
                 values[f.name] = raw
         if "store_url" not in values and env.get("KUBEVOLVE_STORE"):
             values["store_url"] = env["KUBEVOLVE_STORE"]
+        if env.get("KUBEVOLVE_METRICS_PORT"):
+            values["metrics_port"] = int(env["KUBEVOLVE_METRICS_PORT"])
         config = cls(**values)
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 

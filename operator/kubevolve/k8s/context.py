@@ -86,14 +86,16 @@ class Expectations:
 
 
 class ReconcileStats:
-    """Durations of recent reconciles (seconds), for the benchmark and the logs."""
+    """Durations of recent reconciles (seconds): the whole pass, and the part spent awaiting the API server."""
 
     def __init__(self, keep: int = 100_000) -> None:
         self.durations: deque[float] = deque(maxlen=keep)
+        self.api_waits: deque[float] = deque(maxlen=keep)
         self.count = 0
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float, api_seconds: float = 0.0) -> None:
         self.durations.append(seconds)
+        self.api_waits.append(api_seconds)
         self.count += 1
 
 
@@ -107,6 +109,8 @@ class OperatorContext:
     expectations: dict[tuple[str, str], Expectations] = field(default_factory=dict)
     warned: set[tuple[str, str]] = field(default_factory=set)  # (run uid, message) already posted once
     spec_tokens: dict[tuple[str, str], str] = field(default_factory=dict)  # the last spec seen per run
+    phases: dict[tuple[str, str], str] = field(default_factory=dict)  # for the runs-by-phase metric
+    started_jobs: set[tuple[str, str]] = field(default_factory=set)  # Jobs whose start wait was measured
 
     def expect(self, namespace: str, run: str) -> Expectations:
         return self.expectations.setdefault((namespace, run), Expectations())

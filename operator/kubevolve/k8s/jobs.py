@@ -120,10 +120,19 @@ def step_env(role: str, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]]
     return env
 
 
+def image(role: str, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -> str:
+    """The run's image, else the operator's GPU image for GPU evaluations, else its default image."""
+    if spec.image:
+        return spec.image
+    if role == "evaluate" and config.gpu_image and evaluation_gpus(spec, facts) > 0:
+        return config.gpu_image
+    return config.image
+
+
 def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest) -> dict:
     return {
         "name": "step",
-        "image": spec.image or config.image,
+        "image": image(req.role, spec, config, facts),
         "imagePullPolicy": spec.image_pull_policy or config.image_pull_policy,
         "command": step_command(run, spec, config, req),
         "workingDir": config.task_root,

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any
 
 import kubernetes
@@ -16,13 +19,26 @@ from kubernetes.client.exceptions import ApiException
 
 from . import GROUP, PLURAL, TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL, VERSION
 
+API_WAIT: ContextVar[list[float] | None] = ContextVar("kubevolve_api_wait", default=None)
+
+
+def _fetch(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
+    response = fn(*args, _preload_content=False, **kwargs)
+    try:
+        return response.data
+    finally:
+        response.release_conn()
+
 
 class Kube:
-    def __init__(self, api_client: kubernetes.client.ApiClient):
+    def __init__(self, api_client: kubernetes.client.ApiClient, threads: int = 16):
         self.api_client = api_client
         self.batch = kubernetes.client.BatchV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self.calls = 0  # API requests made, for the benchmark
+        # API calls get their own threads, so that they never queue behind store reads (or the reverse)
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube-api")
+        self.calls = 0  # API requests made
+        self.seconds = 0.0  # time spent awaiting them
 
     @classmethod
     def for_server(cls, host: str, token: str | None = None, verify_ssl: bool = False) -> Kube:
@@ -43,9 +59,18 @@ class Kube:
             kubernetes.config.load_kube_config()
         return cls(kubernetes.client.ApiClient())
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        """Call the API in a thread; the response body, undecoded."""
         self.calls += 1
-        return await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, _fetch, fn, args, kwargs)
+        finally:
+            waited = time.perf_counter() - started
+            self.seconds += waited
+            tally = API_WAIT.get()
+            if tally is not None:
+                tally[0] += waited
 
     async def create(self, body: dict[str, Any]) -> bool:
         """Create a Job or TrainJob; False when it already existed."""
@@ -117,8 +142,7 @@ class Kube:
             )
         items = []
         for fn, args in calls:
-            response = await self._call(fn, *args, label_selector=label_selector)
-            data = json.loads(response.data or b"{}")
+            data = json.loads(await self._call(fn, *args, label_selector=label_selector) or b"{}")
             for item in data.get("items", []):
                 item.setdefault("kind", "Job" if fn is self.batch.list_namespaced_job else "TrainJob")
                 labels = (item.get("metadata") or {}).get("labels") or {}
@@ -127,4 +151,5 @@ class Kube:
         return items
 
     def close(self) -> None:
+        self.executor.shutdown(wait=False)
         self.api_client.close()

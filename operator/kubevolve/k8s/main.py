@@ -16,9 +16,16 @@ from .handlers import build_registry
 from .kube import Kube
 
 
-def run_operator(config: OperatorConfig, *, liveness: str | None = None, verbose: bool = False) -> None:
-    """Run until SIGINT/SIGTERM: one replica (standalone: no kopf peering objects needed)."""
+def run_operator(
+    config: OperatorConfig, *, liveness: str | None = None, verbose: bool = False, peering: str | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM. One replica by default (standalone); with `peering`, several replicas share
+    kopf's peering object and only the one with the highest priority is active."""
     kopf.configure(verbose=verbose, log_prefix=True)
+    if config.metrics_port:
+        from ..metrics import serve
+
+        serve(config.metrics_port, "0.0.0.0")
     ctx = OperatorContext(config, Kube.from_environment())
     try:
         kopf.run(
@@ -26,7 +33,8 @@ def run_operator(config: OperatorConfig, *, liveness: str | None = None, verbose
             memo=kopf.Memo(kubevolve=ctx),
             clusterwide=not config.namespaces,
             namespaces=list(config.namespaces),
-            standalone=True,
+            standalone=peering is None,
+            peering_name=peering,
             liveness_endpoint=liveness,
         )
     finally:

@@ -18,6 +18,7 @@ from ..spec import FailurePolicySpec, RunSpec, SpecError, parse_run_spec
 from ..store.base import StoreError
 from .context import OperatorContext
 from .jobs import JobRequest, RunRef, build_job, store_url
+from .kube import API_WAIT
 from .names import job_name, make_key, node_id, retry_key, run_label
 from .observe import JobInfo
 from .plan import PlanInput, make_plan
@@ -42,11 +43,13 @@ def parse_spec(body: dict[str, Any]) -> RunSpec:
 
 async def reconcile(ctx: OperatorContext, body: dict[str, Any], jobs: Iterable[JobInfo], post: Post) -> float:
     """Reconcile once; return the seconds until the next pass is due (a Job event may come sooner)."""
-    started = time.perf_counter()
+    started, tally = time.perf_counter(), [0.0]
+    token = API_WAIT.set(tally)
     try:
         return await _reconcile(ctx, body, list(jobs), post)
     finally:
-        ctx.stats.record(time.perf_counter() - started)
+        API_WAIT.reset(token)
+        ctx.stats.record(time.perf_counter() - started, tally[0])
 
 
 async def _problem(ctx, body, post, reason: str, message: str, *, failed: bool) -> None:
@@ -54,6 +57,7 @@ async def _problem(ctx, body, post, reason: str, message: str, *, failed: bool) 
     new = problem_status(
         old, reason, message, failed=failed, generation=meta.get("generation"), now=time.time()
     )
+    ctx.phases[(meta["namespace"], meta["name"])] = new["phase"]
     patch = status_patch(old, new)
     if patch:
         await ctx.kube.patch_status(meta["namespace"], meta["name"], patch)
@@ -109,8 +113,7 @@ async def _reconcile(
         if await asyncio.to_thread(record_failed, store, nid, error, stage):
             post("Warning", "CandidateFailed", f"node {nid}: {error}")
     policy = spec.failure_policy or FailurePolicySpec()
-    for req in plan.create:
-        await _create(ctx, run, spec, facts, req, expect, post, policy)
+    await asyncio.gather(*(_create(ctx, run, spec, facts, req, expect, post, policy) for req in plan.create))
 
     new = build_status(
         old,
@@ -122,11 +125,12 @@ async def _reconcile(
         limit=spec.budget.max_candidates,
         now=time.time(),
     )
+    ctx.phases[(namespace, name)] = plan.phase
     patch = status_patch(old, new)
     if patch:
         await ctx.kube.patch_status(namespace, name, patch)
+    await asyncio.gather(*(ctx.kube.delete(namespace, job.name, job.kind) for job in plan.delete))
     for job in plan.delete:
-        await ctx.kube.delete(namespace, job.name, job.kind)
         expect.expect_deleted(job.name, time.time())
     for kind, reason, message in transition_events(old, new):
         post(kind, reason, message)

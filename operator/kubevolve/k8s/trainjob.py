@@ -15,7 +15,7 @@ from typing import Any
 from ..spec import RunSpec
 from . import TRAINER_GROUP, TRAINER_VERSION
 from .config import OperatorConfig
-from .jobs import JobRequest, RunRef, metadata, step_command, step_env
+from .jobs import JobRequest, RunRef, image, metadata, step_command, step_env
 from .resources import TaskFacts, evaluation_gpus, pod_resources
 
 
@@ -28,7 +28,7 @@ def build_trainjob(
         raise ValueError("spec.jobs.evaluate.trainJob is not set")
     gpus = evaluation_gpus(spec, facts)
     trainer: dict[str, Any] = {
-        "image": spec.image or config.image,
+        "image": image("evaluate", spec, config, facts),
         "command": step_command(run, spec, config, req),
         "env": step_env("evaluate", spec, facts)
         + [{"name": "KUBEVOLVE_NUM_NODES", "value": str(tj.num_nodes)}],

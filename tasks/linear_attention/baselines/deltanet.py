@@ -112,7 +112,7 @@ def chunked_delta_rule(
 
 
 # EVOLVE-BLOCK-START
-CHUNK = 32  # tokens per chunk of the parallel form (speed only: the result does not depend on it)
+CHUNK = 32  # tokens per chunk of the parallel form (changes speed; the result only up to rounding)
 CONV_TAPS = 4  # taps of the causal short convolutions on q, k and v
 CONV_NOISE = 0.1  # initial deviation of the convolutions from the identity
 BETA_BIAS = 0.0  # initial bias of the writing strength beta = sigmoid(W x + b)

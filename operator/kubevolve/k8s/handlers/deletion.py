@@ -9,7 +9,7 @@ import kopf
 
 from ...spec import SpecError
 from ...store.base import NotFound, StoreError
-from .. import GROUP, PLURAL, RUN_LABEL, VERSION
+from .. import GROUP, PLURAL, RUN_LABEL, VERSION, telemetry
 from ..jobs import store_url
 from ..names import run_label
 from ..reconcile import parse_spec
@@ -31,6 +31,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         ctx.expectations.pop((namespace, label), None)
         ctx.wakers.forget(namespace, label)
         ctx.spec_tokens.pop((namespace, label), None)
+        telemetry.forget_run(ctx, namespace, name)
         await _mark_stopped(ctx, body, name, namespace)
 
 

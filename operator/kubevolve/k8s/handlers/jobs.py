@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import kopf
 
-from .. import RUN_LABEL, TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL
+from .. import ROLE_LABEL, RUN_LABEL, TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL, telemetry
 from ..observe import job_info
 
 OWNED = {RUN_LABEL: kopf.PRESENT}
@@ -16,10 +16,11 @@ def _index(namespace: str, labels: dict, body: dict) -> dict:
     return {} if info is None else {(namespace, labels[RUN_LABEL]): info}
 
 
-def _wake(namespace: str, labels: dict, memo: kopf.Memo) -> None:
+def _wake(namespace: str, labels: dict, memo: kopf.Memo, body: dict, event_type: str) -> None:
     ctx = getattr(memo, "kubevolve", None)
     if ctx is not None:
         ctx.wakers.wake(namespace, labels[RUN_LABEL])
+        telemetry.observe_job(ctx, body, event_type, labels[RUN_LABEL], labels.get(ROLE_LABEL, ""))
 
 
 def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:
@@ -28,8 +29,8 @@ def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:
         return _index(namespace, labels, body)
 
     @kopf.on.event("batch", "v1", "jobs", id="job_changed", labels=OWNED, registry=registry)
-    def kubevolve_job_changed(namespace, labels, memo, **_):
-        _wake(namespace, labels, memo)
+    def kubevolve_job_changed(namespace, labels, memo, body, type, **_):
+        _wake(namespace, labels, memo, body, type)
 
     if not trainjobs:
         return
@@ -53,8 +54,8 @@ def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:
         labels=OWNED,
         registry=registry,
     )
-    def kubevolve_trainjob_changed(namespace, labels, memo, **_):
-        _wake(namespace, labels, memo)
+    def kubevolve_trainjob_changed(namespace, labels, memo, body, type, **_):
+        _wake(namespace, labels, memo, body, type)
 
 
 def indexed_jobs(kwargs: dict, namespace: str, run_label: str) -> list:

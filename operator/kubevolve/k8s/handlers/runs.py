@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import kopf
 
-from .. import GROUP, PLURAL, VERSION
+from .. import GROUP, PLURAL, VERSION, telemetry
 from ..names import run_label
 from ..reconcile import reconcile
 from .jobs import indexed_jobs
@@ -44,13 +45,15 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
         while not stopped:
             wake.clear()
+            started, result = time.perf_counter(), "ok"
             try:
                 delay = await reconcile(ctx, body, indexed_jobs(kwargs, namespace, label), post)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # an API or store error: log it, retry soon; nothing is lost
                 logger.warning(f"reconcile of {namespace}/{name} failed: {type(err).__name__}: {err}")
-                delay = ERROR_DELAY
+                delay, result = ERROR_DELAY, "error"
+            telemetry.observe_reconcile(ctx, namespace, name, time.perf_counter() - started, result)
             await nap(wake, stopped, delay)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id="spec_changed", registry=registry)

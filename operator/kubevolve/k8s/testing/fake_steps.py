@@ -4,6 +4,7 @@ measure the evaluator). They read the exact command line the Job carries."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from ...models import Insight, Node, Stage
@@ -24,13 +25,19 @@ def parse_command(argv: list[str]) -> dict[str, str]:
     return out
 
 
+_STORES: dict[tuple[str, str], object] = {}
+_LOCK = threading.Lock()
+
+
 def run_fake_step(argv: list[str], score: Score | None = None) -> None:
     args = parse_command(argv)
-    store = open_store(args["store"], tenant=args["tenant"])
-    try:
-        {"propose": _propose, "evaluate": _evaluate, "analyze": _analyze}[args["role"]](store, args, score)
-    finally:
-        store.close()
+    with _LOCK:  # one open store per URL and tenant, shared by the fake pods (SQLiteStore is thread-safe)
+        store = _STORES.get((args["store"], args["tenant"]))
+        if store is None:
+            store = _STORES[(args["store"], args["tenant"])] = open_store(
+                args["store"], tenant=args["tenant"]
+            )
+    {"propose": _propose, "evaluate": _evaluate, "analyze": _analyze}[args["role"]](store, args, score)
 
 
 def _propose(store, args, score) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from typing import Any
 
 from .. import QUEUE_LABEL
 from ..observe import format_time
-from . import JOBS, TRAINJOBS, Api, live_objects
+from . import JOBS, TRAINJOBS, Api
 from .fake_steps import Score, run_fake_step
 
 FailRule = Callable[[dict[str, Any]], str | None]  # a Job -> a failure reason, or None to run it
@@ -50,7 +51,7 @@ class Kubelet:
         self.k, self.api, self.mode, self.fail, self.score, self.kueue = k, api, mode, fail, score, kueue
         self.slots = asyncio.Semaphore(concurrency)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubelet-"))
-        self.seen: set[tuple[str, str, str]] = set()  # (kind, namespace, name) already handled
+        self.seen: set = set()  # kmock object keys (resource, namespace, name) already handled
         self.started: Counter[str] = Counter()  # Job name -> times started
         self.ran: Counter[tuple[str, str]] = Counter()  # (role, node id) -> times its step ran
         self.admitted: set[str] = set()
@@ -75,19 +76,27 @@ class Kubelet:
 
     async def _watch(self) -> None:
         while True:
-            for resource in (JOBS, TRAINJOBS):
-                for job in live_objects(self.k, resource):
-                    job.setdefault("kind", "Job" if resource == JOBS else "TrainJob")
-                    meta = job["metadata"]
-                    ident = (job["kind"], meta["namespace"], meta["name"])
-                    if ident in self.seen or job.get("status", {}).get("conditions"):
-                        continue
-                    if self.kueue and QUEUE_LABEL in meta.get("labels", {}) and not await self._admitted(job):
-                        continue
-                    self.seen.add(ident)
-                    task = asyncio.create_task(self._run(job))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+            for key in [key for key in self.k.objects if key not in self.seen]:
+                resource, namespace, name = key
+                kind = {"jobs": "Job", "trainjobs": "TrainJob"}.get(resource.plural)
+                obj = self.k.objects[key]
+                if kind is None or obj.deleted:
+                    continue
+                job = json.loads(json.dumps(dict(obj.raw), default=str))
+                job.setdefault("kind", kind)
+                if (job.get("status") or {}).get("conditions"):
+                    self.seen.add(key)
+                    continue
+                if (
+                    self.kueue
+                    and QUEUE_LABEL in job["metadata"].get("labels", {})
+                    and not await self._admitted(job)
+                ):
+                    continue
+                self.seen.add(key)
+                task = asyncio.create_task(self._run(job))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             await asyncio.sleep(0.05)
 
     async def _admitted(self, job: dict) -> bool:
