@@ -10,19 +10,20 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .analyzer import Analyzer, OfflineAnalyzer
 from .embeddings import Embedder, get_embedder
-from .llm.client import LLMClient, models_of
-from .llm.ensemble import CostAwareBandit
-from .llm_analyzer import LLMAnalyzer
 from .models import RunPhase
 from .proposers.base import Proposer
 from .proposers.offline import OfflineProposer
-from .proposers.researcher import Researcher
 from .spec import RunSpec, SpecError, load_run_spec
 from .store.base import NotFound, Store
 from .task import Task, load_task
+
+if TYPE_CHECKING:  # the LLM stack (openai) is imported only by runs that use it: pods start faster
+    from .llm.client import LLMClient
+    from .llm.ensemble import CostAwareBandit
 
 UNFINISHED = (RunPhase.PENDING, RunPhase.RUNNING, RunPhase.STOPPED)
 
@@ -79,6 +80,11 @@ def make_agents(spec: RunSpec) -> Agents:
     """The LLM Researcher and Analyzer when an endpoint is configured; the offline pair otherwise."""
     if not spec.llm.endpoint and not any(m.endpoint for m in spec.llm.models or []):
         return Agents(OfflineProposer(), OfflineAnalyzer())
+    from .llm.client import LLMClient, models_of
+    from .llm.ensemble import CostAwareBandit
+    from .llm_analyzer import LLMAnalyzer
+    from .proposers.researcher import Researcher
+
     client = LLMClient(spec.llm)
     names = [m.name for m in models_of(spec.llm)]
     bandit = CostAwareBandit(names) if len(names) > 1 else None
