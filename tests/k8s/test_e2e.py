@@ -25,7 +25,7 @@ def run_jobs(kmock, run: str) -> list[dict]:
 
 async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp_path, store_url):
     write_task(tmp_path / "toy")
-    kubelet = Kubelet(kmock, api, mode="process", concurrency=2)
+    kubelet = Kubelet(api, mode="process", concurrency=2)
     kubelet.start()
     await operator.start()
     spec = {"budget": {"maxCandidates": CANDIDATES}, "parallelism": {"evaluators": 2, "proposers": 2}}

@@ -47,7 +47,7 @@ def toy(tmp_path):
 
 @pytest.fixture
 async def kubelet(kmock, api):
-    k = Kubelet(kmock, api, mode="fake", concurrency=4)
+    k = Kubelet(api, mode="fake", concurrency=4)
     k.start()
     yield k
     await k.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import kopf
 
 from .. import ROLE_LABEL, RUN_LABEL, TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL, telemetry
-from ..observe import job_info
+from ..observe import ACTIVE, job_info
 
 OWNED = {RUN_LABEL: kopf.PRESENT}
 
@@ -17,10 +17,15 @@ def _index(namespace: str, labels: dict, body: dict) -> dict:
 
 
 def _wake(namespace: str, labels: dict, memo: kopf.Memo, body: dict, event_type: str) -> None:
+    """Wake the run's loop, except for the news it already has (a Job it just created, still running)."""
     ctx = getattr(memo, "kubevolve", None)
-    if ctx is not None:
-        ctx.wakers.wake(namespace, labels[RUN_LABEL])
-        telemetry.observe_job(ctx, body, event_type, labels[RUN_LABEL], labels.get(ROLE_LABEL, ""))
+    if ctx is None:
+        return
+    telemetry.observe_job(ctx, body, event_type, labels[RUN_LABEL], labels.get(ROLE_LABEL, ""))
+    info = job_info(body)
+    if event_type == "ADDED" and info is not None and info.state == ACTIVE:
+        return
+    ctx.wakers.wake(namespace, labels[RUN_LABEL])
 
 
 def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:

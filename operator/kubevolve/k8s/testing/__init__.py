@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
 
 import aiohttp
 import kmock
@@ -35,7 +36,9 @@ ALL_VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
 class ValidatingEmulator(kmock.KubernetesEmulator):
     """kmock's emulator, plus what the operator relies on from a real API server: EvolutionRuns that the
     generated CRD's schema refuses are refused (HTTP 422, naming the field); created objects get a uid,
-    resourceVersion, generation and creationTimestamp; `generateName` is honoured (kopf's events)."""
+    resourceVersion, generation and creationTimestamp; a spec change bumps the generation; `generateName` is
+    honoured (kopf's events). The resourceVersion never changes (as in kmock): kopf then cannot tell its own
+    patches from stale events and repeats a few bookkeeping patches, which a real API server would not see."""
 
     async def _handle(self, request):
         resource = request.resource
@@ -44,7 +47,7 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
             if not meta.get("name") and meta.get("generateName"):  # kopf's events use generateName
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:10]
             meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("resourceVersion", "1")  # kopf's patches test it
+            meta.setdefault("resourceVersion", "1")  # kopf's JSON patches test it (kmock never changes it)
             meta.setdefault("generation", 1)
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         if (
@@ -64,7 +67,19 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
             if errors:
                 kind = f'EvolutionRun.{GROUP} "{(request.data.get("metadata") or {}).get("name")}" is invalid'
                 raise KubernetesError(status=422, reason="Invalid", message=f"{kind}: " + "; ".join(errors))
-        return await super()._handle(request)
+        try:
+            return await super()._handle(request)
+        finally:
+            if len(self._requests) > self.keep_requests:
+                self.trim_request_log()
+
+    keep_requests: ClassVar[int] = 5000  # kmock filters its whole request log on every request: keep it short
+
+    def trim_request_log(self) -> None:
+        """Forget the requests served so far (kmock's per-request cost grows with its log)."""
+        self._requests.clear()
+        for payload in self._payloads:
+            payload._requests.clear()
 
 
 def declare_resources(k: Any, *, trainjobs: bool = True) -> None:
@@ -118,6 +133,18 @@ class Api:
 
     async def delete(self, resource: str, namespace: str, name: str) -> dict:
         return await self._send("DELETE", self._path(resource, namespace, name))
+
+    async def watch(self, resource: str) -> AsyncIterator[dict]:
+        """The watch stream of a resource in every namespace: the existing objects (ADDED), then changes."""
+        group_version, plural = resource.rsplit("/", 1)
+        base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with self.session.get(
+            f"{self.url}{base}/{plural}", params={"watch": "true"}, timeout=timeout
+        ) as resp:
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
 
     async def get(self, resource: str, namespace: str, name: str) -> dict | None:
         try:

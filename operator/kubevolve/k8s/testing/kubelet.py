@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -38,7 +37,6 @@ def _container(job: dict) -> dict:
 class Kubelet:
     def __init__(
         self,
-        k: Any,
         api: Api,
         *,
         mode: str = "process",
@@ -48,71 +46,70 @@ class Kubelet:
         kueue: bool = False,
         workdir: Path | None = None,
     ):
-        self.k, self.api, self.mode, self.fail, self.score, self.kueue = k, api, mode, fail, score, kueue
+        self.api, self.mode, self.fail, self.score, self.kueue = api, mode, fail, score, kueue
         self.slots = asyncio.Semaphore(concurrency)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubelet-"))
-        self.seen: set = set()  # kmock object keys (resource, namespace, name) already handled
+        self.seen: set[tuple] = set()  # (kind, namespace, name, uid) of the Jobs already started
+        self._held: dict[tuple, dict] = {}  # queued Jobs waiting for Kueue's admission
         self.started: Counter[str] = Counter()  # Job name -> times started
         self.ran: Counter[tuple[str, str]] = Counter()  # (role, node id) -> times its step ran
         self.admitted: set[str] = set()
         self.kueue_budget: int | None = 0  # Jobs Kueue may still admit (None: all)
         self.outputs: dict[str, str] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._loop: asyncio.Task | None = None
+        self._loops: list[asyncio.Task] = []
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._watch())
+        self._loops = [asyncio.create_task(self._watch(resource)) for resource in (JOBS, TRAINJOBS)]
 
     async def stop(self) -> None:
-        if self._loop:
-            self._loop.cancel()
-        for task in [*self._tasks]:
+        for task in [*self._loops, *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *([self._loop] if self._loop else []), return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
 
     def admit(self, limit: int | None = None) -> None:
         """Let Kueue admit waiting Jobs: all from now on, or `limit` more."""
         self.kueue_budget = None if limit is None or self.kueue_budget is None else self.kueue_budget + limit
+        for job in self._held.values():
+            self._consider(job)
 
-    async def _watch(self) -> None:
-        while True:
-            for key in [key for key in self.k.objects if key not in self.seen]:
-                resource, namespace, name = key
-                kind = {"jobs": "Job", "trainjobs": "TrainJob"}.get(resource.plural)
-                obj = self.k.objects[key]
-                if kind is None or obj.deleted:
-                    continue
-                job = json.loads(json.dumps(dict(obj.raw), default=str))
-                job.setdefault("kind", kind)
-                if (job.get("status") or {}).get("conditions"):
-                    self.seen.add(key)
-                    continue
-                if (
-                    self.kueue
-                    and QUEUE_LABEL in job["metadata"].get("labels", {})
-                    and not await self._admitted(job)
-                ):
-                    continue
-                self.seen.add(key)
-                task = asyncio.create_task(self._run(job))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            await asyncio.sleep(0.05)
+    async def _watch(self, resource: str) -> None:
+        """Follow the resource's watch stream, as a kubelet follows its pods'."""
+        kind = "Job" if resource == JOBS else "TrainJob"
+        async for event in self.api.watch(resource):
+            job = event.get("object") or {}
+            job.setdefault("kind", kind)
+            if event.get("type") in ("ADDED", "MODIFIED"):
+                self._consider(job)
 
-    async def _admitted(self, job: dict) -> bool:
-        """Kueue: its webhook suspends a queued Job; admission unsuspends it."""
+    def _consider(self, job: dict) -> None:
+        meta = job["metadata"]
+        ident = (job["kind"], meta["namespace"], meta["name"], meta.get("uid"))
+        if ident in self.seen or (job.get("status") or {}).get("conditions"):
+            return
+        if self.kueue and QUEUE_LABEL in meta.get("labels", {}):
+            self._held[ident] = job
+            task = asyncio.create_task(self._admission(ident, job))
+        else:
+            self.seen.add(ident)
+            task = asyncio.create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admission(self, ident: tuple, job: dict) -> None:
+        """Kueue: its webhook suspends a queued Job; admission unsuspends it, and then its pod starts."""
         meta, resource = job["metadata"], JOBS if job["kind"] == "Job" else TRAINJOBS
-        if meta["name"] in self.admitted:
-            return True
+        if ident in self.seen:
+            return
         budget = self.kueue_budget
         if budget is None or budget > 0:
             self.kueue_budget = None if budget is None else budget - 1
-            self.admitted.add(meta["name"])
+            self.seen.add(ident)
+            self._held.pop(ident, None)
             await self.api.patch(resource, meta["namespace"], meta["name"], {"spec": {"suspend": False}})
-            return False  # picked up on the next scan, as a fresh pod would be
-        if not job["spec"].get("suspend"):
+            await self._run(job)
+        elif not job["spec"].get("suspend"):
             await self.api.patch(resource, meta["namespace"], meta["name"], {"spec": {"suspend": True}})
-        return False
 
     async def _run(self, job: dict) -> None:
         meta = job["metadata"]
