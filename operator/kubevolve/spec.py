@@ -76,8 +76,11 @@ class ParallelismSpec(_Model):
 
 
 class SecretKeyRef(_Model):
+    """A key of a Secret. On Kubernetes it must live in the run's own namespace (the operator refuses others)."""
+
     name: str
     key: str = "api-key"
+    namespace: str | None = None
 
 
 class LLMModel(_Model):

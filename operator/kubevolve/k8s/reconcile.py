@@ -22,6 +22,7 @@ from .kube import API_WAIT
 from .names import job_name, make_key, node_id, retry_key, run_label
 from .observe import JobInfo
 from .plan import PlanInput, make_plan
+from .policy import in_cluster, policy_problem
 from .resources import read_task
 from .snapshot import record_failed, set_phase, take_snapshot
 from .status import TERMINAL, build_status, problem_status, status_patch, transition_events
@@ -87,6 +88,11 @@ async def _reconcile(
     if not url:
         message = "no store: set spec.store.url or the operator's KUBEVOLVE_STORE"
         await _problem(ctx, body, post, "NoStore", message, failed=False)
+        return config.idle_resync_seconds
+
+    refused = policy_problem(spec, namespace, url, cluster=in_cluster())
+    if refused:
+        await _problem(ctx, body, post, "Refused", refused, failed=True)
         return config.idle_resync_seconds
 
     run = RunRef(name, namespace, meta.get("uid", ""))
