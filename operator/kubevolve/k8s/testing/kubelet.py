@@ -173,10 +173,11 @@ class Kubelet:
 
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         env.update({e["name"]: local(e["value"]) for e in container.get("env", []) if "value" in e})
+        argv = [local(a) for a in argv]  # paths inside the "pod" map to its folders, the interpreter does not
         if argv[0] == "kubevolve":
             argv = [sys.executable, "-m", "kubevolve", *argv[1:]]
         proc = await asyncio.create_subprocess_exec(
-            *[local(a) for a in argv],
+            *argv,
             cwd=container.get("workingDir") or None,
             env=env,
             stdout=asyncio.subprocess.PIPE,
