@@ -178,3 +178,25 @@ def test_next_index_survives_a_lost_status():
     jobs = [job("propose", "00007")]
     plan = plan_for([node("00000")], jobs, next_index=0, parallelism={"proposers": 3})
     assert [r.key for r in plan.create] == ["00008", "00009"]
+
+
+def test_snapshot_reads_the_named_nodes_before_the_counts(tmp_path):
+    """Steps write while the operator reads: a node it finds must also be in the counts it reads next."""
+    from kubevolve.k8s.snapshot import take_snapshot
+    from kubevolve.store.sqlite import SQLiteStore
+
+    calls = []
+
+    class Recording(SQLiteStore):
+        def get_node(self, node_id):
+            calls.append("get_node")
+            return super().get_node(node_id)
+
+        def count_nodes(self, run_id):
+            calls.append("count_nodes")
+            return super().count_nodes(run_id)
+
+    store = Recording(tmp_path / "s.db")
+    spec = parse_run_spec({"task": "tasks/x"})
+    take_snapshot(store, RUN, spec, TaskFacts(name="x"), [node_id(RUN, "00001"), node_id(RUN, "00002")])
+    assert calls == ["get_node", "get_node", "count_nodes"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -112,13 +111,14 @@ class OperatorContext:
     phases: dict[tuple[str, str], str] = field(default_factory=dict)  # for the runs-by-phase metric
     started_jobs: set[tuple[str, str]] = field(default_factory=set)  # Jobs whose start wait was measured
 
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, run: str) -> asyncio.Lock:
+        return self.locks.setdefault((namespace, run), asyncio.Lock())
+
     def expect(self, namespace: str, run: str) -> Expectations:
         return self.expectations.setdefault((namespace, run), Expectations())
 
     def close(self) -> None:
         self.stores.close()
         self.kube.close()
-
-
-def now() -> float:
-    return time.time()

@@ -110,6 +110,7 @@ def step_env(role: str, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]]
         {"name": "KUBEVOLVE_HOME", "value": SCRATCH},
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # the root filesystem is read-only
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
     ]

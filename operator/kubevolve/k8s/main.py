@@ -22,6 +22,8 @@ def run_operator(
     """Run until SIGINT/SIGTERM. One replica by default (standalone); with `peering`, several replicas share
     kopf's peering object and only the one with the highest priority is active."""
     kopf.configure(verbose=verbose, log_prefix=True)
+    if not verbose:  # kopf logs every handler call at INFO: one line per Job event, too many for a cluster
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if config.metrics_port:
         from ..metrics import serve
 
@@ -76,7 +78,8 @@ class RunningOperator:
     async def stop(self, timeout: float = 30.0) -> None:
         self.stop_flag.set()
         await asyncio.to_thread(self.thread.join, timeout)
-        self.ctx.close()
+        if not self.thread.is_alive():  # never close stores under a thread that may still read them
+            self.ctx.close()
 
 
 async def start_operator(

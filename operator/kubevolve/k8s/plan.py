@@ -284,8 +284,13 @@ class _Planner:
     def stop_running(self) -> None:
         """The run is over: the proposals and evaluations still running (with no result yet) are not needed."""
         for (role, key), jobs in self.groups.items():
-            if role == "propose" and self.node(key) is None or role == "evaluate" and not self._final(key):
-                self.plan.delete += [j for j in jobs if not j.done and j not in self.plan.delete]
+            unfinished = (role == "propose" and self.node(key) is None) or (
+                role == "evaluate" and not self._final(key)
+            )
+            running = [j for j in jobs if not j.done and j not in self.plan.delete]
+            if unfinished and running:
+                self.plan.delete += running
+                self.plan.running[role] -= 1
 
     def first_index(self) -> int:
         indices = [parse_key(k)[0] for (_r, k) in self.groups] + [

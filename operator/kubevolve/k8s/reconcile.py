@@ -44,13 +44,18 @@ def parse_spec(body: dict[str, Any]) -> RunSpec:
 
 async def reconcile(ctx: OperatorContext, body: dict[str, Any], jobs: Iterable[JobInfo], post: Post) -> float:
     """Reconcile once; return the seconds until the next pass is due (a Job event may come sooner)."""
-    started, tally = time.perf_counter(), [0.0]
-    token = API_WAIT.set(tally)
-    try:
-        return await _reconcile(ctx, body, list(jobs), post)
-    finally:
-        API_WAIT.reset(token)
-        ctx.stats.record(time.perf_counter() - started, tally[0])
+    meta = body["metadata"]
+    lock = ctx.lock(meta["namespace"], meta["name"])
+    if lock.locked():
+        log.warning(f"two reconciles of {meta['namespace']}/{meta['name']} at once: the second waits")
+    async with lock:  # passes of one run never overlap, whoever starts them
+        started, tally = time.perf_counter(), [0.0]
+        token = API_WAIT.set(tally)
+        try:
+            return await _reconcile(ctx, body, list(jobs), post)
+        finally:
+            API_WAIT.reset(token)
+            ctx.stats.record(time.perf_counter() - started, tally[0])
 
 
 async def _problem(ctx, body, post, reason: str, message: str, *, failed: bool) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..analyzer import ANALYSED_STAGES
 from ..models import Node, RunPhase, RunRecord, Stage
@@ -37,8 +37,6 @@ class Snapshot:
     consecutive_failures: int = 0
     llm_cost: float = 0.0
     max_index: int = -1  # the largest proposal index among stored node ids (scanned only when asked)
-    created: bool = False  # the run record was created by this pass
-    analysed: set[str] = field(default_factory=set)
 
     @property
     def total(self) -> int:
@@ -55,7 +53,7 @@ def record_spec(spec: RunSpec, run: str) -> dict:
     return data
 
 
-def ensure_run(store: Store, run: str, spec: RunSpec, facts: TaskFacts) -> tuple[RunRecord, bool]:
+def ensure_run(store: Store, run: str, spec: RunSpec, facts: TaskFacts) -> RunRecord:
     """The run record, created (or its spec refreshed after an edit) so that the step pods can load it."""
     data = record_spec(spec, run)
     try:
@@ -63,11 +61,11 @@ def ensure_run(store: Store, run: str, spec: RunSpec, facts: TaskFacts) -> tuple
     except NotFound:
         record = RunRecord(id=run, task=facts.name, spec=data, phase=RunPhase.PENDING)
         store.put_run(record)
-        return record, True
+        return record
     if record.spec != data:
         record.spec, record.updated_at = data, time.time()
         store.put_run(record)
-    return record, False
+    return record
 
 
 def set_phase(store: Store, record: RunRecord, phase: str, message: str) -> None:
@@ -97,21 +95,23 @@ def take_snapshot(
     scan_indices: bool = False,
     slack: int = 0,
 ) -> Snapshot:
-    record, created = ensure_run(store, run, spec, facts)
+    record = ensure_run(store, run, spec, facts)
+    # The reads are separate queries while steps write: read the nodes the Jobs name first, so that a node
+    # found here is also in the counts read after it (nodes are only ever added, and only ever become final).
+    nodes: dict[str, Node | None] = {}
+    for nid in set(node_ids):
+        try:
+            nodes[nid] = store.get_node(nid)
+        except NotFound:
+            nodes[nid] = None
     counts = store.count_nodes(run)
     snap = Snapshot(
         record=record,
         counts=counts,
         proposed=store.list_nodes(run, stages=[Stage.PROPOSED]) if counts.get(Stage.PROPOSED) else [],
-        nodes={},
+        nodes=nodes,
         best=store.best_node(run),
-        created=created,
     )
-    for nid in set(node_ids):
-        try:
-            snap.nodes[nid] = store.get_node(nid)
-        except NotFound:
-            snap.nodes[nid] = None
     if spec.budget.max_failures:
         snap.consecutive_failures = _consecutive_failures(
             store, run, snap.total, spec.budget.max_failures + slack

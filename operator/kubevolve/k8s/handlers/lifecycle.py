@@ -1,4 +1,7 @@
-"""Operator start and stop: kopf settings, and the shared context (config, API client, stores) in the memo."""
+"""Operator start: kopf settings, and the shared context (config, API client, stores) in the memo.
+
+The context is closed by whoever started the operator, once kopf has returned: a cleanup handler would run
+while store reads may still be finishing in worker threads."""
 
 from __future__ import annotations
 
@@ -19,9 +22,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kopf.kubevolve.io", key="last-handled-configuration"
     )
-    settings.posting.level = (
-        logging.WARNING
-    )  # handler logs become events only for warnings; milestones are ours
+    # handler logs become events only for warnings; the milestones are the operator's own events
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 
@@ -32,9 +34,3 @@ def register(registry: kopf.OperatorRegistry) -> None:
         configure(settings)
         if getattr(memo, "kubevolve", None) is None:
             memo.kubevolve = OperatorContext(OperatorConfig.from_env(), Kube.from_environment())
-
-    @kopf.on.cleanup(id="cleanup", registry=registry)
-    async def kubevolve_cleanup(memo: kopf.Memo, **_) -> None:
-        ctx = getattr(memo, "kubevolve", None)
-        if ctx is not None:
-            ctx.stores.close()
