@@ -70,6 +70,8 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/occupancy.py
 	$(BIN)/python benchmarks/engine_overhead.py
+	$(BIN)/python benchmarks/store_scale.py
+	$(BIN)/python benchmarks/operator_scale.py
 
 # the chart carries copies of the generated CRD and the dashboards (helm reads only files inside the chart)
 chart: setup

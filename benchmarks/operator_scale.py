@@ -8,7 +8,7 @@ own patches and watches) and the duration of one reconcile pass (store reads, de
 p99, with the part not spent awaiting the API server. kmock is much slower than a real API server (it scans
 every object it ever held on each request), so the first latency figure is an upper bound.
 
-    python benchmarks/operator_scale.py [--runs 50] [--candidates 20]
+    python benchmarks/operator_scale.py [--runs 50] [--candidates 10]
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ family, never one per candidate), `model` for LLM metrics, and values from fixed
 final stage), `stage` (quick | full), `reason` (`progress.failure_reason`), `purpose`, `type`, `phase`,
 `result` and `job`. Node ids never become labels.
 
-`RunMetrics` is a progress callback (`on_progress(progress, node)`), so the local runner, `kubevolve run
---metrics-port` and later the operator feed the same metrics the same way. `serve()` starts the exporter.
+`RunMetrics` is a progress callback (`on_progress(progress, node)`), so the local runner and `kubevolve run
+--metrics-port` feed it as nodes are committed; the operator feeds the same families from the store
+(`k8s/telemetry.py`), so the same dashboards work on a laptop and on a cluster. `serve()` starts the exporter.
 
     metrics = RunMetrics("packing-1", namespace="lab-a")
     serve(9108)                         # /metrics on 127.0.0.1:9108
@@ -203,6 +204,28 @@ def metric_reason(node: Node) -> str:
     return reason
 
 
+RUN_FAMILIES = (  # the families a RunMetrics feeds (admission waits are the operator's, per Job)
+    "candidates",
+    "failures",
+    "best_score",
+    "evaluation_duration",
+    "evaluation_gpu_seconds",
+    "proposal_duration",
+    "occupancy",
+    "slots_busy",
+    "slots",
+    "llm_requests",
+    "llm_tokens",
+    "llm_cost",
+)
+
+
+def drop_run_series(metrics: Metrics, namespace: str, run: str) -> None:
+    """Remove one run's series from the families a RunMetrics feeds."""
+    for name in RUN_FAMILIES:
+        getattr(metrics, name).remove_by_labels({"namespace": namespace, "run": run})
+
+
 def stage_gpus(task: Task) -> dict[str, int]:
     """GPUs one evaluation holds in each stage of a task, for the GPU-seconds counter."""
     return {name: stage.resources.gpus for name, stage in task.spec.stages.items()}
@@ -285,6 +308,18 @@ class RunMetrics:
                 del self._counted[next(iter(self._counted))]
         self._sweep()
 
+    def observe_update(self, node: Node) -> None:
+        """A fresh copy of a node counted before, for a runtime that re-reads nodes from the store (the
+        operator): count the LLM requests its analysis added since."""
+        known = self._counted.get(node.id)
+        if known is not None:
+            self._counted[node.id] = (node, known[1])
+            self._sweep()
+
+    def awaiting_analysis(self) -> list[str]:
+        """Ids of counted nodes whose analysis (and its LLM request) has not been stored yet."""
+        return list(self._counted)
+
     def observe_progress(self, progress: RunProgress) -> None:
         """Best score, occupancy and the run's phase (Running from the first callback)."""
         if self._phase is None:
@@ -331,22 +366,8 @@ class RunMetrics:
         if self._phase is not None:
             self.m.runs.labels(self.namespace, self._phase).dec()
             self._phase = None
-        for family in (
-            self.m.candidates,
-            self.m.failures,
-            self.m.best_score,
-            self.m.evaluation_duration,
-            self.m.evaluation_gpu_seconds,
-            self.m.proposal_duration,
-            self.m.occupancy,
-            self.m.slots_busy,
-            self.m.slots,
-            self.m.llm_requests,
-            self.m.llm_tokens,
-            self.m.llm_cost,
-            self.m.admission_wait,
-        ):
-            family.remove_by_labels({"namespace": self.namespace, "run": self.run_id})
+        drop_run_series(self.m, self.namespace, self.run_id)
+        self.m.admission_wait.remove_by_labels({"namespace": self.namespace, "run": self.run_id})
 
     # ---- internals ----------------------------------------------------------------------------------
     def _count_llm(self, node: Node, start: int) -> None:

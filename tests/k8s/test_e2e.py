@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import REGISTRY
+
 from conftest import write_task
 from kubevolve.k8s.names import node_id
 from kubevolve.k8s.testing import JOBS, RUNS, live_objects
@@ -75,3 +77,18 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp
     assert nodes[0].id == node_id("toy-e2e", "00000") and not nodes[0].parent_ids
     events = {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)}
     assert {"Started", "NewBest", "BudgetReached"} <= events
+
+    # the operator exports the run's metrics from the store, at its totals after the restart (not doubled)
+    def metric(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"namespace": NAMESPACE, "run": "toy-e2e", **labels})
+
+    evaluated = [n for n in nodes if n.stage is Stage.EVALUATED]
+    await until(
+        lambda: metric("kubevolve_candidates_total", outcome="evaluated") == len(evaluated), 15, "metrics"
+    )
+    assert metric("kubevolve_best_score") == best.score
+    for name, step, labels in [("proposal", "propose", {}), ("evaluation", "quick", {"stage": "quick"})]:
+        timed = sum(1 for n in nodes if step in n.timings)  # the initial program is not proposed
+        assert (
+            timed >= CANDIDATES - 1 and metric(f"kubevolve_{name}_duration_seconds_count", **labels) == timed
+        )

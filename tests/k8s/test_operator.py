@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from conftest import write_task
 from kubevolve.k8s import QUEUE_LABEL
@@ -135,9 +136,14 @@ async def test_kueue_admission_is_shown_and_deleting_the_run_removes_its_jobs(
     kubelet.admit(1)  # Kueue admits the initial program's proposal: the run goes on and queues its next Jobs
     await until(lambda: len(ever_created(kmock, "queued")) >= 2, 20, "the next Job")
     assert run_object(kmock, "queued")["metadata"]["finalizers"] == ["kubevolve.io/cleanup"]
+    slots = {"namespace": NAMESPACE, "run": "queued"}
+    assert (
+        REGISTRY.get_sample_value("kubevolve_evaluator_slots", slots) is not None
+    )  # the run's metrics exist
     await api.delete(RUNS, NAMESPACE, "queued")
     await until(lambda: run_object(kmock, "queued") is None, 20, "the run to be deleted")
     assert jobs_of(kmock, "queued") == []
+    assert REGISTRY.get_sample_value("kubevolve_evaluator_slots", slots) is None  # and went with it
 
 
 async def test_bad_field_is_refused_by_the_api_server_with_its_name(kmock, api, operator, toy):

@@ -12,12 +12,16 @@ import asyncio
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..store import open_store
 from ..store.base import Store
 from .config import OperatorConfig
 from .kube import Kube
 from .observe import ACTIVE, JobInfo
+
+if TYPE_CHECKING:
+    from .telemetry import RunFeed
 
 EXPECTATION_TTL = 30.0  # seconds a created/deleted Job is assumed until the watch stream shows it
 
@@ -110,8 +114,8 @@ class OperatorContext:
     spec_tokens: dict[tuple[str, str], str] = field(default_factory=dict)  # the last spec seen per run
     phases: dict[tuple[str, str], str] = field(default_factory=dict)  # for the runs-by-phase metric
     started_jobs: set[tuple[str, str]] = field(default_factory=set)  # Jobs whose start wait was measured
-
-    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)  # one reconcile per run at once
+    feeds: dict[tuple[str, str], RunFeed] = field(default_factory=dict)  # runs' metrics read from the store
 
     def lock(self, namespace: str, run: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, run), asyncio.Lock())

@@ -26,6 +26,7 @@ from .policy import in_cluster, policy_problem
 from .resources import read_task
 from .snapshot import record_failed, set_phase, take_snapshot
 from .status import TERMINAL, build_status, problem_status, status_patch, transition_events
+from .telemetry import feed_run
 from .trainjob import build_trainjob, uses_trainjob
 
 log = logging.getLogger("kubevolve.operator")
@@ -147,6 +148,7 @@ async def _reconcile(
         post(kind, reason, message)
     terminal = plan.phase in TERMINAL
     await asyncio.to_thread(set_phase, store, snap.record, plan.phase, plan.message if terminal else "")
+    await feed_run(ctx, store, namespace, spec, facts, snap, jobs)
 
     if terminal or (plan.phase == "Suspended" and not any(plan.running.values())):
         return config.idle_resync_seconds

@@ -31,6 +31,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         ctx.expectations.pop((namespace, label), None)
         ctx.wakers.forget(namespace, label)
         ctx.spec_tokens.pop((namespace, label), None)
+        ctx.locks.pop((namespace, name), None)
         telemetry.forget_run(ctx, namespace, name)
         await _mark_stopped(ctx, body, name, namespace)
 
