@@ -51,6 +51,23 @@ def test_run_then_inspect_the_latest_run(finished_run, tmp_path):
     assert [r["id"] for r in listing] == [finished_run["id"]]
 
 
+def test_each_command_reads_the_tenant_it_is_given(toy_task, monkeypatch):
+    """On a cluster a lab's runs live under its namespace's tenant; a lab member reads them with --tenant."""
+    lab_run = json.loads(
+        invoke("run", str(toy_task), "--max-candidates", "4", "--tenant", "lab-a", "--json").stdout
+    )
+    assert json.loads(invoke("runs", "--json").stdout) == []  # not in the default tenant
+    assert [r["id"] for r in json.loads(invoke("runs", "--tenant", "lab-a", "--json").stdout)] == [
+        lab_run["id"]
+    ]
+    monkeypatch.setenv("KUBEVOLVE_TENANT", "lab-a")
+    for command in (["status", lab_run["id"]], ["best", lab_run["id"]], ["lineage"]):
+        result = invoke(*command, "--json")
+        assert result.exit_code == 0 and lab_run["best_node"] in result.stdout, (command, result.output)
+    result = invoke("status", lab_run["id"], "--tenant", "lab-b")
+    assert result.exit_code != 0 and lab_run["id"] in result.output
+
+
 def test_running_a_finished_task_again_starts_a_new_run(finished_run, toy_task):
     again = invoke("run", str(toy_task), "--max-candidates", "12", "--json")
     summary = json.loads(again.stdout)

@@ -21,7 +21,7 @@ from ..store.base import NotFound, Store, StoreError
 from ..task import TaskError
 from . import render
 from .cognition_cmd import cognition_app
-from .common import JsonOpt, RunArg, StoreOpt, console, err_console, fail, get_store
+from .common import JsonOpt, RunArg, StoreOpt, TenantOpt, console, err_console, fail, get_store
 from .lab_cmd import lab_app
 from .live import ProgressDisplay
 from .operator_cmd import operator as operator_command
@@ -64,6 +64,7 @@ def run(
         str, typer.Argument(help="A task folder or a run YAML file (bare spec or EvolutionRun).")
     ],
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     new: Annotated[
         bool, typer.Option("--new", help="Start a new run instead of resuming an unfinished one.")
     ] = False,
@@ -88,7 +89,7 @@ def run(
             spec.seed = seed
         if sandbox is not None:
             spec.sandbox = sandbox
-        store = get_store(store_url)
+        store = get_store(store_url, tenant)
         spec.name, resumed = choose_run_id(spec, task, store, new=new)
         agents = make_agents(spec)
     except (SpecError, TaskError, ValueError) as err:
@@ -151,9 +152,9 @@ async def _run_until_signal(evolution: Evolution, agents: Agents):
 
 
 @app.command()
-def runs(store_url: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def runs(store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False) -> None:
     """List the runs in the store, newest first."""
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     rows = [render.run_summary(r, store.count_nodes(r.id), store.best_node(r.id)) for r in store.list_runs()]
     if as_json:
         render.print_json(rows)
@@ -162,9 +163,11 @@ def runs(store_url: StoreOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def status(run_id: RunArg = None, store_url: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def status(
+    run_id: RunArg = None, store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False
+) -> None:
     """Where a run stands: phase, candidates by outcome, best score."""
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     rid = resolve_run(store, run_id)
     summary = render.run_summary(store.get_run(rid), store.count_nodes(rid), store.best_node(rid))
     if as_json:
@@ -174,9 +177,11 @@ def status(run_id: RunArg = None, store_url: StoreOpt = None, as_json: JsonOpt =
 
 
 @app.command()
-def best(run_id: RunArg = None, store_url: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def best(
+    run_id: RunArg = None, store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False
+) -> None:
     """The best node of a run, with its program."""
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     rid = resolve_run(store, run_id)
     node = store.best_node(rid)
     if node is None:
@@ -192,13 +197,14 @@ def best(run_id: RunArg = None, store_url: StoreOpt = None, as_json: JsonOpt = F
 def show(
     node_id: Annotated[str, typer.Argument(help="Node id or a unique prefix of it.")],
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     prompts: Annotated[
         bool, typer.Option("--prompts", help="Also print every prompt and completion.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """One node: code, diff, metrics, error and log tail (and with --prompts, its LLM transcript)."""
-    node = get_node(get_store(store_url), node_id)
+    node = get_node(get_store(store_url, tenant), node_id)
     if as_json:
         data = node.to_dict()
         if not prompts:
@@ -216,10 +222,11 @@ def lineage(
         str | None, typer.Argument(help="Node id (default: the best node of the latest run).")
     ] = None,
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """The chain of first parents from the initial program to a node."""
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     if node_id is None:
         node = store.best_node(resolve_run(store, None))
         if node is None:
@@ -241,10 +248,11 @@ def lineage(
 def export(
     run_id: RunArg = None,
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Every node of a run as JSON Lines, in the order they were committed."""
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     rid = resolve_run(store, run_id)
     stream = out.open("w") if out else sys.stdout
     count = 0

@@ -26,7 +26,7 @@ from ..models import CognitionEntry
 from ..store.base import StoreError
 from ..task import TaskError, load_task
 from . import render
-from .common import JsonOpt, StoreOpt, console, err_console, fail, get_store
+from .common import JsonOpt, StoreOpt, TenantOpt, console, err_console, fail, get_store
 
 cognition_app = typer.Typer(
     no_args_is_help=True,
@@ -65,6 +65,7 @@ def add(
         ),
     ] = None,
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """Load cognition entries, embed the new ones and store them (entries already stored are skipped)."""
@@ -87,7 +88,7 @@ def add(
     except CognitionError as err:
         fail(str(err))
         return
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     try:
         added = sync_cognition(store, entries, get_embedder()) if entries else 0
     except (EmbeddingError, StoreError) as err:
@@ -109,10 +110,11 @@ def add(
 def list_(
     collection: Annotated[str, typer.Argument(help="Collection name (usually the task's name).")],
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """The entries of one collection, in the order they were added."""
-    entries = get_store(store_url).list_cognition(collection)
+    entries = get_store(store_url, tenant).list_cognition(collection)
     if as_json:
         render.print_json([entry_dict(e) for e in entries])
         return
@@ -137,10 +139,11 @@ def search(
         float, typer.Option("--min-score", min=-1.0, max=1.0, help="Lowest cosine similarity shown.")
     ] = 0.2,
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """The entries most similar to QUERY (cosine similarity of MiniLM embeddings), best first."""
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     if not store.list_cognition(collection):
         fail(f"collection {collection!r} is empty or does not exist", code=1)
     try:
@@ -168,10 +171,11 @@ def promote(
         str | None, typer.Option("--title", help="Entry title (default: the insight's first sentence).")
     ] = None,
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """Copy an Analyzer insight that proved useful into a cognition collection (tagged "promoted")."""
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     try:
         insight = find_insight(store, insight_id)
         entry = promote_insight(store, insight, collection, get_embedder(), title=title)

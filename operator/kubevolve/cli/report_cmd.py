@@ -7,19 +7,20 @@ from typing import Annotated
 
 import typer
 
-from .common import RunArg, StoreOpt, err_console, get_store
+from .common import RunArg, StoreOpt, TenantOpt, err_console, get_store
 
 
 def report(
     run_id: RunArg = None,
     store_url: StoreOpt = None,
+    tenant: TenantOpt = "default",
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """Write a run's report as one HTML file that opens offline in any browser."""
     from ..report import write_report
     from .app import resolve_run  # app imports this module: resolve lazily
 
-    store = get_store(store_url)
+    store = get_store(store_url, tenant)
     rid = resolve_run(store, run_id)
     path = write_report(store, rid, out)
     err_console.print(f"wrote the report of {rid} to {path}")
