@@ -217,3 +217,17 @@ def test_config_from_environment():
     assert (
         str(config.task_path("tasks/x")) == "/opt/kubevolve/tasks/x" and str(config.task_path("/t")) == "/t"
     )
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("KUBEVOLVE_OPERATOR_RESYNC_SECONDS", "soon"),
+        ("KUBEVOLVE_OPERATOR_RUN_AS_USER", "nobody"),
+        ("KUBEVOLVE_OPERATOR_TRAINJOBS", "maybe"),
+        ("KUBEVOLVE_METRICS_PORT", "9o90"),
+    ],
+)
+def test_a_bad_setting_names_its_variable(variable, value):
+    with pytest.raises(ValueError, match=f"{variable}='{value}'"):
+        OperatorConfig.from_env({variable: value})

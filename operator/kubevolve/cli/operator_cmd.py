@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from .common import fail
+
 
 def operator(
     namespace: Annotated[
@@ -37,11 +39,14 @@ def operator(
     from ..k8s.config import OperatorConfig
     from ..k8s.main import run_operator
 
-    config = OperatorConfig.from_env(
-        image=image,
-        store_url=store_url,
-        task_root=task_root,
-        trainjobs=trainjobs or None,
-        namespaces=tuple(namespace) if namespace else None,
-    )
+    try:
+        config = OperatorConfig.from_env(
+            image=image,
+            store_url=store_url,
+            task_root=task_root,
+            trainjobs=trainjobs or None,
+            namespaces=tuple(namespace) if namespace else None,
+        )
+    except ValueError as err:
+        fail(str(err))
     run_operator(config, liveness=liveness, verbose=verbose, peering=peering)

@@ -32,26 +32,20 @@ class OperatorConfig:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> OperatorConfig:
+        """The settings from KUBEVOLVE_OPERATOR_<FIELD> variables; a value that does not parse is a ValueError
+        naming the variable."""
         env = dict(os.environ if env is None else env)
         values: dict = {}
         for f in fields(cls):
-            raw = env.get(f"KUBEVOLVE_OPERATOR_{f.name.upper()}")
-            if raw is None:
-                continue
-            if f.name == "namespaces":
-                values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
-            elif f.name == "trainjobs":
-                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
-            elif f.type in ("float",):
-                values[f.name] = float(raw)
-            elif f.type in ("int", "int | None"):
-                values[f.name] = int(raw)
-            else:
-                values[f.name] = raw
+            variable = f"KUBEVOLVE_OPERATOR_{f.name.upper()}"
+            if env.get(variable) is not None:
+                values[f.name] = _parse(variable, env[variable], f.name, str(f.type))
         if "store_url" not in values and env.get("KUBEVOLVE_STORE"):
             values["store_url"] = env["KUBEVOLVE_STORE"]
         if env.get("KUBEVOLVE_METRICS_PORT"):
-            values["metrics_port"] = int(env["KUBEVOLVE_METRICS_PORT"])
+            values["metrics_port"] = _parse(
+                "KUBEVOLVE_METRICS_PORT", env["KUBEVOLVE_METRICS_PORT"], "", "int"
+            )
         config = cls(**values)
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -59,3 +53,21 @@ class OperatorConfig:
         """Where the operator reads a run's task: absolute as given, relative against the task root."""
         path = Path(task)
         return path if path.is_absolute() else Path(self.local_task_root or self.task_root) / path
+
+
+def _parse(variable: str, raw: str, name: str, kind: str):
+    if name == "namespaces":
+        return tuple(n.strip() for n in raw.split(",") if n.strip())
+    if name == "trainjobs":
+        if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            raise ValueError(f"{variable}={raw!r}: expected true or false")
+        return raw.lower() in ("1", "true", "yes", "on")
+    number = {"float": float, "int": int, "int | None": int}.get(kind)
+    if number is None:
+        return raw
+    try:
+        return number(raw)
+    except ValueError:
+        raise ValueError(
+            f"{variable}={raw!r}: expected {'a number' if number is float else 'an integer'}"
+        ) from None
