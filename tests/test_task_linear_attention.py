@@ -3,8 +3,6 @@ sub-quadratic cost, interface) and the quick stage, in process and through the e
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 import math
 import shutil
@@ -17,36 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from kubevolve.engineer.static_check import static_check
-from kubevolve.models import RunRecord, Stage
-from kubevolve.proposers.offline import OfflineProposer
-from kubevolve.spec import RunSpec
-from kubevolve.steps import evaluate_step, load_context, propose_step
-from kubevolve.store.sqlite import SQLiteStore
+from kubevolve.models import Stage
 from kubevolve.task import load_task
+from task_helpers import load_module, run_quick_through_engine
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "linear_attention"
 QUICK_RANGE = (0.2, 0.6)  # tasks/linear_attention/README.md: DeltaNet's quick stage (measured 0.3838)
 BASELINES = ["deltanet", "linear_attention", "softmax_attention"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Like the evaluation worker (one core per slot): many small ops on two contended OpenMP threads are
-    several times slower than on one. Seeding switches on deterministic algorithms process-wide; the
-    tests of other modules get the state they started with back."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-
-
-def load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one thread, as in the evaluation worker
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +44,6 @@ def initial():
 
 def baseline(name: str):
     return load_module(TASK_DIR / "baselines" / f"{name}.py", f"la_baseline_{name}")
-
-
-def run_quick_through_engine(task_dir: Path, tmp_path: Path):
-    """The task's initial program as the seed node of a run, evaluated by `evaluate_step`: a warm worker in
-    the sandbox (bubblewrap where it works), the stage's resource limits, metric validation."""
-    store = SQLiteStore(tmp_path / "store.db")
-    try:
-        spec = RunSpec(task=str(task_dir), name="la", stages=["quick"])
-        store.put_run(RunRecord(id="la", task="linear_attention", spec=spec.to_dict()))
-        ctx = load_context(store, "la")
-        asyncio.run(propose_step(ctx, OfflineProposer(), node_id="seed"))
-        return asyncio.run(evaluate_step(ctx, "seed", tmp_path / "work"))
-    finally:
-        store.close()
 
 
 # ---- the folder ----------------------------------------------------------------------------------------
@@ -271,7 +235,7 @@ def test_interface_violations_are_named(checks, mixer, message):
 
 # ---- stages ---------------------------------------------------------------------------------------------
 def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, tmp_path):
-    node = run_quick_through_engine(TASK_DIR, tmp_path)
+    node = run_quick_through_engine(TASK_DIR, tmp_path, run_id="la", task="linear_attention")
     assert node.stage is Stage.EVALUATED, node.error + node.log_tail
     metrics = node.metrics
     low, high = QUICK_RANGE
@@ -299,7 +263,7 @@ def test_a_non_causal_candidate_fails_its_quick_stage_in_the_engine(tmp_path):
         "        return self.out_proj(merge_heads(out) + x.mean(dim=1, keepdim=True))\n",
     )
     (task_dir / "initial.py").write_text(code)
-    node = run_quick_through_engine(task_dir, tmp_path)
+    node = run_quick_through_engine(task_dir, tmp_path, run_id="la", task="linear_attention")
     assert node.stage is Stage.FAILED_QUICK
     assert (
         "quick stage: CheckFailed: not causal: changing the tokens from position 1 on changed" in node.error

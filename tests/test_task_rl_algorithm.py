@@ -3,8 +3,6 @@ stage of the GRPO baseline, in process and through the engine's sandboxed worker
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -13,14 +11,11 @@ import pytest
 import torch
 
 from kubevolve.engineer.static_check import static_check
-from kubevolve.models import RunRecord, Stage
-from kubevolve.proposers.offline import OfflineProposer
-from kubevolve.spec import RunSpec
-from kubevolve.steps import evaluate_step, load_context, propose_step
-from kubevolve.store.sqlite import SQLiteStore
+from kubevolve.models import Stage
 from kubevolve.task import load_task
 from kubevolve.training import TrainingDiverged, load_settings
 from kubevolve.training.settings import merge
+from task_helpers import load_module, run_quick_through_engine
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "rl_algorithm"
 QUICK_RANGE = (0.6, 0.95)  # tasks/rl_algorithm/README.md: GRPO's quick stage (measured 0.800)
@@ -34,24 +29,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Like the evaluation worker (one core per slot): many small ops on two contended OpenMP threads are
-    several times slower than on one. Seeding switches on deterministic algorithms process-wide; the
-    tests of other modules get the state they started with back."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-
-
-def load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one thread, as in the evaluation worker
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +49,6 @@ def program_with(tmp_path: Path, block: str) -> str:
     path = tmp_path / "candidate.py"
     path.write_text(code[:start] + block + "\n\n" + code[end:])
     return str(path)
-
-
-def run_quick_through_engine(task_dir: Path, tmp_path: Path):
-    store = SQLiteStore(tmp_path / "store.db")
-    try:
-        spec = RunSpec(task=str(task_dir), name="rl", stages=["quick"])
-        store.put_run(RunRecord(id="rl", task="rl_algorithm", spec=spec.to_dict()))
-        ctx = load_context(store, "rl")
-        asyncio.run(propose_step(ctx, OfflineProposer(), node_id="seed"))
-        return asyncio.run(evaluate_step(ctx, "seed", tmp_path / "work"))
-    finally:
-        store.close()
 
 
 def test_task_folder_loads_and_baselines_keep_the_frozen_code():
@@ -169,7 +135,7 @@ def test_a_tiny_run_reports_every_metric_and_is_seeded(evaluator):
 
 
 def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, tmp_path):
-    node = run_quick_through_engine(TASK_DIR, tmp_path)
+    node = run_quick_through_engine(TASK_DIR, tmp_path, run_id="rl", task="rl_algorithm")
     assert node.stage is Stage.EVALUATED, node.error + node.log_tail
     metrics = node.metrics
     low, high = QUICK_RANGE

@@ -1,0 +1,38 @@
+"""Helpers shared by the tests of the AI-for-AI task folders (tasks/linear_attention, tasks/rl_algorithm,
+tasks/data_curation). Kept out of conftest.py so that other test sessions don't import the engine's steps."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+from kubevolve.models import Node, RunRecord
+from kubevolve.proposers.offline import OfflineProposer
+from kubevolve.spec import RunSpec
+from kubevolve.steps import evaluate_step, load_context, propose_step
+from kubevolve.store.sqlite import SQLiteStore
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """A task file imported under `name`: the task folders are not packages, and their evaluators put their
+    own helper modules (mqar, corpus, arithmetic...) in `sys.modules` as they load."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_quick_through_engine(task_dir: Path, tmp_path: Path, *, run_id: str, task: str) -> Node:
+    """The task's initial program as the seed node of a run, evaluated by `evaluate_step`: a warm worker in
+    the sandbox (bubblewrap where it works), the stage's resource limits, metric validation."""
+    store = SQLiteStore(tmp_path / "store.db")
+    try:
+        spec = RunSpec(task=str(task_dir), name=run_id, stages=["quick"])
+        store.put_run(RunRecord(id=run_id, task=task, spec=spec.to_dict()))
+        ctx = load_context(store, run_id)
+        asyncio.run(propose_step(ctx, OfflineProposer(), node_id="seed"))
+        return asyncio.run(evaluate_step(ctx, "seed", tmp_path / "work"))
+    finally:
+        store.close()
