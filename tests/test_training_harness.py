@@ -35,17 +35,7 @@ from kubevolve.training.zero import deepspeed_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Like the evaluation worker (one core per slot): many small ops on two contended OpenMP threads are
-    several times slower than on one. Seeding switches on deterministic algorithms process-wide; the
-    tests of other modules get the state they started with back."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- budget, curve, settings, schedule ----------------------------------------------------------------
