@@ -109,7 +109,8 @@ def test_occupancy_is_busy_evaluation_time_over_slot_time(tmp_path):
     feed.observe(None, busy=0, slots=4, now=100.0)  # nothing has run yet: not counted
     feed.observe(None, busy=4, slots=4, now=200.0)
     feed.observe(None, busy=2, slots=4, now=210.0)  # 10 s with 4 of 4 busy
-    feed.observe(None, busy=0, slots=4, now=220.0)  # 10 s with 2 of 4 busy
+    feed.observe(None, busy=0, slots=4, now=220.0, over=True)  # 10 s with 2 of 4 busy; the run is over
+    feed.observe(None, busy=0, slots=4, now=900.0, over=True)  # passes after the end change nothing
     assert sample(registry, "kubevolve_evaluator_occupancy_ratio") == 0.75
     assert sample(registry, "kubevolve_evaluator_slots_busy") == 0
     assert sample(registry, "kubevolve_evaluator_slots") == 4

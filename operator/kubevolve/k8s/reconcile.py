@@ -148,7 +148,7 @@ async def _reconcile(
         post(kind, reason, message)
     terminal = plan.phase in TERMINAL
     await asyncio.to_thread(set_phase, store, snap.record, plan.phase, plan.message if terminal else "")
-    await feed_run(ctx, store, namespace, spec, facts, snap, jobs)
+    await feed_run(ctx, store, namespace, spec, facts, snap, jobs, over=terminal)
 
     if terminal or (plan.phase == "Suspended" and not any(plan.running.values())):
         return config.idle_resync_seconds

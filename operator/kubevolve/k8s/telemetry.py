@@ -70,9 +70,18 @@ def observe_job(ctx, body: dict[str, Any], event_type: str, run: str, role: str)
 
 
 async def feed_run(
-    ctx, store: Store, namespace: str, spec: RunSpec, facts: TaskFacts, snap: Snapshot, jobs: list[JobInfo]
+    ctx,
+    store: Store,
+    namespace: str,
+    spec: RunSpec,
+    facts: TaskFacts,
+    snap: Snapshot,
+    jobs: list[JobInfo],
+    *,
+    over: bool,
 ) -> None:
-    """Bring the run's candidate metrics up to date with the store; a store error only delays them."""
+    """Bring the run's candidate metrics up to date with the store (`over`: the run has finished); a store
+    error only delays them."""
     key = (namespace, spec.name)
     gpus, slots = evaluation_gpus(spec, facts), spec.parallelism.evaluators
     feed = ctx.feeds.get(key)
@@ -84,7 +93,7 @@ async def feed_run(
     except StoreError as err:
         log.warning(f"metrics of {namespace}/{spec.name} not updated: {err}")
     busy = sum(1 for j in jobs if j.role == "evaluate" and j.state == ACTIVE)
-    feed.observe(snap.best, busy, slots, time.time())
+    feed.observe(snap.best, busy, slots, time.time(), over=over)
 
 
 class RunFeed:
@@ -112,7 +121,10 @@ class RunFeed:
                 continue
             self.seen[node.id] = node.seq
             self.top_seq = max(self.top_seq, node.seq)
-            self._count_or_wait(node)
+            if node.stage.is_final:
+                self.metrics.observe_node(node)
+            else:
+                self.pending.add(node.id)
         floor = self.top_seq - SEQ_MARGIN
         self.seen = {nid: seq for nid, seq in self.seen.items() if seq > floor}
         for nid in list(self.pending):
@@ -126,14 +138,9 @@ class RunFeed:
             if node is not None:
                 self.metrics.observe_update(node)
 
-    def _count_or_wait(self, node: Node) -> None:
-        if node.stage.is_final:
-            self.metrics.observe_node(node)
-        else:
-            self.pending.add(node.id)
-
-    def observe(self, best: Node | None, busy: int, slots: int, now: float) -> None:
-        """The best score and the evaluation slots at this pass."""
+    def observe(self, best: Node | None, busy: int, slots: int, now: float, *, over: bool = False) -> None:
+        """The best score and the evaluation slots at this pass; once the run is `over`, occupancy stays at
+        its final value (as a finished local run's does)."""
         m, labels = self.metrics.m, (self.metrics.namespace, self.run)
         if best is not None and best.score is not None:
             m.best_score.labels(*labels).set(best.score)
@@ -142,7 +149,7 @@ class RunFeed:
             if self._slot_seconds or was_busy:
                 self._busy_seconds += min(was_busy, had_slots) * (now - since)
                 self._slot_seconds += had_slots * (now - since)
-        self._last = (now, busy, slots)
+        self._last = None if over else (now, busy, slots)
         m.slots.labels(*labels).set(slots)
         m.slots_busy.labels(*labels).set(busy)
         if self._slot_seconds:
