@@ -10,32 +10,38 @@ do) and over the run's window (range queries, as time series panels do): each mu
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import REPO, write_task
+from conftest import write_task
 from openai_server import OpenAIServer, Reply
-
-PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None,
-    reason="Debian's `prometheus` server is not on PATH (apt-get install prometheus; .ci/run installs it)",
+from prometheus_helpers import (
+    BUILTINS,
+    DASHBOARDS,
+    METRIC,
+    NO_PROMETHEUS,
+    PROMETHEUS,
+    free_port,
+    http_get,
+    panel_queries,
+    query_problems,
+    running_prometheus,
+    substitute,
+    variable_values,
 )
 
-DASHBOARDS = {p.name: json.loads(p.read_text()) for p in sorted((REPO / "dashboards").glob("*.json"))}
+pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)
+
+LOCAL_DASHBOARDS = {
+    n: d for n, d in DASHBOARDS.items() if n != "kubevolve-operator.json"
+}  # the operator's own
 RUN = "dash-run"
 
 SLOW_EVALUATOR = """\
@@ -64,92 +70,6 @@ def scripted_llm(body: dict[str, Any], index: int) -> Reply:
     return Reply(
         f"MOTIVATION: move x to {x}.\n```python\ndef solve():\n    x = {x}\n    y = {y}\n    return x, y\n```\n"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(url: str, timeout: float = 5) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read().decode()
-
-
-class Prometheus:
-    def __init__(self, base: str):
-        self.base = base
-
-    def api(self, path: str, **params: str) -> Any:
-        reply = json.loads(http_get(f"{self.base}/api/v1/{path}?{urllib.parse.urlencode(params)}"))
-        assert reply["status"] == "success", reply
-        return reply["data"]
-
-    def instant(self, expr: str) -> list[dict]:
-        return self.api("query", query=expr)["result"]
-
-    def range(self, expr: str, start: float, end: float) -> list[dict]:
-        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step="1")["result"]
-
-    def label_values(self, label: str, match: str) -> list[str]:
-        return self.api(f"label/{label}/values", **{"match[]": match})
-
-
-def panel_queries(dashboard: dict) -> list[tuple[str, str]]:
-    """(panel title, expr) for every target of every panel, rows' nested panels included."""
-    out = []
-    for panel in dashboard["panels"]:
-        for inner in [panel, *panel.get("panels", [])]:
-            if inner["type"] == "row":
-                continue
-            assert inner.get("targets"), f"panel {inner['title']!r} has no query"
-            out += [(inner["title"], t["expr"]) for t in inner["targets"]]
-    return out
-
-
-def substitute(expr: str, values: dict[str, str]) -> str:
-    for name in sorted(values, key=len, reverse=True):
-        expr = re.sub(r"\$\{" + name + r"\}|\$" + name + r"\b", values[name], expr)
-    assert "$" not in expr, f"an unsubstituted variable in {expr}"
-    return expr
-
-
-METRIC = re.compile(r"\bkubevolve_\w+")
-BUILTINS = {"__rate_interval": "30s", "__range": "1h", "__interval": "1s"}
-
-
-def variable_values(prom: Prometheus, dashboard: dict) -> dict[str, list[str]]:
-    """Resolve each query variable as Grafana does for label_values(): the label values API."""
-    chosen: dict[str, str] = {}
-    values: dict[str, list[str]] = {}
-    for var in dashboard["templating"]["list"]:
-        if var["type"] != "query":
-            continue
-        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["definition"])
-        assert match, var["definition"]
-        selector = substitute(match.group(1), chosen)
-        found = prom.label_values(match.group(2), selector)
-        assert found, f"variable ${var['name']} ({var['definition']}) has no values"
-        values[var["name"]] = found
-        chosen[var["name"]] = found[0] if RUN not in found else RUN
-    return values
-
-
-def evaluate_all(prom: Prometheus, substitutions: dict[str, list[dict[str, str]]]) -> dict[str, str]:
-    """Every panel query under each of its dashboard's substitutions, instant; {query: problem} for failures."""
-    problems = {}
-    for name, dashboard in DASHBOARDS.items():
-        for values in substitutions[name]:
-            for title, expr in panel_queries(dashboard):
-                query = substitute(expr, {**BUILTINS, **values})
-                result = prom.instant(query)
-                finite = [s for s in result if math.isfinite(float(s["value"][1]))]
-                if not finite:
-                    problems[f"{name} / {title}: {query}"] = (
-                        "no data" if not result else f"only NaN: {result}"
-                    )
-    return problems
 
 
 @pytest.fixture
@@ -219,52 +139,17 @@ def live_run(tmp_path: Path, kubevolve_home: Path, metrics_port: int, prometheus
 
 @pytest.fixture
 def prometheus(tmp_path: Path, metrics_port: int):
-    target = f"127.0.0.1:{metrics_port}"
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: kubevolve\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if "Ready" in http_get(f"{base}/-/ready", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(
-                "prometheus did not become ready:\n" + (tmp_path / "prometheus.log").read_text()[-3000:]
-            )
-        yield Prometheus(base), time.time()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    with running_prometheus(tmp_path, f"127.0.0.1:{metrics_port}") as prom:
+        yield prom, time.time()
 
 
 def test_every_dashboard_query_returns_data_from_a_real_run(prometheus, live_run):
     prom, started = prometheus
-    assert set(DASHBOARDS) == {"kubevolve-fleet.json", "kubevolve-run.json"}
+    assert set(LOCAL_DASHBOARDS) == {"kubevolve-fleet.json", "kubevolve-run.json"}
 
     # wait until every metric the dashboards use has a few seconds of history, so rate() windows hold samples
     names = sorted(
-        {n for d in DASHBOARDS.values() for _, expr in panel_queries(d) for n in METRIC.findall(expr)}
+        {n for d in LOCAL_DASHBOARDS.values() for _, expr in panel_queries(d) for n in METRIC.findall(expr)}
     )
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
@@ -276,8 +161,8 @@ def test_every_dashboard_query_returns_data_from_a_real_run(prometheus, live_run
     assert up and up[0]["value"][1] == "1", f"the run's /metrics was not scraped: {up}"
 
     substitutions = {}
-    for name, dashboard in DASHBOARDS.items():
-        values = variable_values(prom, dashboard)
+    for name, dashboard in LOCAL_DASHBOARDS.items():
+        values = variable_values(prom, dashboard, prefer={"run": RUN})
         assert "local" in values["namespace"]
         if "run" in values:
             assert RUN in values["run"]
@@ -286,23 +171,24 @@ def test_every_dashboard_query_returns_data_from_a_real_run(prometheus, live_run
 
     # every query while the run is live; retried for a few seconds as a slow outcome shows up in rate()
     deadline = time.monotonic() + 20
-    problems = evaluate_all(prom, substitutions)
+    queries = {name: panel_queries(d) for name, d in LOCAL_DASHBOARDS.items()}
+    problems = query_problems(prom, queries, substitutions)
     while problems and time.monotonic() < deadline:
         time.sleep(1)
-        problems = evaluate_all(prom, substitutions)
+        problems = query_problems(prom, queries, substitutions)
     assert not problems, "dashboard queries without data:\n" + "\n".join(
         f"{q}  ->  {p}" for q, p in problems.items()
     )
 
     # and as time series panels ask: a range query over the run's window
     end = time.time()
-    for name, dashboard in DASHBOARDS.items():
+    for name, dashboard in LOCAL_DASHBOARDS.items():
         values = {name: RUN if name == "run" else "local" for name in ("namespace", "run")}
         for title, expr in panel_queries(dashboard):
             series = prom.range(substitute(expr, {**BUILTINS, **values}), started, end)
             assert series and any(len(s["values"]) >= 2 for s in series), f"{name} / {title}: no range data"
 
-    count = sum(len(panel_queries(d)) for d in DASHBOARDS.values())
+    count = sum(len(panel_queries(d)) for d in LOCAL_DASHBOARDS.values())
     assert count >= 30  # both dashboards have their panels
 
 
