@@ -183,5 +183,11 @@ class Kubelet:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        out, _ = await proc.communicate()
+        try:
+            out, _ = await proc.communicate()
+        except asyncio.CancelledError:  # the kubelet stops: so does the "pod", before the event loop closes
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
         return proc.returncode == 0, out.decode(errors="replace")
