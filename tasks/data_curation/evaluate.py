@@ -14,13 +14,11 @@ Run by hand:  python tasks/data_curation/evaluate.py --program tasks/data_curati
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ if str(TASK_DIR) not in sys.path:
 import classifier  # noqa: E402
 import corpus as corpus_lib  # noqa: E402
 
+from kubevolve.evaluator_kit import load_program  # noqa: E402
 from kubevolve.training import (  # noqa: E402
     Budget,
     StepOutput,
@@ -62,7 +61,7 @@ def run_experiment(program_path: str, settings: dict[str, Any], weights_fn=None)
     raw, truth = corpus_lib.generate(settings["originals"], settings["corpusSeed"])
     started = time.perf_counter()
     if weights_fn is None:
-        program = load_program(program_path)
+        program = load_program(program_path, required=["curate"])
         weights = program.curate(
             corpus_lib.Corpus([list(d) for d in raw.docs], list(raw.labels), list(raw.sources))
         )
@@ -88,22 +87,6 @@ def run_experiment(program_path: str, settings: dict[str, Any], weights_fn=None)
         "curve_seed0": runs[0]["curve"],
     }
     return metrics
-
-
-def load_program(program_path: str):
-    name = f"_candidate_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, Path(program_path))
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {program_path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    if not callable(getattr(module, "curate", None)):
-        raise ValueError("the program defines no callable curate(corpus)")
-    return module
 
 
 def check_weights(weights: Any, count: int) -> np.ndarray:

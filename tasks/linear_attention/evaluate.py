@@ -17,12 +17,10 @@ built by kubevolve.training.launcher); each runs this file with `--rank-entry`, 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ import mixer_checks  # noqa: E402
 import mqar  # noqa: E402
 from backbone import LanguageModel  # noqa: E402
 
+from kubevolve.evaluator_kit import load_program  # noqa: E402
 from kubevolve.training import (  # noqa: E402
     Budget,
     StepOutput,
@@ -77,7 +76,7 @@ def run_experiment(program_path: str, settings: dict[str, Any], *, check: bool =
     set_threads(settings["threads"])
     engine = settings["engine"]
     device = training_device(engine, settings.get("device"))
-    mixer_class = load_mixer(program_path)
+    mixer_class = load_program(program_path, required=["TokenMixer"]).TokenMixer
     model = settings["model"]
     report = (
         mixer_checks.run_checks(mixer_class, model["dim"], model["heads"], settings["seed"])
@@ -104,23 +103,6 @@ def run_experiment(program_path: str, settings: dict[str, Any], *, check: bool =
         "lm_curve": lm["curve"],
     }
     return metrics
-
-
-def load_mixer(program_path: str) -> type:
-    name = f"_candidate_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, Path(program_path))
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {program_path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    mixer = getattr(module, "TokenMixer", None)
-    if mixer is None:
-        raise ValueError("interface: the program defines no TokenMixer")
-    return mixer
 
 
 def _model_and_stepper(

@@ -11,11 +11,9 @@ Run by hand:  python tasks/rl_algorithm/evaluate.py --program tasks/rl_algorithm
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ if str(TASK_DIR) not in sys.path:
 import arithmetic  # noqa: E402
 import rl_loop  # noqa: E402
 
+from kubevolve.evaluator_kit import load_program  # noqa: E402
 from kubevolve.training import load_settings, set_threads  # noqa: E402
 
 SETTINGS = TASK_DIR / "training.yaml"
@@ -41,7 +40,7 @@ def evaluate(program_path: str, stage: str) -> dict:
 
 def run_experiment(program_path: str, settings: dict[str, Any]) -> dict:
     set_threads(settings["threads"])
-    program = load_program(program_path)
+    program = load_program(program_path, required=REQUIRED)
     held_out = arithmetic.held_out_problems(settings["heldOut"], settings["digits"], HELD_OUT_SEED)
     runs = [rl_loop.run_seed(program, settings, seed, held_out) for seed in settings["seeds"]]
     rates = [run["solve_rate"] for run in runs]
@@ -71,23 +70,6 @@ def run_experiment(program_path: str, settings: dict[str, Any]) -> dict:
         },
     }
     return metrics
-
-
-def load_program(program_path: str):
-    name = f"_candidate_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, Path(program_path))
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {program_path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    for name in REQUIRED:
-        if not callable(getattr(module, name, None)):
-            raise ValueError(f"the program defines no callable {name}()")
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
