@@ -29,7 +29,7 @@ from kubevolve.training import (
     train,
     warmup_cosine,
 )
-from kubevolve.training.launcher import launch_command, run_launched
+from kubevolve.training.launcher import NodeLayout, launch_command, node_layout, run_launched
 from kubevolve.training.zero import deepspeed_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,6 +311,8 @@ def test_launch_commands_for_deepspeed_and_torchrun():
         "/etc/hosts.ds",
         "--master_addr",
         "127.0.0.1",
+        "--launcher",
+        "openmpi",
         "--master_port",
         "29500",
         "--module",
@@ -363,3 +365,20 @@ def test_importing_the_harness_neither_imports_deepspeed_nor_computes(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["False", "True"], proc.stderr
+
+
+def test_node_layout_from_the_operator_and_the_mpi_hostfile(tmp_path):
+    """A TrainJob's launcher pod: KUBEVOLVE_NUM_NODES from the operator, the hosts from Trainer's hostfile."""
+    assert node_layout({}) == NodeLayout() == node_layout({"KUBEVOLVE_NUM_NODES": "1"})
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text(
+        "# written by the MPI runtime\nrun-node-0-0.run slots=8\n\nrun-node-0-1.run slots=8\n"
+    )
+    layout = node_layout({"KUBEVOLVE_NUM_NODES": "2", "KUBEVOLVE_HOSTFILE": str(hostfile)})
+    assert layout == NodeLayout(2, str(hostfile), "run-node-0-0.run")
+    with pytest.raises(ValueError, match="lists 2"):
+        node_layout({"KUBEVOLVE_NUM_NODES": "3", "KUBEVOLVE_HOSTFILE": str(hostfile)})
+    with pytest.raises(ValueError, match="cannot be read"):
+        node_layout({"KUBEVOLVE_NUM_NODES": "2", "KUBEVOLVE_HOSTFILE": str(tmp_path / "none")})
+    with pytest.raises(ValueError, match="KUBEVOLVE_NUM_NODES='two'"):
+        node_layout({"KUBEVOLVE_NUM_NODES": "two"})

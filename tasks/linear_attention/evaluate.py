@@ -49,7 +49,7 @@ from kubevolve.training import (  # noqa: E402
     warmup_cosine,
 )
 from kubevolve.training import distributed as dist_env  # noqa: E402
-from kubevolve.training.launcher import launch_command, run_launched  # noqa: E402
+from kubevolve.training.launcher import launch_command, node_layout, run_launched  # noqa: E402
 from kubevolve.training.settings import merge  # noqa: E402
 
 SETTINGS = TASK_DIR / "training.yaml"
@@ -65,7 +65,7 @@ def evaluate(program_path: str, stage: str) -> dict:
             f"the {stage} stage is sized for a GPU and none is visible; run the quick stage only on a CPU "
             "(stages: [quick], as tasks/linear_attention/demo.yaml does) or run on a GPU node"
         )
-    if settings.get("launcher") and torch.cuda.device_count() > 1:
+    if settings.get("launcher") and (torch.cuda.device_count() > 1 or node_layout().nodes > 1):
         return run_on_all_gpus(program_path, stage, settings)
     return run_experiment(program_path, settings)
 
@@ -241,7 +241,8 @@ def train_lm(mixer_class: type, settings: dict, device, engine: str) -> dict:
 
 
 def run_on_all_gpus(program_path: str, stage: str, settings: dict[str, Any]) -> dict:
-    """One process per visible GPU through the configured launcher; rank 0 writes the metrics."""
+    """One process per visible GPU (on every node of a multi-node TrainJob) through the configured launcher;
+    rank 0 writes the metrics."""
     result = Path(tempfile.mkdtemp(prefix="kubevolve-rank0-", dir=".")) / "metrics.json"
     entry = [
         str(Path(__file__)),
@@ -253,8 +254,19 @@ def run_on_all_gpus(program_path: str, stage: str, settings: dict[str, Any]) -> 
         "--result",
         str(result),
     ]
+    nodes = node_layout()  # several in a TrainJob's launcher pod (KUBEVOLVE_NUM_NODES, the MPI hostfile)
+    if nodes.nodes > 1 and settings["launcher"] != "deepspeed":
+        raise ValueError(
+            "a multi-node evaluation needs `launcher: deepspeed` (torchrun starts one node only)"
+        )
     command = launch_command(
-        entry, gpus=torch.cuda.device_count(), launcher=settings["launcher"], master_port=dist_env.free_port()
+        entry,
+        gpus=torch.cuda.device_count(),
+        launcher=settings["launcher"],
+        nodes=nodes.nodes,
+        hostfile=nodes.hostfile,
+        master_addr=nodes.master_addr,
+        master_port=dist_env.free_port() if nodes.nodes == 1 else 29500,
     )
     return run_launched(command, result)
 

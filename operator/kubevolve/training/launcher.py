@@ -3,17 +3,67 @@
 `launch_command` builds a `deepspeed` or `torchrun` command line (both set the rendezvous variables that
 `distributed.init_deepspeed` reads) around an entry point: a script and its arguments, or `-m module`.
 `run_launched` runs it and reads the JSON result that rank 0 wrote, naming the failure when there is none.
+
+Several nodes: the operator emits such an evaluation as a Kubeflow Trainer TrainJob on an MPI runtime, whose
+launcher pod runs the step once, with `/etc/mpi/hostfile` listing the nodes and ssh set up between them.
+`node_layout` reads that (and KUBEVOLVE_NUM_NODES, which the operator sets); the deepspeed launcher then
+starts the ranks on every node through OpenMPI (`--launcher openmpi`). This path has not run on a real
+Trainer installation yet (no cluster where kubevolve was developed).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 Launcher = Literal["deepspeed", "torchrun"]
+MPI_HOSTFILE = "/etc/mpi/hostfile"  # where Kubeflow Trainer's MPI runtimes put it in the launcher pod
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """The nodes one evaluation spans: their number, the hostfile naming them, the first host's address."""
+
+    nodes: int = 1
+    hostfile: str | None = None
+    master_addr: str = "127.0.0.1"
+
+
+def read_hostfile(path: str | Path) -> list[str]:
+    """The hosts of an MPI / DeepSpeed hostfile (`host slots=N` per line; blank lines and # comments skipped)."""
+    hosts = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            hosts.append(line.split()[0])
+    return hosts
+
+
+def node_layout(env: Mapping[str, str] | None = None) -> NodeLayout:
+    """One node, unless KUBEVOLVE_NUM_NODES says more; then the hostfile (KUBEVOLVE_HOSTFILE, else Trainer's
+    /etc/mpi/hostfile) must list at least that many hosts, and the first is the rendezvous address."""
+    env = os.environ if env is None else env
+    raw = env.get("KUBEVOLVE_NUM_NODES") or "1"
+    try:
+        nodes = int(raw)
+    except ValueError:
+        raise ValueError(f"KUBEVOLVE_NUM_NODES={raw!r}: expected an integer") from None
+    if nodes <= 1:
+        return NodeLayout()
+    path = env.get("KUBEVOLVE_HOSTFILE") or MPI_HOSTFILE
+    try:
+        hosts = read_hostfile(path)
+    except OSError as err:
+        raise ValueError(f"{nodes} nodes asked for, but the hostfile {path} cannot be read: {err}") from None
+    if len(hosts) < nodes:
+        raise ValueError(f"{nodes} nodes asked for, but the hostfile {path} lists {len(hosts)}: {hosts}")
+    return NodeLayout(nodes, path, hosts[0])
 
 
 def launch_command(
@@ -43,6 +93,7 @@ def launch_command(
                     "a multi-node deepspeed launch needs a hostfile (one 'host slots=N' per node)"
                 )
             command += ["--num_nodes", str(nodes), "--hostfile", hostfile, "--master_addr", master_addr]
+            command += ["--launcher", "openmpi"]  # mpirun over the ssh an MPI runtime sets up (not pdsh)
         command += ["--master_port", str(master_port)]
         if module:
             command.append("--module")
