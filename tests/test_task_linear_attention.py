@@ -283,8 +283,8 @@ def test_unknown_stage_is_an_error(evaluator):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["deepspeed", "torchrun"])
-def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(tmp_path, launcher):
+@pytest.mark.parametrize("launcher", ["deepspeed", "torchrun", "mpirun"])
+def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(tmp_path, launcher, monkeypatch):
     """What `evaluate` launches on a node with several GPUs, on two CPU processes: the launcher starts two
     ranks of evaluate.py --rank-entry, each trains with ZeRO-2 over gloo, rank 0 writes the metrics."""
     pytest.importorskip("deepspeed")
@@ -294,8 +294,21 @@ def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(tmp_path, laun
     result = tmp_path / "metrics.json"
     override = json.dumps({"mqar": {"steps": 20, "evalEvery": 10}, "lm": {"steps": 10}})
     entry = [str(TASK_DIR / "evaluate.py"), "--stage", "quick", "--rank-entry", "--result", str(result)]
+    hostfile = None
+    if launcher == "mpirun":  # what a multi-node TrainJob uses, here with one host in the hostfile
+        if shutil.which("mpirun") is None:
+            pytest.skip("OpenMPI's mpirun is not installed (apt-get install openmpi-bin)")
+        hostfile = tmp_path / "hostfile"
+        hostfile.write_text("localhost slots=2\n")
+        monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        monkeypatch.setenv("OMPI_MCA_plm", "isolated")
     command = launch_command(
-        [*entry, "--override", override], gpus=2, launcher=launcher, master_port=free_port()
+        [*entry, "--override", override],
+        gpus=2,
+        launcher=launcher,
+        hostfile=hostfile and str(hostfile),
+        master_port=free_port(),
     )
     metrics = run_launched(command, result, timeout=400, cwd=tmp_path)
     assert 0.0 <= metrics["mqar_accuracy"] <= 1.0 and math.isfinite(metrics["lm_loss"])

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -286,6 +288,36 @@ def test_two_ranks_train_with_zero_through_torchrun_on_cpu(tmp_path):
     assert results[0]["losses"][-1] < results[0]["losses"][0]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("mpirun") is None, reason="OpenMPI's mpirun is not installed (apt-get install openmpi-bin)"
+)
+def test_two_ranks_train_with_zero_through_mpirun_on_cpu(tmp_path):
+    """What a multi-node TrainJob does, on one host: mpirun starts two ranks from a hostfile, each takes its
+    rank from OpenMPI's variables (no mpi4py), joins the gloo group at the address the command passes."""
+    pytest.importorskip("deepspeed")
+    script = tmp_path / "train_ds.py"
+    script.write_text(DEEPSPEED_SCRIPT)
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=2\n")
+    from kubevolve.training.distributed import free_port
+
+    command = launch_command(
+        [str(script), "deepspeed", "2"],
+        gpus=2,
+        launcher="mpirun",
+        hostfile=str(hostfile),
+        master_port=free_port(),
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_plm": "isolated"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = [json.loads((tmp_path / f"result-deepspeed-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(results) == 2 and all(r["world"] == "2" and r["backend"] == "gloo" for r in results)
+    assert results[0]["losses"][-1] < results[0]["losses"][0]
+
+
 # ---- the launcher ---------------------------------------------------------------------------------------
 def test_launch_commands_for_deepspeed_and_torchrun():
     py = "/py"
@@ -311,8 +343,6 @@ def test_launch_commands_for_deepspeed_and_torchrun():
         "/etc/hosts.ds",
         "--master_addr",
         "127.0.0.1",
-        "--launcher",
-        "openmpi",
         "--master_port",
         "29500",
         "--module",
@@ -340,6 +370,28 @@ def test_launch_commands_for_deepspeed_and_torchrun():
     with pytest.raises(ValueError, match="needs a hostfile"):
         launch_command(["t.py"], gpus=1, nodes=2)
     with pytest.raises(ValueError, match="unknown launcher"):
+        launch_command(["t.py"], gpus=1, launcher="srun")
+    mpirun = launch_command(
+        ["t.py"],
+        gpus=8,
+        nodes=2,
+        launcher="mpirun",
+        hostfile="/etc/mpi/hostfile",
+        master_addr="n0",
+        python=py,
+    )
+    assert mpirun[:8] == [
+        "mpirun",
+        "-n",
+        "16",
+        "--hostfile",
+        "/etc/mpi/hostfile",
+        "--map-by",
+        "ppr:8:node",
+        "-x",
+    ]
+    assert "MASTER_ADDR=n0" in mpirun and "MASTER_PORT=29500" in mpirun and mpirun[-3:] == [py, "-u", "t.py"]
+    with pytest.raises(ValueError, match="needs a hostfile"):
         launch_command(["t.py"], gpus=1, launcher="mpirun")
     with pytest.raises(ValueError, match="at least 1"):
         launch_command(["t.py"], gpus=0)

@@ -1,8 +1,9 @@
 """The process group for DeepSpeed: its environment, and `deepspeed.init_distributed` with the right backend.
 
 DeepSpeed reads the rendezvous from MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE and LOCAL_RANK. The launchers
-(`deepspeed`, `torchrun`) set them for every process they start; a single process started any other way (an
-evaluation worker, a test) gets them from `single_process_env`, otherwise DeepSpeed goes looking for MPI.
+(`deepspeed`, `torchrun`) set them for every process they start; under `mpirun` (several nodes) the ranks
+take them from OpenMPI's variables (`adopt_mpi_env`, no mpi4py needed); a single process started any other
+way (an evaluation worker, a test) gets them from `single_process_env`.
 The backend is nccl on GPUs and gloo on the CPU.
 
 On the CPU, DeepSpeed also builds a shared-memory collective op with g++ on first use (about 45 s). It only
@@ -44,16 +45,38 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+# mpirun (OpenMPI) does not set the torch names; each rank learns its place from these instead
+MPI_NAMES = {
+    "RANK": "OMPI_COMM_WORLD_RANK",
+    "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
+    "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
+}
+
+
+def adopt_mpi_env() -> bool:
+    """Under mpirun, set RANK, WORLD_SIZE and LOCAL_RANK from OpenMPI's variables (MASTER_ADDR and
+    MASTER_PORT come from the launch command); True if this process was started by mpirun."""
+    if MPI_NAMES["RANK"] not in os.environ:
+        return False
+    for name, mpi_name in MPI_NAMES.items():
+        os.environ.setdefault(name, os.environ[mpi_name])
+    return True
+
+
+def _env(name: str, default: str) -> int:
+    return int(os.environ.get(name) or os.environ.get(MPI_NAMES[name]) or default)
+
+
 def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    return _env("RANK", "0")
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return _env("WORLD_SIZE", "1")
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    return _env("LOCAL_RANK", "0")
 
 
 def init_deepspeed(device: torch.device, *, cpu_shm_comm: bool = False) -> torch.device:
@@ -61,7 +84,7 @@ def init_deepspeed(device: torch.device, *, cpu_shm_comm: bool = False) -> torch
     import deepspeed
     import deepspeed.ops
 
-    if "WORLD_SIZE" not in os.environ:
+    if not adopt_mpi_env() and "WORLD_SIZE" not in os.environ:
         single_process_env()
     if device.type == "cuda":
         device = torch.device("cuda", local_rank())

@@ -1,14 +1,15 @@
 """Several GPUs: the command that starts one process per GPU, and the result its rank 0 writes.
 
-`launch_command` builds a `deepspeed` or `torchrun` command line (both set the rendezvous variables that
-`distributed.init_deepspeed` reads) around an entry point: a script and its arguments, or `-m module`.
-`run_launched` runs it and reads the JSON result that rank 0 wrote, naming the failure when there is none.
+`launch_command` builds a `deepspeed`, `torchrun` or `mpirun` command line around an entry point: a script
+and its arguments, or `-m module`. Each sets (or, for mpirun, lets `distributed` derive) the rendezvous
+variables that `distributed.init_deepspeed` reads. `run_launched` runs it and reads the JSON result that rank
+0 wrote, naming the failure when there is none.
 
 Several nodes: the operator emits such an evaluation as a Kubeflow Trainer TrainJob on an MPI runtime, whose
 launcher pod runs the step once, with `/etc/mpi/hostfile` listing the nodes and ssh set up between them.
-`node_layout` reads that (and KUBEVOLVE_NUM_NODES, which the operator sets); the deepspeed launcher then
-starts the ranks on every node through OpenMPI (`--launcher openmpi`). This path has not run on a real
-Trainer installation yet (no cluster where kubevolve was developed).
+`node_layout` reads that (and KUBEVOLVE_NUM_NODES, which the operator sets), and `mpirun` starts the ranks on
+every node with the rendezvous address passed along. OpenMPI itself is tested here on one host (the hostfile
+naming localhost); the path has not run on a real Trainer installation yet.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-Launcher = Literal["deepspeed", "torchrun"]
+Launcher = Literal["deepspeed", "torchrun", "mpirun"]
 MPI_HOSTFILE = "/etc/mpi/hostfile"  # where Kubeflow Trainer's MPI runtimes put it in the launcher pod
 
 
@@ -93,7 +94,6 @@ def launch_command(
                     "a multi-node deepspeed launch needs a hostfile (one 'host slots=N' per node)"
                 )
             command += ["--num_nodes", str(nodes), "--hostfile", hostfile, "--master_addr", master_addr]
-            command += ["--launcher", "openmpi"]  # mpirun over the ssh an MPI runtime sets up (not pdsh)
         command += ["--master_port", str(master_port)]
         if module:
             command.append("--module")
@@ -105,7 +105,15 @@ def launch_command(
         if module:
             command.append("--module")
         return command + entry
-    raise ValueError(f"unknown launcher {launcher!r} (expected 'deepspeed' or 'torchrun')")
+    if launcher == "mpirun":
+        if not hostfile:
+            raise ValueError("an mpirun launch needs a hostfile (one 'host slots=N' per node)")
+        command = ["mpirun", "-n", str(gpus * nodes), "--hostfile", hostfile, "--map-by", f"ppr:{gpus}:node"]
+        rendezvous = {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
+        for name in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", *rendezvous):  # what each rank's python needs
+            command += ["-x", f"{name}={rendezvous[name]}" if name in rendezvous else name]
+        return [*command, python, "-u", *(["-m"] if module else []), *entry]
+    raise ValueError(f"unknown launcher {launcher!r} (expected 'deepspeed', 'torchrun' or 'mpirun')")
 
 
 def run_launched(
