@@ -87,7 +87,7 @@ def declare_resources(k: Any, *, trainjobs: bool = True) -> None:
     info = kmock.ResourceInfo
     k.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs={"list", "watch", "get"})
     k.resources["v1/events"] = info(kind="Event", namespaced=True, verbs={"create", "list", "get"})
-    k.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs={"get", "list"})
+    k.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs={"get", "list", "create"})
     k.resources[RUNS] = info(
         kind="EvolutionRun", namespaced=True, verbs=ALL_VERBS, shortnames={"evo"}, subresources={"status"}
     )

@@ -10,6 +10,7 @@ Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import sys
@@ -173,6 +174,17 @@ class Kubelet:
 
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         env.update({e["name"]: local(e["value"]) for e in container.get("env", []) if "value" in e})
+        for entry in container.get("env", []):  # as a kubelet does: read the Secret when the pod starts
+            ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is not None:
+                secret = await self.api.get("v1/secrets", job["metadata"]["namespace"], ref["name"])
+                value = ((secret or {}).get("data") or {}).get(ref["key"])
+                if value is None:
+                    return (
+                        False,
+                        f"CreateContainerConfigError: secret {ref['name']!r} has no key {ref['key']!r}",
+                    )
+                env[entry["name"]] = base64.b64decode(value).decode()
         argv = [local(a) for a in argv]  # paths inside the "pod" map to its folders, the interpreter does not
         if argv[0] == "kubevolve":
             argv = [sys.executable, "-m", "kubevolve", *argv[1:]]
