@@ -14,8 +14,9 @@ import pytest
 from weaviate import exceptions as wex
 from weaviate.collections.filters import _FilterToGRPC
 
-from kubevolve.models import Node, Stage
-from kubevolve.store import Store, StoreError, open_store
+from kubevolve.models import CognitionEntry, Insight, Node, RunRecord, Stage
+from kubevolve.store import Store, StoreError, open_store, weaviate_ops
+from kubevolve.store import weaviate_schema as schema
 from kubevolve.store.weaviate import WeaviateStore, node_filter, node_props
 from kubevolve.store.weaviate_conn import (
     WeaviateSettings,
@@ -25,7 +26,7 @@ from kubevolve.store.weaviate_conn import (
     with_retries,
 )
 from kubevolve.store.weaviate_ops import all_of, blob_of, eq, vector_props
-from kubevolve.store.weaviate_schema import VECTOR, _properties
+from kubevolve.store.weaviate_schema import KINDS, META, VECTOR, _properties, collection_config
 
 # settings from a URL
 
@@ -163,6 +164,12 @@ class FakeClock:
         return self.now
 
 
+_RPC_ERROR = (
+    "<_InactiveRpcError of RPC that terminated with:\n\tstatus = StatusCode.{code}\n"
+    '\tdetails = "failed"\n\tdebug_error_string = "UNKNOWN"\n>'
+)
+
+
 def _status_error(code: int) -> wex.UnexpectedStatusCodeError:
     response = httpx.Response(
         code, json={"error": [{"message": "boom"}]}, request=httpx.Request("GET", "http://w")
@@ -227,6 +234,19 @@ def test_permanent_errors_are_not_retried() -> None:
         (wex.WeaviateStartUpError("Weaviate version 1.20.0 is not supported."), False),
         (wex.WeaviateQueryError("StatusCode.UNAVAILABLE: connection reset", "GRPC search"), True),
         (wex.WeaviateQueryError("no such property 'sq'", "GRPC search"), False),
+        # as weaviate/connect/v4.py raises them: a search or a batch insert past its deadline carries only the
+        # gRPC details; an aggregation carries the whole RpcError; UNAVAILABLE comes after the client's retries
+        (wex.WeaviateQueryError("Deadline Exceeded", "GRPC search"), True),
+        (wex.WeaviateBatchError("Deadline Exceeded"), True),
+        (wex.WeaviateQueryError(_RPC_ERROR.format(code="DEADLINE_EXCEEDED"), "GRPC search"), True),
+        (
+            wex.WeaviateQueryError(
+                str(wex.WeaviateRetryError(_RPC_ERROR.format(code="UNAVAILABLE"), 5)), "x"
+            ),
+            True,
+        ),
+        (wex.WeaviateRetryError(_RPC_ERROR.format(code="UNAVAILABLE"), 3), True),  # a batch insert's
+        (wex.WeaviateBatchError("vector lengths don't match"), False),
         (httpx.ConnectError("refused"), True),
         (_status_error(503), True),
         (_status_error(429), True),
@@ -328,3 +348,141 @@ def test_weaviate_store_has_every_store_method_with_the_same_signature() -> None
             continue
         ours = getattr(WeaviateStore, name)
         assert inspect.signature(ours).parameters.keys() == inspect.signature(member).parameters.keys(), name
+
+
+# the collections as Weaviate receives them
+
+
+def test_collections_are_created_multi_tenant_with_our_own_named_vector() -> None:
+    from weaviate.collections.classes.config import _CollectionConfigCreate
+    from weaviate.collections.collections.sync import _Collections
+
+    bodies = {}
+    for kind, props in _properties().items():
+        config = collection_config(kind, props)
+        inspect.signature(_Collections.create).bind(None, f"Kubevolve{kind}", **config)  # its keywords
+        body = bodies[kind] = _CollectionConfigCreate(name=f"Kubevolve{kind}", **config)._to_dict()
+        assert body["class"] == f"Kubevolve{kind}"
+        assert body["vectorConfig"] == {
+            VECTOR: {
+                "vectorizer": {"none": {}},  # self-provided: no module vectorizes anything
+                "vectorIndexType": "hnsw",
+                "vectorIndexConfig": {"distance": "cosine"},
+            }
+        }
+        assert "vectorizer" not in body and "vectorIndexConfig" not in body  # no legacy unnamed vector
+        if kind == META:
+            assert "multiTenancyConfig" not in body
+        else:
+            assert kind in KINDS and body["multiTenancyConfig"] == {
+                "enabled": True,
+                "autoTenantCreation": False,  # a tenant is created on purpose (ensure_tenant), never by a typo
+                "autoTenantActivation": True,
+            }
+        assert [p["name"] for p in body["properties"]] == [p.name for p in props]
+    node = {p["name"]: p for p in bodies["Node"]["properties"]}  # as POST /v1/schema carries them
+    assert (node["run_id"]["dataType"], node["run_id"]["tokenization"]) == (["text"], "field")
+    assert (node["run_id"]["indexFilterable"], node["run_id"]["indexSearchable"]) == (True, False)
+    assert (node["seq"]["dataType"], node["seq"]["indexRangeFilters"]) == (["int"], True)
+    assert (node["score"]["dataType"], node["scored"]["dataType"]) == (["number"], ["boolean"])
+    assert not node["data"]["indexFilterable"] and not node["data"]["indexSearchable"]
+
+
+# every call as far as the installed client goes without a server
+
+
+def _unconnected_client(version: str):
+    """A real WeaviateClient that was never connected: each call builds and checks its whole request, then
+    stops with WeaviateClosedClientError where it would go on the network. `version` is what connect() would
+    have read from the server's /v1/meta; some calls choose their protocol by it."""
+    import weaviate
+    from weaviate.connect.base import ConnectionParams
+    from weaviate.util import _ServerVersion
+
+    http, grpc = _closed_port(), _closed_port()
+    params = ConnectionParams.from_params(
+        http_host="127.0.0.1",
+        http_port=http,
+        http_secure=False,
+        grpc_host="127.0.0.1",
+        grpc_port=grpc,
+        grpc_secure=False,
+    )
+    client = weaviate.WeaviateClient(params, skip_init_checks=True)
+    client._connection._weaviate_version = _ServerVersion.from_string(version)
+    return client
+
+
+def _fails_only_at_the_network(call) -> None:
+    """Not a TypeError, nor the client refusing an argument: the request was complete when it stopped."""
+    with pytest.raises((StoreError, wex.WeaviateClosedClientError)) as err:
+        call()
+    stop = err.value if isinstance(err.value, wex.WeaviateClosedClientError) else err.value.__cause__
+    closed = str(wex.WeaviateClosedClientError())
+    assert isinstance(stop, wex.WeaviateClosedClientError) or closed in str(err.value), repr(err.value)
+
+
+@pytest.mark.parametrize("version", ["1.27.0", "1.32.0"])  # aggregations: GraphQL before 1.29, gRPC after
+def test_every_store_call_is_accepted_by_the_installed_client(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weaviate.classes.config import ConsistencyLevel
+    from weaviate.classes.data import DataObject
+
+    client = _unconnected_client(version)
+    for fails in (
+        lambda: schema.ensure_schema(client, "Kubevolve", "w"),
+        lambda: schema.ensure_tenant(client, "Kubevolve", "lab-a"),
+        lambda: schema._create(client, "KubevolveNode", "Node", _properties()["Node"]),
+        lambda: schema._add_missing_properties(client, "KubevolveNode", _properties()["Node"]),
+        lambda: schema.read_version(client, "Kubevolve"),
+        lambda: schema.write_version(client, "Kubevolve", 1),
+        lambda: schema.drop_collections(client, "Kubevolve"),
+    ):
+        _fails_only_at_the_network(fails)
+    monkeypatch.setattr(weaviate_ops, "connect", lambda settings: client)
+    monkeypatch.setattr(weaviate_ops, "ensure_schema", lambda *args: None)  # both checked just above
+    monkeypatch.setattr(weaviate_ops, "ensure_tenant", lambda *args: None)
+    store = WeaviateStore("weaviate://127.0.0.1:1?consistency=quorum&retry=1", tenant="lab-a")
+    try:
+        assert (store._nodes.name, store._nodes.tenant) == ("KubevolveNode", "lab-a")
+        assert store._cognition.consistency_level == ConsistencyLevel.QUORUM
+        node = Node(run_id="r1", code="x = 1", stage=Stage.EVALUATED, score=0.5, embedding=[1.0, 0.0])
+        uid = object_uuid("lab-a", "node", node.id)
+        props, vector = node_props(node, 3)
+        entry = CognitionEntry(collection="c", title="t", text="x", source="s", embedding=[0.0, 1.0])
+        for call in (
+            lambda: store.put_run(RunRecord(id="r1", task="t", spec={})),
+            lambda: store.get_run("r1"),
+            lambda: store.list_runs(),
+            lambda: store.add_node(node),
+            lambda: store.update_node(node),
+            lambda: store.get_node(node.id),
+            lambda: store.list_nodes("r1", stages=[Stage.EVALUATED, Stage.PROPOSED], island=0, limit=5),
+            lambda: store.list_nodes("r1", after_seq=3),
+            lambda: list(store.iter_nodes("r1")),
+            lambda: store.count_nodes("r1"),
+            lambda: store.best_node("r1"),
+            lambda: store.find_by_code_hash("r1", node.code_hash),
+            lambda: store.near_nodes("r1", [1.0, 0.0], 3, stages=[Stage.EVALUATED]),
+            lambda: store.near_nodes("r1", [0.0, 0.0], 3),
+            lambda: store.add_insight(Insight(run_id="r1", text="i", embedding=[1.0, 0.0])),
+            lambda: store.list_insights("r1"),
+            lambda: store.search_insights("r1", [1.0, 0.0], 2),
+            lambda: store.add_cognition([entry]),
+            lambda: store.list_cognition("c"),
+            lambda: store.search_cognition("c", [0.0, 1.0], 2, min_score=0.1),
+            # the calls that the ones above reach only after a server has answered
+            lambda: store._call("add_node", store._insert, store._nodes, uid, props, vector, "node"),
+            lambda: store._call(
+                "add_node", store._nodes.data.replace, uuid=uid, properties=props, vector=vector
+            ),
+            lambda: store._call("add_node", store._nodes.data.delete_by_id, uid),
+            lambda: store._free_seq("r1", uid),
+            lambda: store._top_seq("r1", 5),
+            lambda: store._call("add_node", store._held_by_another, "r1", 3, uid),
+            lambda: store._insert_all_or_nothing([DataObject(properties=props, uuid=uid, vector=vector)]),
+        ):
+            _fails_only_at_the_network(call)
+    finally:
+        store.close()

@@ -325,25 +325,9 @@ class WeaviateStore(TenantCollections):
             return 0
         Filter = filter_class()
         uids = list({uid for uid, _, _ in prepared})
-        stored = self._call(
-            "add_cognition",
-            self._fetch,
-            self._cognition,
-            Filter.by_id().contains_any(uids),
-            limit=len(uids),
-            props=["content_key"],
-        )
-        taken_keys = {o.properties["content_key"] for o in stored}
+        taken_keys = self._stored_cognition(Filter.by_id().contains_any, uids, 1, "content_key")
         ids = list({p["entry_id"] for _, p, _ in prepared})
-        by_id = self._call(
-            "add_cognition",
-            self._fetch,
-            self._cognition,
-            Filter.by_property("entry_id").contains_any(ids),
-            limit=len(ids) * 4,
-            props=["entry_id", "content_key"],
-        )
-        taken_ids = {o.properties["entry_id"] for o in by_id}
+        taken_ids = self._stored_cognition(Filter.by_property("entry_id").contains_any, ids, 4, "entry_id")
         new, base = [], now_us()
         for uid, props, vector in prepared:
             if props["content_key"] in taken_keys:
@@ -358,6 +342,23 @@ class WeaviateStore(TenantCollections):
             new.append(DataObject(properties=props, uuid=uid, vector=vector))
         self._insert_all_or_nothing(new)
         return len(new)
+
+    def _stored_cognition(self, where: Any, values: list[Any], per_value: int, prop: str) -> set[Any]:
+        """`prop` of the stored entries matching `where(chunk)`, asked in chunks of BATCH values: one query's
+        limit must stay within Weaviate's QUERY_MAXIMUM_RESULTS, which refuses the query otherwise."""
+        found: set[Any] = set()
+        for start in range(0, len(values), BATCH):
+            chunk = values[start : start + BATCH]
+            objs = self._call(
+                "add_cognition",
+                self._fetch,
+                self._cognition,
+                where(chunk),
+                limit=per_value * len(chunk),
+                props=[prop],
+            )
+            found |= {o.properties[prop] for o in objs}
+        return found
 
     def _insert_all_or_nothing(self, objects: list[Any]) -> None:
         from weaviate.exceptions import WeaviateInsertManyAllFailedError

@@ -203,9 +203,13 @@ def is_transient(exc: BaseException) -> bool:
         return "Could not connect" in str(exc)
     if isinstance(exc, wex.UnexpectedStatusCodeError):
         return exc.status_code in (408, 429, 500, 502, 503, 504)
-    if isinstance(exc, wex.WeaviateQueryError):  # gRPC errors arrive as text
+    if isinstance(exc, wex.WeaviateQueryError):
+        # gRPC errors arrive as text. Aggregations, and searches that stayed UNAVAILABLE through the client's
+        # own retries, carry the status name ("StatusCode.DEADLINE_EXCEEDED"); searches and batch inserts
+        # that ran out of time carry only the details ("Deadline Exceeded"): weaviate/connect/v4.py.
         text = str(exc)
-        return any(code in text for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"))
+        codes = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "Deadline Exceeded")
+        return any(code in text for code in codes)
     return isinstance(exc, httpx.TransportError)  # in case one escapes the client's own wrapping
 
 
@@ -271,7 +275,9 @@ def connect(settings: WeaviateSettings) -> Any:
             grpc_secure=grpc_secure,
             auth_credentials=Auth.api_key(key) if key else None,
             additional_config=AdditionalConfig(timeout=timeout),
-            skip_init_checks=True,  # no PyPI version probe; the first real call checks the server
+            # no PyPI version probe and no gRPC health ping (the server version is still read over HTTP):
+            # an unreachable gRPC port shows at the first query
+            skip_init_checks=True,
         )
 
     return with_retries(settings, "connecting to the store", attempt)

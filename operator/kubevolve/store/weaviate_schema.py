@@ -84,34 +84,45 @@ def read_version(client: Any, prefix: str) -> int:
 
 def write_version(client: Any, prefix: str, version: int) -> None:
     """Record the schema version (tests use it to make a store look written by another kubevolve)."""
+    from weaviate.exceptions import WeaviateBaseError
+
     meta = client.collections.use(collection_name(prefix, META))
     uid = object_uuid("", "meta", _VERSION_KEY)
     props = {"key": _VERSION_KEY, "value": version}
-    if meta.data.exists(uid):
-        meta.data.replace(uuid=uid, properties=props)
-    else:
-        meta.data.insert(properties=props, uuid=uid)
+    if not meta.data.exists(uid):
+        try:
+            meta.data.insert(properties=props, uuid=uid)
+            return
+        except WeaviateBaseError:  # 422 "already exists" when another pod opening the store wrote it first
+            if not meta.data.exists(uid):
+                raise
+    meta.data.replace(uuid=uid, properties=props)
+
+
+def collection_config(kind: str, props: list[Any]) -> dict[str, Any]:
+    """The keyword arguments of `client.collections.create` for the collection of one kind."""
+    from weaviate.classes.config import Configure, VectorDistances
+
+    index = Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
+    return {
+        "properties": props,
+        # no vectorizer: every vector is ours (MiniLM); Run and Meta never get one
+        "vector_config": Configure.Vectors.self_provided(name=VECTOR, vector_index_config=index),
+        "multi_tenancy_config": (
+            None
+            if kind == META
+            else Configure.multi_tenancy(
+                enabled=True, auto_tenant_creation=False, auto_tenant_activation=True
+            )
+        ),
+    }
 
 
 def _create(client: Any, name: str, kind: str, props: list[Any]) -> None:
-    from weaviate.classes.config import Configure, VectorDistances
     from weaviate.exceptions import WeaviateBaseError
 
-    index = Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
     try:
-        client.collections.create(
-            name,
-            properties=props,
-            # no vectorizer: every vector is ours (MiniLM); Run and Meta never get one
-            vector_config=Configure.Vectors.self_provided(name=VECTOR, vector_index_config=index),
-            multi_tenancy_config=(
-                None
-                if kind == META
-                else Configure.multi_tenancy(
-                    enabled=True, auto_tenant_creation=False, auto_tenant_activation=True
-                )
-            ),
-        )
+        client.collections.create(name, **collection_config(kind, props))
     except WeaviateBaseError:
         if not client.collections.exists(name):  # not a lost race with another pod creating it
             raise
