@@ -128,3 +128,31 @@ def test_hot_queries_stay_fast_at_100k_nodes(tmp_path: Path) -> None:
     }
     store.close()
     assert all(ms < 3.0 for ms in timings.values()), timings
+
+
+def test_insight_search_ranks_from_its_cache_as_the_brute_force_does(tmp_path):
+    """The in-memory cache (rows read once, then only new ones) ranks exactly as `vectors.rank` over every row:
+    ties by earliest row, zero vectors at 0, k beyond the row count; rows another handle adds are found."""
+    import numpy as np
+
+    from kubevolve.models import Insight
+    from kubevolve.store.vectors import query_vector, rank
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((40, 8)).astype(np.float32)
+    vectors[7] = vectors[3]  # a tie
+    vectors[11] = 0.0  # similar to nothing
+    store, other = SQLiteStore(tmp_path / "s.db"), SQLiteStore(tmp_path / "s.db")
+    for i, v in enumerate(vectors[:30]):
+        store.add_insight(Insight(run_id="r", text=f"i{i}", node_ids=[], embedding=v.tolist()))
+    for query in (vectors[3], rng.standard_normal(8), -vectors[5]):
+        for k in (1, 4, 30, 50):
+            expected = rank(query_vector(query.tolist()), [v.tobytes() for v in vectors[:30]], k)
+            got = store.search_insights("r", query.tolist(), k)
+            assert [ins.text for ins, _ in got] == [f"i{i}" for i, _ in expected]
+            assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-6)
+    for i, v in enumerate(vectors[30:], start=30):  # written by another handle (another process alike)
+        other.add_insight(Insight(run_id="r", text=f"i{i}", node_ids=[], embedding=v.tolist()))
+    best = store.search_insights("r", vectors[35].tolist(), 1)
+    assert best[0][0].text == "i35" and best[0][1] == pytest.approx(1.0)
+    assert store.search_insights("other-run", vectors[35].tolist(), 3) == []

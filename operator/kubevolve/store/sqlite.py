@@ -32,6 +32,7 @@ from .sqlite_rows import (
     stage_values,
 )
 from .sqlite_schema import apply_schema
+from .vector_cache import VectorCache
 from .vectors import query_vector, rank
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction before giving up
@@ -82,6 +83,7 @@ class SQLiteStore:
         self.tenant = tenant
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._vectors = VectorCache()
         self._conns: list[tuple[int, sqlite3.Connection]] = []
         self._closed = False
         try:
@@ -356,14 +358,7 @@ class SQLiteStore:
 
     @_translated("search_insights")
     def search_insights(self, run_id: str, vector: Sequence[float], k: int) -> list[tuple[Insight, float]]:
-        query = query_vector(vector)
-        rows = self._conn().execute(
-            "SELECT data, embedding FROM insights WHERE tenant = ? AND run_id = ?"
-            " AND typeof(embedding) = 'blob' AND length(embedding) = ? ORDER BY rowid",
-            (self.tenant, run_id, query.nbytes),
-        )
-        rows = rows.fetchall()
-        return [(insight_from_row(rows[i]), sim) for i, sim in rank(query, [r[1] for r in rows], k)]
+        return self._search("insights", "run_id", run_id, vector, k, -1.0, insight_from_row)
 
     # cognition
 
@@ -405,12 +400,19 @@ class SQLiteStore:
     def search_cognition(
         self, collection: str, vector: Sequence[float], k: int, *, min_score: float = -1.0
     ) -> list[tuple[CognitionEntry, float]]:
-        query = query_vector(vector)
-        rows = self._conn().execute(
-            "SELECT data, embedding FROM cognition WHERE tenant = ? AND collection = ?"
-            " AND typeof(embedding) = 'blob' AND length(embedding) = ? ORDER BY rowid",
-            (self.tenant, collection, query.nbytes),
+        return self._search("cognition", "collection", collection, vector, k, min_score, cognition_from_row)
+
+    def _search(self, table: str, scope_column: str, scope: str, vector, k: int, min_score: float, from_row):
+        """Rank from the in-memory cache of the table's embeddings, then load the winning rows whole."""
+        conn = self._conn()
+        ranked = self._vectors.search(
+            conn, table, scope_column, self.tenant, scope, query_vector(vector), k, min_score
         )
-        rows = rows.fetchall()
-        ranked = rank(query, [r[1] for r in rows], k, min_score)
-        return [(cognition_from_row(rows[i]), sim) for i, sim in ranked]
+        if not ranked:
+            return []
+        rowids = [rowid for rowid, _ in ranked]
+        found = conn.execute(
+            f"SELECT rowid, data, embedding FROM {table} WHERE rowid IN ({_placeholders(rowids)})", rowids
+        )
+        rows = {row[0]: row[1:] for row in found}
+        return [(from_row(rows[rowid]), sim) for rowid, sim in ranked if rowid in rows]
