@@ -7,6 +7,8 @@ prefix of its own, dropped afterwards). Nodes look like a real run's: ~1 KB prog
 - insert: `add_node` (seq assignment included), timed over the last `--inserts` nodes added to reach the size;
 - best / recent / count: the sampler's reads (`best_node`, `list_nodes` of the last 64 seqs, `count_nodes`);
 - near, near+stage: `near_nodes(k=8)` over the whole run, and over evaluated nodes only;
+- insights: `search_insights(k=4)` over one insight per node (what the Researcher asks before every proposal):
+  the first search of a fresh store handle, then the next ones;
 - replay: `iter_nodes` over the whole run (what a propose step or a restarted engine reads first).
 
     python benchmarks/store_scale.py [--sizes 1000,10000,100000] [--stores sqlite,weaviate] [--inserts 300]
@@ -27,7 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kubevolve.models import Node, Stage
+from kubevolve.models import Insight, Node, Stage
 from kubevolve.store import Store, open_store
 
 DIM = 384
@@ -96,6 +98,13 @@ def weaviate_store() -> Iterator[Store]:
             client.close()
 
 
+def reopen(store: Store) -> Store:
+    """A second handle on the same store, as a new process would open it (nothing cached yet)."""
+    if type(store).__name__ == "SQLiteStore":
+        return open_store(str(store.path), tenant=store.tenant)
+    return store  # Weaviate caches nothing on the client
+
+
 def prefill(store: Store, nodes: list[Node]) -> None:
     """Reach a size quickly. Weaviate gets a batch insert with seqs precomputed (one writer, nothing to claim);
     SQLite gets add_node itself, which is already fast."""
@@ -127,13 +136,21 @@ def measure(store: Store, size: int, have: int, inserts: int, rng: np.random.Gen
         start = time.perf_counter()
         store.add_node(node)
         insert_times.append(time.perf_counter() - start)
+    for i in range(have, size):  # one insight per node, as the Analyzer leaves them
+        vector = rng.standard_normal(DIM).astype(np.float32)
+        text = f"candidate {i}: reordering the inner loop raised the score by {i % 7} percent"
+        store.add_insight(Insight(run_id=RUN, text=text, node_ids=[f"n{i}"], embedding=vector.tolist()))
     query = rng.standard_normal(DIM).astype(np.float32)
     query = (query / np.linalg.norm(query)).tolist()
+    fresh = reopen(store)
+    start = time.perf_counter()
+    fresh.search_insights(RUN, query, 4)
+    first_s = time.perf_counter() - start
     start = time.perf_counter()
     replayed = sum(1 for _ in store.iter_nodes(RUN))
     replay_s = time.perf_counter() - start
     assert replayed == size, (replayed, size)
-    return {
+    row = {
         "insert p50": ms(insert_times),
         "insert p99": ms(insert_times, 0.99),
         "best": ms(timed(lambda: store.best_node(RUN))),
@@ -141,8 +158,13 @@ def measure(store: Store, size: int, have: int, inserts: int, rng: np.random.Gen
         "count": ms(timed(lambda: store.count_nodes(RUN))),
         "near k=8": ms(timed(lambda: store.near_nodes(RUN, query, 8))),
         "near+stage": ms(timed(lambda: store.near_nodes(RUN, query, 8, stages=[Stage.EVALUATED]))),
+        "insights first": f"{first_s * 1000:.1f}",
+        "insights k=4": ms(timed(lambda: fresh.search_insights(RUN, query, 4))),
         "replay": f"{replay_s:.2f} s",
     }
+    if fresh is not store:
+        fresh.close()
+    return row
 
 
 def main() -> None:
@@ -162,7 +184,8 @@ def main() -> None:
         else:
             console.print("[yellow]WEAVIATE_URL is not set: Weaviate skipped[/]")
     stores = {k: v for k, v in stores.items() if k in args.stores}
-    columns = ["insert p50", "insert p99", "best", "recent 64", "count", "near k=8", "near+stage", "replay"]
+    columns = ["insert p50", "insert p99", "best", "recent 64", "count", "near k=8", "near+stage"]
+    columns += ["insights first", "insights k=4", "replay"]
     table = Table(title="Store latency per call (ms unless noted), one run of N nodes, 384-d embeddings")
     for name in ["store", "nodes", *columns]:
         table.add_column(name, justify="left" if name == "store" else "right")
