@@ -13,13 +13,11 @@ a second time from a fresh import, rejecting it when the two packings differ (a 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-import uuid
-from pathlib import Path
 
 from numpy import asarray, isfinite
+
+from kubevolve.evaluator_kit import load_program
 
 N_CIRCLES = 26
 REFERENCE_SUM = 2.635  # AlphaEvolve's published result for 26 circles
@@ -53,11 +51,7 @@ def evaluate(program_path: str, stage: str) -> dict:
 
 def _run(program_path: str) -> tuple[list[tuple[float, float]], list[float]]:
     """Import the candidate under a fresh module name, call run_packing(), copy out plain floats."""
-    module = _load(program_path)
-    run_packing = getattr(module, "run_packing", None)
-    if not callable(run_packing):
-        raise ValueError("the program defines no callable run_packing()")
-    result = run_packing()
+    result = load_program(program_path, required=["run_packing"]).run_packing()
     if not isinstance(result, tuple | list) or len(result) != 3:
         raise ValueError("run_packing() must return a tuple (centers, radii, sum_radii)")
     centers = asarray(result[0], dtype=float)
@@ -71,20 +65,6 @@ def _run(program_path: str) -> tuple[list[tuple[float, float]], list[float]]:
     if not isfinite(radii).all():
         raise ValueError(f"circle {_first_false(isfinite(radii))} has a non-finite radius")
     return [(float(x), float(y)) for x, y in centers.tolist()], [float(r) for r in radii.tolist()]
-
-
-def _load(program_path: str):
-    name = f"_candidate_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, Path(program_path))
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {program_path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    return module
 
 
 def check_packing(centers: list[tuple[float, float]], radii: list[float]) -> None:
