@@ -114,3 +114,28 @@ def test_occupancy_is_busy_evaluation_time_over_slot_time(tmp_path):
     assert sample(registry, "kubevolve_evaluator_occupancy_ratio") == 0.75
     assert sample(registry, "kubevolve_evaluator_slots_busy") == 0
     assert sample(registry, "kubevolve_evaluator_slots") == 4
+
+
+def test_a_pass_with_no_new_node_reads_only_the_pending_ones(tmp_path):
+    """The operator passes the run's node count: when it says nothing was added, no scan of the run."""
+    scans = []
+
+    class Counting(SQLiteStore):
+        def iter_nodes(self, run_id, *, after_seq=-1):
+            scans.append(after_seq)
+            return super().iter_nodes(run_id, after_seq=after_seq)
+
+    store = Counting(tmp_path / "s.db")
+    feed, registry = feed_with_registry()
+    add(store, Stage.EVALUATED, score=1.0, x=1)
+    running = add(store, Stage.PROPOSED, x=2)
+    feed.read(store, {}, stored=2)
+    feed.read(store, {}, stored=2)  # nothing added: the pending node is re-read by id, the run is not scanned
+    assert len(scans) == 1
+    running.stage, running.score = Stage.EVALUATED, 2.0
+    store.update_node(running)
+    feed.read(store, {}, stored=2)
+    assert len(scans) == 1 and sample(registry, "kubevolve_candidates_total", outcome="evaluated") == 2
+    add(store, Stage.FAILED_QUICK, error="boom", x=3)
+    feed.read(store, {}, stored=3)
+    assert len(scans) == 2 and sample(registry, "kubevolve_candidates_total", outcome="failed_quick") == 1

@@ -89,7 +89,7 @@ async def feed_run(
         feed = ctx.feeds[key] = RunFeed(spec.name, namespace, gpus=gpus, slots=slots)
     feed.metrics.gpus = gpus  # the spec may have been edited
     try:
-        await asyncio.to_thread(feed.read, store, snap.nodes)
+        await asyncio.to_thread(feed.read, store, snap.nodes, snap.total)
     except StoreError as err:
         log.warning(f"metrics of {namespace}/{spec.name} not updated: {err}")
     busy = sum(1 for j in jobs if j.role == "evaluate" and j.state == ACTIVE)
@@ -108,18 +108,22 @@ class RunFeed:
         drop_run_series(metrics or METRICS, namespace, run)
         self.metrics = RunMetrics(run, namespace, gpus=gpus, slots=slots, metrics=metrics)
         self.top_seq = -1  # the highest seq read
+        self.read_count = 0  # distinct nodes read so far: when the store holds no more, nothing is new
         self.seen: dict[str, int] = {}  # node id -> seq, for the nodes within SEQ_MARGIN of top_seq
         self.pending: set[str] = set()  # read while not final yet
         self._busy_seconds = self._slot_seconds = 0.0
         self._last: tuple[float, int, int] | None = None  # (time, busy, slots) at the previous pass
 
-    def read(self, store: Store, known: dict[str, Node | None]) -> None:
-        """Count the nodes that became final since the last pass (`known`: fresh nodes the caller has)."""
+    def read(self, store: Store, known: dict[str, Node | None], stored: int | None = None) -> None:
+        """Count the nodes that became final since the last pass (`known`: fresh nodes the caller has;
+        `stored`: how many nodes the run holds, if the caller knows, so that a pass with none new reads none)."""
         floor = self.top_seq - SEQ_MARGIN
-        for node in store.iter_nodes(self.run, after_seq=floor):
+        new = store.iter_nodes(self.run, after_seq=floor) if stored != self.read_count else ()
+        for node in new:
             if node.id in self.seen:
                 continue
             self.seen[node.id] = node.seq
+            self.read_count += 1
             self.top_seq = max(self.top_seq, node.seq)
             if node.stage.is_final:
                 self.metrics.observe_node(node)
