@@ -143,3 +143,5 @@ class RunRecord:
     message: str = ""
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    # the task as the image running the steps sees it (`Task.summary`): written by the steps, read by the operator
+    task_facts: dict[str, Any] = field(default_factory=dict)

@@ -48,7 +48,13 @@ def load_context(store: Store, run_id: str) -> StepContext:
     except NotFound:
         raise StepError(f"run {run_id!r} is not in the store (tenant {store.tenant!r})") from None
     spec = parse_run_spec(run.spec)
-    return StepContext(store, run, spec, load_task(spec.task))
+    task = load_task(spec.task)
+    summary = task.summary()
+    if run.task_facts != summary:  # re-read first: keep what the operator wrote meanwhile (phase, message)
+        run = store.get_run(run_id)
+        run.task_facts = summary
+        store.put_run(run)
+    return StepContext(store, run, spec, task)
 
 
 def _existing(store: Store, node_id: str | None) -> Node | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -102,6 +102,21 @@ class Task:
     @property
     def stage_names(self) -> list[str]:
         return [s for s in ("quick", "full") if s in self.spec.stages]
+
+    def summary(self) -> dict[str, Any]:
+        """What an orchestrator needs of the task without its files: the metric and its direction, and what
+        one evaluation of every stage takes (largest cpu, memory and GPUs, total time). The steps record it
+        in the run record, so an operator whose image lacks the task (a lab's own image) still knows it."""
+        stages = list(self.spec.stages.values())
+        return {
+            "name": self.name,
+            "metric": self.spec.metric,
+            "maximize": self.spec.direction == "maximize",
+            "cpu": max(s.resources.cpu for s in stages),
+            "memory_mb": max(s.resources.memory_mb for s in stages),
+            "gpus": max(s.resources.gpus for s in stages),
+            "timeout_seconds": sum(s.timeout_seconds for s in stages),
+        }
 
     def score_of(self, metrics: dict[str, float]) -> float:
         """The node score (higher is better) of a metrics dict."""

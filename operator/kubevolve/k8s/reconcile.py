@@ -23,7 +23,7 @@ from .names import job_name, make_key, node_id, retry_key, run_label
 from .observe import JobInfo
 from .plan import PlanInput, make_plan
 from .policy import in_cluster, policy_problem
-from .resources import read_task
+from .resources import read_task, reported_facts
 from .snapshot import record_failed, set_phase, take_snapshot
 from .status import TERMINAL, build_status, problem_status, status_patch, transition_events
 from .telemetry import feed_run
@@ -85,11 +85,6 @@ async def _reconcile(
         await _problem(ctx, body, post, "InvalidSpec", str(err).replace("\n ", ""), failed=True)
         return config.idle_resync_seconds
     facts = await asyncio.to_thread(read_task, config.task_path(spec.task))
-    if facts.error and (meta.get("uid", name), facts.error) not in ctx.warned:
-        ctx.warned.add((meta.get("uid", name), facts.error))
-        post(
-            "Warning", "TaskUnreadable", f"the operator cannot read the task ({facts.error}); using defaults"
-        )
     url = store_url(spec, config)
     if not url:
         message = "no store: set spec.store.url or the operator's KUBEVOLVE_STORE"
@@ -119,7 +114,15 @@ async def _reconcile(
         await _problem(ctx, body, post, "StoreUnavailable", f"the store does not answer: {err}", failed=False)
         return STORE_RETRY_SECONDS
 
+    if snap.record.task_facts:  # a step has reported the task from the image that evaluates it
+        facts = reported_facts(snap.record.task_facts, facts)
+    elif facts.error and (meta.get("uid", name), facts.error) not in ctx.warned:
+        ctx.warned.add((meta.get("uid", name), facts.error))
+        message = f"the operator cannot read the task ({facts.error}); evaluations wait for the first step"
+        post("Warning", "TaskUnreadable", message + " to report it from the run's image")
     plan = make_plan(PlanInput(run, spec, facts, jobs, snap, int(old.get("nextCandidate") or 0), now))
+    if facts.error:  # no evaluation is sized from defaults: the first proposal reports the task
+        plan.create = [req for req in plan.create if req.role != "evaluate"]
 
     for nid, error, stage in plan.record_failed:
         if await asyncio.to_thread(record_failed, store, nid, error, stage):

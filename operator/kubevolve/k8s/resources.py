@@ -1,4 +1,6 @@
-"""What a run's pods need, from the task (read where the operator runs: the same image) and the spec.
+"""What a run's pods need, from the task and the spec. The task is read where the operator runs (its image
+ships the bundled tasks); once a step has run, the summary it recorded in the run record wins (a lab's own
+image may hold a task the operator's image does not).
 
 Evaluation pods get the task's largest stage (CPU, memory, GPUs) plus the step's own overhead, as requests
 equal to limits (Guaranteed QoS: a GPU evaluation is not evicted for a neighbour). `spec.jobs.<role>`
@@ -46,17 +48,17 @@ class TaskFacts:
 
 @lru_cache(maxsize=256)
 def _read(path: str, mtime: float) -> TaskFacts:
-    task = load_task(path)
-    stages = list(task.spec.stages.values())
-    return TaskFacts(
-        name=task.name,
-        metric=task.spec.metric,
-        maximize=task.spec.direction == "maximize",
-        cpu=max(s.resources.cpu for s in stages),
-        memory_mb=max(s.resources.memory_mb for s in stages),
-        gpus=max(s.resources.gpus for s in stages),
-        timeout_seconds=sum(s.timeout_seconds for s in stages),
-    )
+    return TaskFacts(**load_task(path).summary())
+
+
+def reported_facts(summary: dict, fallback: TaskFacts) -> TaskFacts:
+    """The facts a step recorded in the run record (the image that evaluates is the authority on its task);
+    `fallback` where the record has none or one this operator cannot read."""
+    known = {f: summary[f] for f in TaskFacts.__dataclass_fields__ if f in summary and f != "error"}
+    try:
+        return TaskFacts(**known) if "name" in known else fallback
+    except TypeError:
+        return fallback
 
 
 def read_task(path: Path) -> TaskFacts:

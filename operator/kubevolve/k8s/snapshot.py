@@ -69,10 +69,14 @@ def ensure_run(store: Store, run: str, spec: RunSpec, facts: TaskFacts) -> RunRe
 
 
 def set_phase(store: Store, record: RunRecord, phase: str, message: str) -> None:
+    """Record the run's phase; the record is read again just before, so that what a step wrote since the
+    pass began (the task's summary) is kept."""
     target = PHASES[phase]
     if record.phase != target or record.message != message:
-        record.phase, record.message, record.updated_at = target, message, time.time()
-        store.put_run(record)
+        current = store.get_run(record.id)
+        current.phase, current.message, current.updated_at = target, message, time.time()
+        store.put_run(current)
+        record.phase, record.message = target, message
 
 
 def _consecutive_failures(store: Store, run: str, total: int, window: int) -> int:

@@ -57,6 +57,7 @@ class Kubelet:
         self.admitted: set[str] = set()
         self.kueue_budget: int | None = 0  # Jobs Kueue may still admit (None: all)
         self.outputs: dict[str, str] = {}
+        self.bodies: dict[str, dict] = {}  # every Job (or TrainJob) run, as it was when it started
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
 
@@ -117,6 +118,7 @@ class Kubelet:
         resource = JOBS if job["kind"] == "Job" else TRAINJOBS
         async with self.slots:
             self.started[meta["name"]] += 1
+            self.bodies[meta["name"]] = job
             start = format_time(time.time())
             await self._patch(resource, meta, {"startTime": start, "active": 1})
             reason = self.fail(job) if self.fail else None
