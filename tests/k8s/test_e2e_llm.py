@@ -1,12 +1,15 @@
 """End to end with an LLM against kmock: the proposal and analysis pods get the LLM key from a Secret in the
 lab's namespace (resolved as a kubelet does), talk to a real OpenAI-protocol server through the openai SDK,
-and the operator exports the run's LLM usage from the store. The key never reaches the store."""
+and the operator exports the run's LLM usage from the store (where Debian's Prometheus is installed, the run
+dashboard's LLM panels are queried against it). The key never reaches the store."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, start_http_server
 
 from conftest import write_task
 from kubevolve.k8s.testing import RUNS
@@ -14,6 +17,7 @@ from kubevolve.k8s.testing.kubelet import Kubelet
 from kubevolve.models import Stage
 from kubevolve.store import open_store
 from openai_server import OpenAIServer, Reply
+from prometheus_helpers import DASHBOARDS, PROMETHEUS, panel_queries, query_problems, running_prometheus
 
 from .conftest import NAMESPACE, run_manifest, run_status, until
 
@@ -43,7 +47,14 @@ async def test_llm_key_from_a_secret_reaches_only_the_llm_pods(kmock, api, opera
     kubelet = Kubelet(api, mode="process", concurrency=2)
     kubelet.start()
     await operator.start()
-    with OpenAIServer(researcher_and_analyzer) as llm:
+    httpd, _ = start_http_server(0, "127.0.0.1", registry=REGISTRY)  # the operator's /metrics
+    with contextlib.ExitStack() as stack:
+        prom = (  # where Debian's Prometheus is installed, it scrapes the operator during the run
+            stack.enter_context(running_prometheus(tmp_path, f"127.0.0.1:{httpd.server_address[1]}"))
+            if PROMETHEUS
+            else None
+        )
+        llm = stack.enter_context(OpenAIServer(researcher_and_analyzer))
         spec = {
             "budget": {"maxCandidates": CANDIDATES},
             "parallelism": {"evaluators": 1, "proposers": 1},
@@ -62,8 +73,20 @@ async def test_llm_key_from_a_secret_reaches_only_the_llm_pods(kmock, api, opera
             await until(  # the analyses of the last candidates finish after the budget is reached
                 lambda: all(n.insight_id for n in store.list_nodes(RUN)), 120, "every analysis"
             )
+            if prom is not None:  # the run dashboard's LLM panels, fed by the operator from the store
+                llm_panels = [
+                    (t, e) for t, e in panel_queries(DASHBOARDS["kubevolve-run.json"]) if "llm" in e
+                ]
+                assert len(llm_panels) >= 4
+                chosen = {"namespace": NAMESPACE, "run": RUN}
+
+                def problems() -> dict[str, str]:
+                    return query_problems(prom, {"run": llm_panels}, {"run": [chosen]})
+
+                await until(lambda: asyncio.to_thread(lambda: not problems()), 60, "LLM panels with data")
         finally:
             await kubelet.stop()
+            httpd.shutdown()
 
     assert llm.requests and set(llm.authorization) == {f"Bearer {KEY}"}
     nodes = store.list_nodes(RUN)
