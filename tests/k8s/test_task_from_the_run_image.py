@@ -27,14 +27,11 @@ checks: {requiredNames: [solve]}
 sampler: {kind: greedy, numInspirations: 1}
 """
 MINIMIZE_EVALUATOR = """\
-import importlib.util
+from kubevolve.evaluator_kit import load_program
 
 
 def evaluate(program_path, stage):
-    spec = importlib.util.spec_from_file_location("candidate", program_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    x, y = module.solve()
+    x, y = load_program(program_path, required=["solve"]).solve()
     return {"f": (x - 3) ** 2 + (y + 1) ** 2}
 """
 
