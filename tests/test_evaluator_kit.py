@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kubevolve.evaluator_kit import load_program
+from kubevolve.evaluator_kit import load_program, program_with_block
 
 
 def test_each_load_is_a_fresh_module_left_out_of_sys_modules(tmp_path):
@@ -29,3 +29,14 @@ def test_a_missing_or_uncallable_entry_point_is_named(tmp_path):
         load_program(program, required=["solve"])
     with pytest.raises(ValueError, match="defines no callable curate"):
         load_program(program, required=["curate"])
+
+
+def test_a_baseline_block_becomes_the_initial_program_with_that_block(toy_task, tmp_path):
+    block = tmp_path / "baseline.py"
+    block.write_text("def solve():\n    return 3.0, -1.0\n")
+    (tmp_path / "out").mkdir()
+    program = program_with_block(toy_task, block, tmp_path / "out")
+    code = program.read_text()
+    assert "return 3.0, -1.0" in code and "x = 0.5" not in code
+    assert code.startswith("import math\n\n# EVOLVE-BLOCK-START\n") and code.endswith("# EVOLVE-BLOCK-END\n")
+    assert load_program(program, required=["solve"]).solve() == (3.0, -1.0)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from kubevolve.engineer.static_check import static_check
+from kubevolve.evaluator_kit import program_with_block
 from kubevolve.models import Stage
 from kubevolve.task import load_task
 from kubevolve.training import load_settings
@@ -40,13 +41,12 @@ def tools():
     return load_module(TASK_DIR / "initial.py", "data_curation_initial")
 
 
-def test_task_folder_loads_and_baselines_keep_the_frozen_code():
+def test_task_folder_loads_and_baselines_are_valid_candidates():
     task = load_task(TASK_DIR)
     assert task.spec.metric == "accuracy" and task.spec.checks.required_names == ["curate"]
     assert {"corpus", "evaluate"} <= set(task.spec.checks.forbidden_imports)  # no reaching for the truth
-    assert (TASK_DIR / "baselines" / "heuristic.py").read_text() == task.initial_code
-    for path in (TASK_DIR / "baselines").glob("*.py"):
-        assert static_check(task, path.read_text(), task.initial_code) is None, path.name
+    for path in (TASK_DIR / "baselines").glob("*.py"):  # the heuristic is initial.py itself
+        assert static_check(task, task.with_block(path.read_text()), task.initial_code) is None, path.name
     files = list((TASK_DIR / "cognition").glob("*.md"))
     assert files
     for path in files:
@@ -116,12 +116,8 @@ def test_the_frozen_tools_find_copies_and_wrong_labels(generated, tools):
     ids=["length", "negative", "nan", "too-few", "not-numbers"],
 )
 def test_bad_weights_are_rejected_with_a_specific_message(evaluator, tmp_path, body, message):
-    code = (TASK_DIR / "initial.py").read_text()
-    start = code.index("# EVOLVE-BLOCK-START\n") + len("# EVOLVE-BLOCK-START\n")
     path = tmp_path / "candidate.py"
-    path.write_text(
-        code[:start] + f"def curate(corpus):\n    {body}\n\n\n" + code[code.index("# EVOLVE-BLOCK-END") :]
-    )
+    path.write_text(load_task(TASK_DIR).with_block(f"def curate(corpus):\n    {body}\n\n\n"))
     with pytest.raises(ValueError, match=message):
         evaluator.evaluate(str(path), "quick")
 
@@ -155,9 +151,10 @@ def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, 
 
 
 @pytest.mark.slow
-def test_curation_matters_oracle_beats_heuristic_beats_none(evaluator):
+def test_curation_matters_oracle_beats_heuristic_beats_none(evaluator, tmp_path):
     settings = load_settings(TASK_DIR / "training.yaml", "quick")
-    none = evaluator.run_experiment(str(TASK_DIR / "baselines" / "no_curation.py"), settings)["accuracy"]
-    heuristic = evaluator.run_experiment(str(TASK_DIR / "baselines" / "heuristic.py"), settings)["accuracy"]
+    no_curation = program_with_block(TASK_DIR, TASK_DIR / "baselines" / "no_curation.py", tmp_path)
+    none = evaluator.run_experiment(str(no_curation), settings)["accuracy"]
+    heuristic = evaluator.run_experiment(str(TASK_DIR / "initial.py"), settings)["accuracy"]
     oracle = evaluator.run_experiment("", settings, evaluator.oracle_weights)["accuracy"]
     assert none < heuristic < oracle

@@ -1,4 +1,5 @@
-"""Helpers for a task's `evaluate.py`: what every evaluator does before it can judge a candidate.
+"""Helpers for a task's `evaluate.py`: what every evaluator does before it can judge a candidate, and how a
+baseline (a task's `baselines/NAME.py`, which holds only its EVOLVE-BLOCK) becomes a program to run.
 
 from kubevolve.evaluator_kit import load_program
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,3 +36,17 @@ def load_program(program_path: str | Path, *, required: Iterable[str] = ()) -> M
         if not callable(getattr(module, attribute, None)):
             raise ValueError(f"the program defines no callable {attribute}")
     return module
+
+
+def program_with_block(
+    task_dir: str | Path, block_path: str | Path, out_dir: str | Path | None = None
+) -> Path:
+    """Write the task's initial program with its evolve block replaced by the contents of `block_path`; return
+    the written file (in `out_dir`, else a fresh temporary folder)."""
+    from .task import load_task  # only here: an evaluator that just loads programs need not import it
+
+    code = load_task(task_dir).with_block(Path(block_path).read_text())
+    folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="kubevolve-baseline-"))
+    path = folder / Path(block_path).name
+    path.write_text(code)
+    return path

@@ -123,6 +123,11 @@ class Task:
         value = metrics[self.spec.metric]
         return value if self.spec.direction == "maximize" else -value
 
+    def with_block(self, block: str) -> str:
+        """The initial program with its one evolve block replaced by `block`: how a baseline that keeps only
+        its block, or a test, becomes a whole candidate program."""
+        return self.split(self.initial_code).join([block])
+
     def split(self, code: str) -> evolve_block.Split:
         return evolve_block.split(code, self.spec.evolve_block.start, self.spec.evolve_block.end)
 

@@ -8,7 +8,7 @@
    and seeds. The evaluator also reports, from the ground truth it kept, where the curated mass went
    (duplicates, junk, wrong labels, per-source shares): never shown to `curate`, but useful to the Researcher.
 
-Run by hand:  python tasks/data_curation/evaluate.py --program tasks/data_curation/baselines/no_curation.py
+Run by hand:  python tasks/data_curation/evaluate.py --block tasks/data_curation/baselines/no_curation.py
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if str(TASK_DIR) not in sys.path:
 import classifier  # noqa: E402
 import corpus as corpus_lib  # noqa: E402
 
-from kubevolve.evaluator_kit import load_program  # noqa: E402
+from kubevolve.evaluator_kit import load_program, program_with_block  # noqa: E402
 from kubevolve.training import (  # noqa: E402
     Budget,
     StepOutput,
@@ -198,13 +198,15 @@ def oracle_weights(raw, truth) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--program", default=str(TASK_DIR / "initial.py"))
+    parser.add_argument("--block", help="a baseline's EVOLVE-BLOCK (baselines/NAME.py) to run in initial.py")
     parser.add_argument("--stage", default="quick")
     parser.add_argument(
         "--oracle", action="store_true", help="score the ground-truth oracle curation (reference)"
     )
     args = parser.parse_args(argv)
     settings = load_settings(SETTINGS, args.stage)
-    metrics = run_experiment(args.program, settings, oracle_weights if args.oracle else None)
+    program = str(program_with_block(TASK_DIR, args.block)) if args.block else args.program
+    metrics = run_experiment(program, settings, oracle_weights if args.oracle else None)
     print(metrics["artifacts"]["curated_mass"], metrics["artifacts"]["probes"], sep="\n\n")
     print(json.dumps({k: v for k, v in metrics.items() if k != "artifacts" and not math.isnan(v)}, indent=2))
     return 0

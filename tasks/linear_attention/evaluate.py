@@ -9,7 +9,7 @@ Stage flow (settings per stage in training.yaml, read through kubevolve.training
 Primary metric: `mqar_accuracy`, the mean accuracy over the evaluation lengths.
 
 The evaluation is deterministic for a given seed on the CPU. Run it by hand, e.g. to measure a baseline:
-    python tasks/linear_attention/evaluate.py --program tasks/linear_attention/baselines/deltanet.py --stage quick
+    python tasks/linear_attention/evaluate.py --block tasks/linear_attention/baselines/linear_attention.py --stage quick
 With several GPUs and `launcher` set, the full stage starts one process per GPU (`deepspeed` or `torchrun`,
 built by kubevolve.training.launcher); each runs this file with `--rank-entry`, and rank 0 reports.
 """
@@ -36,7 +36,7 @@ import mixer_checks  # noqa: E402
 import mqar  # noqa: E402
 from backbone import LanguageModel  # noqa: E402
 
-from kubevolve.evaluator_kit import load_program  # noqa: E402
+from kubevolve.evaluator_kit import load_program, program_with_block  # noqa: E402
 from kubevolve.training import (  # noqa: E402
     Budget,
     StepOutput,
@@ -274,6 +274,7 @@ def run_on_all_gpus(program_path: str, stage: str, settings: dict[str, Any]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--program", default=str(TASK_DIR / "initial.py"))
+    parser.add_argument("--block", help="a baseline's EVOLVE-BLOCK (baselines/NAME.py) to run in initial.py")
     parser.add_argument("--stage", default="quick")
     parser.add_argument("--result", help="write the metrics JSON here (rank 0 only)")
     parser.add_argument("--rank-entry", action="store_true", help="one rank of a launched multi-GPU run")
@@ -297,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         settings["engine"] = args.engine
     if args.seed is not None:
         settings["seed"] = args.seed
-    metrics = run_experiment(args.program, settings, check=not args.skip_checks)
+    program = str(program_with_block(TASK_DIR, args.block)) if args.block else args.program
+    metrics = run_experiment(program, settings, check=not args.skip_checks)
     if dist_env.rank() == 0:
         text = json.dumps(metrics, indent=2)
         if args.result:

@@ -5,7 +5,7 @@ the sampler, the verifiable reward, the optimizer, the budget of samples) is fro
 compare objectives and nothing else. Primary metric: `solve_rate`, the held-out exact-answer rate (greedy
 decoding, 1,000 fixed problems) after the RL budget, averaged over the stage's seeds.
 
-Run by hand:  python tasks/rl_algorithm/evaluate.py --program tasks/rl_algorithm/baselines/rloo.py --stage quick
+Run by hand:  python tasks/rl_algorithm/evaluate.py --block tasks/rl_algorithm/baselines/rloo.py --stage quick
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if str(TASK_DIR) not in sys.path:
 import arithmetic  # noqa: E402
 import rl_loop  # noqa: E402
 
-from kubevolve.evaluator_kit import load_program  # noqa: E402
+from kubevolve.evaluator_kit import load_program, program_with_block  # noqa: E402
 from kubevolve.training import load_settings, set_threads  # noqa: E402
 
 SETTINGS = TASK_DIR / "training.yaml"
@@ -75,13 +75,15 @@ def run_experiment(program_path: str, settings: dict[str, Any]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--program", default=str(TASK_DIR / "initial.py"))
+    parser.add_argument("--block", help="a baseline's EVOLVE-BLOCK (baselines/NAME.py) to run in initial.py")
     parser.add_argument("--stage", default="quick")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the stage's seeds")
     args = parser.parse_args(argv)
     settings = load_settings(SETTINGS, args.stage)
     if args.seeds:
         settings["seeds"] = args.seeds
-    metrics = run_experiment(args.program, settings)
+    program = str(program_with_block(TASK_DIR, args.block)) if args.block else args.program
+    metrics = run_experiment(program, settings)
     print(metrics["artifacts"]["seeds"])
     print(json.dumps({k: v for k, v in metrics.items() if k != "artifacts"}, indent=2))
     return 0
