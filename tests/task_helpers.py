@@ -36,3 +36,16 @@ def run_quick_through_engine(task_dir: Path, tmp_path: Path, *, run_id: str, tas
         return asyncio.run(evaluate_step(ctx, "seed", tmp_path / "work"))
     finally:
         store.close()
+
+
+def assert_cognition_sections_cite_sources(task_dir: Path) -> None:
+    """Every section of the task's cognition files starts with a `## ` title and carries a `Source: ` line:
+    a prior without a source cannot be checked or credited."""
+    files = list((task_dir / "cognition").glob("*.md"))
+    assert files, f"{task_dir}: no cognition files"
+    for path in files:
+        sections = path.read_text().split("\n## ")
+        assert sections[0].startswith("## "), f"{path}: text before the first section"
+        for section in sections:
+            title, _, body = section.removeprefix("## ").partition("\n")
+            assert title.strip() and "\nSource: " in "\n" + body, f"{path}: {title!r} has no Source: line"

@@ -16,7 +16,7 @@ from kubevolve.evaluator_kit import program_with_block
 from kubevolve.models import Stage
 from kubevolve.task import load_task
 from kubevolve.training import load_settings
-from task_helpers import load_module, run_quick_through_engine
+from task_helpers import assert_cognition_sections_cite_sources, load_module, run_quick_through_engine
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "data_curation"
 QUICK_RANGE = (0.82, 0.92)  # tasks/data_curation/README.md: the heuristic's quick stage (measured 0.864)
@@ -47,12 +47,7 @@ def test_task_folder_loads_and_baselines_are_valid_candidates():
     assert {"corpus", "evaluate"} <= set(task.spec.checks.forbidden_imports)  # no reaching for the truth
     for path in (TASK_DIR / "baselines").glob("*.py"):  # the heuristic is initial.py itself
         assert static_check(task, task.with_block(path.read_text()), task.initial_code) is None, path.name
-    files = list((TASK_DIR / "cognition").glob("*.md"))
-    assert files
-    for path in files:
-        for section in path.read_text().split("\n## "):
-            title, _, body = section.removeprefix("## ").partition("\n")
-            assert title.strip() and "\nSource: " in "\n" + body, f"{path}: {title!r} has no Source: line"
+    assert_cognition_sections_cite_sources(TASK_DIR)
 
 
 def test_the_corpus_has_the_documented_defects(evaluator, generated):

@@ -18,7 +18,7 @@ from kubevolve.engineer.static_check import static_check
 from kubevolve.evaluator_kit import program_with_block
 from kubevolve.models import Stage
 from kubevolve.task import load_task
-from task_helpers import load_module, run_quick_through_engine
+from task_helpers import assert_cognition_sections_cite_sources, load_module, run_quick_through_engine
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "linear_attention"
 QUICK_RANGE = (0.2, 0.6)  # tasks/linear_attention/README.md: DeltaNet's quick stage (measured 0.3838)
@@ -61,14 +61,7 @@ def test_task_folder_loads_and_baselines_are_valid_candidates():
 
 
 def test_cognition_sections_have_titles_and_sources():
-    files = list((TASK_DIR / "cognition").glob("*.md"))
-    assert files
-    for path in files:
-        sections = path.read_text().split("\n## ")
-        assert sections[0].startswith("## ")
-        for section in sections:
-            title, _, body = section.removeprefix("## ").partition("\n")
-            assert title.strip() and "\nSource: " in "\n" + body, f"{path}: {title!r} has no Source: line"
+    assert_cognition_sections_cite_sources(TASK_DIR)
 
 
 # ---- kernels and data ----------------------------------------------------------------------------------

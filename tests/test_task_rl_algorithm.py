@@ -16,7 +16,7 @@ from kubevolve.models import Stage
 from kubevolve.task import load_task
 from kubevolve.training import TrainingDiverged, load_settings
 from kubevolve.training.settings import merge
-from task_helpers import load_module, run_quick_through_engine
+from task_helpers import assert_cognition_sections_cite_sources, load_module, run_quick_through_engine
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "rl_algorithm"
 QUICK_RANGE = (0.6, 0.95)  # tasks/rl_algorithm/README.md: GRPO's quick stage (measured 0.800)
@@ -55,12 +55,7 @@ def test_task_folder_loads_and_baselines_are_valid_candidates():
     assert set(task.spec.checks.required_names) == {"compute_advantages", "policy_loss"}
     for path in (TASK_DIR / "baselines").glob("*.py"):  # GRPO is initial.py itself
         assert static_check(task, task.with_block(path.read_text()), task.initial_code) is None, path.name
-    files = list((TASK_DIR / "cognition").glob("*.md"))
-    assert files
-    for path in files:
-        for section in path.read_text().split("\n## "):
-            title, _, body = section.removeprefix("## ").partition("\n")
-            assert title.strip() and "\nSource: " in "\n" + body, f"{path}: {title!r} has no Source: line"
+    assert_cognition_sections_cite_sources(TASK_DIR)
 
 
 def test_the_reward_is_an_exact_check_of_the_sum(evaluator):
