@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from kubevolve.task import load_task
+from task_helpers import assert_cognition_sections_cite_sources
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "circle_packing"
 INITIAL_RANGE = (1.5, 2.2)  # documented in tasks/circle_packing/README.md (measured: 1.9253)
@@ -69,13 +70,7 @@ def test_task_folder_loads():
 
 
 def test_cognition_sections_have_titles_and_sources():
-    for path in (TASK_DIR / "cognition").glob("*.md"):
-        sections = path.read_text().split("\n## ")
-        assert sections[0].startswith("## ")
-        for section in sections:
-            title, _, body = section.removeprefix("## ").partition("\n")
-            assert title.strip(), path
-            assert "\nSource: " in "\n" + body, f"{path}: section {title!r} has no Source: line"
+    assert_cognition_sections_cite_sources(TASK_DIR)
 
 
 @pytest.mark.parametrize("stage", ["quick", "full"])
