@@ -14,10 +14,11 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry
 
-from kubevolve.metrics import Metrics, RunMetrics, metric_reason, serve
+from kubevolve.metrics import Metrics, metric_reason, serve
 from kubevolve.models import Node, Stage
 from kubevolve.progress import RunProgress
 from kubevolve.proposers.offline import OfflineProposer
+from kubevolve.run_metrics import RunMetrics
 from kubevolve.runner import Evolution
 from kubevolve.spec import RunSpec
 from kubevolve.task import load_task

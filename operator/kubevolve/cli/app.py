@@ -13,8 +13,8 @@ import typer
 
 from ..engineer.sandbox import resolve_mode
 from ..launch import Agents, choose_run_id, kubevolve_home, load_target, make_agents
-from ..metrics import serve_run_metrics
 from ..models import Node
+from ..run_metrics import serve_run_metrics
 from ..runner import Evolution
 from ..spec import SpecError
 from ..store.base import NotFound, Store, StoreError

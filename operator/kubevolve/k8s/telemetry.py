@@ -20,8 +20,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..metrics import METRICS, Metrics, RunMetrics, drop_run_series
+from ..metrics import METRICS, Metrics, drop_run_series
 from ..models import Node
+from ..run_metrics import RunMetrics
 from ..spec import RunSpec
 from ..store.base import NotFound, Store, StoreError
 from .observe import ACTIVE, JobInfo, parse_time
