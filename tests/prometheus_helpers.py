@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
+from conftest import REPO
+
 PROMETHEUS = shutil.which("prometheus")
 NO_PROMETHEUS = (
     "Debian's `prometheus` server is not on PATH (apt-get install prometheus; .ci/run installs it)"
 )
-REPO = Path(__file__).resolve().parents[1]
 DASHBOARDS = {p.name: json.loads(p.read_text()) for p in sorted((REPO / "dashboards").glob("*.json"))}
 METRIC = re.compile(r"\bkubevolve_\w+")
 BUILTINS = {"__rate_interval": "30s", "__range": "1h", "__interval": "1s"}
