@@ -75,7 +75,7 @@ bench: setup
 
 # the chart carries copies of the generated CRD and the dashboards (helm reads only files inside the chart)
 chart: setup
-	$(BIN)/python -m kubevolve.k8s.crd > crds/evolutionruns.kubevolve.io.yaml
+	$(BIN)/python -m kubevolve.runtime.kubernetes.crd > crds/evolutionruns.kubevolve.io.yaml
 	cp crds/evolutionruns.kubevolve.io.yaml helm/kubevolve/files/crds/
 	cp dashboards/*.json helm/kubevolve/files/dashboards/
 	bin/helm lint helm/kubevolve

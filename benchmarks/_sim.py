@@ -8,8 +8,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from kubevolve.proposers.base import Proposal, ProposalRequest
-from kubevolve.task import Task, load_task
+from kubevolve.core.task import Task, load_task
+from kubevolve.loop.research.proposal import Proposal, ProposalRequest
 
 TASK_YAML = """\
 name: simulated

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the OpenAI-proto
 import numpy as np  # noqa: E402
 from _sim import SimulatedProposer, simulated_task  # noqa: E402
 
-from kubevolve.launch import make_agents  # noqa: E402
-from kubevolve.models import Insight, Node, Stage  # noqa: E402
-from kubevolve.runner import Evolution  # noqa: E402
-from kubevolve.spec import RunSpec  # noqa: E402
+from kubevolve.core.models import Insight, Node, Stage  # noqa: E402
+from kubevolve.core.spec import RunSpec  # noqa: E402
+from kubevolve.loop.agents import make_agents  # noqa: E402
+from kubevolve.runtime.local import Evolution  # noqa: E402
 from kubevolve.store.sqlite import SQLiteStore  # noqa: E402
 from openai_server import OpenAIServer, Reply  # noqa: E402
 

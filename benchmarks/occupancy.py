@@ -21,8 +21,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 from _sim import SimulatedProposer, simulated_task  # noqa: E402
 
-from kubevolve.runner import Evolution  # noqa: E402
-from kubevolve.spec import RunSpec  # noqa: E402
+from kubevolve.core.spec import RunSpec  # noqa: E402
+from kubevolve.runtime.local import Evolution  # noqa: E402
 from kubevolve.store.sqlite import SQLiteStore  # noqa: E402
 
 EVAL_SECONDS = 0.25

@@ -30,12 +30,12 @@ import kopf
 from rich.console import Console
 from rich.table import Table
 
-from kubevolve.k8s import API_VERSION, KIND
-from kubevolve.k8s.config import OperatorConfig
-from kubevolve.k8s.kube import Kube
-from kubevolve.k8s.main import start_operator
-from kubevolve.k8s.testing import RUNS, Api, ValidatingEmulator, declare_resources
-from kubevolve.k8s.testing.kubelet import Kubelet
+from kubevolve.runtime.kubernetes import API_VERSION, KIND
+from kubevolve.runtime.kubernetes.config import OperatorConfig
+from kubevolve.runtime.kubernetes.kube import Kube
+from kubevolve.runtime.kubernetes.main import start_operator
+from kubevolve.testing import RUNS, Api, ValidatingEmulator, declare_resources
+from kubevolve.testing.kubelet import Kubelet
 
 NAMESPACE = "bench"
 TOY_TASK = """\

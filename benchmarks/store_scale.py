@@ -29,7 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kubevolve.models import Insight, Node, Stage
+from kubevolve.core.models import Insight, Node, Stage
 from kubevolve.store import Store, open_store
 
 DIM = 384
@@ -80,8 +80,8 @@ def sqlite_store() -> Iterator[Store]:
 
 @contextmanager
 def weaviate_store() -> Iterator[Store]:
-    from kubevolve.store.weaviate_conn import WeaviateSettings, connect
-    from kubevolve.store.weaviate_schema import drop_collections
+    from kubevolve.store.weaviate.connection import WeaviateSettings, connect
+    from kubevolve.store.weaviate.schema import drop_collections
 
     base = os.environ["WEAVIATE_URL"]
     prefix = f"KvBench{uuid.uuid4().hex[:10]}"

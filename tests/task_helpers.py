@@ -8,10 +8,10 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from kubevolve.models import Node, RunRecord
-from kubevolve.proposers.offline import OfflineProposer
-from kubevolve.spec import RunSpec
-from kubevolve.steps import evaluate_step, load_context, propose_step
+from kubevolve.core.models import Node, RunRecord
+from kubevolve.core.spec import RunSpec
+from kubevolve.loop.research.offline import OfflineProposer
+from kubevolve.loop.steps import evaluate_step, load_context, propose_step
 from kubevolve.store.sqlite import SQLiteStore
 
 

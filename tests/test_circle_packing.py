@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kubevolve.task import load_task
+from kubevolve.core.task import load_task
 from task_helpers import assert_cognition_sections_cite_sources
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "circle_packing"

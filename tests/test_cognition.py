@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kubevolve.cli.app import app
-from kubevolve.cognition import (
+from kubevolve.core.models import CognitionEntry, Insight, RunRecord, new_id
+from kubevolve.loop.learn.cognition import (
     CognitionError,
     embedding_text,
     find_insight,
@@ -25,8 +26,7 @@ from kubevolve.cognition import (
     retrieve_cognition,
     sync_cognition,
 )
-from kubevolve.embeddings import Embedder, EmbeddingError, MiniLMEmbedder, get_embedder
-from kubevolve.models import CognitionEntry, Insight, RunRecord, new_id
+from kubevolve.loop.learn.embeddings import Embedder, EmbeddingError, MiniLMEmbedder, get_embedder
 
 REPO = Path(__file__).resolve().parents[1]
 CIRCLE_COGNITION = REPO / "tasks" / "circle_packing" / "cognition"

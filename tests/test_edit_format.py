@@ -7,8 +7,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from kubevolve.evolve_block import END, START, changed_outside_blocks, split
-from kubevolve.proposers.edit_format import Edit, EditError, apply_answer, apply_edits, parse_answer
+from kubevolve.core.evolve_block import END, START, changed_outside_blocks, split
+from kubevolve.loop.research.edit_format import Edit, EditError, apply_answer, apply_edits, parse_answer
 
 PARENT = f"import a\n# {START}\nx = 1\ny = 2\nz = 3\n# {END}\nfrozen = x\n"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kubevolve.engineer.metrics import MetricsError, validate_metrics
-from kubevolve.engineer.static_check import static_check
-from kubevolve.task import load_task
+from kubevolve.core.task import load_task
+from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
+from kubevolve.loop.engineer.static_check import static_check
 
 
 def test_valid_metrics_and_artifacts():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kubevolve.evaluator_kit import load_program, program_with_block
+from kubevolve.sdk.evaluator_kit import load_program, program_with_block
 
 
 def test_each_load_is_a_fresh_module_left_out_of_sys_modules(tmp_path):

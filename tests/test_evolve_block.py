@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubevolve.evolve_block import BlockError, changed_outside_blocks, split
+from kubevolve.core.evolve_block import BlockError, changed_outside_blocks, split
 
 PROGRAM = "import x\n# EVOLVE-BLOCK-START\na = 1\n# EVOLVE-BLOCK-END\nmid\n# EVOLVE-BLOCK-START\nb = 2\n# EVOLVE-BLOCK-END\ntail\n"
 

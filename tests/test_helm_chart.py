@@ -156,7 +156,7 @@ def test_pods_are_hardened(tmp_path):
 
 @pytest.mark.parametrize("cidrs", [None, ["10.20.0.0/16"]], ids=["bundled-store", "external-store"])
 def test_evaluation_pods_reach_only_dns_and_the_store(tmp_path, cidrs):
-    from kubevolve.k8s.netpol import evaluation_network_policy
+    from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
 
     values = {"networkPolicy": {"storeCIDRs": cidrs}} if cidrs else None
     (policy,) = [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from kubevolve.cli.app import app
 from kubevolve.cli.lab_cmd import ADMIN_ROLE, LAB_LABEL, VIEWER_ROLE, LabError, apply_manifests, lab_manifests
-from kubevolve.k8s.testing import live_objects
+from kubevolve.testing import live_objects
 
 runner = CliRunner()
 CHART_ROLES = Path(__file__).parents[1] / "helm" / "kubevolve" / "templates" / "rbac-labs.yaml"

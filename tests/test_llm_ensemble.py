@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kubevolve.llm.client import LLMClient, models_of
-from kubevolve.llm.ensemble import CostAwareBandit
-from kubevolve.spec import LLMSpec
+from kubevolve.core.spec import LLMSpec
+from kubevolve.loop.llm.client import LLMClient, models_of
+from kubevolve.loop.llm.ensemble import CostAwareBandit
 
 
 def test_every_model_is_tried_first():

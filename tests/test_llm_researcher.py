@@ -8,11 +8,11 @@ import hashlib
 
 import pytest
 
-from kubevolve.launch import make_agents
-from kubevolve.models import Stage
-from kubevolve.runner import Evolution
-from kubevolve.spec import RunSpec
-from kubevolve.task import load_task
+from kubevolve.core.models import Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.core.task import load_task
+from kubevolve.loop.agents import make_agents
+from kubevolve.runtime.local import Evolution
 from openai_server import OpenAIServer, Reply
 
 GOOD_DIFF = "MOTIVATION: move x toward 3, the optimum.\n<<<<<<< SEARCH\n    x = 0.5\n=======\n    x = 2.0\n>>>>>>> REPLACE\n"

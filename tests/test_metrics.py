@@ -14,14 +14,14 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry
 
-from kubevolve.metrics import Metrics, metric_reason, serve
-from kubevolve.models import Node, Stage
-from kubevolve.progress import RunProgress
-from kubevolve.proposers.offline import OfflineProposer
-from kubevolve.run_metrics import RunMetrics
-from kubevolve.runner import Evolution
-from kubevolve.spec import RunSpec
-from kubevolve.task import load_task
+from kubevolve.core.models import Node, Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.core.task import load_task
+from kubevolve.loop.research.offline import OfflineProposer
+from kubevolve.observe.metrics import Metrics, metric_reason, serve
+from kubevolve.observe.progress import RunProgress
+from kubevolve.observe.run_metrics import RunMetrics
+from kubevolve.runtime.local import Evolution
 
 ALLOWED_LABELS = {
     "namespace",

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubevolve.evolve_block import split
-from kubevolve.models import Node
-from kubevolve.proposers.base import Proposal, ProposalError, ProposalRequest
-from kubevolve.proposers.offline import OfflineProposer, find_literals
-from kubevolve.task import Task, TaskSpec, load_task
+from kubevolve.core.evolve_block import split
+from kubevolve.core.models import Node
+from kubevolve.core.task import Task, TaskSpec, load_task
+from kubevolve.loop.research.offline import OfflineProposer, find_literals
+from kubevolve.loop.research.proposal import Proposal, ProposalError, ProposalRequest
 
 PROGRAM = '''"""A docstring with numbers 3.5 and 42 that must stay."""
 import math

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from conftest import REPO, write_task
 from kubevolve.cli.app import app
-from kubevolve.models import Stage
-from kubevolve.report import load_run, render_report
+from kubevolve.core.models import Stage
+from kubevolve.observe.report.page import load_run, render_report
 from kubevolve.store.sqlite import SQLiteStore
 
 CHROMIUM = "/usr/bin/chromium"
@@ -97,10 +97,10 @@ def test_report_command_writes_a_self_contained_page(report_run, tmp_path):
 def test_a_run_without_a_score_still_renders(tmp_path, store):
     import asyncio
 
-    from kubevolve.proposers.offline import OfflineProposer
-    from kubevolve.runner import Evolution
-    from kubevolve.spec import RunSpec
-    from kubevolve.task import load_task
+    from kubevolve.core.spec import RunSpec
+    from kubevolve.core.task import load_task
+    from kubevolve.loop.research.offline import OfflineProposer
+    from kubevolve.runtime.local import Evolution
 
     broken = write_task(
         tmp_path / "broken", evaluator="def evaluate(program_path, stage):\n    raise KeyError('f')\n"

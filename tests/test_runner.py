@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from conftest import write_task
-from kubevolve.models import Stage
-from kubevolve.proposers.offline import OfflineProposer
-from kubevolve.runner import Evolution
-from kubevolve.spec import RunSpec
+from kubevolve.core.models import Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.core.task import load_task
+from kubevolve.loop.research.offline import OfflineProposer
+from kubevolve.runtime.local import Evolution
 from kubevolve.store.sqlite import SQLiteStore
-from kubevolve.task import load_task
 
 
 def evolve(task_dir: Path, store, tmp_path: Path, name: str = "run", **spec_fields):
@@ -179,7 +179,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_nothing(tmp_path,
     ],
 )
 def test_failure_reasons_are_a_bounded_set(stage, error, reason):
-    from kubevolve.models import Node
-    from kubevolve.progress import failure_reason
+    from kubevolve.core.models import Node
+    from kubevolve.observe.progress import failure_reason
 
     assert failure_reason(Node(run_id="r", code="", stage=stage, error=error)) == reason

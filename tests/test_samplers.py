@@ -14,11 +14,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubevolve.models import Node, Stage
-from kubevolve.samplers import MapElitesSampler, Sampler, Selection, UCB1Sampler, is_candidate, make_sampler
-from kubevolve.samplers.elite_pool import pool_capacity
-from kubevolve.samplers.map_elites import cell_of
-from kubevolve.spec import FeatureAxis, SamplerSpec
+from kubevolve.core.models import Node, Stage
+from kubevolve.core.spec import FeatureAxis, SamplerSpec
+from kubevolve.loop.sample import (
+    MapElitesSampler,
+    Sampler,
+    Selection,
+    UCB1Sampler,
+    is_candidate,
+    make_sampler,
+)
+from kubevolve.loop.sample.elite_pool import pool_capacity
+from kubevolve.loop.sample.map_elites import cell_of
 
 KINDS = ["ucb1", "greedy", "random", "map_elites"]
 POOLED = {"ucb1", "greedy"}  # kinds that select from the best pool_capacity(spec) candidates

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubevolve.spec import API_VERSION, RunSpec, SpecError, load_run_spec, parse_run_spec
+from kubevolve.core.spec import API_VERSION, RunSpec, SpecError, load_run_spec, parse_run_spec
 
 
 def test_defaults_round_trip_through_camel_case():

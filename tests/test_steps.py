@@ -8,10 +8,10 @@ import json
 from typer.testing import CliRunner
 
 from kubevolve.cli.app import app
-from kubevolve.launch import make_agents
-from kubevolve.models import RunRecord, Stage
-from kubevolve.spec import RunSpec
-from kubevolve.steps import analyze_step, evaluate_step, load_context, propose_step
+from kubevolve.core.models import RunRecord, Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.loop.agents import make_agents
+from kubevolve.loop.steps import analyze_step, evaluate_step, load_context, propose_step
 
 AGENTS = make_agents(RunSpec(task="unused"))
 

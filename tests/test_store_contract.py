@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kubevolve.models import CognitionEntry, Insight, Node, RunPhase, RunRecord, Stage
+from kubevolve.core.models import CognitionEntry, Insight, Node, RunPhase, RunRecord, Stage
 from kubevolve.store import SCHEMA_VERSION, NotFound, Store, StoreError, open_store
 
 
@@ -44,8 +44,8 @@ def weaviate_factory() -> Iterator[StoreFactory]:
     base = os.environ.get("WEAVIATE_URL")
     if not base:
         pytest.skip("WEAVIATE_URL is not set: the Weaviate contract run needs a live Weaviate")
-    from kubevolve.store.weaviate_conn import WeaviateSettings, connect
-    from kubevolve.store.weaviate_schema import drop_collections, write_version
+    from kubevolve.store.weaviate.connection import WeaviateSettings, connect
+    from kubevolve.store.weaviate.schema import drop_collections, write_version
 
     prefix = f"KvTest{uuid.uuid4().hex[:12]}"
     url = f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
@@ -492,7 +492,7 @@ async def test_usable_from_asyncio_to_thread(store: Store) -> None:
 _WRITER = textwrap.dedent(
     """
     import os, sys, time
-    from kubevolve.models import Node
+    from kubevolve.core.models import Node
     from kubevolve.store import open_store
     url, go, worker, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     store = open_store(url, tenant="default")

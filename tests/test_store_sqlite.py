@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevolve.models import Node, Stage
+from kubevolve.core.models import Node, Stage
 from kubevolve.store import (
     SCHEMA_VERSION,
     SQLiteStore,
@@ -135,7 +135,7 @@ def test_insight_search_ranks_from_its_cache_as_the_brute_force_does(tmp_path):
     ties by earliest row, zero vectors at 0, k beyond the row count; rows another handle adds are found."""
     import numpy as np
 
-    from kubevolve.models import Insight
+    from kubevolve.core.models import Insight
     from kubevolve.store.vectors import query_vector, rank
 
     rng = np.random.default_rng(3)

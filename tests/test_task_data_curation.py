@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kubevolve.engineer.static_check import static_check
-from kubevolve.evaluator_kit import program_with_block
-from kubevolve.models import Stage
-from kubevolve.task import load_task
-from kubevolve.training import load_settings
+from kubevolve.core.models import Stage
+from kubevolve.core.task import load_task
+from kubevolve.loop.engineer.static_check import static_check
+from kubevolve.sdk.evaluator_kit import program_with_block
+from kubevolve.sdk.training import load_settings
 from task_helpers import assert_cognition_sections_cite_sources, load_module, run_quick_through_engine
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "data_curation"

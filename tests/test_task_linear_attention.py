@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kubevolve.engineer.static_check import static_check
-from kubevolve.evaluator_kit import program_with_block
-from kubevolve.models import Stage
-from kubevolve.task import load_task
+from kubevolve.core.models import Stage
+from kubevolve.core.task import load_task
+from kubevolve.loop.engineer.static_check import static_check
+from kubevolve.sdk.evaluator_kit import program_with_block
 from task_helpers import assert_cognition_sections_cite_sources, load_module, run_quick_through_engine
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "linear_attention"
@@ -282,8 +282,8 @@ def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(tmp_path, laun
     """What `evaluate` launches on a node with several GPUs, on two CPU processes: the launcher starts two
     ranks of evaluate.py --rank-entry, each trains with ZeRO-2 over gloo, rank 0 writes the metrics."""
     pytest.importorskip("deepspeed")
-    from kubevolve.training.distributed import free_port
-    from kubevolve.training.launcher import launch_command, run_launched
+    from kubevolve.sdk.training.distributed import free_port
+    from kubevolve.sdk.training.launcher import launch_command, run_launched
 
     result = tmp_path / "metrics.json"
     override = json.dumps({"mqar": {"steps": 20, "evalEvery": 10}, "lm": {"steps": 10}})

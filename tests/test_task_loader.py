@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import TOY_PROGRAM, TOY_TASK_YAML, write_task
-from kubevolve.task import TaskError, load_task
+from kubevolve.core.task import TaskError, load_task
 
 
 def test_toy_task_loads(toy_task):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from kubevolve.training import (
+from kubevolve.sdk.training import (
     Budget,
     Curve,
     SettingsError,
@@ -31,8 +31,8 @@ from kubevolve.training import (
     train,
     warmup_cosine,
 )
-from kubevolve.training.launcher import NodeLayout, launch_command, node_layout, run_launched
-from kubevolve.training.zero import deepspeed_config
+from kubevolve.sdk.training.launcher import NodeLayout, launch_command, node_layout, run_launched
+from kubevolve.sdk.training.zero import deepspeed_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,8 +208,8 @@ def test_deepspeed_config_is_completed_from_the_task_section():
 DEEPSPEED_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, torch
-    from kubevolve.training import Budget, StepOutput, build_stepper, seed_everything, train, training_device
-    from kubevolve.training import distributed
+    from kubevolve.sdk.training import Budget, StepOutput, build_stepper, seed_everything, train, training_device
+    from kubevolve.sdk.training import distributed
 
     engine, stage = sys.argv[1], int(sys.argv[2])
     generator = seed_everything(0)
@@ -275,7 +275,7 @@ def test_two_ranks_train_with_zero_through_torchrun_on_cpu(tmp_path):
     pytest.importorskip("deepspeed")
     script = tmp_path / "train_ds.py"
     script.write_text(DEEPSPEED_SCRIPT)
-    from kubevolve.training.distributed import free_port
+    from kubevolve.sdk.training.distributed import free_port
 
     command = launch_command(
         [str(script), "deepspeed", "2"], gpus=2, launcher="torchrun", master_port=free_port()
@@ -300,7 +300,7 @@ def test_two_ranks_train_with_zero_through_mpirun_on_cpu(tmp_path):
     script.write_text(DEEPSPEED_SCRIPT)
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=2\n")
-    from kubevolve.training.distributed import free_port
+    from kubevolve.sdk.training.distributed import free_port
 
     command = launch_command(
         [str(script), "deepspeed", "2"],
@@ -412,7 +412,7 @@ def test_importing_the_harness_neither_imports_deepspeed_nor_computes(tmp_path):
     probes accelerators), no torch computation, no OpenMP pool before the fork."""
     code = (
         "import sys, torch; before = torch.get_num_threads();"
-        "import kubevolve.training, kubevolve.training.launcher, kubevolve.training.factory;"
+        "import kubevolve.sdk.training, kubevolve.sdk.training.launcher, kubevolve.sdk.training.factory;"
         "print('deepspeed' in sys.modules, torch.get_num_threads() == before)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kubevolve.engineer.sandbox import bwrap_works
-from kubevolve.models import Stage
-from kubevolve.proposers.base import Proposal
-from kubevolve.runner import Evolution
-from kubevolve.spec import RunSpec
-from kubevolve.task import load_task
+from kubevolve.core.models import Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.core.task import load_task
+from kubevolve.loop.engineer.sandbox import bwrap_works
+from kubevolve.loop.research.proposal import Proposal
+from kubevolve.runtime.local import Evolution
 
 needs_bwrap = pytest.mark.skipif(
     not bwrap_works(), reason="bubblewrap cannot create namespaces on this machine"
@@ -143,8 +143,8 @@ def test_without_namespaces_the_host_process_is_not_dumpable(toy_task, tmp_path)
     script = f"""
 import asyncio, ctypes
 from pathlib import Path
-from kubevolve.engineer.pool import EvaluatorPool
-from kubevolve.task import load_task
+from kubevolve.loop.engineer.pool import EvaluatorPool
+from kubevolve.core.task import load_task
 libc = ctypes.CDLL(None)
 before = libc.prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
 async def main():

@@ -14,19 +14,19 @@ import pytest
 from weaviate import exceptions as wex
 from weaviate.collections.filters import _FilterToGRPC
 
-from kubevolve.models import CognitionEntry, Insight, Node, RunRecord, Stage
-from kubevolve.store import Store, StoreError, open_store, weaviate_ops
-from kubevolve.store import weaviate_schema as schema
-from kubevolve.store.weaviate import WeaviateStore, node_filter, node_props
-from kubevolve.store.weaviate_conn import (
+from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
+from kubevolve.store import Store, StoreError, open_store
+from kubevolve.store.weaviate import WeaviateStore, node_filter, node_props, schema
+from kubevolve.store.weaviate import operations as weaviate_ops
+from kubevolve.store.weaviate.connection import (
     WeaviateSettings,
     check_tenant,
     is_transient,
     object_uuid,
     with_retries,
 )
-from kubevolve.store.weaviate_ops import all_of, blob_of, eq, vector_props
-from kubevolve.store.weaviate_schema import KINDS, META, VECTOR, _properties, collection_config
+from kubevolve.store.weaviate.operations import all_of, blob_of, eq, vector_props
+from kubevolve.store.weaviate.schema import KINDS, META, VECTOR, _properties, collection_config
 
 # settings from a URL
 

@@ -17,7 +17,7 @@ import math
 
 from numpy import asarray, isfinite
 
-from kubevolve.evaluator_kit import load_program
+from kubevolve.sdk.evaluator_kit import load_program
 
 N_CIRCLES = 26
 REFERENCE_SUM = 2.635  # AlphaEvolve's published result for 26 circles

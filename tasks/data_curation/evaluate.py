@@ -32,8 +32,8 @@ if str(TASK_DIR) not in sys.path:
 import classifier  # noqa: E402
 import corpus as corpus_lib  # noqa: E402
 
-from kubevolve.evaluator_kit import load_program, program_with_block  # noqa: E402
-from kubevolve.training import (  # noqa: E402
+from kubevolve.sdk.evaluator_kit import load_program, program_with_block  # noqa: E402
+from kubevolve.sdk.training import (  # noqa: E402
     Budget,
     StepOutput,
     TorchStepper,

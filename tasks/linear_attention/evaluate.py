@@ -1,6 +1,6 @@
 """Evaluator for linear_attention: check the candidate's TokenMixer, then train small language models with it.
 
-Stage flow (settings per stage in training.yaml, read through kubevolve.training):
+Stage flow (settings per stage in training.yaml, read through kubevolve.sdk.training):
 1. static checks inside the sandbox (mixer_checks.py): the interface, causality, and sub-quadratic cost; a
    violation raises with a specific message and the candidate fails this stage;
 2. MQAR: train a fresh model on multi-query associative recall for a fixed token budget; accuracy per
@@ -11,7 +11,7 @@ Primary metric: `mqar_accuracy`, the mean accuracy over the evaluation lengths.
 The evaluation is deterministic for a given seed on the CPU. Run it by hand, e.g. to measure a baseline:
     python tasks/linear_attention/evaluate.py --block tasks/linear_attention/baselines/linear_attention.py --stage quick
 With several GPUs and `launcher` set, the full stage starts one process per GPU (`deepspeed` or `torchrun`,
-built by kubevolve.training.launcher); each runs this file with `--rank-entry`, and rank 0 reports.
+built by kubevolve.sdk.training.launcher); each runs this file with `--rank-entry`, and rank 0 reports.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import mixer_checks  # noqa: E402
 import mqar  # noqa: E402
 from backbone import LanguageModel  # noqa: E402
 
-from kubevolve.evaluator_kit import load_program, program_with_block  # noqa: E402
-from kubevolve.training import (  # noqa: E402
+from kubevolve.sdk.evaluator_kit import load_program, program_with_block  # noqa: E402
+from kubevolve.sdk.training import (  # noqa: E402
     Budget,
     StepOutput,
     build_stepper,
@@ -48,9 +48,9 @@ from kubevolve.training import (  # noqa: E402
     training_device,
     warmup_cosine,
 )
-from kubevolve.training import distributed as dist_env  # noqa: E402
-from kubevolve.training.launcher import launch_command, node_layout, run_launched  # noqa: E402
-from kubevolve.training.settings import merge  # noqa: E402
+from kubevolve.sdk.training import distributed as dist_env  # noqa: E402
+from kubevolve.sdk.training.launcher import launch_command, node_layout, run_launched  # noqa: E402
+from kubevolve.sdk.training.settings import merge  # noqa: E402
 
 SETTINGS = TASK_DIR / "training.yaml"
 EVAL_SEED = 12345  # the evaluation data is the same for every candidate and every training seed

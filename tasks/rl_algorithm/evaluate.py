@@ -24,8 +24,8 @@ if str(TASK_DIR) not in sys.path:
 import arithmetic  # noqa: E402
 import rl_loop  # noqa: E402
 
-from kubevolve.evaluator_kit import load_program, program_with_block  # noqa: E402
-from kubevolve.training import load_settings, set_threads  # noqa: E402
+from kubevolve.sdk.evaluator_kit import load_program, program_with_block  # noqa: E402
+from kubevolve.sdk.training import load_settings, set_threads  # noqa: E402
 
 SETTINGS = TASK_DIR / "training.yaml"
 HELD_OUT_SEED = 424242

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from policy import DigitPolicy
 
-from kubevolve.training import Budget, StepOutput, TorchStepper, seed_everything, train
+from kubevolve.sdk.training import Budget, StepOutput, TorchStepper, seed_everything, train
 
 
 @dataclass

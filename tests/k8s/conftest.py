@@ -12,11 +12,11 @@ from pathlib import Path
 import kopf
 import pytest
 
-from kubevolve.k8s import API_VERSION, KIND
-from kubevolve.k8s.config import OperatorConfig
-from kubevolve.k8s.kube import Kube
-from kubevolve.k8s.main import RunningOperator, start_operator
-from kubevolve.k8s.testing import RUNS, Api, ValidatingEmulator, declare_resources, live_objects
+from kubevolve.runtime.kubernetes import API_VERSION, KIND
+from kubevolve.runtime.kubernetes.config import OperatorConfig
+from kubevolve.runtime.kubernetes.kube import Kube
+from kubevolve.runtime.kubernetes.main import RunningOperator, start_operator
+from kubevolve.testing import RUNS, Api, ValidatingEmulator, declare_resources, live_objects
 
 NAMESPACE = "lab-a"
 

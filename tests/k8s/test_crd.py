@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubevolve.k8s.crd import build_crd, openapi_schema, render
-from kubevolve.k8s.reconcile import parse_spec
-from kubevolve.k8s.resources import read_task
-from kubevolve.k8s.validation import validate, validate_manifest
-from kubevolve.spec import RunSpec
+from kubevolve.core.spec import RunSpec
+from kubevolve.runtime.kubernetes.crd import build_crd, openapi_schema, render
+from kubevolve.runtime.kubernetes.reconcile import parse_spec
+from kubevolve.runtime.kubernetes.resources import read_task
+from kubevolve.runtime.kubernetes.validation import validate, validate_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds/evolutionruns.kubevolve.io.yaml"
@@ -20,7 +20,7 @@ EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 def test_checked_in_crd_is_current():
     assert CRD_FILE.read_text() == render(), (
-        "crds/ is stale: run `python -m kubevolve.k8s.crd > crds/evolutionruns.kubevolve.io.yaml`"
+        "crds/ is stale: run `python -m kubevolve.runtime.kubernetes.crd > crds/evolutionruns.kubevolve.io.yaml`"
     )
 
 

@@ -8,11 +8,11 @@ import asyncio
 from prometheus_client import REGISTRY
 
 from conftest import write_task
-from kubevolve.k8s.names import node_id
-from kubevolve.k8s.testing import JOBS, RUNS, live_objects
-from kubevolve.k8s.testing.kubelet import Kubelet
-from kubevolve.models import Stage
+from kubevolve.core.models import Stage
+from kubevolve.runtime.kubernetes.names import node_id
 from kubevolve.store import open_store
+from kubevolve.testing import JOBS, RUNS, live_objects
+from kubevolve.testing.kubelet import Kubelet
 
 from .conftest import NAMESPACE, run_manifest, run_status, until
 

@@ -12,10 +12,10 @@ import contextlib
 from prometheus_client import REGISTRY, start_http_server
 
 from conftest import write_task
-from kubevolve.k8s.testing import RUNS
-from kubevolve.k8s.testing.kubelet import Kubelet
-from kubevolve.models import Stage
+from kubevolve.core.models import Stage
 from kubevolve.store import open_store
+from kubevolve.testing import RUNS
+from kubevolve.testing.kubelet import Kubelet
 from openai_server import OpenAIServer, Reply
 from prometheus_helpers import DASHBOARDS, PROMETHEUS, panel_queries, query_problems, running_prometheus
 

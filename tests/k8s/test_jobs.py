@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kubevolve.k8s.config import OperatorConfig
-from kubevolve.k8s.jobs import JobRequest, RunRef, build_job
-from kubevolve.k8s.names import (
+from kubevolve.core.spec import parse_run_spec
+from kubevolve.runtime.kubernetes.config import OperatorConfig
+from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job
+from kubevolve.runtime.kubernetes.names import (
     base_name,
     job_name,
     key_of_node,
@@ -16,10 +17,9 @@ from kubevolve.k8s.names import (
     retry_key,
     run_label,
 )
-from kubevolve.k8s.observe import job_info
-from kubevolve.k8s.resources import TaskFacts
-from kubevolve.k8s.trainjob import build_trainjob
-from kubevolve.spec import parse_run_spec
+from kubevolve.runtime.kubernetes.observe import job_info
+from kubevolve.runtime.kubernetes.resources import TaskFacts
+from kubevolve.runtime.kubernetes.trainjob import build_trainjob
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
 CONFIG = OperatorConfig(image="registry.lab/kubevolve:1", store_url="weaviate://weaviate.kv:8080")

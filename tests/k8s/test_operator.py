@@ -9,12 +9,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from conftest import write_task
-from kubevolve.k8s import QUEUE_LABEL
-from kubevolve.k8s.names import node_id
-from kubevolve.k8s.testing import JOBS, RUNS, TRAINJOBS, ApiError, live_objects
-from kubevolve.k8s.testing.kubelet import Kubelet
-from kubevolve.models import Stage
+from kubevolve.core.models import Stage
+from kubevolve.runtime.kubernetes import QUEUE_LABEL
+from kubevolve.runtime.kubernetes.names import node_id
 from kubevolve.store import open_store
+from kubevolve.testing import JOBS, RUNS, TRAINJOBS, ApiError, live_objects
+from kubevolve.testing.kubelet import Kubelet
 
 from .conftest import NAMESPACE, run_manifest, run_object, run_status, until
 

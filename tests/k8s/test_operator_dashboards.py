@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import REGISTRY, start_http_server
 
 from conftest import write_task
-from kubevolve.k8s.testing import RUNS
-from kubevolve.k8s.testing.kubelet import Kubelet
+from kubevolve.testing import RUNS
+from kubevolve.testing.kubelet import Kubelet
 from prometheus_helpers import (
     DASHBOARDS,
     NO_PROMETHEUS,

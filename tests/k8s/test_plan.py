@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from kubevolve.k8s.jobs import JobRequest, RunRef
-from kubevolve.k8s.names import job_name, node_id
-from kubevolve.k8s.observe import ACTIVE, FAILED, SUCCEEDED, JobInfo
-from kubevolve.k8s.plan import PlanInput, make_plan
-from kubevolve.k8s.resources import TaskFacts
-from kubevolve.k8s.snapshot import Snapshot
-from kubevolve.models import Node, RunRecord, Stage
-from kubevolve.spec import parse_run_spec
+from kubevolve.core.models import Node, RunRecord, Stage
+from kubevolve.core.spec import parse_run_spec
+from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
+from kubevolve.runtime.kubernetes.names import job_name, node_id
+from kubevolve.runtime.kubernetes.observe import ACTIVE, FAILED, SUCCEEDED, JobInfo
+from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
+from kubevolve.runtime.kubernetes.resources import TaskFacts
+from kubevolve.runtime.kubernetes.snapshot import Snapshot
 
 RUN = "r"
 NOW = 1000.0
@@ -182,7 +182,7 @@ def test_next_index_survives_a_lost_status():
 
 def test_snapshot_reads_the_named_nodes_before_the_counts(tmp_path):
     """Steps write while the operator reads: a node it finds must also be in the counts it reads next."""
-    from kubevolve.k8s.snapshot import take_snapshot
+    from kubevolve.runtime.kubernetes.snapshot import take_snapshot
     from kubevolve.store.sqlite import SQLiteStore
 
     calls = []

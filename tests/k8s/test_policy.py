@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubevolve.k8s.policy import policy_problem
-from kubevolve.spec import parse_run_spec
+from kubevolve.core.spec import parse_run_spec
+from kubevolve.runtime.kubernetes.policy import policy_problem
 
 WEAVIATE = "weaviate://kv-weaviate.kubevolve-system.svc:8080?grpc=50051"
 

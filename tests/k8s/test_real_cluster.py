@@ -81,9 +81,9 @@ def test_api_server_refuses_a_misspelt_field_and_accepts_the_examples(cluster):
     reason="set KUBEVOLVE_TEST_IMAGE and KUBEVOLVE_TEST_STORE to run a real evolution on the cluster",
 )
 async def test_a_small_run_succeeds_with_real_pods(cluster):
-    from kubevolve.k8s.config import OperatorConfig
-    from kubevolve.k8s.kube import Kube
-    from kubevolve.k8s.main import start_operator
+    from kubevolve.runtime.kubernetes.config import OperatorConfig
+    from kubevolve.runtime.kubernetes.kube import Kube
+    from kubevolve.runtime.kubernetes.main import start_operator
 
     config = OperatorConfig.from_env(
         image=os.environ["KUBEVOLVE_TEST_IMAGE"],

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from conftest import write_task
-from kubevolve.k8s.testing import RUNS, live_objects
-from kubevolve.k8s.testing.kubelet import Kubelet
-from kubevolve.models import Stage
+from kubevolve.core.models import Stage
 from kubevolve.store import open_store
+from kubevolve.testing import RUNS, live_objects
+from kubevolve.testing.kubelet import Kubelet
 
 from .conftest import NAMESPACE, run_manifest, run_status, until
 
@@ -27,7 +27,7 @@ checks: {requiredNames: [solve]}
 sampler: {kind: greedy, numInspirations: 1}
 """
 MINIMIZE_EVALUATOR = """\
-from kubevolve.evaluator_kit import load_program
+from kubevolve.sdk.evaluator_kit import load_program
 
 
 def evaluate(program_path, stage):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from kubevolve.k8s.telemetry import RunFeed
-from kubevolve.metrics import Metrics
-from kubevolve.models import Node, Stage
+from kubevolve.core.models import Node, Stage
+from kubevolve.observe.metrics import Metrics
+from kubevolve.runtime.kubernetes.telemetry import RunFeed
 from kubevolve.store.sqlite import SQLiteStore
 
 RUN, NS = "metered", "lab-a"

@@ -11,22 +11,22 @@ from typing import Annotated
 
 import typer
 
-from ..engineer.sandbox import resolve_mode
-from ..launch import Agents, choose_run_id, kubevolve_home, load_target, make_agents
-from ..models import Node
-from ..run_metrics import serve_run_metrics
-from ..runner import Evolution
-from ..spec import SpecError
-from ..store.base import NotFound, Store, StoreError
-from ..task import TaskError
-from . import render
-from .cognition_cmd import cognition_app
-from .common import JsonOpt, RunArg, StoreOpt, TenantOpt, console, err_console, fail, get_store
-from .lab_cmd import lab_app
-from .live import ProgressDisplay
-from .operator_cmd import operator as operator_command
-from .report_cmd import report
-from .step import step_app
+from kubevolve.cli import render
+from kubevolve.cli.cognition_cmd import cognition_app
+from kubevolve.cli.common import JsonOpt, RunArg, StoreOpt, TenantOpt, console, err_console, fail, get_store
+from kubevolve.cli.lab_cmd import lab_app
+from kubevolve.cli.live import ProgressDisplay
+from kubevolve.cli.operator_cmd import operator as operator_command
+from kubevolve.cli.report_cmd import report
+from kubevolve.cli.step import step_app
+from kubevolve.core.models import Node
+from kubevolve.core.spec import SpecError
+from kubevolve.core.task import TaskError
+from kubevolve.loop.agents import Agents, choose_run_id, kubevolve_home, load_target, make_agents
+from kubevolve.loop.engineer.sandbox import resolve_mode
+from kubevolve.observe.run_metrics import serve_run_metrics
+from kubevolve.runtime.local import Evolution
+from kubevolve.store.base import NotFound, Store, StoreError
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Evolve programs with the ASI-Evolve loop."

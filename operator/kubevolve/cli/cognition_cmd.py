@@ -13,7 +13,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..cognition import (
+from kubevolve.cli import render
+from kubevolve.cli.common import JsonOpt, StoreOpt, TenantOpt, console, err_console, fail, get_store
+from kubevolve.core.models import CognitionEntry
+from kubevolve.core.task import TaskError, load_task
+from kubevolve.loop.learn.cognition import (
     CognitionError,
     find_insight,
     load_cognition,
@@ -21,12 +25,8 @@ from ..cognition import (
     retrieve_cognition,
     sync_cognition,
 )
-from ..embeddings import EmbeddingError, get_embedder
-from ..models import CognitionEntry
-from ..store.base import StoreError
-from ..task import TaskError, load_task
-from . import render
-from .common import JsonOpt, StoreOpt, TenantOpt, console, err_console, fail, get_store
+from kubevolve.loop.learn.embeddings import EmbeddingError, get_embedder
+from kubevolve.store.base import StoreError
 
 cognition_app = typer.Typer(
     no_args_is_help=True,

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..launch import kubevolve_home
-from ..store import open_store
-from ..store.base import Store, StoreError
+from kubevolve.loop.agents import kubevolve_home
+from kubevolve.store import open_store
+from kubevolve.store.base import Store, StoreError
 
 console = Console()
 err_console = Console(stderr=True)

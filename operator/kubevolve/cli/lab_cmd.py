@@ -21,8 +21,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from ..k8s.netpol import evaluation_network_policy
-from .common import console, fail
+from kubevolve.cli.common import console, fail
+from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
 
 LAB_LABEL = "kubevolve.io/lab"
 ADMIN_ROLE, VIEWER_ROLE = "kubevolve-lab-admin", "kubevolve-lab-viewer"

@@ -9,8 +9,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from ..models import Node, Stage
-from ..progress import RunProgress
+from kubevolve.core.models import Node, Stage
+from kubevolve.observe.progress import RunProgress
 
 
 def _fmt(score: float | None) -> str:

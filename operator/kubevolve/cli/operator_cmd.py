@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .common import fail
+from kubevolve.cli.common import fail
 
 
 def operator(
@@ -36,8 +36,8 @@ def operator(
 ) -> None:
     """Run the operator until SIGTERM (settings also from KUBEVOLVE_OPERATOR_* variables, KUBEVOLVE_STORE and
     KUBEVOLVE_METRICS_PORT)."""
-    from ..k8s.config import OperatorConfig
-    from ..k8s.main import run_operator
+    from kubevolve.runtime.kubernetes.config import OperatorConfig
+    from kubevolve.runtime.kubernetes.main import run_operator
 
     try:
         config = OperatorConfig.from_env(

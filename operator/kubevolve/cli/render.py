@@ -11,7 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
 
-from ..models import Node, RunRecord, Stage
+from kubevolve.core.models import Node, RunRecord, Stage
 
 
 def node_summary(node: Node) -> dict[str, Any]:

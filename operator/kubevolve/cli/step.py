@@ -12,13 +12,13 @@ from typing import Annotated
 
 import typer
 
-from ..launch import kubevolve_home, make_agents
-from ..spec import SpecError
-from ..steps import StepError, analyze_step, evaluate_step, load_context, propose_step
-from ..store.base import NotFound, StoreError
-from ..task import TaskError
-from . import render
-from .common import StoreOpt, TenantOpt, fail, get_store
+from kubevolve.cli import render
+from kubevolve.cli.common import StoreOpt, TenantOpt, fail, get_store
+from kubevolve.core.spec import SpecError
+from kubevolve.core.task import TaskError
+from kubevolve.loop.agents import kubevolve_home, make_agents
+from kubevolve.loop.steps import StepError, analyze_step, evaluate_step, load_context, propose_step
+from kubevolve.store.base import NotFound, StoreError
 
 step_app = typer.Typer(
     no_args_is_help=True, help="Run one engine step (used by the Kubernetes operator's Jobs)."

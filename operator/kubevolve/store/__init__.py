@@ -3,7 +3,7 @@
 `open_store` is the one place that maps a URL to an implementation, so the CLI, the engine and the operator
 accept the same strings: `sqlite:///abs/path.db`, `sqlite:relative.db` or a plain path for the embedded store;
 `weaviate://host:port?grpc=50051&secure=false` and `http(s)://host[:port]?...` for the cluster store (see
-weaviate_conn for the options; the API key comes from $KUBEVOLVE_STORE_API_KEY, never from the URL).
+store/weaviate/connection.py for the options; the API key comes from $KUBEVOLVE_STORE_API_KEY, never from the URL).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from .base import SCHEMA_VERSION, NotFound, Store, StoreError
-from .sqlite import SQLiteStore
+from kubevolve.store.base import SCHEMA_VERSION, NotFound, Store, StoreError
+from kubevolve.store.sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_STORE_PATH",
@@ -66,7 +66,9 @@ def open_store(url: str, tenant: str = "default") -> Store:
     if scheme == "sqlite":
         return SQLiteStore(_sqlite_path(url), tenant=tenant)
     if scheme in ("weaviate", "http", "https"):
-        from .weaviate import WeaviateStore  # weaviate-client itself is imported only when connecting
+        from kubevolve.store.weaviate import (
+            WeaviateStore,  # weaviate-client itself is imported only when connecting
+        )
 
         return WeaviateStore(url, tenant=tenant)
     if scheme and (len(scheme) > 1 or url[len(scheme) + 1 :].startswith("//")):

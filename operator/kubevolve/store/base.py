@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from ..models import CognitionEntry, Insight, Node, RunRecord, Stage
+from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
 
 SCHEMA_VERSION = 1
 

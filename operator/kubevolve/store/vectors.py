@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import StoreError
+from kubevolve.store.base import StoreError
 
 
 def encode_vector(vector: Sequence[float] | None, what: str) -> bytes | None:

@@ -1,0 +1,88 @@
+"""The Engineer: takes a proposed node through static check, duplicate check and the task's stages.
+
+Every way a candidate can go wrong ends as a node in a final stage with a one-line `error` and the log tail;
+nothing here raises for a bad candidate. Only a broken task (an evaluator that cannot even be imported) raises.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kubevolve.core.models import Node, Stage
+from kubevolve.core.task import Task
+from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
+from kubevolve.loop.engineer.pool import EvaluatorPool
+from kubevolve.loop.engineer.static_check import static_check
+from kubevolve.store.base import Store
+
+FAILED_STAGE = {"quick": Stage.FAILED_QUICK, "full": Stage.FAILED_FULL}
+
+
+def threshold_failure(task: Task, stage: str, metrics: dict[str, float]) -> str | None:
+    """Early rejection: the first threshold of this stage the metrics miss, described."""
+    spec = task.spec.stages[stage]
+    for name, bound in spec.reject_below.items():
+        if name in metrics and metrics[name] < bound:
+            return f"{stage} stage: {name} = {metrics[name]:.6g} is below the threshold {bound:g}"
+    for name, bound in spec.reject_above.items():
+        if name in metrics and metrics[name] > bound:
+            return f"{stage} stage: {name} = {metrics[name]:.6g} is above the threshold {bound:g}"
+    return None
+
+
+def precheck(task: Task, store: Store, node: Node, parent_code: str | None) -> Node | None:
+    """Static and duplicate checks, which need no evaluator. Returns the node, rejected, or None if it passes."""
+    started = time.monotonic()
+    problem = static_check(task, node.code, parent_code if parent_code is not None else node.code)
+    node.timings["static"] = time.monotonic() - started
+    if problem:
+        node.stage, node.error = Stage.REJECTED_STATIC, problem
+        return node
+    duplicate = store.find_by_code_hash(node.run_id, node.code_hash)
+    if duplicate is not None and duplicate.id != node.id:
+        node.stage = Stage.REJECTED_NOVELTY
+        node.error = f"identical to node {duplicate.id} (same program text)"
+        return node
+    return None
+
+
+class Engineer:
+    def __init__(self, task: Task, pool: EvaluatorPool, store: Store, stages: list[str] | None = None):
+        self.task = task
+        self.pool = pool
+        self.store = store
+        self.stages = [s for s in task.stage_names if stages is None or s in stages]
+
+    def precheck(self, node: Node, parent_code: str | None) -> Node | None:
+        return precheck(self.task, self.store, node, parent_code)
+
+    async def evaluate(self, node: Node) -> Node:
+        """Run the stages in one slot; the node leaves evaluated or failed at the stage that stopped it."""
+        async with self.pool.slot() as slot:
+            for stage in self.stages:
+                outcome = await slot.run_stage(self.task, node.code, stage, self.task.spec.stages[stage])
+                node.timings[stage] = outcome.duration
+                node.log_tail = outcome.log_tail
+                failed = FAILED_STAGE[stage]
+                if not outcome.ok:
+                    node.stage, node.error = failed, f"{stage} stage: {outcome.error}"
+                    return node
+                try:
+                    metrics, artifacts = validate_metrics(outcome.result, self.task.spec.metric)
+                except MetricsError as err:
+                    node.stage, node.error = failed, f"{stage} stage: bad metrics: {err}"
+                    return node
+                node.metrics, node.artifacts = metrics, artifacts
+                node.score = self.task.score_of(metrics)
+                reason = threshold_failure(self.task, stage, metrics)
+                if reason:
+                    node.stage, node.error = failed, reason
+                    return node
+        node.stage, node.error = Stage.EVALUATED, ""
+        return node
+
+    async def run(self, node: Node, parent_code: str | None) -> Node:
+        rejected = self.precheck(node, parent_code)
+        if rejected is not None:
+            return rejected
+        return await self.evaluate(node)

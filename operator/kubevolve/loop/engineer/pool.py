@@ -1,0 +1,282 @@
+"""A bounded pool of warm, sandboxed evaluation workers: one per evaluation slot.
+
+A slot is the expensive resource (a GPU on a cluster, a core here). `EvaluatorPool.slot()` hands out a free
+slot; the caller runs one or more stages of one candidate in it and gives it back. The pool records busy time
+per slot, which is how evaluator occupancy is measured. A worker that dies is restarted on its next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubevolve.core.task import StageSpec, Task
+from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_worker_launch
+from kubevolve.loop.engineer.worker import LOG_NAME
+
+LOG_TAIL_CHARS = 4000
+STARTUP_TIMEOUT = 120.0
+PR_SET_DUMPABLE = 4
+PROTOCOL_GRACE = 30.0  # seconds beyond a job's timeout before the worker itself is presumed hung
+
+
+class EvaluatorUnavailable(RuntimeError):
+    """The evaluator cannot run at all (e.g. evaluate.py fails to import): a task error, not a candidate's."""
+
+
+@dataclass
+class StageOutcome:
+    ok: bool
+    result: Any = None  # the raw dict evaluate() returned, when ok
+    status: str = "ok"  # ok | error | timeout | cpu_limit | file_limit | crashed
+    error: str = ""
+    log_tail: str = ""
+    duration: float = 0.0
+
+
+def explain(error: str, spec: StageSpec) -> str:
+    """Name the limit behind an error the candidate saw only as an exception."""
+    res = spec.resources
+    if error.startswith("MemoryError"):
+        return f"memory limit exceeded ({res.memory_mb} MiB): {error}"
+    if "[Errno 11] Resource temporarily unavailable" in error:
+        return f"process limit reached ({res.max_processes} processes): {error}"
+    if "[Errno 27] File too large" in error:
+        return f"file size limit exceeded ({res.max_file_mb} MiB): {error}"
+    if "[Errno 30] Read-only file system" in error:
+        return f"wrote outside its work dir (the sandbox is read-only there): {error}"
+    if "[Errno 101] Network is unreachable" in error or "Temporary failure in name resolution" in error:
+        return f"tried the network (evaluations have none): {error}"
+    return error
+
+
+_PROCESS_COUNTS: dict[int, tuple[float, int]] = {}
+
+
+def processes_of(uid: int, max_age: float = 10.0) -> int:
+    """How many processes (threads count too) the user runs now; cached for a few seconds, it costs a /proc scan."""
+    now = time.monotonic()
+    cached = _PROCESS_COUNTS.get(uid)
+    if cached and now - cached[0] < max_age:
+        return cached[1]
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry.name}/task"))
+        except OSError:
+            continue
+    _PROCESS_COUNTS[uid] = (now, count)
+    return count
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - LOG_TAIL_CHARS))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _protect_host_process() -> None:
+    """Without namespaces a candidate runs as our own user: make this process non-dumpable so it cannot read
+    our memory or /proc/PID/environ (where credentials such as a store API key live) or ptrace us."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        pass
+
+
+class Worker:
+    def __init__(self, launch: WorkerLaunch):
+        self.launch = launch
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.launch.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=self.launch.env,
+            start_new_session=True,
+            limit=16 << 20,
+        )
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            line = await self._readline()
+        if "fatal" in line:
+            await self.stop()
+            raise EvaluatorUnavailable(line["fatal"])
+
+    async def _readline(self) -> dict[str, Any]:
+        assert self.proc and self.proc.stdout
+        raw = await self.proc.stdout.readline()
+        if not raw:
+            raise ConnectionError("evaluation worker exited")
+        return json.loads(raw)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        if not self.alive:
+            await self.start()
+        assert self.proc and self.proc.stdin
+        self.proc.stdin.write((json.dumps(job) + "\n").encode())
+        await self.proc.stdin.drain()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        async with asyncio.timeout(job["timeout"] + PROTOCOL_GRACE):
+            return await self._readline()
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            await self.proc.wait()
+
+
+@dataclass
+class Slot:
+    index: int
+    scratch: Path
+    worker: Worker
+    busy_seconds: float = 0.0
+    jobs: int = 0
+    _ids: itertools.count = field(default_factory=itertools.count)
+
+    async def run_stage(self, task: Task, code: str, stage: str, spec: StageSpec) -> StageOutcome:
+        """Evaluate `code` at `stage` in a fresh work dir inside this slot's scratch folder."""
+        workdir = self.scratch / f"job-{next(self._ids)}"
+        workdir.mkdir()
+        program = workdir / Path(task.spec.program).name
+        program.write_text(code)
+        uid = self.worker.launch.drop_to_uid
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+            os.chown(program, uid, uid)
+        res = spec.resources
+        job = {
+            "id": workdir.name,
+            "workdir": str(workdir),
+            "program_path": str(program),
+            "stage": stage,
+            "timeout": spec.timeout_seconds,
+            "cpu_seconds": math.ceil(spec.timeout_seconds * max(res.cpu, 1)),
+            "memory_bytes": None if res.gpus else res.memory_mb << 20,
+            "file_bytes": res.max_file_mb << 20,
+            # RLIMIT_NPROC counts every process of the user, so the limit is what exists already plus the budget
+            "max_processes": processes_of(uid if uid is not None else os.geteuid()) + res.max_processes,
+        }
+        started = time.monotonic()
+        try:
+            reply = await self.worker.run(job)
+        except (TimeoutError, ConnectionError, ValueError) as err:
+            await self.worker.stop()
+            reply = {"ok": False, "status": "crashed", "error": f"evaluation worker failed: {err or 'hung'}"}
+        finally:
+            elapsed = time.monotonic() - started
+            self.busy_seconds += elapsed
+            self.jobs += 1
+        outcome = StageOutcome(
+            ok=bool(reply.get("ok")),
+            result=reply.get("result"),
+            status=reply.get("status", "crashed"),
+            error=explain(reply.get("error", ""), spec),
+            log_tail=_log_tail(workdir / LOG_NAME),
+            duration=reply.get("duration", elapsed),
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+        return outcome
+
+
+class EvaluatorPool:
+    def __init__(self, task: Task, slots: int, workspace: Path, sandbox: SandboxMode = "auto"):
+        self.task = task
+        self.size = slots
+        self.workspace = workspace
+        self.sandbox = sandbox
+        self.slots: list[Slot] = []
+        self._free: asyncio.Queue[Slot] = asyncio.Queue()
+        self.started_at = 0.0
+        self.mode = "none"
+
+    async def start(self) -> None:
+        resources = [s.resources for s in self.task.spec.stages.values()]
+        threads = max(1, math.ceil(max(r.cpu for r in resources)))
+        gpus = max(r.gpus for r in resources)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        for index in range(self.size):
+            scratch = self.workspace / f"slot-{index}"
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            launch = build_worker_launch(
+                self.sandbox,
+                scratch=scratch,
+                task_root=self.task.root,
+                evaluator=self.task.evaluator_path,
+                threads=threads,
+                gpus=gpus,
+            )
+            self.mode = launch.mode
+            if launch.drop_to_uid is not None:
+                os.chown(scratch, launch.drop_to_uid, launch.drop_to_uid)
+            self.slots.append(Slot(index, scratch, Worker(launch)))
+        if self.mode == "none":
+            _protect_host_process()
+        results = await asyncio.gather(*(slot.worker.start() for slot in self.slots), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise errors[0]
+        for slot in self.slots:
+            self._free.put_nowait(slot)
+        self.started_at = time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[Slot]:
+        slot = await self._free.get()
+        if not self.started_at:
+            self.started_at = time.monotonic()
+        try:
+            yield slot
+        finally:
+            self._free.put_nowait(slot)
+
+    def busy(self) -> int:
+        """Slots evaluating right now."""
+        return self.size - self._free.qsize() if self.slots else 0
+
+    def reset_accounting(self) -> None:
+        """Measure occupancy from the next job on: the pipelined phase, not start-up or the first LLM call."""
+        self.started_at = 0.0
+        for slot in self.slots:
+            slot.busy_seconds = 0.0
+
+    def occupancy(self) -> float:
+        """Busy slot time over total slot time since start."""
+        if not self.started_at:
+            return 0.0
+        total = (time.monotonic() - self.started_at) * self.size
+        return sum(s.busy_seconds for s in self.slots) / total if total > 0 else 0.0
+
+    async def close(self) -> None:
+        await asyncio.gather(*(slot.worker.stop() for slot in self.slots))
+        for slot in self.slots:
+            shutil.rmtree(slot.scratch, ignore_errors=True)

@@ -1,0 +1,47 @@
+"""What the Researcher is told besides the programs: the analyses of the parent and inspirations, the
+cognition entries and prior insights most similar to the parent's situation."""
+
+from __future__ import annotations
+
+from kubevolve.core.models import CognitionEntry, Insight, Node
+from kubevolve.core.spec import RetrievalSpec
+from kubevolve.core.task import Task
+from kubevolve.store.base import Store
+
+
+class Retriever:
+    def __init__(self, store: Store, task: Task, run_id: str, spec: RetrievalSpec, embedder):
+        self.store = store
+        self.task = task
+        self.run_id = run_id
+        self.spec = spec
+        self.embedder = embedder
+        self._texts: dict[str, str] = {i.id: i.text for i in store.list_insights(run_id)}
+
+    def remember(self, insight: Insight) -> None:
+        self._texts[insight.id] = insight.text
+
+    def query(self, parent: Node) -> str:
+        analysis = self._texts.get(parent.insight_id or "", "")
+        return f"{self.task.spec.description}\n{parent.motivation}\n{analysis}"
+
+    def context(self, nodes: list[Node]) -> tuple[list[CognitionEntry], list[Insight], dict[str, str]]:
+        """(cognition entries, insights, analyses by node id) for a selection's parents and inspirations."""
+        analyses = {n.id: self._texts[n.insight_id] for n in nodes if n.insight_id in self._texts}
+        if not (self.spec.cognition_top_k or self.spec.insights_top_k):
+            return [], [], analyses
+        vector = self.embedder.encode([self.query(nodes[0])])[0].tolist()  # one query for both searches
+        cognition: list[CognitionEntry] = []
+        if self.spec.cognition_top_k:
+            found = self.store.search_cognition(
+                self.task.name, vector, self.spec.cognition_top_k, min_score=self.spec.cognition_min_score
+            )
+            cognition = [entry for entry, _ in found]
+        insights: list[Insight] = []
+        if self.spec.insights_top_k:
+            own = {n.insight_id for n in nodes}
+            found_insights = self.store.search_insights(
+                self.run_id, vector, self.spec.insights_top_k + len(own)
+            )
+            insights = [i for i, _ in found_insights if i.id not in own][: self.spec.insights_top_k]
+        return cognition, insights, analyses

@@ -1,0 +1,188 @@
+"""The data behind `kubevolve report`: one run read from the store and digested for the page.
+
+Kept apart from the drawing (report_charts.py) and the page (report.py) so that what the report says
+(the best path, the best-so-far curve, failure reasons, ...) can be read and tested without any HTML, and
+so the rendering never touches the store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from kubevolve.core.models import Node, RunRecord, Stage
+from kubevolve.observe.progress import failure_reason
+from kubevolve.store.base import Store
+
+MAX_TREE_NODES = 5000  # above this, failed leaves are left out of the tree (they are still counted)
+MAX_SCATTER_METRICS = 8
+CODE_LENGTH = "code length (bytes)"  # the scatter's x choice that every candidate has
+
+
+@dataclass
+class RunData:
+    record: RunRecord
+    nodes: list[Node]
+    by_id: dict[str, Node]
+    best: Node | None
+    initial: Node | None
+    metric: str
+    direction: str
+
+    @property
+    def evaluated(self) -> list[Node]:
+        return [n for n in self.nodes if n.stage is Stage.EVALUATED and n.score is not None]
+
+    def best_path(self) -> list[Node]:
+        """First parents from the initial program to the best node."""
+        if self.best is None:
+            return []
+        chain, seen = [self.best], {self.best.id}
+        while chain[-1].parent_ids and chain[-1].parent_ids[0] in self.by_id:
+            parent = self.by_id[chain[-1].parent_ids[0]]
+            if parent.id in seen:
+                break
+            chain.append(parent)
+            seen.add(parent.id)
+        return chain[::-1]
+
+
+def load_run(store: Store, run_id: str) -> RunData:
+    record = store.get_run(run_id)
+    nodes = list(store.iter_nodes(run_id))
+    metric, direction = "score", "maximize"
+    try:  # the task's metric name and direction, when its folder is at hand
+        from kubevolve.core.task import load_task
+
+        task = load_task(record.spec.get("task", ""))
+        metric, direction = task.spec.metric, task.spec.direction
+    except Exception:
+        pass
+    initial = next((n for n in nodes if not n.parent_ids), nodes[0] if nodes else None)
+    return RunData(
+        record=record,
+        nodes=nodes,
+        by_id={n.id: n for n in nodes},
+        best=store.best_node(run_id),
+        initial=initial,
+        metric=metric,
+        direction=direction,
+    )
+
+
+def metric_value(data: RunData, node: Node) -> float | None:
+    """The task metric as the evaluator reported it (the score un-negated when the task minimises)."""
+    if data.metric in node.metrics:
+        return node.metrics[data.metric]
+    return node.score
+
+
+# ---- plot data -----------------------------------------------------------------------------------------
+def best_so_far(data: RunData) -> list[tuple[int, float]]:
+    """(seq, score) of each candidate that beat every earlier one: the steps of the best-so-far line."""
+    records: list[tuple[int, float]] = []
+    best = -math.inf
+    for n in sorted(data.evaluated, key=lambda n: n.seq):
+        if n.score > best:
+            best = n.score
+            records.append((n.seq, best))
+    return records
+
+
+def tree_layout(data: RunData) -> tuple[dict[str, tuple[int, float]], int]:
+    """(depth, row) for each node of the first-parent tree, tidy: a parent sits at its children's middle."""
+    nodes = data.nodes
+    if len(nodes) > MAX_TREE_NODES:
+        keep = {p for n in nodes for p in n.parent_ids[:1]} | {
+            n.id for n in nodes if n.stage is Stage.EVALUATED
+        }
+        nodes = [n for n in nodes if n.id in keep]
+    ids = {n.id for n in nodes}
+    children: dict[str | None, list[Node]] = {}
+    for n in nodes:
+        parent = n.parent_ids[0] if n.parent_ids and n.parent_ids[0] in ids else None
+        children.setdefault(parent, []).append(n)
+    pos: dict[str, tuple[int, float]] = {}
+    next_row = 0.0
+    # iterative post-order (a greedy run's chain can be thousands deep)
+    stack: list[tuple[Node, int, bool]] = [(n, 0, False) for n in reversed(children.get(None, []))]
+    while stack:
+        node, depth, expanded = stack.pop()
+        kids = children.get(node.id, [])
+        if not kids:
+            pos[node.id] = (depth, next_row)
+            next_row += 1
+        elif expanded:
+            rows = [pos[k.id][1] for k in kids]
+            pos[node.id] = (depth, (min(rows) + max(rows)) / 2)
+        else:
+            stack.append((node, depth, True))
+            stack.extend((k, depth + 1, False) for k in reversed(kids))
+    return pos, int(next_row)
+
+
+def scatter_metrics(data: RunData) -> list[str]:
+    """x-axis choices for the island scatter: the evaluators' other metrics, then the program's length."""
+    counts: Counter[str] = Counter()
+    for n in data.evaluated:
+        for key, value in n.metrics.items():
+            if key != data.metric and isinstance(value, int | float) and math.isfinite(value):
+                counts[key] += 1
+    return [k for k, _ in counts.most_common(MAX_SCATTER_METRICS - 1)] + [CODE_LENGTH]
+
+
+def x_value(node: Node, metric: str) -> float | None:
+    """A node's value of one scatter x choice; None where it has no finite one (it is left off that plot)."""
+    if metric == CODE_LENGTH:
+        return float(len(node.code.encode()))
+    value = node.metrics.get(metric)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+# ---- tables and figures --------------------------------------------------------------------------------
+def failure_counts(data: RunData) -> Counter[tuple[str, str]]:
+    """(outcome, reason) of every candidate that did not make it, counted."""
+    return Counter(
+        (str(n.stage), failure_reason(n))
+        for n in data.nodes
+        if n.stage not in (Stage.EVALUATED, Stage.PROPOSED)
+    )
+
+
+def llm_cost(data: RunData) -> float:
+    """US dollars spent on the LLM, proposals and analyses together."""
+    return sum(n.llm.get("cost_usd", 0.0) + n.llm.get("analysis_cost_usd", 0.0) for n in data.nodes)
+
+
+def run_seconds(data: RunData) -> float:
+    """From the run's creation to its last update or its latest candidate, whichever came later."""
+    last = max([data.record.updated_at, *(n.created_at for n in data.nodes)])
+    return last - data.record.created_at
+
+
+def node_details(data: RunData) -> dict[str, dict[str, Any]]:
+    """What a click shows about each node, JSON-ready (no NaN or infinity)."""
+    return {
+        n.id: {
+            "seq": n.seq,
+            "stage": str(n.stage),
+            "score": _finite(n.score),
+            "island": n.island,
+            "generation": n.generation,
+            "parent": n.parent_ids[0] if n.parent_ids else None,
+            "proposer": n.proposer,
+            "motivation": n.motivation[:400],
+            "error": n.error[:400],
+            "metrics": {k: _finite(v) for k, v in list(n.metrics.items())[:12]},
+        }
+        for n in data.nodes
+    }
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such a value is shown as its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

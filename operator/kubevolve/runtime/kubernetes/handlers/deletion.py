@@ -1,0 +1,51 @@
+"""The finalizer: a deleted EvolutionRun takes its Jobs with it, even where no garbage collector follows the
+owner references (and sooner where one does). The store keeps the run's nodes: results outlive the object."""
+
+from __future__ import annotations
+
+import asyncio
+
+import kopf
+
+from kubevolve.core.spec import SpecError
+from kubevolve.runtime.kubernetes import GROUP, PLURAL, RUN_LABEL, VERSION, telemetry
+from kubevolve.runtime.kubernetes.handlers.jobs import indexed_jobs
+from kubevolve.runtime.kubernetes.jobs import store_url
+from kubevolve.runtime.kubernetes.names import run_label
+from kubevolve.runtime.kubernetes.reconcile import parse_spec
+from kubevolve.runtime.kubernetes.snapshot import set_phase
+from kubevolve.store.base import NotFound, StoreError
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry)
+    async def kubevolve_run_deleted(body, name, namespace, memo, logger, **kwargs) -> None:
+        ctx = memo.kubevolve
+        label = run_label(name)
+        targets = {(j.name, j.kind) for j in indexed_jobs(kwargs, namespace, label)}
+        listed = await ctx.kube.list_jobs(namespace, {RUN_LABEL: label}, trainjobs=ctx.config.trainjobs)
+        targets |= {(item["metadata"]["name"], item.get("kind", "Job")) for item in listed}
+        for job_name, kind in sorted(targets):
+            await ctx.kube.delete(namespace, job_name, kind)
+        logger.info(f"deleted {len(targets)} Jobs of {namespace}/{name}")
+        ctx.expectations.pop((namespace, label), None)
+        ctx.wakers.forget(namespace, label)
+        ctx.spec_tokens.pop((namespace, label), None)
+        ctx.locks.pop((namespace, name), None)
+        telemetry.forget_run(ctx, namespace, name)
+        await _mark_stopped(ctx, body, name, namespace)
+
+
+async def _mark_stopped(ctx, body, name: str, namespace: str) -> None:
+    """The store's run record says the run was deleted (unless it had finished); errors are not fatal."""
+    try:
+        spec = parse_spec(body)
+        url = store_url(spec, ctx.config)
+        if not url:
+            return
+        store = await asyncio.to_thread(ctx.stores.get, url, namespace)
+        record = await asyncio.to_thread(store.get_run, name)
+        if record.phase not in ("Succeeded", "Failed"):
+            await asyncio.to_thread(set_phase, store, record, "Suspended", "the EvolutionRun was deleted")
+    except (SpecError, StoreError, NotFound):
+        return

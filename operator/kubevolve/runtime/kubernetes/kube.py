@@ -1,0 +1,162 @@
+"""The few Kubernetes API calls the reconciler makes, with the synchronous `kubernetes` client in a thread.
+
+Creating an object that already exists is success (deterministic names make creation idempotent); deleting
+one that is gone is success too. Responses are not deserialised into models: nothing reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from kubevolve.runtime.kubernetes import (
+    GROUP,
+    PLURAL,
+    TRAINER_GROUP,
+    TRAINER_VERSION,
+    TRAINJOB_PLURAL,
+    VERSION,
+)
+
+API_WAIT: ContextVar[list[float] | None] = ContextVar("kubevolve_api_wait", default=None)
+
+
+def _fetch(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
+    response = fn(*args, _preload_content=False, **kwargs)
+    try:
+        return response.data
+    finally:
+        response.release_conn()
+
+
+class Kube:
+    def __init__(self, api_client: kubernetes.client.ApiClient, threads: int = 16):
+        self.api_client = api_client
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        # API calls get their own threads, so that they never queue behind store reads (or the reverse)
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube-api")
+        self.calls = 0  # API requests made
+        self.seconds = 0.0  # time spent awaiting them
+
+    @classmethod
+    def for_server(cls, host: str, token: str | None = None, verify_ssl: bool = False) -> Kube:
+        """A client for an explicit API server URL (tests against kmock, or a proxy)."""
+        config = kubernetes.client.Configuration()
+        config.host = host
+        config.verify_ssl = verify_ssl
+        if token:
+            config.api_key = {"authorization": f"Bearer {token}"}
+        return cls(kubernetes.client.ApiClient(config))
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In a pod: its service account; elsewhere: the kubeconfig (as kubectl does)."""
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        return cls(kubernetes.client.ApiClient())
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        """Call the API in a thread; the response body, undecoded."""
+        self.calls += 1
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, _fetch, fn, args, kwargs)
+        finally:
+            waited = time.perf_counter() - started
+            self.seconds += waited
+            tally = API_WAIT.get()
+            if tally is not None:
+                tally[0] += waited
+
+    async def create(self, body: dict[str, Any]) -> bool:
+        """Create a Job or TrainJob; False when it already existed."""
+        namespace = body["metadata"]["namespace"]
+        try:
+            if body["kind"] == "Job":
+                await self._call(self.batch.create_namespaced_job, namespace, body)
+            else:
+                await self._call(
+                    self.custom.create_namespaced_custom_object,
+                    TRAINER_GROUP,
+                    TRAINER_VERSION,
+                    namespace,
+                    TRAINJOB_PLURAL,
+                    body,
+                )
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete(self, namespace: str, name: str, kind: str = "Job") -> bool:
+        """Delete a Job (with its pods) or a TrainJob; False when it was already gone."""
+        try:
+            if kind == "Job":
+                await self._call(
+                    self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
+                )
+            else:
+                await self._call(
+                    self.custom.delete_namespaced_custom_object,
+                    TRAINER_GROUP,
+                    TRAINER_VERSION,
+                    namespace,
+                    TRAINJOB_PLURAL,
+                    name,
+                    propagation_policy="Background",
+                )
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": patch},
+        )
+
+    async def list_jobs(
+        self, namespace: str, selector: dict[str, str], *, trainjobs: bool = False
+    ) -> list[dict]:
+        """The Jobs (and TrainJobs) whose labels match `selector`, filtered here too."""
+        label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+        calls = [(self.batch.list_namespaced_job, (namespace,))]
+        if trainjobs:
+            calls.append(
+                (
+                    self.custom.list_namespaced_custom_object,
+                    (TRAINER_GROUP, TRAINER_VERSION, namespace, TRAINJOB_PLURAL),
+                )
+            )
+        items = []
+        for fn, args in calls:
+            data = json.loads(await self._call(fn, *args, label_selector=label_selector) or b"{}")
+            for item in data.get("items", []):
+                item.setdefault("kind", "Job" if fn is self.batch.list_namespaced_job else "TrainJob")
+                labels = (item.get("metadata") or {}).get("labels") or {}
+                if all(labels.get(k) == v for k, v in selector.items()):
+                    items.append(item)
+        return items
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False)
+        self.api_client.close()

@@ -1,0 +1,190 @@
+"""One reconcile of one EvolutionRun: read the store and the run's Jobs, decide (plan.py), act, report.
+
+The order of the actions is what makes a crash at any point harmless: store writes first (a candidate
+recorded failed), then Job creations (idempotent), then the status (with the next proposal index), and only
+then the deletion of finished Jobs, whose results and follow-ups now exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kubevolve.core.spec import FailurePolicySpec, RunSpec, SpecError, parse_run_spec
+from kubevolve.runtime.kubernetes.context import OperatorContext
+from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job, store_url
+from kubevolve.runtime.kubernetes.kube import API_WAIT
+from kubevolve.runtime.kubernetes.names import job_name, make_key, node_id, retry_key, run_label
+from kubevolve.runtime.kubernetes.observe import JobInfo
+from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
+from kubevolve.runtime.kubernetes.policy import in_cluster, policy_problem
+from kubevolve.runtime.kubernetes.resources import read_task, reported_facts
+from kubevolve.runtime.kubernetes.snapshot import record_failed, set_phase, take_snapshot
+from kubevolve.runtime.kubernetes.status import (
+    TERMINAL,
+    build_status,
+    problem_status,
+    status_patch,
+    transition_events,
+)
+from kubevolve.runtime.kubernetes.telemetry import feed_run
+from kubevolve.runtime.kubernetes.trainjob import build_trainjob, uses_trainjob
+from kubevolve.store.base import StoreError
+
+log = logging.getLogger("kubevolve.operator")
+Post = Callable[[str, str, str], None]  # (type, reason, message) -> a Kubernetes event on the run
+STORE_RETRY_SECONDS = 10.0
+
+
+def parse_spec(body: dict[str, Any]) -> RunSpec:
+    raw = copy.deepcopy(dict(body.get("spec") or {}))
+    if "name" in raw:
+        raise SpecError("invalid run spec:\n  spec.name: unknown field (the run's name is metadata.name)")
+    spec = parse_run_spec(raw)
+    spec.name = body["metadata"]["name"]
+    return spec
+
+
+async def reconcile(ctx: OperatorContext, body: dict[str, Any], jobs: Iterable[JobInfo], post: Post) -> float:
+    """Reconcile once; return the seconds until the next pass is due (a Job event may come sooner)."""
+    meta = body["metadata"]
+    lock = ctx.lock(meta["namespace"], meta["name"])
+    if lock.locked():
+        log.warning(f"two reconciles of {meta['namespace']}/{meta['name']} at once: the second waits")
+    async with lock:  # passes of one run never overlap, whoever starts them
+        started, tally = time.perf_counter(), [0.0]
+        token = API_WAIT.set(tally)
+        try:
+            return await _reconcile(ctx, body, list(jobs), post)
+        finally:
+            API_WAIT.reset(token)
+            ctx.stats.record(time.perf_counter() - started, tally[0])
+
+
+async def _problem(ctx, body, post, reason: str, message: str, *, failed: bool) -> None:
+    meta, old = body["metadata"], dict(body.get("status") or {})
+    new = problem_status(
+        old, reason, message, failed=failed, generation=meta.get("generation"), now=time.time()
+    )
+    ctx.phases[(meta["namespace"], meta["name"])] = new["phase"]
+    patch = status_patch(old, new)
+    if patch:
+        await ctx.kube.patch_status(meta["namespace"], meta["name"], patch)
+        if old.get("message") != message:
+            post("Warning", reason, message)
+
+
+async def _reconcile(
+    ctx: OperatorContext, body: dict[str, Any], observed: list[JobInfo], post: Post
+) -> float:
+    config = ctx.config
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    old = copy.deepcopy(dict(body.get("status") or {}))
+    try:
+        spec = parse_spec(body)
+    except SpecError as err:
+        await _problem(ctx, body, post, "InvalidSpec", str(err).replace("\n ", ""), failed=True)
+        return config.idle_resync_seconds
+    facts = await asyncio.to_thread(read_task, config.task_path(spec.task))
+    url = store_url(spec, config)
+    if not url:
+        message = "no store: set spec.store.url or the operator's KUBEVOLVE_STORE"
+        await _problem(ctx, body, post, "NoStore", message, failed=False)
+        return config.idle_resync_seconds
+
+    refused = policy_problem(spec, namespace, url, cluster=in_cluster())
+    if refused:
+        await _problem(ctx, body, post, "Refused", refused, failed=True)
+        return config.idle_resync_seconds
+
+    run = RunRef(name, namespace, meta.get("uid", ""))
+    now = time.time()
+    expect = ctx.expect(namespace, run_label(name))
+    jobs = expect.view(observed, now)
+    ids = {node_id(name, make_key(0))}
+    for job in jobs:
+        ids |= {node_id(name, job.key), node_id(name, retry_key(job.key))}
+    par = spec.parallelism
+    slack = par.evaluators + par.proposers + (par.proposals_ahead or par.evaluators)
+    try:
+        store = await asyncio.to_thread(ctx.stores.get, url, namespace)
+        snap = await asyncio.to_thread(
+            take_snapshot, store, name, spec, facts, ids, scan_indices="nextCandidate" not in old, slack=slack
+        )
+    except StoreError as err:
+        await _problem(ctx, body, post, "StoreUnavailable", f"the store does not answer: {err}", failed=False)
+        return STORE_RETRY_SECONDS
+
+    if snap.record.task_facts:  # a step has reported the task from the image that evaluates it
+        facts = reported_facts(snap.record.task_facts, facts)
+    elif facts.error and (meta.get("uid", name), facts.error) not in ctx.warned:
+        ctx.warned.add((meta.get("uid", name), facts.error))
+        message = f"the operator cannot read the task ({facts.error}); evaluations wait for the first step"
+        post("Warning", "TaskUnreadable", message + " to report it from the run's image")
+    plan = make_plan(PlanInput(run, spec, facts, jobs, snap, int(old.get("nextCandidate") or 0), now))
+    if facts.error:  # no evaluation is sized from defaults: the first proposal reports the task
+        plan.create = [req for req in plan.create if req.role != "evaluate"]
+
+    for nid, error, stage in plan.record_failed:
+        if await asyncio.to_thread(record_failed, store, nid, error, stage):
+            post("Warning", "CandidateFailed", f"node {nid}: {error}")
+    policy = spec.failure_policy or FailurePolicySpec()
+    await asyncio.gather(*(_create(ctx, run, spec, facts, req, expect, post, policy) for req in plan.create))
+
+    new = build_status(
+        old,
+        plan,
+        snap,
+        facts,
+        generation=meta.get("generation"),
+        queue=spec.queue_name,
+        limit=spec.budget.max_candidates,
+        now=time.time(),
+    )
+    ctx.phases[(namespace, name)] = plan.phase
+    patch = status_patch(old, new)
+    if patch:
+        await ctx.kube.patch_status(namespace, name, patch)
+    await asyncio.gather(*(ctx.kube.delete(namespace, job.name, job.kind) for job in plan.delete))
+    for job in plan.delete:
+        expect.expect_deleted(job.name, time.time())
+    for kind, reason, message in transition_events(old, new):
+        post(kind, reason, message)
+    terminal = plan.phase in TERMINAL
+    await asyncio.to_thread(set_phase, store, snap.record, plan.phase, plan.message if terminal else "")
+    await feed_run(ctx, store, namespace, spec, facts, snap, jobs, over=terminal)
+
+    if terminal or (plan.phase == "Suspended" and not any(plan.running.values())):
+        return config.idle_resync_seconds
+    return min(plan.requeue or config.resync_seconds, config.resync_seconds)
+
+
+async def _create(ctx, run, spec, facts, req: JobRequest, expect, post, policy) -> None:
+    trainjob = uses_trainjob(spec, req.role)
+    build = build_trainjob if trainjob else build_job
+    body = build(run, spec, ctx.config, facts, req)
+    created = await ctx.kube.create(body)
+    info = JobInfo(
+        name=job_name(run.name, req.role, req.key, req.attempt),
+        role=req.role,
+        key=req.key,
+        attempt=req.attempt,
+        node_id=node_id(run.name, req.key),
+        state="active",
+        kind="TrainJob" if trainjob else "Job",
+        queued=bool(spec.queue_name),
+    )
+    expect.expect_created(info, time.time())
+    if created and req.attempt:
+        post(
+            "Warning",
+            "JobRetried",
+            f"{req.role} Job of candidate {req.key} failed; attempt {req.attempt + 1} of {policy.max_attempts}",
+        )
+    if created and req.retry_of:
+        post("Normal", "DebugRetry", f"candidate {req.key} retries failed node {req.retry_of} with its error")

@@ -1,0 +1,144 @@
+"""What the store says about a run, read in one pass per reconcile, and the few writes the operator makes.
+
+The operator writes only: the run record (so the step pods find the run and its spec, and `kubevolve status`
+shows the phase), and, for an evaluation whose Jobs all failed, the candidate's final failed state. Every
+other write is a step's. All functions here are synchronous; the reconciler calls them in a thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES
+from kubevolve.runtime.kubernetes.names import key_of_node, parse_key
+from kubevolve.runtime.kubernetes.resources import TaskFacts
+from kubevolve.store.base import NotFound, Store
+
+PHASES = {
+    "Pending": RunPhase.PENDING,
+    "Running": RunPhase.RUNNING,
+    "Suspended": RunPhase.STOPPED,
+    "Succeeded": RunPhase.SUCCEEDED,
+    "Failed": RunPhase.FAILED,
+}
+
+
+@dataclass
+class Snapshot:
+    record: RunRecord
+    counts: dict[Stage, int]
+    proposed: list[Node]  # PROPOSED nodes (awaiting evaluation), oldest first
+    nodes: dict[str, Node | None]  # the nodes the run's Jobs name (None: not stored yet)
+    best: Node | None
+    consecutive_failures: int = 0
+    llm_cost: float = 0.0
+    max_index: int = -1  # the largest proposal index among stored node ids (scanned only when asked)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return self.total - self.counts.get(Stage.PROPOSED, 0)
+
+
+def record_spec(spec: RunSpec, run: str) -> dict:
+    data = spec.to_dict()
+    data["name"] = run
+    return data
+
+
+def ensure_run(store: Store, run: str, spec: RunSpec, facts: TaskFacts) -> RunRecord:
+    """The run record, created (or its spec refreshed after an edit) so that the step pods can load it."""
+    data = record_spec(spec, run)
+    try:
+        record = store.get_run(run)
+    except NotFound:
+        record = RunRecord(id=run, task=facts.name, spec=data, phase=RunPhase.PENDING)
+        store.put_run(record)
+        return record
+    if record.spec != data:
+        record.spec, record.updated_at = data, time.time()
+        store.put_run(record)
+    return record
+
+
+def set_phase(store: Store, record: RunRecord, phase: str, message: str) -> None:
+    """Record the run's phase; the record is read again just before, so that what a step wrote since the
+    pass began (the task's summary) is kept."""
+    target = PHASES[phase]
+    if record.phase != target or record.message != message:
+        current = store.get_run(record.id)
+        current.phase, current.message, current.updated_at = target, message, time.time()
+        store.put_run(current)
+        record.phase, record.message = target, message
+
+
+def _consecutive_failures(store: Store, run: str, total: int, window: int) -> int:
+    count = 0
+    for node in reversed(store.list_nodes(run, after_seq=total - window - 1)):
+        if node.stage is Stage.EVALUATED:
+            return count
+        if node.stage not in (Stage.PROPOSED, Stage.REJECTED_NOVELTY):
+            count += 1
+    return count
+
+
+def take_snapshot(
+    store: Store,
+    run: str,
+    spec: RunSpec,
+    facts: TaskFacts,
+    node_ids: Iterable[str],
+    *,
+    scan_indices: bool = False,
+    slack: int = 0,
+) -> Snapshot:
+    record = ensure_run(store, run, spec, facts)
+    # The reads are separate queries while steps write: read the nodes the Jobs name first, so that a node
+    # found here is also in the counts read after it (nodes are only ever added, and only ever become final).
+    nodes: dict[str, Node | None] = {}
+    for nid in set(node_ids):
+        try:
+            nodes[nid] = store.get_node(nid)
+        except NotFound:
+            nodes[nid] = None
+    counts = store.count_nodes(run)
+    snap = Snapshot(
+        record=record,
+        counts=counts,
+        proposed=store.list_nodes(run, stages=[Stage.PROPOSED]) if counts.get(Stage.PROPOSED) else [],
+        nodes=nodes,
+        best=store.best_node(run),
+    )
+    if spec.budget.max_failures:
+        snap.consecutive_failures = _consecutive_failures(
+            store, run, snap.total, spec.budget.max_failures + slack
+        )
+    if spec.budget.max_llm_cost is not None or scan_indices:
+        for node in store.iter_nodes(run):
+            snap.llm_cost += node.llm.get("cost_usd", 0.0) + node.llm.get("analysis_cost_usd", 0.0)
+            key = key_of_node(run, node.id)
+            if key is not None:
+                snap.max_index = max(snap.max_index, parse_key(key)[0])
+    return snap
+
+
+def record_failed(store: Store, node_id: str, error: str, stage: Stage) -> Node | None:
+    """Make a PROPOSED node final as failed (its evaluation Jobs ran out of attempts); None if already final."""
+    node = store.get_node(node_id)
+    if node.stage.is_final:
+        return None
+    node.stage, node.error = stage, error[:500]
+    node.log_tail = node.log_tail or error
+    store.update_node(node)
+    return node
+
+
+def needs_analysis(node: Node | None) -> bool:
+    return node is not None and node.stage in ANALYSED_STAGES and not node.insight_id

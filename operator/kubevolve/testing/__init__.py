@@ -1,0 +1,179 @@
+"""Test and benchmark support for the operator against kmock's emulated Kubernetes API (no cluster).
+
+- `ValidatingEmulator`: kmock's emulator plus the API server's schema check of EvolutionRuns, using the
+  generated CRD (so a misspelt field is refused at apply time with a message that names it);
+- `declare_resources`: the API resources the operator touches (kopf hangs without `v1/namespaces`);
+- `Api`: a small async client for the test side (apply, patch, delete, read);
+- `Kubelet` (kubelet.py): plays the kubelet and Job controller, running each Job's container command as a
+  local process (or, for operator-only tests and benchmarks, with in-process fake steps).
+
+kmock is a test dependency; import this package only from tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import aiohttp
+import kmock
+from kmock._internal import enums
+from kmock._internal.k8s import KubernetesError
+
+from kubevolve.runtime.kubernetes import (
+    GROUP,
+    PLURAL,
+    TRAINER_GROUP,
+    TRAINER_VERSION,
+    TRAINJOB_PLURAL,
+    VERSION,
+)
+from kubevolve.runtime.kubernetes.crd import build_crd
+from kubevolve.runtime.kubernetes.validation import validate_manifest
+
+RUNS = f"{GROUP}/{VERSION}/{PLURAL}"
+JOBS = "batch/v1/jobs"
+TRAINJOBS = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINJOB_PLURAL}"
+ALL_VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
+
+
+class ValidatingEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator, plus what the operator relies on from a real API server: EvolutionRuns that the
+    generated CRD's schema refuses are refused (HTTP 422, naming the field); created objects get a uid,
+    resourceVersion, generation and creationTimestamp; a spec change bumps the generation; `generateName` is
+    honoured (kopf's events). The resourceVersion never changes (as in kmock): kopf then cannot tell its own
+    patches from stale events and repeats a few bookkeeping patches, which a real API server would not see."""
+
+    async def _handle(self, request):
+        resource = request.resource
+        if request.action == enums.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):  # kopf's events use generateName
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:10]
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("resourceVersion", "1")  # kopf's JSON patches test it (kmock never changes it)
+            meta.setdefault("generation", 1)
+            meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        if (
+            resource is not None
+            and resource.plural == PLURAL
+            and request.action == enums.action.UPDATE
+            and request.subresource is None
+            and isinstance(request.data, dict)
+            and "spec" in request.data
+        ):  # a spec change bumps the generation, as the API server does
+            key = (resource, request.namespace, request.name)
+            if key in self.objects and not self.objects[key].deleted:
+                generation = (self.objects[key].get("metadata") or {}).get("generation", 1) + 1
+                request.data.setdefault("metadata", {})["generation"] = generation
+        if resource is not None and resource.plural == PLURAL and request.action == enums.action.CREATE:
+            errors = validate_manifest(request.data or {}, build_crd())
+            if errors:
+                kind = f'EvolutionRun.{GROUP} "{(request.data.get("metadata") or {}).get("name")}" is invalid'
+                raise KubernetesError(status=422, reason="Invalid", message=f"{kind}: " + "; ".join(errors))
+        try:
+            return await super()._handle(request)
+        finally:
+            if len(self._requests) > self.keep_requests:
+                self.trim_request_log()
+
+    keep_requests: ClassVar[int] = 5000  # kmock filters its whole request log on every request: keep it short
+
+    def trim_request_log(self) -> None:
+        """Forget the requests served so far (kmock's per-request cost grows with its log)."""
+        self._requests.clear()
+        for payload in self._payloads:
+            payload._requests.clear()
+
+
+def declare_resources(k: Any, *, trainjobs: bool = True) -> None:
+    """Every resource the operator reads or writes, with the verbs kopf needs to see in discovery."""
+    info = kmock.ResourceInfo
+    k.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs={"list", "watch", "get"})
+    k.resources["v1/events"] = info(kind="Event", namespaced=True, verbs={"create", "list", "get"})
+    k.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs={"get", "list", "create"})
+    k.resources[RUNS] = info(
+        kind="EvolutionRun", namespaced=True, verbs=ALL_VERBS, shortnames={"evo"}, subresources={"status"}
+    )
+    k.resources[JOBS] = info(kind="Job", namespaced=True, verbs=ALL_VERBS, subresources={"status"})
+    if trainjobs:
+        k.resources[TRAINJOBS] = info(
+            kind="TrainJob", namespaced=True, verbs=ALL_VERBS, subresources={"status"}
+        )
+
+
+class Api:
+    """The test's side of the API: what `kubectl` would do, over HTTP so that watchers see every change."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _path(self, resource: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        group_version, plural = resource.rsplit("/", 1)
+        base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        path = f"{self.url}{base}/namespaces/{namespace}/{plural}"
+        return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+
+    async def _send(self, method: str, url: str, body: Any = None, ctype: str = "application/json") -> dict:
+        data = None if body is None else json.dumps(body)
+        async with self.session.request(method, url, data=data, headers={"Content-Type": ctype}) as resp:
+            payload = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise ApiError(resp.status, (payload or {}).get("message", ""))
+            return payload
+
+    async def create(self, resource: str, body: dict) -> dict:
+        return await self._send("POST", self._path(resource, body["metadata"]["namespace"]), body)
+
+    async def patch(
+        self, resource: str, namespace: str, name: str, body: dict, sub: str | None = None
+    ) -> dict:
+        url = self._path(resource, namespace, name, sub)
+        return await self._send("PATCH", url, body, "application/merge-patch+json")
+
+    async def delete(self, resource: str, namespace: str, name: str) -> dict:
+        return await self._send("DELETE", self._path(resource, namespace, name))
+
+    async def watch(self, resource: str) -> AsyncIterator[dict]:
+        """The watch stream of a resource in every namespace: the existing objects (ADDED), then changes."""
+        group_version, plural = resource.rsplit("/", 1)
+        base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with self.session.get(
+            f"{self.url}{base}/{plural}", params={"watch": "true"}, timeout=timeout
+        ) as resp:
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
+
+    async def get(self, resource: str, namespace: str, name: str) -> dict | None:
+        try:
+            return await self._send("GET", self._path(resource, namespace, name))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message = status, message
+
+
+def live_objects(k: Any, resource: str, namespace: str | None = None) -> list[dict]:
+    """The objects of a resource that exist now (not deleted), as plain dicts."""
+    group_version, plural = resource.rsplit("/", 1)
+    out = []
+    for (res, ns, _name), obj in list(k.objects.items()):
+        same = res.plural == plural and f"{res.group}/{res.version}".lstrip("/") == group_version
+        if same and not obj.deleted and (namespace is None or ns == namespace):
+            out.append(json.loads(json.dumps(dict(obj.raw), default=str)))
+    return out

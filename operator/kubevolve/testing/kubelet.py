@@ -1,0 +1,207 @@
+"""A stand-in for the kubelet and the Job controller on top of kmock: it starts each new Job's container,
+then patches the Job's status (Complete or Failed), which the operator sees through its watch.
+
+In `process` mode a Job's command runs as a local process exactly as written in the Job (`kubevolve step
+...`, with the pod's env and working directory; emptyDir mounts become temp folders), so the end-to-end
+test exercises the real step code and the real store writes. In `fake` mode the fake steps run in-process.
+Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen Jobs fail like a crashed pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubevolve.runtime.kubernetes import QUEUE_LABEL
+from kubevolve.runtime.kubernetes.observe import format_time
+from kubevolve.testing import JOBS, TRAINJOBS, Api
+from kubevolve.testing.fake_steps import Score, run_fake_step
+
+FailRule = Callable[[dict[str, Any]], str | None]  # a Job -> a failure reason, or None to run it
+
+
+def _container(job: dict) -> dict:
+    if job["kind"] == "TrainJob":
+        return job["spec"]["trainer"]
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+class Kubelet:
+    def __init__(
+        self,
+        api: Api,
+        *,
+        mode: str = "process",
+        concurrency: int = 2,
+        fail: FailRule | None = None,
+        score: Score | None = None,
+        kueue: bool = False,
+        workdir: Path | None = None,
+    ):
+        self.api, self.mode, self.fail, self.score, self.kueue = api, mode, fail, score, kueue
+        self.slots = asyncio.Semaphore(concurrency)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubelet-"))
+        self.seen: set[tuple] = set()  # (kind, namespace, name, uid) of the Jobs already started
+        self._held: dict[tuple, dict] = {}  # queued Jobs waiting for Kueue's admission
+        self.started: Counter[str] = Counter()  # Job name -> times started
+        self.ran: Counter[tuple[str, str]] = Counter()  # (role, node id) -> times its step ran
+        self.admitted: set[str] = set()
+        self.kueue_budget: int | None = 0  # Jobs Kueue may still admit (None: all)
+        self.outputs: dict[str, str] = {}
+        self.bodies: dict[str, dict] = {}  # every Job (or TrainJob) run, as it was when it started
+        self._tasks: set[asyncio.Task] = set()
+        self._loops: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self._loops = [asyncio.create_task(self._watch(resource)) for resource in (JOBS, TRAINJOBS)]
+
+    async def stop(self) -> None:
+        for task in [*self._loops, *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+
+    def admit(self, limit: int | None = None) -> None:
+        """Let Kueue admit waiting Jobs: all from now on, or `limit` more."""
+        self.kueue_budget = None if limit is None or self.kueue_budget is None else self.kueue_budget + limit
+        for job in self._held.values():
+            self._consider(job)
+
+    async def _watch(self, resource: str) -> None:
+        """Follow the resource's watch stream, as a kubelet follows its pods'."""
+        kind = "Job" if resource == JOBS else "TrainJob"
+        async for event in self.api.watch(resource):
+            job = event.get("object") or {}
+            job.setdefault("kind", kind)
+            if event.get("type") in ("ADDED", "MODIFIED"):
+                self._consider(job)
+
+    def _consider(self, job: dict) -> None:
+        meta = job["metadata"]
+        ident = (job["kind"], meta["namespace"], meta["name"], meta.get("uid"))
+        if ident in self.seen or (job.get("status") or {}).get("conditions"):
+            return
+        if self.kueue and QUEUE_LABEL in meta.get("labels", {}):
+            self._held[ident] = job
+            task = asyncio.create_task(self._admission(ident, job))
+        else:
+            self.seen.add(ident)
+            task = asyncio.create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admission(self, ident: tuple, job: dict) -> None:
+        """Kueue: its webhook suspends a queued Job; admission unsuspends it, and then its pod starts."""
+        meta, resource = job["metadata"], JOBS if job["kind"] == "Job" else TRAINJOBS
+        if ident in self.seen:
+            return
+        budget = self.kueue_budget
+        if budget is None or budget > 0:
+            self.kueue_budget = None if budget is None else budget - 1
+            self.seen.add(ident)
+            self._held.pop(ident, None)
+            await self.api.patch(resource, meta["namespace"], meta["name"], {"spec": {"suspend": False}})
+            await self._run(job)
+        elif not job["spec"].get("suspend"):
+            await self.api.patch(resource, meta["namespace"], meta["name"], {"spec": {"suspend": True}})
+
+    async def _run(self, job: dict) -> None:
+        meta = job["metadata"]
+        resource = JOBS if job["kind"] == "Job" else TRAINJOBS
+        async with self.slots:
+            self.started[meta["name"]] += 1
+            self.bodies[meta["name"]] = job
+            start = format_time(time.time())
+            await self._patch(resource, meta, {"startTime": start, "active": 1})
+            reason = self.fail(job) if self.fail else None
+            if reason is None:
+                ok, output = await self._execute(job)
+                self.outputs[meta["name"]] = output
+                reason = None if ok else f"exit status 1: {output.strip().splitlines()[-1:] or ''}"
+            now = format_time(time.time())
+            if reason is None:
+                cond = {"type": "Complete", "status": "True", "lastTransitionTime": now}
+                status = {"active": 0, "succeeded": 1, "completionTime": now, "conditions": [cond]}
+            else:
+                cond = {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": reason,
+                    "lastTransitionTime": now,
+                }
+                status = {"active": 0, "failed": 1, "conditions": [cond]}
+            await self._patch(resource, meta, status)
+
+    async def _patch(self, resource: str, meta: dict, status: dict) -> None:
+        with contextlib.suppress(Exception):  # the Job was deleted meanwhile (e.g. with its run)
+            await self.api.patch(resource, meta["namespace"], meta["name"], {"status": status}, sub="status")
+
+    async def _execute(self, job: dict) -> tuple[bool, str]:
+        container = _container(job)
+        argv = list(container["command"]) + list(container.get("args") or [])
+        self.ran[
+            (
+                argv[2],
+                argv[argv.index("--node") + 1] if "--node" in argv else argv[argv.index("--node-id") + 1],
+            )
+        ] += 1
+        if self.mode == "fake":
+            try:
+                await asyncio.to_thread(run_fake_step, argv, self.score)
+                return True, ""
+            except Exception as err:
+                return False, f"{type(err).__name__}: {err}"
+        return await self._process(job, container, argv)
+
+    async def _process(self, job: dict, container: dict, argv: list[str]) -> tuple[bool, str]:
+        root = self.workdir / job["metadata"]["name"]
+        mounts = {m["mountPath"]: root / m["name"] for m in container.get("volumeMounts", [])}
+        for path in mounts.values():
+            path.mkdir(parents=True, exist_ok=True)
+
+        def local(value: str) -> str:
+            for mount, path in mounts.items():
+                if value == mount or value.startswith(mount + "/"):
+                    return str(path) + value[len(mount) :]
+            return value
+
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        env.update({e["name"]: local(e["value"]) for e in container.get("env", []) if "value" in e})
+        for entry in container.get("env", []):  # as a kubelet does: read the Secret when the pod starts
+            ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is not None:
+                secret = await self.api.get("v1/secrets", job["metadata"]["namespace"], ref["name"])
+                value = ((secret or {}).get("data") or {}).get(ref["key"])
+                if value is None:
+                    return (
+                        False,
+                        f"CreateContainerConfigError: secret {ref['name']!r} has no key {ref['key']!r}",
+                    )
+                env[entry["name"]] = base64.b64decode(value).decode()
+        argv = [local(a) for a in argv]  # paths inside the "pod" map to its folders, the interpreter does not
+        if argv[0] == "kubevolve":
+            argv = [sys.executable, "-m", "kubevolve", *argv[1:]]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=container.get("workingDir") or None,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await proc.communicate()
+        except asyncio.CancelledError:  # the kubelet stops: so does the "pod", before the event loop closes
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        return proc.returncode == 0, out.decode(errors="replace")
