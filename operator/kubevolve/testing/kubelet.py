@@ -26,6 +26,8 @@ from kubevolve.runtime.kubernetes.observe import format_time
 from kubevolve.testing import JOBS, TRAINJOBS, Api
 from kubevolve.testing.fake_steps import Score, run_fake_step
 
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the kubevolve package
+
 FailRule = Callable[[dict[str, Any]], str | None]  # a Job -> a failure reason, or None to run it
 
 
@@ -174,7 +176,8 @@ class Kubelet:
                     return str(path) + value[len(mount) :]
             return value
 
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        # PYTHONPATH stands in for the image's installed package: the pod runs the kubevolve under test
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": PACKAGE_ROOT}
         env.update({e["name"]: local(e["value"]) for e in container.get("env", []) if "value" in e})
         for entry in container.get("env", []):  # as a kubelet does: read the Secret when the pod starts
             ref = (entry.get("valueFrom") or {}).get("secretKeyRef")

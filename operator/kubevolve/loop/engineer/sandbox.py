@@ -26,6 +26,7 @@ from typing import Literal
 
 SandboxMode = Literal["auto", "bwrap", "none"]
 SANDBOX_UID = 65534  # nobody
+PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds the kubevolve package
 HIDDEN = ("/tmp", "/root", "/home", "/run/secrets", "/var/run/secrets")
 
 
@@ -114,6 +115,8 @@ def worker_env(threads: int, drop_to_uid: int | None) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        # the worker imports the same kubevolve as the engine that starts it (a checkout, a worktree, a venv)
+        "PYTHONPATH": str(PACKAGE_ROOT),
     }
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
@@ -140,7 +143,7 @@ def build_worker_launch(
     for hidden in HIDDEN:
         if Path(hidden).is_dir():
             argv += ["--tmpfs", hidden]
-    for path in _visible_paths([task_root, Path(__file__).resolve().parents[3]]):
+    for path in _visible_paths([task_root, PACKAGE_ROOT]):
         argv += _parents_traversable(path) + ["--ro-bind", str(path), str(path)]
     argv += _parents_traversable(scratch) + ["--bind", str(scratch), str(scratch)]
     argv += ["--chdir", str(scratch), "--clearenv"]

@@ -1,0 +1,251 @@
+"""The Helm chart, rendered by the real helm binary: lint, schema-checked values, valid Kubernetes objects,
+hardened pods, and RBAC that gives a lab viewer read-only access to its own namespace and nothing else."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.kit.paths import REPO
+
+CHART = REPO / "helm" / "kubevolve"
+HELM = REPO / "bin" / "helm"
+K8S_VERSION = "1.35.0"
+
+pytestmark = pytest.mark.skipif(
+    not HELM.exists(), reason="bin/helm is missing: run `make tools` (part of make setup)"
+)
+
+EVERY_OPTION = {
+    "operator": {
+        "replicas": 2,
+        "watchNamespaces": ["lab-a", "lab-b"],
+        "trainJobs": True,
+        "logLevel": "debug",
+        "nodeSelector": {"node-role": "control"},
+        "tolerations": [{"key": "control", "operator": "Exists", "effect": "NoSchedule"}],
+        "podAnnotations": {"team": "ml-infra"},
+    },
+    "images": {"pullSecrets": [{"name": "registry"}], "pullPolicy": "Always"},
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "dashboards": {"labels": {"grafana_folder": "kubevolve"}},
+    "networkPolicy": {"namespaces": ["lab-a", "lab-b"], "storeCIDRs": ["10.0.0.0/8"]},
+    "weaviate": {
+        "apiKey": {"enabled": True, "existingSecret": "weaviate-key"},
+        "persistence": {"size": "100Gi", "storageClass": "fast"},
+    },
+}
+EXTERNAL_STORE = {
+    "store": {
+        "mode": "external",
+        "external": {"url": "https://weaviate.example.org:443", "apiKeySecret": {"name": "wv", "key": "k"}},
+    }
+}
+
+
+def helm(*args: str, values: dict | None = None, tmp_path: Path | None = None) -> subprocess.CompletedProcess:
+    argv = [str(HELM), *args]
+    if values is not None:
+        assert tmp_path is not None
+        path = tmp_path / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        argv += ["-f", str(path)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def render(tmp_path: Path, values: dict | None = None) -> list[dict]:
+    out = helm(
+        "template", "kv", str(CHART), "--namespace", "kubevolve-system", values=values, tmp_path=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.mark.parametrize(
+    "values", [None, EVERY_OPTION, EXTERNAL_STORE], ids=["default", "every-option", "external"]
+)
+def test_lint_and_render_valid_objects(tmp_path, values):
+    lint = helm("lint", str(CHART), "--strict", values=values, tmp_path=tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    docs = render(tmp_path, values)
+    kinds = {d["kind"] for d in docs}
+    assert {
+        "CustomResourceDefinition",
+        "Deployment",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "NetworkPolicy",
+    } <= kinds
+    for doc in docs:
+        if doc["apiVersion"].split("/")[0] in ("monitoring.coreos.com", "kopf.dev"):
+            continue  # custom resources of other projects: no schema here
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises, naming the bad field
+
+
+def test_every_option_renders_what_it_promises(tmp_path):
+    docs = render(tmp_path, EVERY_OPTION)
+    by_kind: dict[str, list[dict]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    assert by_kind["ServiceMonitor"][0]["metadata"]["labels"]["release"] == "prom"
+    assert by_kind["ClusterKopfPeering"]  # two replicas: one active, one standby
+    args = by_kind["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--peering=kv-kubevolve" in args and "--namespace=lab-b" in args
+    assert {np["metadata"]["namespace"] for np in by_kind["NetworkPolicy"]} == {
+        "kubevolve-system",
+        "lab-a",
+        "lab-b",
+    }
+    wv = by_kind["StatefulSet"][0]
+    assert wv["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast"
+    rules = next(r for r in by_kind["ClusterRole"] if r["metadata"]["name"].endswith("-operator"))["rules"]
+    assert any("trainjobs" in r["resources"] for r in rules)
+
+
+def test_external_store_has_no_bundled_weaviate(tmp_path):
+    docs = render(tmp_path, EXTERNAL_STORE)
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    env = {
+        e["name"]: e
+        for e in docs_of(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KUBEVOLVE_STORE"]["value"] == "https://weaviate.example.org:443"
+    assert env["KUBEVOLVE_STORE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "wv", "key": "k"}
+
+
+def docs_of(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"operator": {"replicas": 0}}, "/operator/replicas"),
+        ({"operator": {"replica": 2}}, "replica"),
+        ({"store": {"mode": "sqlite"}}, "/store/mode"),
+        ({"store": {"mode": "external", "external": {"url": "weaviate.local"}}}, "/store/external/url"),
+        ({"weaviate": {"apiKey": {"enabled": True}}}, "/weaviate/apiKey/existingSecret"),
+        ({"metrics": {"port": 70000}}, "/metrics/port"),
+        ({"weaviate": {"persistence": {"size": "lots"}}}, "/weaviate/persistence/size"),
+    ],
+)
+def test_bad_values_are_refused_by_the_schema(tmp_path, values, message):
+    out = helm("template", "kv", str(CHART), values=values, tmp_path=tmp_path)
+    assert out.returncode != 0
+    assert "values don't meet the specifications of the schema" in out.stderr
+    assert message in out.stderr
+
+
+def test_pods_are_hardened(tmp_path):
+    for doc in render(tmp_path, EVERY_OPTION):
+        if doc["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert "limits" in container["resources"]
+
+
+@pytest.mark.parametrize("cidrs", [None, ["10.20.0.0/16"]], ids=["bundled-store", "external-store"])
+def test_evaluation_pods_reach_only_dns_and_the_store(tmp_path, cidrs):
+    from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
+
+    values = {"networkPolicy": {"storeCIDRs": cidrs}} if cidrs else None
+    (policy,) = [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]
+    expected = evaluation_network_policy(
+        "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=cidrs
+    )
+    assert policy["spec"] == expected["spec"]  # the chart and `kubevolve lab create` install the same policy
+    assert policy["metadata"]["name"] == expected["metadata"]["name"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"kubevolve.io/role": "evaluate"}}
+    assert policy["spec"]["ingress"] == [] and len(policy["spec"]["egress"]) == 2
+
+
+def test_chart_copies_of_the_crd_and_dashboards_are_current():
+    assert (CHART / "files/crds/evolutionruns.kubevolve.io.yaml").read_text() == (
+        REPO / "crds/evolutionruns.kubevolve.io.yaml"
+    ).read_text(), "run `make chart` to refresh the chart's copy of the CRD"
+    for dashboard in (REPO / "dashboards").glob("*.json"):
+        copy = CHART / "files/dashboards" / dashboard.name
+        assert copy.exists() and copy.read_text() == dashboard.read_text(), (
+            f"run `make chart` ({dashboard.name})"
+        )
+
+
+def test_dashboards_ship_as_labelled_configmaps(tmp_path):
+    maps = [d for d in render(tmp_path) if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]]
+    assert len(maps) == len(list((REPO / "dashboards").glob("*.json"))) >= 2
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        (body,) = cm["data"].values()
+        assert json.loads(body)["panels"]
+
+
+# --- RBAC, evaluated: what may a subject do, given ClusterRoles and namespaced RoleBindings? ---------------
+
+
+def allowed(
+    roles: dict[str, list[dict]],
+    bindings: list[dict],
+    user: str,
+    verb: str,
+    group: str,
+    resource: str,
+    namespace: str,
+) -> bool:
+    for binding in bindings:
+        if binding["metadata"]["namespace"] != namespace:
+            continue
+        if not any(s["kind"] == "User" and s["name"] == user for s in binding["subjects"]):
+            continue
+        for rule in roles.get(binding["roleRef"]["name"], []):
+            if (
+                (group in rule["apiGroups"] or "*" in rule["apiGroups"])
+                and resource in rule["resources"]
+                and (verb in rule["verbs"] or "*" in rule["verbs"])
+            ):
+                return True
+    return False
+
+
+def test_lab_viewer_reads_its_own_runs_and_nothing_else(tmp_path):
+    roles = {d["metadata"]["name"]: d["rules"] for d in render(tmp_path) if d["kind"] == "ClusterRole"}
+    bindings = [
+        {
+            "metadata": {"namespace": "lab-a"},
+            "roleRef": {"name": "kubevolve-lab-viewer"},
+            "subjects": [{"kind": "User", "name": "alice"}],
+        },
+        {
+            "metadata": {"namespace": "lab-b"},
+            "roleRef": {"name": "kubevolve-lab-admin"},
+            "subjects": [{"kind": "User", "name": "bob"}],
+        },
+    ]
+    runs = ("kubevolve.io", "evolutionruns")
+    for verb in ("get", "list", "watch"):
+        assert allowed(roles, bindings, "alice", verb, *runs, "lab-a")
+    for verb in ("create", "update", "patch", "delete", "deletecollection"):
+        assert not allowed(roles, bindings, "alice", verb, *runs, "lab-a"), verb
+    for verb in ("get", "list", "create", "delete"):
+        assert not allowed(roles, bindings, "alice", verb, *runs, "lab-b"), verb  # another lab's runs
+    assert not allowed(roles, bindings, "alice", "get", "", "secrets", "lab-a")
+    assert allowed(roles, bindings, "alice", "get", "", "pods/log", "lab-a")
+    assert allowed(roles, bindings, "bob", "create", *runs, "lab-b")
+    assert not allowed(roles, bindings, "bob", "create", *runs, "lab-a")
+    assert not allowed(
+        roles, bindings, "bob", "get", "", "secrets", "lab-b"
+    )  # the chart never grants Secrets
+
+
+def test_helm_is_real():
+    assert shutil.which(str(HELM)) and "v4." in helm("version", "--short").stdout
