@@ -62,7 +62,7 @@ def models_of(spec: LLMSpec) -> list[LLMModel]:
 
 class LLMClient:
     def __init__(self, spec: LLMSpec):
-        if not spec.endpoint and not any(m.endpoint for m in spec.models or []):
+        if not spec.configured:
             raise ValueError("llm.endpoint is not set")
         self.spec = spec
         self.models = {m.name: m for m in models_of(spec)}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import FailurePolicySpec, RunSpec
-from kubevolve.loop.budget import BudgetVerdict, check_budget
+from kubevolve.loop.budget import BudgetVerdict, StopCause, check_budget, wants_debug_retry
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
 from kubevolve.runtime.kubernetes.names import key_of_node, make_key, node_id, parse_key, retry_key
 from kubevolve.runtime.kubernetes.observe import FAILED, SUCCEEDED, WAITING, JobInfo
@@ -28,6 +28,12 @@ from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.snapshot import Snapshot, needs_analysis
 
 SEED_KEY = make_key(0)
+CONDITION_REASONS = {  # the reason of the Succeeded / Failed condition, by the budget limit that stopped the run
+    StopCause.CANDIDATES: "MaxCandidatesReached",
+    StopCause.TARGET: "TargetReached",
+    StopCause.DEADLINE: "DeadlineReached",
+    StopCause.FAILURES: "TooManyFailures",
+}
 
 
 @dataclass
@@ -60,17 +66,10 @@ class Plan:
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
 
 
-def llm_mode(spec: RunSpec) -> bool:
-    return bool(spec.llm.endpoint or any(m.endpoint for m in spec.llm.models or []))
-
-
 def wants_retry(spec: RunSpec, node: Node | None) -> bool:
-    """A failed static check or quick stage goes back to an LLM proposer with the error (engineer.debugRetries)."""
-    return (
-        node is not None
-        and llm_mode(spec)
-        and node.stage in (Stage.REJECTED_STATIC, Stage.FAILED_QUICK)
-        and node.attempt < spec.engineer.debug_retries
+    """The debug-retry rule, for the proposer the step pods make: the LLM Researcher when one is configured."""
+    return node is not None and wants_debug_retry(
+        node, spec.engineer, proposer_reads_feedback=spec.llm.configured
     )
 
 
@@ -111,9 +110,7 @@ def _verdict(
     )
     if verdict is None:
         return None
-    reasons = {"budget": "MaxCandidatesReached", "target": "TargetReached", "deadline": "DeadlineReached"}
-    reason = "TooManyFailures" if verdict.failed else reasons.get(verdict.reason.split()[0], "BudgetReached")
-    return verdict, reason
+    return verdict, CONDITION_REASONS.get(verdict.cause, "BudgetReached")
 
 
 class _Planner:
