@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the OpenAI-protocol server of the tests
 import numpy as np  # noqa: E402
 from _sim import SimulatedProposer, simulated_task  # noqa: E402
+from openai_server import OpenAIServer, Reply  # noqa: E402
 
 from kubevolve.core.models import Insight, Node, Stage  # noqa: E402
 from kubevolve.core.spec import RunSpec  # noqa: E402
 from kubevolve.loop.agents import make_agents  # noqa: E402
 from kubevolve.runtime.local import Evolution  # noqa: E402
 from kubevolve.store.sqlite import SQLiteStore  # noqa: E402
-from openai_server import OpenAIServer, Reply  # noqa: E402
 
 WORDS = [
     "loop",
@@ -110,13 +110,13 @@ async def measure(stored: int, candidates: int, sampler: str, llm_url: str | Non
             store,
             agents.proposer,
             tmp / "work",
-            on_progress=on_progress,
+            observers=[on_progress],
             analyzer=agents.analyzer,
             embedder=agents.embedder,
             bandit=agents.bandit,
         )
     else:
-        evolution = Evolution(spec, task, store, SimulatedProposer(0), tmp / "work", on_progress=on_progress)
+        evolution = Evolution(spec, task, store, SimulatedProposer(0), tmp / "work", observers=[on_progress])
     started = time.monotonic()
     await evolution.run()
     total = time.monotonic() - started

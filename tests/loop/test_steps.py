@@ -11,6 +11,7 @@ from kubevolve.cli.app import app
 from kubevolve.core.models import RunRecord, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.loop.agents import make_agents
+from kubevolve.loop.engineer.engineer import OneSlotEngineer
 from kubevolve.loop.steps import analyze_step, evaluate_step, load_context, propose_step
 
 AGENTS = make_agents(RunSpec(task="unused"))
@@ -28,10 +29,11 @@ def test_propose_evaluate_analyze_cycle(store, toy_task, tmp_path):
     assert seed.id == "seed-0" and seed.stage is Stage.PROPOSED and not seed.parent_ids
     assert asyncio.run(propose_step(ctx, AGENTS, node_id="seed-0")).seq == seed.seq  # idempotent
 
-    evaluated = asyncio.run(evaluate_step(ctx, "seed-0", tmp_path / "work"))
+    engineer = OneSlotEngineer(ctx.task, ctx.spec, tmp_path / "work")
+    evaluated = asyncio.run(evaluate_step(ctx, "seed-0", engineer))
     assert evaluated.stage is Stage.EVALUATED and evaluated.score == -8.5
     assert store.get_node("seed-0").stage is Stage.EVALUATED
-    again = asyncio.run(evaluate_step(ctx, "seed-0", tmp_path / "work"))
+    again = asyncio.run(evaluate_step(ctx, "seed-0", engineer))
     assert again.timings == evaluated.timings  # a final node is not evaluated twice
 
     insight = asyncio.run(analyze_step(ctx, "seed-0", AGENTS))
@@ -41,7 +43,7 @@ def test_propose_evaluate_analyze_cycle(store, toy_task, tmp_path):
 
     child = asyncio.run(propose_step(ctx, AGENTS, node_id="cand-1"))
     assert child.parent_ids == ["seed-0"] and child.stage is Stage.PROPOSED and child.diff
-    child = asyncio.run(evaluate_step(ctx, "cand-1", tmp_path / "work"))
+    child = asyncio.run(evaluate_step(ctx, "cand-1", engineer))
     assert child.stage is Stage.EVALUATED
     text = asyncio.run(analyze_step(ctx, "cand-1", AGENTS)).text
     assert "f -8.5 -> " in text and "offline proposer" in text

@@ -22,10 +22,11 @@ from kubevolve.cli.step import step_app
 from kubevolve.core.models import Node
 from kubevolve.core.spec import SpecError
 from kubevolve.core.task import TaskError
-from kubevolve.loop.agents import Agents, choose_run_id, kubevolve_home, load_target, make_agents
+from kubevolve.loop.agents import Agents, make_agents
 from kubevolve.loop.engineer.sandbox import resolve_mode
 from kubevolve.observe.run_metrics import serve_run_metrics
 from kubevolve.runtime.local import Evolution
+from kubevolve.runtime.targets import choose_run_id, kubevolve_home, load_target
 from kubevolve.store.base import NotFound, Store, StoreError
 
 app = typer.Typer(
@@ -110,12 +111,12 @@ def run(
             store,
             agents.proposer,
             workspace,
-            on_progress=display,
+            observers=[display],
             analyzer=agents.analyzer,
             embedder=agents.embedder,
             bandit=agents.bandit,
         )
-        if metrics_port is not None:  # wraps on_progress: the display, then the metrics recorder
+        if metrics_port is not None:  # the metrics recorder observes the run after the display
             try:
                 serve_run_metrics(evolution, metrics_port, metrics_addr)
             except OSError as err:

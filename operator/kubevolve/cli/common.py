@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
-from kubevolve.loop.agents import kubevolve_home
+from kubevolve.runtime.targets import kubevolve_home
 from kubevolve.store import open_store
 from kubevolve.store.base import Store, StoreError
 
@@ -29,7 +29,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the most recent run).")]
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` on stderr and exit (2: bad input)."""
     err_console.print(f"[red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
@@ -40,4 +40,3 @@ def get_store(url: str | None, tenant: str = "default") -> Store:
         return open_store(url or str(kubevolve_home() / "kubevolve.db"), tenant=tenant)
     except StoreError as err:
         fail(str(err))
-        raise

@@ -39,7 +39,7 @@ def render(progress: RunProgress, last: list[str]) -> Panel:
 
 
 class ProgressDisplay:
-    """Callable handed to Evolution as `on_progress`."""
+    """The live display of a local run: one of its observers (`RunObserver`)."""
 
     def __init__(self, console: Console):
         self.console = console
