@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from kubevolve.core.task import Task
 
 LOCAL_NAMESPACE = "local"
-JOB_KINDS = ("propose", "evaluate", "analyze")  # the operator's Jobs, for the admission-wait histogram
 _BUILTIN_EXCEPTIONS = {
     name
     for name, value in vars(builtins).items()
