@@ -61,6 +61,8 @@ def explain(error: str, spec: StageSpec) -> str:
     return error
 
 
+# Process-wide on purpose: the count is a fact about the host (all processes of a uid), the same for every pool
+# and slot of this process, and a /proc scan is what the cache saves.
 _PROCESS_COUNTS: dict[int, tuple[float, int]] = {}
 
 
