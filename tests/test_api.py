@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import kubevolve
 from kubevolve.cli.app import app
 from kubevolve.core.models import Node, RunPhase
+from kubevolve.loop.engineer import sandbox
 from kubevolve.observe.progress import RunProgress
 from tests.kit.paths import REPO
 
@@ -186,6 +187,17 @@ def test_a_bad_sandbox_mode_is_named(toy_task: Path) -> None:
     with pytest.raises(ValueError, match="sandbox 'docker': expected one of auto, bwrap, none"):
         kubevolve.evolve(toy_task, sandbox="docker")
     assert kubevolve.list_runs() == []  # refused before a run was recorded
+
+
+def test_without_bubblewrap_the_api_warns_as_the_cli_does(
+    toy_task: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox, "bwrap_works", lambda: False)
+    with pytest.warns(RuntimeWarning, match="bubblewrap is not available here"):
+        result = kubevolve.evolve(toy_task, max_candidates=2)
+    assert result.phase is RunPhase.SUCCEEDED
+    cli = CliRunner().invoke(app, ["run", str(toy_task), "--max-candidates", "2", "--json"])
+    assert cli.exit_code == 0 and "bubblewrap is not available here" in cli.stderr
 
 
 def test_every_exported_name_resolves() -> None:

@@ -14,7 +14,6 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from kubevolve.api import (
-        PreparedRun,
         RunResult,
         best_node,
         evolve,
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
-    "PreparedRun": "kubevolve.api",
     "RunResult": "kubevolve.api",
     "best_node": "kubevolve.api",
     "evolve": "kubevolve.api",
@@ -57,7 +55,6 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "Node",
     "NotFound",
-    "PreparedRun",
     "RunPhase",
     "RunRecord",
     "RunResult",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -172,6 +173,17 @@ class PreparedRun:
     agents: Agents
     resumed: bool
 
+    def sandbox_warning(self) -> str | None:
+        """Why candidates will run without namespaces although the spec asked for the default sandbox."""
+        from kubevolve.loop.engineer.sandbox import resolve_mode
+
+        if self.spec.sandbox == "auto" and resolve_mode("auto") == "none":
+            return (
+                "bubblewrap is not available here; candidates run with resource limits and timeouts but "
+                "without namespaces (install the 'bubblewrap' package for the full sandbox)"
+            )
+        return None
+
     def evolution(
         self, *, on_progress: ProgressCallback | None = None, workspace: Path | None = None
     ) -> Evolution:
@@ -269,6 +281,9 @@ async def evolve_async(
         seed=seed,
         sandbox=sandbox,
     )
+    warning = prepared.sandbox_warning()
+    if warning:
+        warnings.warn(warning, RuntimeWarning, stacklevel=2)
     try:
         try:
             record = await prepared.evolution(on_progress=on_progress, workspace=workspace).run()

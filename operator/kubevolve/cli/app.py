@@ -34,7 +34,6 @@ from kubevolve.core.models import Node, RunRecord
 from kubevolve.core.spec import SpecError
 from kubevolve.core.task import TaskError
 from kubevolve.loop.agents import Agents
-from kubevolve.loop.engineer.sandbox import resolve_mode
 from kubevolve.observe.run_metrics import serve_run_metrics
 from kubevolve.runtime.local import Evolution
 from kubevolve.store.base import NotFound, Store, StoreError
@@ -92,11 +91,9 @@ def run(
         fail(str(err))
     if prepared.resumed:
         err_console.print(f"resuming run {prepared.spec.name}")
-    if prepared.spec.sandbox == "auto" and resolve_mode("auto") == "none":
-        err_console.print(
-            "[yellow]warning:[/] bubblewrap is not available here; candidates run with resource limits and "
-            "timeouts but without namespaces (install the 'bubblewrap' package for the full sandbox)"
-        )
+    warning = prepared.sandbox_warning()
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}")
     with ProgressDisplay(err_console if as_json else console) as display:
         evolution = prepared.evolution(on_progress=display)
         if metrics_port is not None:  # wraps on_progress: the display, then the metrics recorder
