@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the OpenAI-protocol server of the tests
+# the OpenAI-protocol server of the tests
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 import numpy as np  # noqa: E402
 from _sim import SimulatedProposer, simulated_task  # noqa: E402
 from openai_server import OpenAIServer, Reply  # noqa: E402

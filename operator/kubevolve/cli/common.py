@@ -7,9 +7,8 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-from kubevolve.runtime.targets import kubevolve_home
-from kubevolve.store import open_store
-from kubevolve.store.base import Store, StoreError
+from kubevolve.api import find_run, open_store
+from kubevolve.store.base import NotFound, Store, StoreError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -37,6 +36,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def get_store(url: str | None, tenant: str = "default") -> Store:
     try:
-        return open_store(url or str(kubevolve_home() / "kubevolve.db"), tenant=tenant)
+        return open_store(url, tenant)
     except StoreError as err:
+        fail(str(err))
+
+
+def resolve_run(store: Store, run_id: str | None) -> str:
+    """The run named, or the most recent one; a clear error when there is none."""
+    try:
+        return find_run(store, run_id).id
+    except NotFound as err:
         fail(str(err))

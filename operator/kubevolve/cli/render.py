@@ -11,7 +11,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
 
-from kubevolve.core.models import Node, RunRecord, Stage
+from kubevolve.api import RunResult
+from kubevolve.core.models import Node, Stage
 
 
 def node_summary(node: Node) -> dict[str, Any]:
@@ -28,14 +29,15 @@ def node_summary(node: Node) -> dict[str, Any]:
     }
 
 
-def run_summary(run: RunRecord, counts: dict[Stage, int], best: Node | None) -> dict[str, Any]:
+def run_summary(result: RunResult) -> dict[str, Any]:
+    run, best = result.run, result.best
     return {
         "id": run.id,
         "task": run.task,
         "phase": str(run.phase),
         "message": run.message,
-        "candidates": sum(counts.values()),
-        "by_stage": {str(k): v for k, v in counts.items()},
+        "candidates": result.candidates,
+        "by_stage": {str(k): v for k, v in result.counts.items()},
         "best_score": best.score if best else None,
         "best_node": best.id if best else None,
         "created_at": run.created_at,

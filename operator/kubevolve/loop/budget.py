@@ -22,7 +22,7 @@ class StopCause(StrEnum):
 
     CANDIDATES = "maxCandidates"
     TARGET = "targetScore"
-    LLM_COST = "maxLLMCost"
+    LLM_COST = "maxLlmCost"
     DEADLINE = "deadlineSeconds"
     FAILURES = "maxFailures"
 
@@ -35,7 +35,7 @@ class BudgetVerdict:
 
 
 def llm_cost(node: Node) -> float:
-    """US dollars a node cost: its proposal and its analysis (what `budget.maxLLMCost` counts)."""
+    """US dollars a node cost: its proposal and its analysis (what `budget.maxLlmCost` counts)."""
     return node.llm.get("cost_usd", 0.0) + analysis_cost(node)
 
 
@@ -87,7 +87,7 @@ def check_budget(
         )
     if budget.max_llm_cost is not None and llm_cost >= budget.max_llm_cost:
         return BudgetVerdict(
-            f"LLM budget reached: ${llm_cost:.4f} spent (maxLLMCost ${budget.max_llm_cost:g})",
+            f"LLM budget reached: ${llm_cost:.4f} spent (maxLlmCost ${budget.max_llm_cost:g})",
             cause=StopCause.LLM_COST,
         )
     if budget.deadline_seconds is not None and now - started_at >= budget.deadline_seconds:

@@ -6,9 +6,9 @@ family, never one per candidate), `model` for LLM metrics, and values from fixed
 final stage), `stage` (quick | full), `reason` (`progress.failure_reason`), `purpose`, `type`, `phase`,
 `result` and `job`. Node ids never become labels.
 
-`run_metrics.RunMetrics` feeds one run's series: the local runner and `kubevolve run --metrics-port` as nodes
-are committed, the operator from the store (`k8s/telemetry.py`), so the same dashboards work on a laptop and
-on a cluster. `serve()` starts the exporter.
+`run_metrics.RunMetrics` feeds one run's series: the local runtime and `kubevolve run --metrics-port` as nodes
+are committed, the operator from the store (`runtime/kubernetes/telemetry.py`), so the same dashboards work on
+a laptop and on a cluster. `serve()` starts the exporter.
 """
 
 from __future__ import annotations

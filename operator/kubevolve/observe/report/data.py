@@ -1,6 +1,6 @@
 """The data behind `kubevolve report`: one run read from the store and digested for the page.
 
-Kept apart from the drawing (report_charts.py) and the page (report.py) so that what the report says
+Kept apart from the drawing (charts.py) and the page (page.py) so that what the report says
 (the best path, the best-so-far curve, failure reasons, ...) can be read and tested without any HTML, and
 so the rendering never touches the store.
 """

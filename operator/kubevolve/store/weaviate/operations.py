@@ -1,5 +1,5 @@
 """WeaviateStore's plumbing: filters, how embeddings become properties, and one tenant's collection handles
-with retried calls, paging and exact vector search. The Store methods themselves are in weaviate.py.
+with retried calls, paging and exact vector search. The Store methods themselves are in store/weaviate/__init__.py.
 """
 
 from __future__ import annotations
