@@ -166,10 +166,11 @@ def runs(store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: Jso
 def status(
     run_id: RunArg = None, store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False
 ) -> None:
-    """Where a run stands: phase, candidates by outcome, best score."""
+    """Where a run stands: phase, candidates by outcome, failures by kind, best score."""
     store = get_store(store_url, tenant)
     rid = resolve_run(store, run_id)
     summary = render.run_summary(store.get_run(rid), store.count_nodes(rid), store.best_node(rid))
+    summary["failures"] = render.failure_summary(store.iter_nodes(rid))
     if as_json:
         render.print_json(summary)
     else:
