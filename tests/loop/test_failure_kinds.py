@@ -248,7 +248,7 @@ async def _proposed(store: SQLiteStore, spec: RunSpec, agents: Agents) -> Node:
 
 
 async def _near_duplicate(store: SQLiteStore, task_dir: Path) -> Node:
-    """propose_step twice with the novelty filter on: the second child is the first one again, to the filter."""
+    """propose_step twice with the novelty filter on: to the filter, the second child is the first again."""
     _evaluated_seed(store, RunSpec(task=str(task_dir), name="novelty", engineer={"noveltyThreshold": 0.9}))
     agents = Agents(OfflineProposer(), OfflineAnalyzer(), embedder=SameVector())
     first = await propose_step(load_context(store, "novelty"), agents)

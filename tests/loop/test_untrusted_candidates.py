@@ -82,7 +82,7 @@ def test_misbehaving_candidates_are_recorded_failures(toy_task, tmp_path, store,
             "wrote outside its work dir",
             FailureKind.WROTE_OUTSIDE,
         ),
-        "network": (  # the loopback of its own network namespace, where nothing listens: refused, not unreachable
+        "network": (  # its own namespace's loopback, where nothing listens: refused, not unreachable
             f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2)",
             "urlopen error",
             FailureKind.RAISED,

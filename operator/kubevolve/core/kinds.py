@@ -44,9 +44,7 @@ class FailureKind(StrEnum):
     SANDBOX_FAILED = "sandbox_failed"  # the sandbox could not be set up for the evaluation (not the program)
     JOB_FAILED = "job_failed"  # on Kubernetes: the evaluation Job failed every attempt without a result
     BAD_METRICS = "bad_metrics"  # evaluate() returned something that is not a valid metrics dict
-    EARLY_REJECTION = (
-        "early_rejection"  # a metric crossed one of the stage's rejectBelow / rejectAbove bounds
-    )
+    EARLY_REJECTION = "early_rejection"  # a metric crossed a rejectBelow / rejectAbove bound of the stage
     # stores written before kinds existed
     UNKNOWN = "unknown"  # a failure whose kind is not known: recorded before kinds, matching none of them
 

@@ -106,7 +106,7 @@ class Node:
 
 
 def _read_failure(value: str | None) -> FailureKind | None:
-    """A stored kind; one this kubevolve does not know (written by a newer one) reads as UNKNOWN, not an error."""
+    """A stored kind. One this kubevolve does not know (a newer one wrote it) reads as UNKNOWN, not an error."""
     if value is None:
         return None
     try:

@@ -76,7 +76,7 @@ class Metrics:
         )
         self.failures = Counter(
             "kubevolve_candidate_failures_total",
-            "Candidates that did not get a score, by outcome and reason (the kind of failure, a bounded set).",
+            "Candidates that did not get a score, by outcome and a reason from a bounded set.",
             [*RUN, "outcome", "reason"],
             registry=r,
         )

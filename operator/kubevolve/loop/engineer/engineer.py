@@ -1,7 +1,8 @@
 """The Engineer: takes a proposed node through static check, duplicate check and the task's stages.
 
 Every way a candidate can go wrong ends as a node in a final stage with its `failure` kind, a one-line `error`
-and the log tail; nothing here raises for a bad candidate. Only a broken task (an evaluator that cannot even be imported) raises.
+and the log tail; nothing here raises for a bad candidate. Only a broken task (an evaluator that cannot even
+be imported) raises.
 """
 
 from __future__ import annotations
