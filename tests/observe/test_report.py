@@ -110,7 +110,8 @@ def test_a_run_without_a_score_still_renders(tmp_path, store):
     record = asyncio.run(Evolution(spec, load_task(broken), store, OfflineProposer(), tmp_path / "w").run())
     assert record.phase == "Failed"
     page = render_report(load_run(store, "broken"))
-    assert "No candidate has a score yet." in page and "raised KeyError" in page
+    assert "No candidate has a score yet." in page and "KeyError" in page
+    assert "<td>failed_quick</td><td>raised</td><td>1</td>" in page  # the failures table, by kind
 
 
 # ---- Chromium over the DevTools protocol ------------------------------------------------------------------

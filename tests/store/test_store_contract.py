@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunPhase, RunRecord, Stage
 from kubevolve.store import SCHEMA_VERSION, NotFound, Store, StoreError, open_store
 
@@ -129,6 +130,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
         score=0.75,
         stage=Stage.EVALUATED,
         error="none",
+        failure=FailureKind.CPU_LIMIT,
         log_tail="ok\ndone",
         artifacts={"plot": "ascii art", "notes": "ünïcode ✓"},
         insight_id="ins1",
@@ -150,7 +152,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
     store.add_node(node)
     assert node.seq == 0
     got = store.get_node(node.id)
-    assert got == node and isinstance(got.stage, Stage)
+    assert got == node and isinstance(got.stage, Stage) and got.failure is FailureKind.CPU_LIMIT
     assert store.list_nodes("r1") == [node]
     assert list(store.iter_nodes("r1")) == [node]
     assert store.best_node("r1") == node

@@ -150,12 +150,14 @@ def runs(store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: Jso
 def status(
     run_id: RunArg = None, store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False
 ) -> None:
-    """Where a run stands: phase, candidates by outcome, best score."""
+    """Where a run stands: phase, candidates by outcome, failures by kind, best score."""
     store = get_store(store_url, tenant)
     try:
-        summary = render.run_summary(api.run_status(run_id, store=store))
+        result = api.run_status(run_id, store=store)
     except NotFound as err:
         fail(str(err))
+    summary = render.run_summary(result)
+    summary["failures"] = render.failure_summary(store.iter_nodes(result.id))
     if as_json:
         render.print_json(summary)
     else:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
 from kubevolve.core.spec import FeatureAxis, RunSpec, SamplerSpec
 from kubevolve.core.task import Task
@@ -204,15 +205,16 @@ class Evolution:
         )
         rejected = node if node.stage.is_final else self.engineer.precheck(node, selection.parents[0].code)
         if rejected is None and node.code_hash in self.in_flight_hashes:
-            node.stage, node.error = (
+            node.stage, node.failure, node.error = (
                 Stage.REJECTED_NOVELTY,
+                FailureKind.DUPLICATE,
                 "identical to a candidate already being evaluated",
             )
             rejected = node
         if rejected is None:
             reason = self.kit.novelty_reason(node)
             if reason:
-                node.stage, node.error = Stage.REJECTED_NOVELTY, reason
+                node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
                 rejected = node
         if rejected is not None:
             self._release()

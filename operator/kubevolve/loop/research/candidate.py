@@ -82,7 +82,7 @@ async def propose_candidate(
     try:
         proposal = await proposer.propose(request)
     except ProposalError as err:
-        node.stage, node.error = Stage.REJECTED_STATIC, f"proposal failed: {err}"
+        node.fail(Stage.REJECTED_STATIC, err.kind, f"proposal failed: {err}")
         node.llm, node.transcript = dict(err.llm), list(err.transcript)
         return node
     finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubevolve.core.models import Node, RunRecord, Stage
-from kubevolve.observe.progress import failure_reason
+from kubevolve.observe.progress import failure_kind
 from kubevolve.store.base import Store
 
 MAX_TREE_NODES = 5000  # above this, failed leaves are left out of the tree (they are still counted)
@@ -143,9 +143,9 @@ def x_value(node: Node, metric: str) -> float | None:
 
 # ---- tables and figures --------------------------------------------------------------------------------
 def failure_counts(data: RunData) -> Counter[tuple[str, str]]:
-    """(outcome, reason) of every candidate that did not make it, counted."""
+    """(outcome, reason) of every candidate that did not make it, counted; the reason in words."""
     return Counter(
-        (str(n.stage), failure_reason(n))
+        (str(n.stage), failure_kind(n).words)
         for n in data.nodes
         if n.stage not in (Stage.EVALUATED, Stage.PROPOSED)
     )
