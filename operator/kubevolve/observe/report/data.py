@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubevolve.core.models import Node, RunRecord, Stage
+from kubevolve.core.task import load_task, run_sampler
 from kubevolve.observe.progress import failure_kind
 from kubevolve.store.base import Store
 
@@ -30,6 +31,7 @@ class RunData:
     initial: Node | None
     metric: str
     direction: str
+    sampler: str | None = None  # the kind of sampler the run uses, where it can be told
 
     @property
     def evaluated(self) -> list[Node]:
@@ -54,8 +56,6 @@ def load_run(store: Store, run_id: str) -> RunData:
     nodes = list(store.iter_nodes(run_id))
     metric, direction = "score", "maximize"
     try:  # the task's metric name and direction, when its folder is at hand
-        from kubevolve.core.task import load_task
-
         task = load_task(record.spec.get("task", ""))
         metric, direction = task.spec.metric, task.spec.direction
     except Exception:
@@ -69,6 +69,7 @@ def load_run(store: Store, run_id: str) -> RunData:
         initial=initial,
         metric=metric,
         direction=direction,
+        sampler=run_sampler(record),
     )
 
 
