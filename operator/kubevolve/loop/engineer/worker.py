@@ -49,7 +49,7 @@ def describe_import_error(err: BaseException, evaluator_path: str, task_root: st
 
     frames = [f for f in traceback.extract_tb(err.__traceback__) if in_task(f.filename)]
     # the first line says it all for one-line displays (a table, a status line); the frames follow
-    lines = [f"cannot import the evaluator {evaluator_path}: {type(err).__name__}: {err}"]
+    lines = [f"cannot import the evaluator: {type(err).__name__}: {err}"]
     lines += [line.rstrip("\n") for line in traceback.format_list(frames)]
     if isinstance(err, SyntaxError):  # in a module the evaluator imports: its file, line and a caret
         lines += [line.rstrip("\n") for line in traceback.format_exception_only(err)[:-1]]
