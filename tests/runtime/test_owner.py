@@ -78,10 +78,17 @@ def test_the_owner_round_trips_and_old_or_odd_records_stay_readable(tmp_path):
     old = json.loads(run_to_json(record))
     del old["owner"]  # written before owners existed
     assert run_from_json(json.dumps(old)).owner is None
-    for odd in ("pid 12", {"pid": 12}, {"host": "h", "pid": 1, "heartbeat_at": 1.0, "extra": 2}):
+    odd_owners = (
+        "pid 12",
+        {"pid": 12},
+        {"host": "h", "pid": "12", "process_started_at": None, "heartbeat_at": 1.0},
+        {"host": "h", "pid": 1, "process_started_at": "then", "heartbeat_at": 1.0},
+    )
+    for odd in odd_owners:  # hand-edited or damaged: read as no owner, never as a wrong one
         old["owner"] = odd
-        got = run_from_json(json.dumps(old)).owner
-        assert got is None or got == RunOwner("h", 1, None, 1.0)  # a newer field is dropped, a broken one too
+        assert run_from_json(json.dumps(old)).owner is None
+    old["owner"] = {"host": "h", "pid": 1, "process_started_at": None, "heartbeat_at": 1.0, "newer_field": 2}
+    assert run_from_json(json.dumps(old)).owner == RunOwner("h", 1, None, 1.0)  # a newer kubevolve's field
 
 
 async def test_the_heartbeat_is_renewed_in_the_store(tmp_path):

@@ -24,12 +24,12 @@ START_TIME_SLACK = 2.0  # seconds: the kernel's boot time, from which a start ti
 
 
 def this_process() -> RunOwner:
-    now = time.time()
+    pid = os.getpid()
     return RunOwner(
         host=socket.gethostname(),
-        pid=os.getpid(),
-        process_started_at=process_start_time(os.getpid()),
-        heartbeat_at=now,
+        pid=pid,
+        process_started_at=process_start_time(pid),
+        heartbeat_at=time.time(),
     )
 
 

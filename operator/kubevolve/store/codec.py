@@ -51,9 +51,17 @@ def _owner(data: Any) -> RunOwner | None:
     if not isinstance(data, dict):
         return None
     try:
-        return RunOwner(**_known_fields(RunOwner, data))
+        owner = RunOwner(**_known_fields(RunOwner, data))
     except TypeError:
         return None
+    number = (int, float)
+    well_typed = (
+        isinstance(owner.host, str)
+        and isinstance(owner.pid, int)
+        and isinstance(owner.heartbeat_at, number)
+        and (owner.process_started_at is None or isinstance(owner.process_started_at, number))
+    )
+    return owner if well_typed else None
 
 
 def stage_value(stage: Stage | str) -> str:
