@@ -140,6 +140,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
         transcript=[
             {"purpose": "researcher", "messages": [{"role": "user", "content": "hi"}], "completion": "x"}
         ],
+        retrieved={"insights": ["ins0"], "cognition": ["cog1", "cog2"]},
         timings={"propose": 1.5, "full": 30.25},
         llm={"prompt_tokens": 1000.0, "cost_usd": 0.01},
         embedding=[0.5, -0.25, 1.0, 0.0],  # float32-exact values
