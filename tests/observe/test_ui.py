@@ -170,6 +170,53 @@ class SpyStore:
         return value
 
 
+class RecordingStore(SpyStore):
+    """A SpyStore that also keeps the arguments of each `iter_nodes` call."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.reads: list[int] = []
+
+    def iter_nodes(self, run_id: str, *, after_seq: int = -1):
+        self.reads.append(after_seq)
+        return self.store.iter_nodes(run_id, after_seq=after_seq)
+
+
+# ---- following a run -----------------------------------------------------------------------------------
+def test_a_follower_reads_only_what_is_new_at_most_once_a_second(run_store):
+    writer = open_store(str(run_store))
+    store = RecordingStore(open_store(str(run_store), read_only=True))
+    now = [100.0]
+    try:
+        follower = live.RunFollower(store, RUN, clock=lambda: now[0])  # type: ignore[arg-type]
+        for _ in range(5):  # five pages polling at once: one read
+            follower.refresh()
+        last = writer.list_nodes(RUN)[-1].seq
+        assert store.reads == [-1] and len(follower.nodes) == last + 1 and follower.version == 1
+        now[0] += live.REFRESH_S
+        follower.refresh()
+        assert store.reads == [-1, last] and follower.version == 1  # only after the newest; nothing changed
+        child = researcher_child(writer, writer.best_node(RUN))  # PROPOSED
+        now[0] += live.REFRESH_S
+        follower.refresh()
+        assert follower.nodes[child.id].stage is Stage.PROPOSED and follower.version == 2
+        assert follower.nodes[child.id].transcript == []  # kept light: its page reads it whole
+        now[0] += live.REFRESH_S
+        follower.refresh()
+        assert store.reads[-1] == child.seq - 1  # a PROPOSED node is read again until it is final
+        evaluate_child(writer, child)
+        now[0] += live.REFRESH_S
+        follower.refresh()
+        assert follower.nodes[child.id].stage is Stage.EVALUATED and follower.version == 3
+        assert [n.id for n in follower.changed_since(2)] == [child.id]
+        now[0] += live.REFRESH_S
+        follower.refresh()
+        assert store.reads[-1] == child.seq  # final now: not read again
+    finally:
+        writer.close()
+        store.store.close()
+
+
 # ---- the JSON API --------------------------------------------------------------------------------------
 def test_the_api_follows_a_run_and_shows_a_node_whole(run_store, no_throttle):
     writer = open_store(str(run_store))

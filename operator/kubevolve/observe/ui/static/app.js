@@ -275,6 +275,8 @@
 
   function setTree(tree) {
     view.tree = tree;
+    // taller for more rows (up to a point: beyond it, zoom), so a small run's tree is readable at once
+    canvas.style.height = Math.max(420, Math.min(900, tree.rows * 7 + 40)) + "px";
     var legend = $("tree-legend");
     legend.textContent = "";
     var mode = $("tree-colour").value;
@@ -314,7 +316,7 @@
     return {
       x: function (d) { return MARGIN.left + d * sx * kX + zoom.tx; },
       y: function (r) { return MARGIN.top + (r + 0.5) * sy * zoom.k + zoom.ty; },
-      r: Math.max(1.6, Math.min(7, sy * zoom.k * 0.42)),
+      r: Math.max(2, Math.min(7, sy * zoom.k * 0.42)),
       w: w, h: h,
     };
   }
@@ -413,16 +415,22 @@
     drawTree();
   }
 
-  function locate(id) {  // bring a node into view, zoomed in enough to tell it from its neighbours
+  // bring a node into the tree's view: `closer` also zooms in until it stands apart from its neighbours;
+  // otherwise the view moves only if the node is outside it
+  function locate(id, closer) {
     var t = view.tree;
     if (!t) return;
     var i = t.id.indexOf(id);
     if (i < 0) return;
     var rowPx = baseScales().sy;
-    if (rowPx * zoom.k < 8) zoom.k = Math.min(Math.max(40, 60 / rowPx), 8 / rowPx);
-    var s = scales();
-    zoom.tx += canvas.clientWidth / 2 - s.x(t.x[i]);
-    zoom.ty += canvas.clientHeight / 2 - s.y(t.y[i]);
+    if (closer && rowPx * zoom.k < 8) zoom.k = Math.min(Math.max(40, 60 / rowPx), 8 / rowPx);
+    var s = scales(), x = s.x(t.x[i]), y = s.y(t.y[i]);
+    var box = canvas.getBoundingClientRect(), panel = $("node");  // the open node panel covers the right
+    var right = panel.hidden ? s.w : Math.max(60, Math.min(s.w, panel.getBoundingClientRect().left - box.left));
+    if (closer || x < 0 || x > right || y < 0 || y > s.h) {
+      zoom.tx += right / 2 - x;
+      zoom.ty += s.h / 2 - y;
+    }
     drawTree();
   }
 
@@ -499,7 +507,7 @@
       view.node = body.node.id;
       renderNode(body);
       markSelected();
-      if (view.tree) locate(body.node.id);
+      locate(body.node.id, false);
     }).catch(function (err) { if (generation === view.generation) showError(err.message); });
   }
 
@@ -559,6 +567,13 @@
      relatives("children", body.children), relatives("retry of", body.retry_of ? [body.retry_of] : [])]
       .forEach(function (s) { if (s) links.appendChild(s); });
     if (!body.children.length) links.appendChild(el("span", { text: "no children yet" }));
+    var show = el("a", { href: "#", text: "show in the tree" });
+    show.addEventListener("click", function (e) {
+      e.preventDefault();
+      locate(n.id, true);
+      $("tree-box").scrollIntoView({ block: "center" });
+    });
+    links.appendChild(show);
 
     var out = [];
     var facts = [["outcome", n.stage], ["score", fmt(n.score)], ["metric value", fmt(body.metric_value)],
@@ -597,6 +612,7 @@
       items.push(el("div", { class: "item" }, [meta, el("p", { class: "text", text: a.analysis })]));
     });
     var none = r.recorded ? "Retrieval found nothing for this candidate." :
+      (n.transcript || []).length ? "Not recorded: this candidate predates the record of retrieval; its prompt below shows what it was given." :
       "Nothing was retrieved: retrieval is off without an embedder (offline runs), and the initial program has no prompt.";
     out = out.concat(section("Retrieved into its prompt", [items.length ? el("div", { class: "card-list", id: "node-retrieved" }, items) : el("p", { class: "empty", text: none })]));
 
