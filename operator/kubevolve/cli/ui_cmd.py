@@ -7,7 +7,9 @@ from urllib.parse import quote
 
 import typer
 
+from kubevolve.api import open_store
 from kubevolve.cli.common import RunArg, StoreOpt, TenantOpt, err_console, fail
+from kubevolve.store import default_store_path
 from kubevolve.store.base import NotFound
 
 
@@ -26,12 +28,9 @@ def ui(
         from kubevolve.observe.ui.app import create_app
     except ImportError as err:
         fail(f"kubevolve ui needs the 'ui' extra ({err.name} is missing): pip install 'kubevolve[ui]'")
-        return
-    from kubevolve.loop.agents import kubevolve_home
-    from kubevolve.store import open_store
 
-    url = store_url or str(kubevolve_home() / "kubevolve.db")
-    app = create_app(lambda: open_store(url, tenant=tenant, read_only=True))
+    url = store_url or str(default_store_path())
+    app = create_app(lambda: open_store(url, tenant, read_only=True))
     source = app.state.source
     problem = source.check()
     if problem:
