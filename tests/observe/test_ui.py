@@ -326,6 +326,13 @@ def test_errors_are_json_that_says_what_is_wrong(run_store, tmp_path, no_throttl
     assert client.get("/").headers["content-security-policy"].startswith("default-src 'none'")
 
 
+def test_a_loopback_server_answers_only_for_loopback_names(run_store):
+    """A page elsewhere that rebinds its own name to 127.0.0.1 must not read the runs (DNS rebinding)."""
+    app = create_app(open_store(str(run_store), read_only=True), allowed_hosts=["127.0.0.1", "localhost"])
+    assert TestClient(app, base_url="http://localhost:8765").get("/api/runs").status_code == 200
+    assert TestClient(app, base_url="http://evil.example:8765").get("/api/runs").status_code == 400
+
+
 def test_a_store_that_cannot_be_read_yet_is_an_error_on_the_page_until_it_can(tmp_path, monkeypatch):
     monkeypatch.setattr("kubevolve.observe.ui.app.RETRY_OPEN_S", 0.0)
     path = tmp_path / "later.db"

@@ -30,7 +30,11 @@ def ui(
         fail(f"kubevolve ui needs the 'ui' extra ({err.name} is missing): pip install 'kubevolve[ui]'")
 
     url = store_url or str(default_store_path())
-    app = create_app(lambda: open_store(url, tenant, read_only=True))
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    app = create_app(
+        lambda: open_store(url, tenant, read_only=True),
+        allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if loopback else None,
+    )
     source = app.state.source
     problem = source.check()
     if problem:

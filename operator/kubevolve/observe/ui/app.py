@@ -26,6 +26,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -96,9 +97,15 @@ def _version(request: Request) -> int:
     return int(text)
 
 
-def create_app(store: Store | Callable[[], Store], *, default_run: str | None = None) -> Starlette:
+def create_app(
+    store: Store | Callable[[], Store],
+    *,
+    default_run: str | None = None,
+    allowed_hosts: list[str] | None = None,
+) -> Starlette:
     """The browser over `store` (or the store a function opens); `default_run` (`app.state.default_run`) is
-    the run the page opens when its address names none."""
+    the run the page opens when its address names none. `allowed_hosts` refuses requests for other Host names:
+    a server on the loopback address should not answer a web page that rebinds its own name to 127.0.0.1."""
     source = StoreSource(store)
     index_html = resources.files(__package__).joinpath("static", "index.html").read_text()
     report_css = resources.files("kubevolve.observe.report").joinpath("report.css").read_text()
@@ -153,7 +160,10 @@ def create_app(store: Store | Callable[[], Store], *, default_run: str | None = 
             Route("/api/runs/{run_id}/charts", charts),
             Route("/api/nodes/{node_id}", node),
         ],
-        middleware=[Middleware(GZipMiddleware, minimum_size=2000)],
+        middleware=[
+            *([Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []),
+            Middleware(GZipMiddleware, minimum_size=2000),
+        ],
         exception_handlers={NotFound: not_found, StoreError: store_failed, BadRequest: bad_request},
     )
     app.state.source = source
