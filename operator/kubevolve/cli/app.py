@@ -30,6 +30,7 @@ from kubevolve.cli.live import ProgressDisplay
 from kubevolve.cli.operator_cmd import operator as operator_command
 from kubevolve.cli.report_cmd import report
 from kubevolve.cli.step import step_app
+from kubevolve.cli.ui_cmd import ui
 from kubevolve.core.models import Node, RunRecord
 from kubevolve.core.spec import SpecError
 from kubevolve.core.task import TaskError
@@ -45,6 +46,7 @@ app.add_typer(step_app, name="step")
 app.add_typer(cognition_app, name="cognition")
 app.add_typer(lab_app, name="lab")
 app.command()(report)
+app.command()(ui)
 app.command("operator")(operator_command)
 
 
