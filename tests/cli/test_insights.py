@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 from kubevolve.cli import render
 from kubevolve.cli.app import app
 from kubevolve.core.models import Insight, RunRecord
-from kubevolve.core.task import run_sampler
-from kubevolve.observe.report.data import load_run
+from kubevolve.observe.report.data import load_run, run_settings
 from kubevolve.observe.report.page import render_report
 from kubevolve.store.sqlite import SQLiteStore
 
@@ -80,10 +79,12 @@ def test_status_and_the_report_name_the_sampler(toy_task, tmp_path):
 
 
 def test_the_sampler_of_a_run_whose_task_folder_is_elsewhere():
-    spec = {"task": "/nonexistent/task"}
-    assert run_sampler(RunRecord(id="r", task="t", spec={**spec, "sampler": {"kind": "random"}})) == "random"
-    assert run_sampler(RunRecord(id="r", task="t", spec={**spec, "sampler": {"islands": 2}})) == "ucb1"
-    facts = {"name": "t", "sampler": "map_elites"}  # a step reported it from the image that has the task
-    assert run_sampler(RunRecord(id="r", task="t", spec=spec, task_facts=facts)) == "map_elites"
-    assert run_sampler(RunRecord(id="r", task="t", spec=spec)) is None
-    assert run_sampler(RunRecord(id="r", task="t", spec={})) is None
+    def kind(spec: dict, facts: dict | None = None) -> str | None:
+        return run_settings(RunRecord(id="r", task="t", spec=spec, task_facts=facts or {})).sampler_kind
+
+    elsewhere = {"task": "/nonexistent/task"}
+    assert kind({**elsewhere, "sampler": {"kind": "random"}}) == "random"
+    assert kind({**elsewhere, "sampler": {"islands": 2}}) == "ucb1"  # the spec's sampler, its default kind
+    facts = {"name": "t", "metric": "f", "sampler": "map_elites"}  # a step reported it from the run's image
+    assert kind(elsewhere, facts) == "map_elites"
+    assert kind(elsewhere) is None and kind({}) is None

@@ -443,6 +443,7 @@ def test_every_store_call_is_accepted_by_the_installed_client(
         lambda: schema._create(client, "KubevolveNode", "Node", _properties()["Node"]),
         lambda: schema._add_missing_properties(client, "KubevolveNode", _properties()["Node"]),
         lambda: schema.read_version(client, "Kubevolve"),
+        lambda: schema.check_readable(client, "Kubevolve", "w", "lab-a"),
         lambda: schema.write_version(client, "Kubevolve", 1),
         lambda: schema.drop_collections(client, "Kubevolve"),
         lambda: schema.fill_failure_kinds(client, "Kubevolve"),
@@ -606,3 +607,35 @@ def test_a_new_weaviate_store_has_nothing_to_migrate(monkeypatch: pytest.MonkeyP
     node = Node(run_id="r", code="x", stage=Stage.FAILED_QUICK, failure=FailureKind.TIMEOUT, error="t")
     props, _ = node_props(node, 0)
     assert node_from_row((0, props["data"], None)).failure is FailureKind.TIMEOUT
+
+
+def test_a_read_only_store_creates_nothing_and_refuses_writes_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = _unconnected_client("1.32.0")
+    checked = []
+
+    def must_not_write(*args):
+        raise AssertionError("a read-only open created or migrated something")
+
+    monkeypatch.setattr(weaviate_ops, "connect", lambda settings: client)
+    monkeypatch.setattr(weaviate_ops, "ensure_schema", must_not_write)
+    monkeypatch.setattr(weaviate_ops, "ensure_tenant", must_not_write)
+    monkeypatch.setattr(weaviate_ops, "check_readable", lambda *args: checked.append(args[1:]))
+    store = open_store("weaviate://127.0.0.1:1?retry=1", tenant="lab-a", read_only=True)
+    try:
+        assert checked == [("Kubevolve", store.settings.url, "lab-a")]
+        node = Node(run_id="r1", code="x = 1")
+        entry = CognitionEntry(collection="c", title="t", text="x", source="s")
+        for write in (
+            lambda: store.put_run(RunRecord(id="r1", task="t", spec={})),
+            lambda: store.add_node(node),
+            lambda: store.update_node(node),
+            lambda: store.add_insight(Insight(run_id="r1", text="i")),
+            lambda: store.add_cognition([entry]),
+        ):
+            with pytest.raises(StoreError, match="read-only"):  # not the closed client: no request was built
+                write()
+        _fails_only_at_the_network(lambda: store.get_run("r1"))  # reads go ahead
+    finally:
+        store.close()

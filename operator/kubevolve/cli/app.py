@@ -32,11 +32,13 @@ from kubevolve.cli.live import ProgressDisplay
 from kubevolve.cli.operator_cmd import operator as operator_command
 from kubevolve.cli.report_cmd import report
 from kubevolve.cli.step import step_app
+from kubevolve.cli.ui_cmd import ui
 from kubevolve.core.models import Node, RunRecord
 from kubevolve.core.spec import SpecError
-from kubevolve.core.task import TaskError, run_sampler
+from kubevolve.core.task import TaskError
 from kubevolve.loop.agents import Agents
 from kubevolve.loop.engineer.pool import EvaluatorUnavailable
+from kubevolve.observe.report.data import run_settings
 from kubevolve.observe.run_metrics import serve_run_metrics
 from kubevolve.runtime.local import Evolution
 from kubevolve.store.base import NotFound, Store, StoreError
@@ -80,6 +82,7 @@ app.add_typer(step_app, name="step")
 app.add_typer(cognition_app, name="cognition")
 app.add_typer(lab_app, name="lab")
 app.command()(report)
+app.command()(ui)
 app.command("operator")(operator_command)
 
 
@@ -195,7 +198,7 @@ def status(
     except NotFound as err:
         fail(str(err))
     summary = render.run_summary(result)
-    summary["sampler"] = run_sampler(result.run)
+    summary["sampler"] = run_settings(result.run).sampler_kind
     summary["failures"] = render.failure_summary(store.iter_nodes(result.id))
     if as_json:
         render.print_json(summary)

@@ -74,6 +74,8 @@ class Node:
     retry_of: str | None = None  # the failed attempt this debug retry repairs
     attempt: int = 0  # 0 for a fresh proposal, k for the k-th debug retry
     transcript: list[dict[str, Any]] = field(default_factory=list)  # every prompt and completion, in order
+    # ids of what retrieval put into the proposal's prompt: {"insights": [...], "cognition": [...]}
+    retrieved: dict[str, list[str]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step: propose, static, quick, full
     llm: dict[str, float] = field(default_factory=dict)  # prompt_tokens, completion_tokens, cost_usd
     embedding: list[float] | None = None

@@ -17,7 +17,6 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from kubevolve.core import evolve_block
-from kubevolve.core.models import RunRecord
 from kubevolve.core.spec import SamplerSpec, _Model, format_validation_error
 
 
@@ -175,19 +174,3 @@ def load_task(path: str | Path) -> Task:
     if not any(isinstance(n, ast.FunctionDef) and n.name == "evaluate" for n in tree.body):
         raise TaskError(f"{evaluator}: must define a top-level function evaluate(program_path, stage)")
     return Task(root, spec, code)
-
-
-def run_sampler(record: RunRecord) -> str | None:
-    """The kind of sampler a run uses: its spec's, else its task's (as a step recorded it in the run record,
-    or read from the task folder when it is at hand); None when neither can be told here."""
-    sampler = record.spec.get("sampler")
-    if isinstance(sampler, dict):
-        return str(sampler.get("kind") or SamplerSpec().kind)
-    if record.task_facts.get("sampler"):
-        return str(record.task_facts["sampler"])
-    if not record.spec.get("task"):
-        return None
-    try:
-        return load_task(record.spec["task"]).spec.sampler.kind
-    except (TaskError, OSError):
-        return None

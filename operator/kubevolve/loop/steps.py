@@ -25,9 +25,8 @@ from kubevolve.loop.engineer.engineer import Engineer, precheck
 from kubevolve.loop.engineer.pool import EvaluatorPool
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.run_state import ResearchKit
-from kubevolve.loop.sample import make_sampler
+from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Selection
-from kubevolve.runtime.local import sampler_settings
 from kubevolve.store.base import NotFound, Store
 
 

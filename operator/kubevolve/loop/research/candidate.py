@@ -75,6 +75,10 @@ async def propose_candidate(
     )
     if context is not None:
         request.cognition, request.insights, request.analyses = context
+        node.retrieved = {
+            "insights": [i.id for i in request.insights],
+            "cognition": [e.id for e in request.cognition],
+        }
     if retry_of is not None:
         node.retry_of, node.attempt = retry_of.id, retry_of.attempt + 1
         request.feedback = debug_feedback(retry_of)

@@ -127,3 +127,19 @@ def apply_schema(conn: sqlite3.Connection, current: int, path: Path) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def check_readable(conn: sqlite3.Connection, current: int, path: Path, tenant: str) -> None:
+    """What a read-only open needs, checked without writing: this kubevolve's schema, and the tenant's data."""
+    version = _stored_version(conn)
+    _refuse_newer(version, current, path)
+    if version < current:
+        raise StoreError(
+            f"{path} has store schema version {version}, older than this kubevolve's {current}: open it once "
+            "without read-only (any kubevolve command that writes) to migrate it"
+        )
+    if not any(
+        conn.execute(f"SELECT 1 FROM {table} WHERE tenant = ? LIMIT 1", (tenant,)).fetchone()
+        for table in ("runs", "nodes", "insights", "cognition")
+    ):
+        raise StoreError(f"tenant {tenant!r} has nothing stored in {path} yet")

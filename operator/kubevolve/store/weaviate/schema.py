@@ -187,6 +187,21 @@ def ensure_schema(client: Any, prefix: str, where: str, current: int = SCHEMA_VE
         write_version(client, prefix, current)
 
 
+def check_readable(client: Any, prefix: str, where: str, tenant: str, current: int = SCHEMA_VERSION) -> None:
+    """What a read-only open needs, checked without writing: this kubevolve's schema, and the tenant."""
+    version = read_version(client, prefix)
+    if version != current:
+        why = "newer" if version > current else "older, or nothing was stored yet"
+        raise StoreError(
+            f"the Weaviate store at {where} (prefix {prefix!r}) has schema version {version} ({why}); this "
+            f"kubevolve reads version {current} read-only"
+        )
+    for kind in KINDS:
+        name = collection_name(prefix, kind)
+        if not client.collections.exists(name) or not client.collections.use(name).tenants.exists(tenant):
+            raise StoreError(f"tenant {tenant!r} has nothing stored in the Weaviate store at {where} yet")
+
+
 def ensure_tenant(client: Any, prefix: str, tenant: str) -> None:
     """Create the tenant in every multi-tenant collection that lacks it (a lab's first use of the store)."""
     from weaviate.classes.tenants import Tenant
