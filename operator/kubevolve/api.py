@@ -91,12 +91,13 @@ class RunResult:
 # ---- stores and runs ---------------------------------------------------------------------------------
 
 
-def open_store(url: str | None = None, tenant: str | None = None) -> Store:
+def open_store(url: str | None = None, tenant: str | None = None, *, read_only: bool = False) -> Store:
     """The store `url` names (`sqlite:///abs.db`, a path, `weaviate://host:port`, `http(s)://...`), else
     $KUBEVOLVE_STORE, else $KUBEVOLVE_HOME/kubevolve.db; for `tenant`, else $KUBEVOLVE_TENANT, else "default".
-    Raises StoreError naming what is wrong with the URL."""
+    `read_only` writes nothing (the store and tenant must exist). Raises StoreError naming what is wrong."""
     url = url or os.environ.get("KUBEVOLVE_STORE") or str(default_store_path())
-    return open_store_url(url, tenant=tenant or os.environ.get("KUBEVOLVE_TENANT") or "default")
+    tenant = tenant or os.environ.get("KUBEVOLVE_TENANT") or "default"
+    return open_store_url(url, tenant=tenant, read_only=read_only)
 
 
 @contextmanager

@@ -14,25 +14,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from kubevolve.core.models import Insight, Node, Stage
-from kubevolve.core.spec import FeatureAxis, RunSpec, SamplerSpec
+from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
 from kubevolve.loop.budget import BudgetVerdict, analysis_cost, check_budget, failure_streak, llm_cost
 from kubevolve.loop.engineer.novelty import NoveltyFilter
 from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.loop.learn.retrieval import RetrievedContext, Retriever
 from kubevolve.loop.llm.ensemble import CostAwareBandit
-from kubevolve.loop.sample import make_sampler
+from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Sampler, Selection
 from kubevolve.store.base import NotFound, Store
-
-DEFAULT_FEATURE = FeatureAxis(name="code_length", min=0, max=20_000, bins=10)
-
-
-def sampler_settings(spec: RunSpec, task: Task) -> tuple[SamplerSpec, list[FeatureAxis]]:
-    """The run's sampler, else the task's; its feature axes, else the task's, else code length."""
-    sampler = spec.sampler or task.spec.sampler
-    features = sampler.features or task.spec.sampler.features
-    return sampler, features or [DEFAULT_FEATURE]
 
 
 class RunState:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Insight, Node, RunRecord, Stage
 from kubevolve.core.spec import RunSpec, parse_run_spec
 from kubevolve.core.task import Task, load_task
@@ -84,15 +85,16 @@ async def propose(
         node if node.stage.is_final else precheck(state.task, state.store, node, selection.parents[0].code)
     )
     if rejected is None and node.code_hash in in_flight:
-        node.stage, node.error = (
+        node.stage, node.failure, node.error = (
             Stage.REJECTED_NOVELTY,
+            FailureKind.DUPLICATE,
             "identical to a candidate already being evaluated",
         )
         rejected = node
     if rejected is None:
         reason = state.novelty_reason(node)
         if reason:
-            node.stage, node.error = Stage.REJECTED_NOVELTY, reason
+            node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
     return Candidate(node, selection)
 
 

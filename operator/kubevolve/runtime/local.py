@@ -24,7 +24,7 @@ from kubevolve.loop.agents import Agents
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer
 from kubevolve.loop.budget import BudgetVerdict, StopCause
 from kubevolve.loop.engineer.engineer import Engineer
-from kubevolve.loop.engineer.pool import EvaluatorPool
+from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable
 from kubevolve.loop.learn.cognition import sync_task_cognition
 from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.loop.llm.ensemble import CostAwareBandit
@@ -32,6 +32,7 @@ from kubevolve.loop.research.proposal import Proposer
 from kubevolve.loop.run_state import RunState
 from kubevolve.loop.steps import Candidate, analyze, evaluate, propose, wants_retry
 from kubevolve.observe.progress import RunObserver, RunProgress
+from kubevolve.runtime import owner
 from kubevolve.store.base import NotFound, Store
 
 
@@ -83,6 +84,7 @@ class Evolution:
         except NotFound:
             record = RunRecord(id=self.run_id, task=self.task.name, spec=self.spec.to_dict())
         record.phase, record.message, record.updated_at = RunPhase.RUNNING, "", time.time()
+        owner.claim(record)
         self.store.put_run(record)
         self.started_at = record.created_at
         return record
@@ -212,6 +214,7 @@ class Evolution:
             sync_task_cognition(self.store, self.task, self.agents.embedder)  # once per run, as it starts
         self._replay()
         tasks: list[asyncio.Task] = []
+        heartbeat = asyncio.create_task(owner.keep_alive(self.store, record))
         try:
             await self.pool.start()
             self.progress.sandbox = self.pool.mode
@@ -244,11 +247,14 @@ class Evolution:
         except (asyncio.CancelledError, KeyboardInterrupt):
             self._finish(record, RunPhase.STOPPED, "interrupted; `kubevolve run` again resumes it")
             raise
+        except EvaluatorUnavailable as err:  # the task's evaluator is at fault, not kubevolve: no "internal"
+            self._finish(record, RunPhase.FAILED, str(err))
+            raise
         except Exception as err:
             self._finish(record, RunPhase.FAILED, f"internal error: {type(err).__name__}: {err}")
             raise
         finally:
-            await _cancel_all([*tasks, *self._analyses])
+            await _cancel_all([*tasks, *self._analyses, heartbeat])
             await self.pool.close()
 
     async def _wait_for_stop(self, tasks: list[asyncio.Task]) -> None:

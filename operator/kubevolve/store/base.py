@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: nodes carry `failure` (sqlite/schema.py and weaviate/schema.py migrate 1)
 
 
 class StoreError(RuntimeError):

@@ -62,7 +62,7 @@ class ScoringEvaluator:
         node.score = self.task.score_of(node.metrics)
         for stage in run_stages(self.task, self.spec.stages):
             node.timings[stage] = STAGE_SECONDS
-        node.stage, node.error = Stage.EVALUATED, ""
+        node.stage, node.error, node.failure = Stage.EVALUATED, "", None
         return node
 
 

@@ -47,15 +47,20 @@ class TaskFacts:
         return score if self.maximize else -score
 
 
+def _known(summary: dict) -> dict:
+    """The fields of a task's summary (`Task.summary`) that TaskFacts holds; a summary carries more."""
+    return {f: summary[f] for f in TaskFacts.__dataclass_fields__ if f in summary and f != "error"}
+
+
 @lru_cache(maxsize=256)
 def _read(path: str, mtime: float) -> TaskFacts:
-    return TaskFacts(**load_task(path).summary())
+    return TaskFacts(**_known(load_task(path).summary()))
 
 
 def reported_facts(summary: dict, fallback: TaskFacts) -> TaskFacts:
     """The facts a step recorded in the run record (the image that evaluates is the authority on its task);
     `fallback` where the record has none or one this operator cannot read."""
-    known = {f: summary[f] for f in TaskFacts.__dataclass_fields__ if f in summary and f != "error"}
+    known = _known(summary)
     try:
         return TaskFacts(**known) if "name" in known else fallback
     except TypeError:
