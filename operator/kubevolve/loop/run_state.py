@@ -27,6 +27,8 @@ from kubevolve.store.base import NotFound, Store
 
 
 class RunState:
+    """One run's state for the steps: what `observe` has seen, and what `propose` asks of it."""
+
     def __init__(
         self,
         spec: RunSpec,
