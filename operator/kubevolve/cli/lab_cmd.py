@@ -22,6 +22,7 @@ import typer
 import yaml
 
 from kubevolve.cli.common import console, fail
+from kubevolve.errors import KubevolveError
 from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
 
 LAB_LABEL = "kubevolve.io/lab"
@@ -41,7 +42,7 @@ lab_app = typer.Typer(
 )
 
 
-class LabError(ValueError):
+class LabError(KubevolveError, ValueError):
     pass
 
 

@@ -15,11 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from kubevolve.errors import KubevolveError
+
 API_VERSION = "kubevolve.io/v1alpha1"
 KIND = "EvolutionRun"
 
 
-class SpecError(ValueError):
+class SpecError(KubevolveError, ValueError):
     """A run configuration is invalid; the message names every offending field."""
 
 

@@ -18,9 +18,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from kubevolve.core import evolve_block
 from kubevolve.core.spec import SamplerSpec, _Model, format_validation_error
+from kubevolve.errors import KubevolveError
 
 
-class TaskError(ValueError):
+class TaskError(KubevolveError, ValueError):
     """A task folder is invalid; the message names the file and the field."""
 
 

@@ -23,6 +23,7 @@ import kmock
 from kmock._internal import enums
 from kmock._internal.k8s import KubernetesError
 
+from kubevolve.errors import KubevolveError
 from kubevolve.runtime.kubernetes import (
     GROUP,
     PLURAL,
@@ -162,7 +163,7 @@ class Api:
             raise
 
 
-class ApiError(Exception):
+class ApiError(KubevolveError):
     def __init__(self, status: int, message: str):
         super().__init__(f"HTTP {status}: {message}")
         self.status, self.message = status, message

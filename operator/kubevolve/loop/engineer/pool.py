@@ -25,6 +25,7 @@ from typing import Any
 
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.task import StageSpec, Task
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_worker_launch
 from kubevolve.loop.engineer.worker import LOG_NAME
 
@@ -34,7 +35,7 @@ PR_SET_DUMPABLE = 4
 PROTOCOL_GRACE = 30.0  # seconds beyond a job's timeout before the worker itself is presumed hung
 
 
-class EvaluatorUnavailable(RuntimeError):
+class EvaluatorUnavailable(KubevolveError, RuntimeError):
     """The evaluator cannot run at all (e.g. evaluate.py fails to import): a task error, not a candidate's."""
 
 

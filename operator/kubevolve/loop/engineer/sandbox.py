@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from kubevolve.errors import KubevolveError
+
 SandboxMode = Literal["auto", "bwrap", "none"]
 SANDBOX_UID = 65534  # nobody
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds the kubevolve package
 HIDDEN = ("/tmp", "/root", "/home", "/run/secrets", "/var/run/secrets")
 
 
-class SandboxError(RuntimeError):
+class SandboxError(KubevolveError, RuntimeError):
     pass
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from kubevolve.core.models import CognitionEntry, Insight
 from kubevolve.core.task import Task
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.store.base import Store
 
@@ -40,7 +41,7 @@ SUFFIXES = (".md", ".jsonl")
 MAX_ENTRY_WORDS = 180
 
 
-class CognitionError(ValueError):
+class CognitionError(KubevolveError, ValueError):
     """A cognition file is invalid, or an entry cannot be found; the message names the file and the entry."""
 
 

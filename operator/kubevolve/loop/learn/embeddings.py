@@ -15,8 +15,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from kubevolve.errors import KubevolveError
 
-class EmbeddingError(RuntimeError):
+
+class EmbeddingError(KubevolveError, RuntimeError):
     """The embedding model could not be loaded or run; the message says why (e.g. which package is missing)."""
 
 

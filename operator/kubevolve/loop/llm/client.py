@@ -17,9 +17,10 @@ from typing import Any
 import openai
 
 from kubevolve.core.spec import LLMModel, LLMSpec
+from kubevolve.errors import KubevolveError
 
 
-class LLMError(RuntimeError):
+class LLMError(KubevolveError, RuntimeError):
     """A request failed for good (after the SDK's retries); the message says what the endpoint answered."""
 
 

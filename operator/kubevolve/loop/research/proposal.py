@@ -13,9 +13,10 @@ from typing import Protocol
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import CognitionEntry, Insight, Node
 from kubevolve.core.task import Task
+from kubevolve.errors import KubevolveError
 
 
-class ProposalError(RuntimeError):
+class ProposalError(KubevolveError, RuntimeError):
     """The proposer could not produce a usable program (e.g. malformed LLM output). Recorded on a node,
     with what the attempt cost and its transcript, so a failed LLM answer is still visible and paid for.
     `kind` says which way it failed: the LLM call, its answer, or a proposer that found nothing to change."""
