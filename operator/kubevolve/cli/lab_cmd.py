@@ -255,7 +255,6 @@ def create(
         applied = apply_manifests(docs)
     except LabError as err:
         fail(str(err))
-        return
     for item in applied:
         console.print(f"applied {item}", highlight=False)
     queue = "" if no_queue else f"; its runs set spec.queueName: {LOCAL_QUEUE}"

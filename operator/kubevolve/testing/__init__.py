@@ -48,7 +48,7 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
     honoured (kopf's events). The resourceVersion never changes (as in kmock): kopf then cannot tell its own
     patches from stale events and repeats a few bookkeeping patches, which a real API server would not see."""
 
-    async def _handle(self, request):
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         resource = request.resource
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
@@ -63,6 +63,7 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
             and resource.plural == PLURAL
             and request.action == enums.action.UPDATE
             and request.subresource is None
+            and request.name is not None
             and isinstance(request.data, dict)
             and "spec" in request.data
         ):  # a spec change bumps the generation, as the API server does
