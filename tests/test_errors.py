@@ -49,6 +49,7 @@ BUILTIN_BASES = {
     "kubevolve.loop.research.edit_format.EditError": "RuntimeError",
     "kubevolve.loop.research.proposal.ProposalError": "RuntimeError",
     "kubevolve.loop.steps.StepError": "RuntimeError",
+    "kubevolve.observe.ui.app.BadRequest": "Exception",
     "kubevolve.sdk.training.loop.TrainingDiverged": "RuntimeError",
     "kubevolve.sdk.training.settings.SettingsError": "ValueError",
     "kubevolve.store.base.NotFound": "RuntimeError",
