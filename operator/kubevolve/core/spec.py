@@ -21,6 +21,9 @@ API_VERSION = "kubevolve.io/v1alpha1"
 KIND = "EvolutionRun"
 
 
+StageName = Literal["quick", "full"]  # the stages a task may define, in the order they run
+
+
 class SpecError(KubevolveError, ValueError):
     """A run configuration is invalid; the message names every offending field."""
 
@@ -216,7 +219,7 @@ class RunSpec(_Model):
     llm: LLMSpec = Field(default_factory=LLMSpec)
     engineer: EngineerSpec = Field(default_factory=EngineerSpec)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
-    stages: list[Literal["quick", "full"]] | None = None  # None: every stage the task defines
+    stages: list[StageName] | None = None  # None: every stage the task defines
     sandbox: Literal["auto", "bwrap", "none"] = "auto"  # "none": the pod is the sandbox (Kubernetes)
     # Kubernetes only (an EvolutionRun): image, Kueue queue, suspend, store, per-Job pod settings, retries.
     image: str | None = None  # None: the operator's default image (tasks are paths inside it)

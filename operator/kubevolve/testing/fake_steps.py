@@ -60,8 +60,7 @@ class ScoringEvaluator:
         maximize = self.task.spec.direction == "maximize"
         node.metrics = {self.task.spec.metric: value if maximize else -value}
         node.score = self.task.score_of(node.metrics)
-        stages: list[str] | None = None if self.spec.stages is None else [*self.spec.stages]
-        for stage in run_stages(self.task, stages):
+        for stage in run_stages(self.task, self.spec.stages):
             node.timings[stage] = STAGE_SECONDS
         node.stage, node.error, node.failure = Stage.EVALUATED, "", None
         return node

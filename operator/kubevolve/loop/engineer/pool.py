@@ -172,7 +172,8 @@ class Worker:
         raw = await self.proc.stdout.readline()
         if not raw:
             raise ConnectionError("evaluation worker exited")
-        return json.loads(raw)
+        reply: dict[str, Any] = json.loads(raw)
+        return reply
 
     @property
     def alive(self) -> bool:
@@ -202,7 +203,7 @@ class Slot:
     worker: Worker
     busy_seconds: float = 0.0
     jobs: int = 0
-    _ids: itertools.count = field(default_factory=itertools.count)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def run_stage(self, task: Task, code: str, stage: str, spec: StageSpec) -> StageOutcome:
         """Evaluate `code` at `stage` in a fresh work dir inside this slot's scratch folder."""

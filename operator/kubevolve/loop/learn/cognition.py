@@ -180,7 +180,13 @@ def _parse_jsonl(content: str, name: str, collection: str) -> list[tuple[str, Co
             tags = _split_tags(tags)
         elif not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise CognitionError(f"{where}: 'tags' must be a list of strings or a comma-separated string")
-        entry = CognitionEntry(collection=collection, tags=[t.strip() for t in tags if t.strip()], **fields)
+        entry = CognitionEntry(
+            collection=collection,
+            title=fields["title"],
+            text=fields["text"],
+            source=fields["source"],
+            tags=[t.strip() for t in tags if t.strip()],
+        )
         result.append((where, entry))
     return result
 

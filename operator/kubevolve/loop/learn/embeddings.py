@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -96,7 +96,7 @@ SMALL_BATCH = 8
 
 
 @contextlib.contextmanager
-def _torch_threads(count: int | None):
+def _torch_threads(count: int | None) -> Iterator[None]:
     if count is None:
         yield
         return
@@ -110,7 +110,7 @@ def _torch_threads(count: int | None):
         torch.set_num_threads(before)
 
 
-def _quiet_progress_bars():
+def _quiet_progress_bars() -> Callable[[], None]:
     """Hide transformers' "Loading weights" bar during the load; returns a function that restores it."""
     try:
         from transformers.utils import logging as tlogging
@@ -119,7 +119,8 @@ def _quiet_progress_bars():
     if not tlogging.is_progress_bar_enabled():
         return lambda: None
     tlogging.disable_progress_bar()
-    return tlogging.enable_progress_bar
+    restore: Callable[[], None] = tlogging.enable_progress_bar
+    return restore
 
 
 # Process-wide on purpose: the model takes seconds and ~100 MB to load, holds no run's state, and encodes under
