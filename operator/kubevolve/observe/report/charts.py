@@ -2,7 +2,7 @@
 
 Drawing here rather than with a JavaScript or plotting library keeps the page self-contained: it needs no
 network, no script library and no fonts, and opens offline or as an email attachment. The data comes
-digested from report_data.py; this module only turns it into markup.
+digested from data.py; this module only turns it into markup.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ CONDITION_REASONS: dict[StopCause | None, str] = {
     StopCause.TARGET: "TargetReached",
     StopCause.DEADLINE: "DeadlineReached",
     StopCause.FAILURES: "TooManyFailures",
+    StopCause.LLM_COST: "MaxLlmCostReached",
 }
 
 
