@@ -21,6 +21,7 @@ from kubevolve.loop.engineer.novelty import NoveltyFilter
 from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.loop.learn.retrieval import RetrievedContext, Retriever
 from kubevolve.loop.llm.ensemble import CostAwareBandit
+from kubevolve.loop.offload import off_loop
 from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Sampler, Selection
 from kubevolve.store.base import NotFound, Store
@@ -54,6 +55,9 @@ class RunState:
         self.spent_usd = 0.0
         self._scores: dict[str, float | None] = {}  # node id -> score, for the bandit's reward
         self.retriever: Retriever | None = None
+        # False while the embedding model loads as a local run starts: proposals then get the analyses of their
+        # parents and inspirations but no cognition or insights (retrieval needs the model), and need not wait
+        self.retrieval_ready = True
         self.novelty: NoveltyFilter | None = None
         if embedder is not None:
             self.retriever = Retriever(store, task, run_id, spec.retrieval, embedder)
@@ -136,8 +140,19 @@ class RunState:
             return None
         return self.retriever.context([*selection.parents, *selection.inspirations])
 
-    def novelty_reason(self, node: Node) -> str | None:
-        return None if self.novelty is None else self.novelty.check(node)
+    async def retrieve(self, selection: Selection) -> RetrievedContext | None:
+        """`context`, run off the event loop (its embedding and searches take milliseconds of CPU); only the
+        analyses while retrieval is not ready (`retrieval_ready`)."""
+        if self.retriever is None:
+            return None
+        if not self.retrieval_ready:
+            return RetrievedContext(
+                analyses=self.retriever.analyses([*selection.parents, *selection.inspirations])
+            )
+        return await off_loop(self.context, selection)
+
+    async def novelty_reason(self, node: Node) -> str | None:
+        return None if self.novelty is None else await self.novelty.check(node)
 
     def target_score(self) -> float | None:
         """`budget.targetScore` in score units (higher is better)."""

@@ -26,6 +26,7 @@ from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, analyze_and_store
 from kubevolve.loop.budget import wants_debug_retry
 from kubevolve.loop.engineer.engineer import Evaluator, precheck
 from kubevolve.loop.learn.cognition import sync_task_cognition
+from kubevolve.loop.offload import off_loop
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.run_state import RunState
 from kubevolve.loop.sample.base import Selection
@@ -79,11 +80,13 @@ async def propose(
         agents.proposer,
         proposal_seed(state.spec.seed, state.next_proposal()),
         node_id=node_id,
-        context=state.context(selection),
+        context=await state.retrieve(selection),
         retry_of=failed,
     )
-    rejected = (
-        node if node.stage.is_final else precheck(state.task, state.store, node, selection.parents[0].code)
+    rejected = (  # the static check parses the program: off the event loop
+        node
+        if node.stage.is_final
+        else await off_loop(precheck, state.task, state.store, node, selection.parents[0].code)
     )
     if rejected is None and node.code_hash in in_flight:
         node.stage, node.failure, node.error = (
@@ -93,7 +96,7 @@ async def propose(
         )
         rejected = node
     if rejected is None:
-        reason = state.novelty_reason(node)
+        reason = await state.novelty_reason(node)
         if reason:
             node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
     return Candidate(node, selection)

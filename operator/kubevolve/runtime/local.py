@@ -26,8 +26,9 @@ from kubevolve.loop.budget import BudgetVerdict, StopCause
 from kubevolve.loop.engineer.engineer import Engineer
 from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable
 from kubevolve.loop.learn.cognition import sync_task_cognition
-from kubevolve.loop.learn.embeddings import Embedder
+from kubevolve.loop.learn.embeddings import Embedder, EmbeddingService
 from kubevolve.loop.llm.ensemble import CostAwareBandit
+from kubevolve.loop.offload import off_loop
 from kubevolve.loop.research.proposal import Proposer
 from kubevolve.loop.run_state import RunState
 from kubevolve.loop.steps import Candidate, analyze, evaluate, propose, wants_retry
@@ -76,6 +77,7 @@ class Evolution:
         self.in_flight_hashes: set[str] = set()
         self.verdict: BudgetVerdict | None = None
         self._stop = asyncio.Event()
+        self._retrieval: asyncio.Task[None] | None = None  # the model's load and the cognition's sync
 
     # ---- state ---------------------------------------------------------------------------------------
     def _load_or_create_run(self) -> RunRecord:
@@ -172,9 +174,27 @@ class Evolution:
 
     async def _settled(self) -> None:
         """Sequential mode (proposalsAhead: 0): wait until nothing is in flight, analyses included, so each
-        selection sees every earlier result. Slow, and reproducible against a deterministic endpoint."""
-        while self.in_flight or self._analyses:
+        selection sees every earlier result, and until retrieval is ready, so that every proposal is told what
+        retrieval finds. Slow, and reproducible against a deterministic endpoint."""
+        while self.in_flight or self._analyses or (self._retrieval and not self._retrieval.done()):
             await asyncio.sleep(0.005)
+
+    def _start_retrieval(self) -> None:
+        """As the run starts, in the background: load the embedding model, then store the task's cognition.
+        Proposals made meanwhile go without retrieved cognition and insights (RunState.retrieval_ready)."""
+        embedder = self.agents.embedder
+        if embedder is None:
+            return
+
+        async def prepare() -> None:
+            if isinstance(embedder, EmbeddingService):
+                embedder.load_in_background()
+                await embedder.wait_ready()
+            await off_loop(sync_task_cognition, self.store, self.task, embedder)
+            self.state.retrieval_ready = True
+
+        self.state.retrieval_ready = False
+        self._retrieval = asyncio.create_task(prepare())
 
     async def _proposer_loop(self, queue: asyncio.Queue[Candidate]) -> None:
         sequential = self.spec.parallelism.proposals_ahead == 0
@@ -209,11 +229,10 @@ class Evolution:
         return candidate.node
 
     async def run(self) -> RunRecord:
+        self._start_retrieval()
         record = self._load_or_create_run()
-        if self.agents.embedder is not None:
-            sync_task_cognition(self.store, self.task, self.agents.embedder)  # once per run, as it starts
         self._replay()
-        tasks: list[asyncio.Task] = []
+        tasks: list[asyncio.Task] = [] if self._retrieval is None else [self._retrieval]
         heartbeat = asyncio.create_task(owner.keep_alive(self.store, record))
         try:
             await self.pool.start()
@@ -230,7 +249,7 @@ class Evolution:
             self.pool.reset_accounting()
             ahead = self.spec.parallelism.proposals_ahead or self.spec.parallelism.evaluators
             queue: asyncio.Queue[Candidate] = asyncio.Queue(maxsize=max(1, ahead))
-            tasks = [
+            tasks += [
                 asyncio.create_task(self._proposer_loop(queue))
                 for _ in range(self.spec.parallelism.proposers)
             ]

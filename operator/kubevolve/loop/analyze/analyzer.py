@@ -100,8 +100,10 @@ async def analyze_and_store(
     best = store.best_node(node.run_id)
     analysis = await analyzer.analyze(AnalysisRequest(task=task, node=node, parent=parent, best=best))
     insight = Insight(run_id=node.run_id, text=analysis.text, node_ids=[node.id])
-    if embedder is not None:
-        insight.embedding = embedder.encode([analysis.text])[0].tolist()
+    if embedder is not None:  # on the embedding service's thread, batched with what else waits
+        from kubevolve.loop.learn.embeddings import encode_async
+
+        insight.embedding = (await encode_async(embedder, [analysis.text]))[0].tolist()
     insight = store.add_insight(insight)
     node.insight_id = insight.id
     for key, value in analysis.llm.items():

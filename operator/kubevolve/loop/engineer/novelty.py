@@ -14,7 +14,7 @@ import numpy as np
 
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.task import Task
-from kubevolve.loop.learn.embeddings import Embedder
+from kubevolve.loop.learn.embeddings import Embedder, encode_async
 
 ELITES = 8
 
@@ -36,9 +36,10 @@ class NoveltyFilter:
         self.elites: list[tuple[float, int, Node]] = []  # min-heap of the best evaluated nodes
         self._count = 0
 
-    def embed(self, node: Node) -> list[float]:
+    async def embed(self, node: Node) -> list[float]:
         if node.embedding is None:
-            node.embedding = self.embedder.encode([novelty_text(self.task, node)])[0].tolist()
+            vectors = await encode_async(self.embedder, [novelty_text(self.task, node)])
+            node.embedding = vectors[0].tolist()
         return node.embedding
 
     def remember(self, node: Node) -> None:
@@ -54,9 +55,9 @@ class NoveltyFilter:
             elif entry[:2] > self.elites[0][:2]:
                 heapq.heapreplace(self.elites, entry)
 
-    def check(self, node: Node) -> str | None:
+    async def check(self, node: Node) -> str | None:
         """Why `node` is a near-duplicate, or None. Embeds the node as a side effect."""
-        vector = np.asarray(self.embed(node), dtype=np.float32)
+        vector = np.asarray(await self.embed(node), dtype=np.float32)
         references = {n.id: n for n in self.recent} | {n.id: n for _, _, n in self.elites}
         references.pop(node.id, None)
         if not references:

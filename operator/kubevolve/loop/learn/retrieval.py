@@ -57,9 +57,13 @@ class Retriever:
         mixed = (1.0 - DESCRIPTION_WEIGHT) * vectors[0] + DESCRIPTION_WEIGHT * vectors[1]
         return [float(x) for x in normalise(mixed[None, :])[0]]
 
+    def analyses(self, nodes: list[Node]) -> dict[str, str]:
+        """The analyses of these nodes that are stored (node id -> its insight's text): no embedding needed."""
+        return {n.id: self._texts[n.insight_id] for n in nodes if n.insight_id in self._texts}
+
     def context(self, nodes: list[Node]) -> RetrievedContext:
         """Cognition entries, insights and analyses for a selection's parents and inspirations (parent first)."""
-        analyses = {n.id: self._texts[n.insight_id] for n in nodes if n.insight_id in self._texts}
+        analyses = self.analyses(nodes)
         if not (self.spec.cognition_top_k or self.spec.insights_top_k):
             return RetrievedContext(analyses=analyses)
         vector = self.query_vector(nodes[0])  # one query for both searches
