@@ -125,8 +125,10 @@ class EngineerSpec(_Model):
     """The Engineer's filters and retries."""
 
     debug_retries: Annotated[int, Field(ge=0, le=10)] = 1  # a failed static/quick stage goes back to the LLM
-    novelty_threshold: Annotated[float, Field(gt=0, le=1)] = 0.98  # cosine similarity at or above: duplicate
-    novelty_window: Annotated[int, Field(ge=0)] = 64  # recent and elite nodes compared against
+    # Unused: the novelty filter compares canonical forms, not embeddings (loop/engineer/novelty.py). Kept so
+    # that run files, manifests and the specs stored with earlier runs that set them still load.
+    novelty_threshold: Annotated[float, Field(gt=0, le=1)] = 0.98
+    novelty_window: Annotated[int, Field(ge=0)] = 64
 
 
 class RetrievalSpec(_Model):

@@ -5,13 +5,13 @@ All of it is derived from the stored nodes: `replay` rebuilds it by observing ev
 local runtime builds it once per run and feeds it each node it stores (`observe`); a Kubernetes step pod
 rebuilds it for its one step (`RunState.load`). Either way the same history gives the same state.
 
-Without an embedder (the offline default) retrieval and the embedding novelty filter are off: the offline
-proposer cannot read a prompt, and its literal tweaks are near-duplicates by design.
+Without an embedder (the offline default) retrieval is off: the offline proposer cannot read a prompt. The
+novelty filter needs no embedder and is always on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 
 from kubevolve.core.models import Insight, Node, Stage
 from kubevolve.core.spec import RunSpec
@@ -58,12 +58,9 @@ class RunState:
         # False while the embedding model loads as a local run starts: proposals then get the analyses of their
         # parents and inspirations but no cognition or insights (retrieval needs the model), and need not wait
         self.retrieval_ready = True
-        self.novelty: NoveltyFilter | None = None
+        self.novelty = NoveltyFilter()
         if embedder is not None:
             self.retriever = Retriever(store, task, run_id, spec.retrieval, embedder)
-            self.novelty = NoveltyFilter(
-                task, embedder, spec.engineer.novelty_threshold, spec.engineer.novelty_window
-            )
 
     @classmethod
     def load(
@@ -100,8 +97,7 @@ class RunState:
             self.best_score = node.score
         self.spent_usd += llm_cost(node)
         self._scores[node.id] = node.score if node.stage is Stage.EVALUATED else None
-        if self.novelty is not None:
-            self.novelty.remember(node)
+        self.novelty.remember(node)
         if self.bandit is not None and node.proposer.startswith("llm:"):
             parent = self._parent_score(node)
             gain = (node.score - parent) if node.score is not None and parent is not None else 0.0
@@ -151,8 +147,9 @@ class RunState:
             )
         return await off_loop(self.context, selection)
 
-    async def novelty_reason(self, node: Node) -> str | None:
-        return None if self.novelty is None else await self.novelty.check(node)
+    def novelty_reason(self, node: Node, in_flight: Container[str] = frozenset()) -> str | None:
+        """Why a fingerprinted candidate repeats an experiment already run or in flight, or None."""
+        return self.novelty.check(node, in_flight)
 
     def target_score(self) -> float | None:
         """`budget.targetScore` in score units (higher is better)."""

@@ -25,6 +25,7 @@ from kubevolve.loop.agents import Agents
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, analyze_and_store
 from kubevolve.loop.budget import wants_debug_retry
 from kubevolve.loop.engineer.engineer import Evaluator, precheck
+from kubevolve.loop.engineer.novelty import fingerprint
 from kubevolve.loop.learn.cognition import sync_task_cognition
 from kubevolve.loop.offload import off_loop
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
@@ -55,16 +56,16 @@ async def propose(
     in_flight: Container[str] = frozenset(),
 ) -> Candidate:
     """One candidate: select parents (or take back the failed attempt `retry_of`, with its error), ask the
-    proposer, pre-check it (static and exact-duplicate checks) and filter near-duplicates. The run's first
-    candidate is its initial program. `in_flight`: code hashes of candidates being evaluated and not stored
-    yet, which count as duplicates too.
+    proposer, pre-check it (static and exact-duplicate checks) and filter repeats of an experiment (the
+    novelty filter). The run's first candidate is its initial program. `in_flight`: the code hashes and
+    canonical hashes of candidates being evaluated and not stored yet, which count as run already.
 
     The node comes back PROPOSED (to evaluate) or final (rejected, the reason in `error`). Nothing is stored.
     """
     if retry_of is None and state.observed == 0:
         state.next_proposal()
         node = seed_node(state.run_id, state.task, node_id)
-        precheck(state.task, state.store, node, None)
+        await off_loop(checked, state.task, state.store, node, None)
         return Candidate(node)
     if retry_of is not None:
         failed, selection = retry_of.node, retry_of.selection
@@ -83,10 +84,10 @@ async def propose(
         context=await state.retrieve(selection),
         retry_of=failed,
     )
-    rejected = (  # the static check parses the program: off the event loop
+    rejected = (  # the checks parse the program: off the event loop
         node
         if node.stage.is_final
-        else await off_loop(precheck, state.task, state.store, node, selection.parents[0].code)
+        else await off_loop(checked, state.task, state.store, node, selection.parents[0].code)
     )
     if rejected is None and node.code_hash in in_flight:
         node.stage, node.failure, node.error = (
@@ -96,10 +97,19 @@ async def propose(
         )
         rejected = node
     if rejected is None:
-        reason = await state.novelty_reason(node)
+        reason = state.novelty_reason(node, in_flight)
         if reason:
             node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
     return Candidate(node, selection)
+
+
+def checked(task: Task, store: Store, node: Node, parent_code: str | None) -> Node | None:
+    """`precheck` (static and exact-duplicate checks), then the canonical hash of a candidate that passed
+    them, which the novelty filter compares: a proposal's CPU work after the LLM, in one call."""
+    rejected = precheck(task, store, node, parent_code)
+    if rejected is None:
+        fingerprint(node)
+    return rejected
 
 
 async def evaluate(evaluator: Evaluator, node: Node) -> Node:

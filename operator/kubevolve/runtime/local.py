@@ -74,7 +74,7 @@ class Evolution:
         self._retries: deque[Candidate] = deque()  # failed attempts awaiting a debug retry
         self.started_at = time.time()
         self.in_flight = 0
-        self.in_flight_hashes: set[str] = set()
+        self.in_flight_hashes: set[str] = set()  # code and canonical hashes of candidates being evaluated
         self.verdict: BudgetVerdict | None = None
         self._stop = asyncio.Event()
         self._retrieval: asyncio.Task[None] | None = None  # the model's load and the cognition's sync
@@ -155,10 +155,11 @@ class Evolution:
         self.in_flight += 1
         return True
 
-    def _release(self, code_hash: str | None = None) -> None:
+    def _release(self, node: Node | None = None) -> None:
         self.in_flight -= 1
-        if code_hash:
-            self.in_flight_hashes.discard(code_hash)
+        if node is not None:
+            self.in_flight_hashes.discard(node.code_hash)
+            self.in_flight_hashes.discard(node.canonical_hash)
 
     async def _propose_one(self) -> Candidate | None:
         """Propose one candidate (a debug retry first, if one waits). Returns it for evaluation, or None if it
@@ -169,7 +170,9 @@ class Evolution:
             self._release()
             self._commit(candidate)
             return None
-        self.in_flight_hashes.add(candidate.node.code_hash)
+        self.in_flight_hashes.update(
+            h for h in (candidate.node.code_hash, candidate.node.canonical_hash) if h
+        )
         return candidate
 
     async def _settled(self) -> None:
@@ -213,7 +216,7 @@ class Evolution:
             try:
                 candidate.node = await evaluate(self.engineer, candidate.node)
             finally:
-                self._release(candidate.node.code_hash)
+                self._release(candidate.node)
             self.progress.occupancy = self.pool.occupancy()
             self._commit(candidate)
             if (
