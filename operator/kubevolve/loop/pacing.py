@@ -1,0 +1,93 @@
+"""How many proposals a pipelined run keeps in flight: enough to keep every evaluator busy, and no more, so
+that each proposal selects its parents from the freshest store it can.
+
+Little's law: to hand W slots a candidate every E seconds (the evaluation time) through a proposer that takes
+L seconds (the LLM's latency), about W x L / E proposals must be under way. Fewer and the slots wait for the
+LLM; more and proposals are made long before a slot needs them, from a store that lacks everything evaluated
+meanwhile (with W=16, L=1 s, E=4 s and 64 candidates, a first wave that reserved the whole budget made all 64
+children of the initial program).
+
+The pacer applies it slot by slot. It keeps moving averages of the proposal time and the evaluation time (and
+of their spread, as TCP does for round trips) and counts as needing a candidate every slot that is idle now
+or whose evaluation should end within one proposal time from now. A proposal started now is then ready about
+when its slot frees, having seen every result stored until it started. A few more are kept in flight (the
+buffer) for evaluations that end early, and the count is divided by the share of proposals that reach an
+evaluator at all (the others are rejected before evaluation and fill no slot). In a steady state the count is
+W x L / E plus the buffer; when evaluations end together, as a first wave's do, the next wave is proposed
+together, one proposal time before it is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+ALPHA = 0.25  # weight of a new sample in a moving average
+MIN_YIELD = 0.2  # proposals per slot filled are counted at most 1 / MIN_YIELD times over
+SPREAD = 2.0  # deviations of margin on either estimate
+
+
+@dataclass
+class Estimate:
+    """A moving average of a duration and of its absolute deviation; None until the first sample."""
+
+    mean: float | None = None
+    deviation: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        if self.mean is None:
+            self.mean, self.deviation = seconds, seconds / 2
+            return
+        self.deviation += ALPHA * (abs(seconds - self.mean) - self.deviation)
+        self.mean += ALPHA * (seconds - self.mean)
+
+
+def buffer_for(slots: int) -> int:
+    """Proposals kept in flight beyond the slots' need: one, and one more per eight slots."""
+    return 1 + slots // 8
+
+
+class Pacer:
+    """The in-flight bound of a run with `slots` evaluation slots (the local runtime asks it `wanted`)."""
+
+    def __init__(self, slots: int, buffer: int | None = None):
+        self.slots = slots
+        self.buffer = buffer_for(slots) if buffer is None else buffer
+        self.proposal = Estimate()
+        self.evaluation = Estimate()
+        self.yield_ = 1.0  # moving share of proposals that went on to an evaluator
+
+    def proposed(self, seconds: float, *, evaluated: bool) -> None:
+        """A proposal took `seconds`; `evaluated`: it goes on to an evaluator (it was not rejected first)."""
+        self.proposal.add(seconds)
+        self.yield_ += ALPHA * ((1.0 if evaluated else 0.0) - self.yield_)
+
+    def evaluated(self, seconds: float) -> None:
+        self.evaluation.add(seconds)
+
+    def horizon(self) -> float:
+        """How far ahead a slot's need is counted: one proposal time, with margin (unknown yet: forever)."""
+        if self.proposal.mean is None:
+            return math.inf
+        return self.proposal.mean + SPREAD * self.proposal.deviation
+
+    def frees_at(self, started: float) -> float:
+        """When an evaluation that started at `started` should end, early side (unknown yet: now)."""
+        if self.evaluation.mean is None:
+            return started
+        return started + max(0.0, self.evaluation.mean - SPREAD * self.evaluation.deviation)
+
+    def wanted(self, idle: int, busy_since: list[float], now: float) -> int:
+        """Proposals to have in flight (being made, or ready and waiting for a slot) now, given `idle` slots
+        waiting for a candidate and the start times of the evaluations running."""
+        until = now + self.horizon()
+        needed = idle + sum(1 for started in busy_since if self.frees_at(started) <= until)
+        return math.ceil(needed / max(self.yield_, MIN_YIELD)) + self.buffer
+
+    def next_need(self, busy_since: list[float], now: float) -> float | None:
+        """Seconds from `now` until a running evaluation comes within the horizon (None: none will)."""
+        horizon = self.horizon()
+        later = [self.frees_at(s) - horizon - now for s in busy_since]
+        later = [t for t in later if t > 0]
+        return min(later) if later else None
