@@ -191,3 +191,23 @@ async def test_multi_node_evaluation_is_a_trainjob(kmock, api, operator, kubelet
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     assert trainer["command"][:3] == ["kubevolve", "step", "evaluate"]
     assert trainer["numProcPerNode"] == 8
+
+
+async def test_the_api_server_sends_only_the_runs_jobs(kmock, api, operator, kubelet, toy):
+    """Every list and watch of Jobs and TrainJobs carries a label selector: a cluster's other Jobs never reach
+    the operator (kopf's `labels=` on a handler filters only after they have)."""
+    await operator.start()
+    await api.create(RUNS, run_manifest("sel", "toy", budget={"maxCandidates": 2}))
+    await until(lambda: run_status(kmock, "sel").get("phase") == "Succeeded", 40, "Succeeded")
+    reads = [
+        r
+        for r in kmock
+        if r.resource is not None
+        and r.resource.plural in ("jobs", "trainjobs")
+        and str(r.method).upper().endswith("GET")
+        and not r.headers.get("User-Agent", "").startswith("Python")  # aiohttp: the test's kubelet
+    ]
+    assert {r.resource.plural for r in reads} == {"jobs", "trainjobs"}
+    assert all(r.params.get("labelSelector") == "kubevolve.io/run" for r in reads), [
+        (str(r.url), dict(r.params)) for r in reads if r.params.get("labelSelector") != "kubevolve.io/run"
+    ]
