@@ -79,6 +79,11 @@ def test_evaluation_job_is_hardened_owned_labelled_and_queued():
     owner = meta["ownerReferences"][0]
     assert owner["kind"] == "EvolutionRun" and owner["uid"] == "uid-123" and owner["controller"] is True
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 2600
+    # a drained node or a preempted pod is started again, not counted as the step's failure
+    assert job["spec"]["podFailurePolicy"] == {
+        "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+    }
+    assert job["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600  # a backstop; the operator deletes first
     assert c["command"] == [
         "kubevolve",
         "step",

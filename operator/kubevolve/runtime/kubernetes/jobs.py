@@ -6,11 +6,16 @@ no service-account token (the steps talk to the store, never to the Kubernetes A
 root filesystem with emptyDir scratch and /tmp, no privilege escalation, all capabilities dropped, the runtime
 default seccomp profile, and resource limits. Only proposal and analysis pods see the LLM key; no pod but the
 operator's has API credentials. `backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so
-that every attempt is a visible, named Job.
+that every attempt is a visible, named Job. A pod that Kubernetes itself takes away (a node drain, a
+preemption, an eviction: its `DisruptionTarget` condition) is not such a failure: the `podFailurePolicy`
+ignores it and the Job starts the pod again. `ttlSecondsAfterFinished` is a backstop for Jobs the operator
+did not delete (it deletes finished Jobs itself once their follow-ups exist, and keeps failed ones for
+`kubectl describe` until then).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +35,9 @@ from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.names import job_name, node_id, run_label
 from kubevolve.runtime.kubernetes.resources import TaskFacts, active_deadline, evaluation_gpus, pod_resources
 
+JOB_TTL_SECONDS = 7 * 24 * 3600  # a finished Job the operator left behind goes a week after it finished
+# node drains, preemptions and evictions are not the step's failure: the Job controller starts the pod again
+POD_FAILURE_POLICY = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
 SCRATCH = "/scratch"  # KUBEVOLVE_HOME in the pod: the evaluation workspace lives under it
 WORKSPACE = f"{SCRATCH}/work"
 
@@ -205,6 +213,8 @@ def build_job(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFac
         "metadata": meta,
         "spec": {
             "backoffLimit": 0,
+            "podFailurePolicy": copy.deepcopy(POD_FAILURE_POLICY),
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "activeDeadlineSeconds": active_deadline(req.role, spec, facts),
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": dict(meta["annotations"])},
