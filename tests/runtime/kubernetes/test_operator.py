@@ -4,6 +4,7 @@ test here; the step code is exercised end to end in test_e2e.py)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from prometheus_client import REGISTRY
@@ -211,3 +212,20 @@ async def test_the_api_server_sends_only_the_runs_jobs(kmock, api, operator, kub
     assert all(r.params.get("labelSelector") == "kubevolve.io/run" for r in reads), [
         (str(r.url), dict(r.params)) for r in reads if r.params.get("labelSelector") != "kubevolve.io/run"
     ]
+
+
+async def test_a_trainjob_run_on_an_operator_without_trainjobs_is_refused_once(kmock, api, operator, toy):
+    """The chart's default (operator.trainJobs: false): no TrainJob create (a 403 on a real cluster, retried
+    every few seconds), but a Failed run whose condition says what to change."""
+    operator.config = replace(operator.config, trainjobs=False)
+    await operator.start()
+    evaluate = {"gpus": 8, "trainJob": {"numNodes": 2}}
+    await api.create(RUNS, run_manifest("nodist", "toy", jobs={"evaluate": evaluate}))
+    await until(lambda: run_status(kmock, "nodist").get("phase") == "Failed", 20, "Failed")
+    status = run_status(kmock, "nodist")
+    assert condition(status, "Failed")["reason"] == "TrainJobsDisabled"
+    assert "operator.trainJobs" in status["message"] and "spec.jobs.evaluate.trainJob" in status["message"]
+    await asyncio.sleep(1.0)
+    writes = [r for r in kmock if r.resource is not None and r.resource.plural in ("jobs", "trainjobs")]
+    assert not [r for r in writes if str(r.method).upper().endswith("POST")]
+    assert "TrainJobsDisabled" in reasons(kmock)

@@ -22,7 +22,7 @@ from kubevolve.runtime.kubernetes.kube import API_WAIT
 from kubevolve.runtime.kubernetes.names import job_name, make_key, node_id, retry_key, run_label
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
-from kubevolve.runtime.kubernetes.policy import in_cluster, policy_problem
+from kubevolve.runtime.kubernetes.policy import in_cluster, policy_problem, trainjob_problem
 from kubevolve.runtime.kubernetes.resources import TaskFacts, read_task, reported_facts
 from kubevolve.runtime.kubernetes.snapshot import record_failed, set_phase, take_snapshot
 from kubevolve.runtime.kubernetes.status import (
@@ -94,6 +94,10 @@ async def _reconcile(
         spec = parse_spec(body)
     except SpecError as err:
         await _problem(ctx, body, post, "InvalidSpec", str(err).replace("\n ", ""), failed=True)
+        return config.idle_resync_seconds
+    refused = trainjob_problem(spec, enabled=config.trainjobs)
+    if refused:
+        await _problem(ctx, body, post, "TrainJobsDisabled", refused, failed=True)
         return config.idle_resync_seconds
     facts = await asyncio.to_thread(read_task, config.task_path(spec.task))
     url = store_url(spec, config)
