@@ -175,6 +175,36 @@ def test_evaluation_pods_reach_only_dns_and_the_store(tmp_path, cidrs):
     assert policy["spec"]["ingress"] == [] and len(policy["spec"]["egress"]) == 2
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443",  # values.yaml's example
+        "https://weaviate.example.org",
+        "http://weaviate.db.svc?grpc_host=weaviate-grpc.db.svc",
+        "weaviate://weaviate.db:9000?grpc=9001&secure=false",
+        "http://weaviate.db:8080?grpc=weaviate-grpc.db&grpc_port=7000",
+    ],
+)
+def test_an_external_store_is_reached_on_the_ports_of_its_url(tmp_path, url):
+    """Not Weaviate's 8080 and 50051 whatever the URL says: the chart reads the URL as the operator does."""
+    from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy, store_ports
+
+    values = {
+        "store": {"mode": "external", "external": {"url": url}},
+        "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"]},
+    }
+    (policy,) = [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]
+    expected = evaluation_network_policy(
+        "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=["10.20.0.0/16"], store_url=url
+    )
+    assert policy["spec"] == expected["spec"]
+    assert [p["port"] for p in policy["spec"]["egress"][1]["ports"]] == list(store_ports(url))
+    assert store_ports("https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443") == (443,)
+    override = {**values, "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"], "storePorts": [8443]}}
+    (policy,) = [d for d in render(tmp_path, override) if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8443}]
+
+
 def test_chart_copies_of_the_crd_and_dashboards_are_current():
     assert (CHART / "files/crds/evolutionruns.kubevolve.io.yaml").read_text() == (
         REPO / "crds/evolutionruns.kubevolve.io.yaml"
