@@ -31,6 +31,7 @@ EVERY_OPTION = {
         "nodeSelector": {"node-role": "control"},
         "tolerations": [{"key": "control", "operator": "Exists", "effect": "NoSchedule"}],
         "podAnnotations": {"team": "ml-infra"},
+        "podDisruptionBudget": {"enabled": True},
     },
     "images": {"pullSecrets": [{"name": "registry"}], "pullPolicy": "Always"},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
@@ -95,10 +96,15 @@ def test_every_option_renders_what_it_promises(tmp_path):
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
     assert by_kind["ServiceMonitor"][0]["metadata"]["labels"]["release"] == "prom"
-    assert by_kind["ClusterKopfPeering"]  # two replicas: one active, one standby
     operator = next(d for d in by_kind["Deployment"] if d["metadata"]["name"] == "kv-kubevolve-operator")
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--peering=kv-kubevolve" in args and "--namespace=lab-b" in args
+    assert "--lease=kv-kubevolve-operator" in args and "--namespace=lab-b" in args
+    (pdb,) = by_kind["PodDisruptionBudget"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= operator["spec"]["template"]["metadata"]["labels"].items()
+    )
     assert {np["metadata"]["namespace"] for np in by_kind["NetworkPolicy"]} == {
         "kubevolve-system",
         "lab-a",
@@ -203,6 +209,58 @@ def test_an_external_store_is_reached_on_the_ports_of_its_url(tmp_path, url):
     override = {**values, "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"], "storePorts": [8443]}}
     (policy,) = [d for d in render(tmp_path, override) if d["kind"] == "NetworkPolicy"]
     assert policy["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8443}]
+
+
+def test_operator_replicas_elect_a_leader_with_a_lease_and_report_readiness(tmp_path):
+    """Every replica runs with the same Lease (kopf's peering froze replicas of equal priority, and looked for
+    KopfPeering objects the chart never made); only that Lease may be written; /readyz is the readiness probe."""
+    for values in (None, {"operator": {"replicas": 3, "watchNamespaces": ["lab-a"]}}):
+        docs = render(tmp_path, values)
+        (operator,) = [
+            d for d in docs_of(docs, "Deployment") if d["metadata"]["name"] == "kv-kubevolve-operator"
+        ]
+        (container,) = operator["spec"]["template"]["spec"]["containers"]
+        assert (
+            "--lease=kv-kubevolve-operator" in container["args"]
+            and "--health=0.0.0.0:8080" in container["args"]
+        )
+        env = {e["name"]: e for e in container["env"]}
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert (
+            env["KUBEVOLVE_OPERATOR_LEASE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+            == "metadata.namespace"
+        )
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert not [d for d in docs if "kopf.dev" in d["apiVersion"] or "kopf" in d["metadata"]["name"]]
+        assert not docs_of(docs, "PodDisruptionBudget")  # an option, off by default
+        (role,) = [
+            d for d in docs_of(docs, "Role") if d["metadata"]["name"] == "kv-kubevolve-leader-election"
+        ]
+        assert role["metadata"]["namespace"] == "kubevolve-system"
+        named = [r for r in role["rules"] if r.get("resourceNames")]
+        assert named == [
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": ["kv-kubevolve-operator"],
+                "verbs": ["get", "update", "patch"],
+            }
+        ]
+        (binding,) = [
+            d for d in docs_of(docs, "RoleBinding") if d["metadata"]["name"] == "kv-kubevolve-leader-election"
+        ]
+        assert binding["subjects"][0]["name"] == operator["spec"]["template"]["spec"]["serviceAccountName"]
+    out = helm(
+        "template",
+        "kv",
+        str(CHART),
+        values={
+            "operator": {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}
+        },
+        tmp_path=tmp_path,
+    )
+    assert out.returncode != 0 and "/operator/podDisruptionBudget" in out.stderr
 
 
 def test_chart_copies_of_the_crd_and_dashboards_are_current():

@@ -30,6 +30,12 @@ class OperatorConfig:
     scratch_size: str = "8Gi"  # emptyDir size limit of a pod's scratch folder
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty: every namespace
     metrics_port: int | None = None  # serve Prometheus metrics here (KUBEVOLVE_METRICS_PORT)
+    # leader election (leader.py): with a Lease name, only the replica holding that Lease reconciles
+    lease_name: str | None = None
+    lease_namespace: str = "default"
+    lease_seconds: float = 15.0
+    lease_renew_seconds: float = 10.0
+    lease_retry_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> OperatorConfig:

@@ -25,6 +25,7 @@ from kubevolve.runtime.kubernetes import (
     TRAINJOB_PLURAL,
     VERSION,
 )
+from kubevolve.runtime.kubernetes.leader import LeaseConflict, LeaseError
 
 API_WAIT: ContextVar[list[float] | None] = ContextVar("kubevolve_api_wait", default=None)
 
@@ -42,6 +43,9 @@ class Kube:
         self.api_client = api_client
         self.batch = kubernetes.client.BatchV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.coordination = kubernetes.client.CoordinationV1Api(api_client)
+        # told of every 403: the readiness probe shows an operator the API server refuses (health.Health)
+        self.on_forbidden: Callable[[str], None] = lambda message: None
         # API calls get their own threads, so that they never queue behind store reads (or the reverse)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube-api")
         self.calls = 0  # API requests made
@@ -72,6 +76,10 @@ class Kube:
         started = time.perf_counter()
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, _fetch, fn, args, kwargs)
+        except ApiException as err:
+            if err.status == 403:
+                self.on_forbidden(f"{fn.__name__}: {err.reason}: {(err.body or b'')[:300]!r}")
+            raise
         finally:
             waited = time.perf_counter() - started
             self.seconds += waited
@@ -159,6 +167,44 @@ class Kube:
                     items.append(item)
         return items
 
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease as JSON, or None when there is none (leader.LeaseApi)."""
+        try:
+            return json.loads(await self._call(self.coordination.read_namespaced_lease, name, namespace))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise _lease_error(err, f"reading the lease {namespace}/{name}") from err
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return json.loads(await self._call(self.coordination.create_namespaced_lease, namespace, body))
+        except ApiException as err:
+            raise _lease_error(err, f"creating the lease {namespace}/{body['metadata']['name']}") from err
+
+    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Write the Lease back; LeaseConflict when its resourceVersion is no longer the one in `body`. (A
+        merge patch that carries metadata.resourceVersion is a conditional update, as a PUT is: the API
+        server's generic registry refuses any update whose resourceVersion is not the stored one.)"""
+        try:
+            return json.loads(
+                await self._call(
+                    self.coordination.patch_namespaced_lease,
+                    name,
+                    namespace,
+                    body,
+                    _content_type="application/merge-patch+json",
+                )
+            )
+        except ApiException as err:
+            raise _lease_error(err, f"writing the lease {namespace}/{name}") from err
+
     def close(self) -> None:
         self.executor.shutdown(wait=False)
         self.api_client.close()
+
+
+def _lease_error(err: ApiException, action: str) -> LeaseError:
+    if err.status == 409:
+        return LeaseConflict(f"{action}: conflict", 409)
+    return LeaseError(f"{action}: HTTP {err.status} {err.reason}", err.status)
