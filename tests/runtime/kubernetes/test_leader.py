@@ -50,8 +50,8 @@ class LeasingEmulator(ValidatingEmulator):
                 request.data.setdefault("metadata", {})["resourceVersion"] = "1"
             elif request.action == enums.action.UPDATE and request.name and isinstance(request.data, dict):
                 key = (resource, request.namespace, request.name)
-                stored = self.objects[key] if key in self.objects else None
-                if stored is not None and not stored.deleted:
+                if key in self.objects and not self.objects[key].deleted:  # kmock's array has no .get()
+                    stored = self.objects[key]
                     current = (stored.get("metadata") or {}).get("resourceVersion")
                     sent = (request.data.get("metadata") or {}).get("resourceVersion")
                     if sent != current:
