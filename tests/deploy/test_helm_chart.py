@@ -114,6 +114,11 @@ def test_every_option_renders_what_it_promises(tmp_path):
     assert wv["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast"
     rules = next(r for r in by_kind["ClusterRole"] if r["metadata"]["name"].endswith("-operator"))["rules"]
     assert any("trainjobs" in r["resources"] for r in rules)
+    assert {
+        "apiGroups": ["trainer.kubeflow.org"],
+        "resources": ["trainingruntimes"],
+        "verbs": ["create"],
+    } in rules
 
 
 def test_external_store_has_no_bundled_weaviate(tmp_path):

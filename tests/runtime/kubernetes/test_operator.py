@@ -188,7 +188,18 @@ async def test_multi_node_evaluation_is_a_trainjob(kmock, api, operator, kubelet
     assert not any(name.startswith("big-eval") for name in ever_created(kmock, "big"))
     trainjob = kmock.objects[TRAINJOBS, NAMESPACE, "big-eval-00000"].history[0]
     trainer = trainjob["spec"]["trainer"]
-    assert trainjob["spec"]["runtimeRef"]["name"] == "deepspeed-distributed" and trainer["numNodes"] == 2
+    runtimes = [
+        o
+        for (res, ns, _n), o in kmock.objects.items()
+        if res.plural == "trainingruntimes" and ns == NAMESPACE
+    ]
+    assert len(runtimes) == 1  # the run's own, made once, and named by every TrainJob
+    assert trainjob["spec"]["runtimeRef"] == {
+        "name": runtimes[0]["metadata"]["name"],
+        "kind": "TrainingRuntime",
+        "apiGroup": "trainer.kubeflow.org",
+    }
+    assert trainer["numNodes"] == 2 and trainjob["spec"]["activeDeadlineSeconds"] > 0
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     assert trainer["command"][:3] == ["kubevolve", "step", "evaluate"]
     assert trainer["numProcPerNode"] == 8

@@ -22,6 +22,7 @@ from kubevolve.runtime.kubernetes import (
     PLURAL,
     TRAINER_GROUP,
     TRAINER_VERSION,
+    TRAINING_RUNTIME_PLURAL,
     TRAINJOB_PLURAL,
     VERSION,
 )
@@ -88,7 +89,7 @@ class Kube:
                 tally[0] += waited
 
     async def create(self, body: dict[str, Any]) -> bool:
-        """Create a Job or TrainJob; False when it already existed."""
+        """Create a Job, TrainJob or TrainingRuntime; False when it already existed."""
         namespace = body["metadata"]["namespace"]
         try:
             if body["kind"] == "Job":
@@ -99,7 +100,7 @@ class Kube:
                     TRAINER_GROUP,
                     TRAINER_VERSION,
                     namespace,
-                    TRAINJOB_PLURAL,
+                    TRAINING_RUNTIME_PLURAL if body["kind"] == "TrainingRuntime" else TRAINJOB_PLURAL,
                     body,
                 )
         except ApiException as err:
