@@ -3,6 +3,7 @@ hardened pods, and RBAC that gives a lab viewer read-only access to its own name
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -143,7 +144,6 @@ def docs_of(docs: list[dict], kind: str) -> list[dict]:
         ({"operator": {"replica": 2}}, "replica"),
         ({"store": {"mode": "sqlite"}}, "/store/mode"),
         ({"store": {"mode": "external", "external": {"url": "weaviate.local"}}}, "/store/external/url"),
-        ({"weaviate": {"apiKey": {"enabled": True}}}, "/weaviate/apiKey/existingSecret"),
         ({"metrics": {"port": 70000}}, "/metrics/port"),
         ({"weaviate": {"persistence": {"size": "lots"}}}, "/weaviate/persistence/size"),
         ({"ui": {"enabled": True}}, "/ui/labs"),
@@ -268,6 +268,52 @@ def test_operator_replicas_elect_a_leader_with_a_lease_and_report_readiness(tmp_
     assert out.returncode != 0 and "/operator/podDisruptionBudget" in out.stderr
 
 
+def test_the_default_install_has_an_authenticated_store_and_a_key_per_lab(tmp_path):
+    """No anonymous access to the bundled Weaviate: a random administrator key (kept across upgrades by
+    `lookup`) for the operator alone, RBAC on, and each lab's key made by the operator for its tenant."""
+    docs = render(tmp_path)
+    (secret,) = [d for d in docs_of(docs, "Secret") if d["metadata"]["name"] == "kv-kubevolve-store-admin"]
+    key = base64.b64decode(secret["data"]["api-key"]).decode()
+    assert len(key) == 48 and key.isalnum()
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert base64.b64decode(render(tmp_path)[docs.index(secret)]["data"]["api-key"]).decode() != key  # random
+    (weaviate,) = docs_of(docs, "StatefulSet")
+    env = {e["name"]: e for e in weaviate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"]["value"] == "false"
+    assert env["AUTHENTICATION_APIKEY_ENABLED"]["value"] == "true"
+    assert env["AUTHENTICATION_APIKEY_ALLOWED_KEYS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kv-kubevolve-store-admin",
+        "key": "api-key",
+    }
+    assert env["AUTHORIZATION_RBAC_ENABLED"]["value"] == "true"
+    assert env["AUTHENTICATION_DB_USERS_ENABLED"]["value"] == "true"  # the labs' users
+    assert env["AUTHORIZATION_RBAC_ROOT_USERS"]["value"] == env["AUTHENTICATION_APIKEY_USERS"]["value"]
+    (operator,) = [d for d in docs_of(docs, "Deployment") if d["metadata"]["name"] == "kv-kubevolve-operator"]
+    op_env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (
+        op_env["KUBEVOLVE_STORE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "kv-kubevolve-store-admin"
+    )
+    assert op_env["KUBEVOLVE_OPERATOR_LAB_KEYS"]["value"] == "true"
+    # the operator writes one Secret name and reads none
+    rules = next(d for d in docs_of(docs, "ClusterRole") if d["metadata"]["name"] == "kv-kubevolve-operator")[
+        "rules"
+    ]
+    secret_rules = [r for r in rules if "secrets" in r["resources"]]
+    assert {v for r in secret_rules for v in r["verbs"]} == {"create", "patch"}
+    assert [r.get("resourceNames") for r in secret_rules if "patch" in r["verbs"]] == [["kubevolve-store"]]
+    # an existing Secret replaces the generated one; turning the key off is possible, and says so
+    docs = render(tmp_path, {"weaviate": {"apiKey": {"existingSecret": "mine"}}})
+    assert not [d for d in docs_of(docs, "Secret") if d["metadata"]["name"] == "kv-kubevolve-store-admin"]
+    (weaviate,) = docs_of(docs, "StatefulSet")
+    env = {e["name"]: e for e in weaviate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AUTHENTICATION_APIKEY_ALLOWED_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    docs = render(tmp_path, {"weaviate": {"apiKey": {"enabled": False}}})
+    (weaviate,) = docs_of(docs, "StatefulSet")
+    env = {e["name"]: e for e in weaviate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"]["value"] == "true"
+    assert not docs_of(docs, "Secret")
+
+
 def test_chart_copies_of_the_crd_and_dashboards_are_current():
     assert (CHART / "files/crds/evolutionruns.kubevolve.io.yaml").read_text() == (
         REPO / "crds/evolutionruns.kubevolve.io.yaml"
@@ -382,7 +428,11 @@ def test_the_run_browser_is_one_deployment_per_lab_that_reads_only_its_tenant(tm
             "--port=8443",
         ]
         env = {e["name"]: e for e in container["env"]}
-        assert env["KUBEVOLVE_STORE_API_KEY"] == operator_env["KUBEVOLVE_STORE_API_KEY"]
+        assert env["KUBEVOLVE_STORE_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "kubevolve-store",  # the lab's own key, never the operator's administrator key
+            "key": "api-key",
+        }
+        assert env["KUBEVOLVE_STORE_API_KEY"] != operator_env["KUBEVOLVE_STORE_API_KEY"]
         assert container["ports"] == [{"name": "http", "containerPort": 8443}]
         assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         labels = deployment["spec"]["template"]["metadata"]["labels"]

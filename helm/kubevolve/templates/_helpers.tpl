@@ -35,8 +35,13 @@ weaviate://{{ include "kubevolve.fullname" . }}-weaviate.{{ .Release.Namespace }
 
 {{- define "kubevolve.storeSecret" -}}
 {{- if eq .Values.store.mode "bundled" -}}
-{{- if .Values.weaviate.apiKey.enabled }}{{ .Values.weaviate.apiKey.existingSecret }}{{ end -}}
+{{- if .Values.weaviate.apiKey.enabled }}{{ .Values.weaviate.apiKey.existingSecret | default (printf "%s-store-admin" (include "kubevolve.fullname" .)) }}{{ end -}}
 {{- else -}}{{ .Values.store.external.apiKeySecret.name }}{{- end -}}
+{{- end -}}
+
+{{/* Each lab has its own store key (the bundled Weaviate with its API key: RBAC per tenant). */}}
+{{- define "kubevolve.labKeys" -}}
+{{- if and (eq .Values.store.mode "bundled") .Values.weaviate.apiKey.enabled }}true{{ end -}}
 {{- end -}}
 
 {{/* The store API key as a container env entry, when the store has one (the operator's, and the run browser's). */}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -367,3 +368,53 @@ def test_the_operator_reads_a_task_whose_summary_holds_more_than_it_uses(tmp_pat
     facts = read_task(tmp_path / "toy")
     assert facts.error == "" and facts.name == "toy" and facts.metric == "f" and facts.maximize
     assert reported_facts(task.summary(), CPU_TASK) == facts
+
+
+def test_evaluation_pods_never_get_a_store_key_and_the_others_get_their_labs():
+    """Candidate code runs in evaluation pods: not the run's store key, not the lab's (issue 14)."""
+    labs = replace(CONFIG, lab_keys=True)
+    own = spec(store={"apiKeySecret": {"name": "run-key"}})
+
+    def env(s, config, role):
+        body = build_job(RUN, s, config, CPU_TASK, JobRequest(role, "00001"))
+        return {e["name"]: e for e in container(body)["env"]}
+
+    lab_ref = {"secretKeyRef": {"name": "kubevolve-store", "key": "api-key"}}
+    for role in ("propose", "analyze"):
+        assert env(spec(), labs, role)["KUBEVOLVE_STORE_API_KEY"]["valueFrom"] == lab_ref
+        assert (
+            env(own, labs, role)["KUBEVOLVE_STORE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "run-key"
+        )
+        assert "KUBEVOLVE_STORE_API_KEY" not in env(spec(), CONFIG, role)
+    for s, config in ((spec(), labs), (own, labs), (own, CONFIG)):
+        assert "KUBEVOLVE_STORE_API_KEY" not in env(s, config, "evaluate")
+    tj = build_trainjob(
+        RUN,
+        spec(jobs={"evaluate": {"trainJob": {"numNodes": 2}}}, store={"apiKeySecret": {"name": "k"}}),
+        labs,
+        GPU_TASK,
+        JobRequest("evaluate", "00001"),
+    )
+    assert not [e for e in tj["spec"]["trainer"]["env"] if e["name"] == "KUBEVOLVE_STORE_API_KEY"]
+
+
+def test_a_labs_store_role_reaches_its_own_tenant_only():
+    """The Weaviate role behind a lab's key (store/weaviate/access.py): objects and tenants of that tenant only,
+    nothing that creates, changes or drops a collection, and no user or role administration."""
+    from kubevolve.store.weaviate.access import lab_permissions, lab_principal
+
+    perms = lab_permissions("Kubevolve", "lab-a")
+    assert lab_principal("lab-a") == "kubevolve-lab-lab-a"
+    kinds = {f"Kubevolve{k}" for k in ("Run", "Node", "Insight", "Cognition")}
+    by_type: dict[str, list] = {}
+    for p in perms:
+        by_type.setdefault(type(p).__name__, []).append(p)
+    assert set(by_type) == {"_DataPermission", "_TenantsPermission", "_CollectionsPermission"}
+    data = by_type["_DataPermission"]
+    assert {p.collection for p in data if p.tenant == "lab-a"} == kinds
+    assert [(p.collection, p.tenant, {a.value for a in p.actions}) for p in data if p.tenant != "lab-a"] == [
+        ("KubevolveMeta", "*", {"read_data"})  # the schema version only: Meta is not multi-tenant
+    ]
+    assert {(p.collection, p.tenant) for p in by_type["_TenantsPermission"]} == {(k, "lab-a") for k in kinds}
+    for p in by_type["_CollectionsPermission"]:
+        assert {a.value for a in p.actions} == {"read_collections"}

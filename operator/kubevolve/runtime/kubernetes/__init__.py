@@ -23,6 +23,8 @@ ATTEMPT_LABEL = "kubevolve.io/attempt"
 NODE_ANNOTATION = "kubevolve.io/node-id"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 FINALIZER = "kubevolve.io/cleanup"
+STORE_KEY_SECRET = "kubevolve-store"  # a lab's own store key, in its namespace (labkeys.py)
+STORE_KEY = "api-key"
 
 TRAINER_GROUP = "trainer.kubeflow.org"
 TRAINER_VERSION = "v1alpha1"

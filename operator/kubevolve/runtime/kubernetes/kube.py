@@ -45,6 +45,7 @@ class Kube:
         self.batch = kubernetes.client.BatchV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.coordination = kubernetes.client.CoordinationV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
         # told of every 403: the readiness probe shows an operator the API server refuses (health.Health)
         self.on_forbidden: Callable[[str], None] = lambda message: None
         # API calls get their own threads, so that they never queue behind store reads (or the reverse)
@@ -167,6 +168,25 @@ class Kube:
                 if all(labels.get(k) == v for k, v in selector.items()):
                     items.append(item)
         return items
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a Secret; False when it already existed (its content is never read)."""
+        try:
+            await self._call(self.core.create_namespaced_secret, namespace, body)
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+    async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await self._call(
+            self.core.patch_namespaced_secret,
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease as JSON, or None when there is none (leader.LeaseApi)."""

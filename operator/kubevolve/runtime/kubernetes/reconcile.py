@@ -19,6 +19,7 @@ from kubevolve.core.spec import FailurePolicySpec, RunSpec, SpecError, parse_run
 from kubevolve.runtime.kubernetes.context import Expectations, OperatorContext
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job, store_url
 from kubevolve.runtime.kubernetes.kube import API_WAIT
+from kubevolve.runtime.kubernetes.labkeys import ensure_lab_key, wanted
 from kubevolve.runtime.kubernetes.names import make_key, node_id, retry_key, run_label
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
@@ -139,6 +140,13 @@ async def _reconcile(
     if facts.error:  # no evaluation is sized from defaults: the first proposal reports the task
         plan.create = [req for req in plan.create if req.role != Role.EVALUATE]
 
+    if plan.create and wanted(ctx, url):
+        try:
+            await ensure_lab_key(ctx, namespace, url)
+        except StoreError as err:
+            message = f"the lab's store key cannot be issued: {err}"
+            await _problem(ctx, body, post, "StoreUnavailable", message, failed=False)
+            return STORE_RETRY_SECONDS
     for nid, error, stage in plan.record_failed:
         if await asyncio.to_thread(record_failed, store, nid, error, stage):
             post("Warning", "CandidateFailed", f"node {nid}: {error}")

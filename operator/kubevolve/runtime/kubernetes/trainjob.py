@@ -194,7 +194,7 @@ def build_trainjob(
     trainer: dict[str, Any] = {
         "image": image(Role.EVALUATE, spec, config, facts),
         "command": step_command(run, spec, config, req),
-        "env": step_env(Role.EVALUATE, spec, facts)
+        "env": step_env(Role.EVALUATE, spec, facts, config)
         + [{"name": "KUBEVOLVE_NUM_NODES", "value": str(tj.num_nodes)}],
         "numNodes": tj.num_nodes,
         "resourcesPerNode": pod_resources(Role.EVALUATE, spec, facts),
