@@ -90,7 +90,7 @@ def build_runtime(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: Tas
     base_pod = {k: v for k, v in pod.items() if k not in ("containers", "volumes")}
 
     def replicated(name: str, extra: dict[str, Any]) -> dict[str, Any]:
-        job = {
+        job: dict[str, Any] = {
             "name": name,
             "template": {
                 **extra,
