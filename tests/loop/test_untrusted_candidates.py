@@ -78,7 +78,13 @@ def test_misbehaving_candidates_are_recorded_failures(toy_task, tmp_path, store,
         ),
         "nan": ("return float('nan'), 0.0", "metric 'f' is not finite"),
         "big file": ("open('big.bin', 'wb').write(b'x' * (8 << 20))", "file size limit exceeded (4 MiB)"),
-        "kills its worker": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "PermissionError"),
+        # its parent is outside its pid namespace (getppid() is 0, and kill(0) reaches only its own group): the
+        # judge never notices, and the candidate is scored as if it had not tried
+        "kills its parent": (
+            "import os, signal\ntry:\n    os.kill(os.getppid(), signal.SIGKILL)\nexcept PermissionError:\n    pass\n"
+            "return 2.5, -1.0",
+            None,
+        ),
         "forbidden import": ("import socket\nreturn 1.0, 1.0", "imports 'socket', which the task forbids"),
         "good": ("return 2.5, -1.0", None),
     }

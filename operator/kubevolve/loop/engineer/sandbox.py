@@ -11,11 +11,17 @@ behind; each candidate then runs as an unprivileged user (`nobody`) so that the 
 
 Mode "none" keeps the resource limits, the process group and the timeouts but no namespaces: for Kubernetes
 evaluation pods, where the hardened pod is the sandbox and unprivileged user namespaces are often refused.
+
+Tasks with a runner (`run.py`, see judge.py and zygote.py) split a slot in two: a trusted judge process,
+started plainly, and the zygote it starts, inside this sandbox, which forks each candidate into namespaces of
+its own. `build_judge_launch` builds both command lines. Tasks without a runner still run their evaluator in
+the legacy worker (worker.py), with the candidate in its address space (`build_worker_launch`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -103,6 +109,8 @@ class WorkerLaunch:
     drop_to_uid: int | None = None
     mode: str = "none"
     notes: list[str] = field(default_factory=list)
+    judged: bool = False  # a judge process with a zygote (the task has a runner), not the legacy worker
+    slot_uid: int | None = None  # the judged slot's own uid (root only)
 
 
 def worker_env(threads: int, drop_to_uid: int | None) -> dict[str, str]:
@@ -151,3 +159,63 @@ def build_worker_launch(
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return WorkerLaunch(argv + python, env, drop, "bwrap")
+
+
+def _zygote_flags() -> list[str]:
+    """bwrap flags of a slot's zygote. As root it keeps what the per-candidate set-up needs (new namespaces and
+    mounts, the change to the slot's uid, killing the candidate); without root, the user namespace bwrap
+    makes lets the zygote make a nested one per candidate, so it needs no capability at all."""
+    common = ["--die-with-parent", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    if os.geteuid() == 0:
+        caps = ("SYS_ADMIN", "SETUID", "SETGID", "KILL")
+        return common + ["--cap-drop", "ALL"] + [f for c in caps for f in ("--cap-add", f"CAP_{c}")]
+    return common + ["--unshare-user", "--cap-drop", "ALL"]
+
+
+def build_judge_launch(
+    mode: SandboxMode,
+    *,
+    task_root: Path,
+    evaluator: Path,
+    runner: Path,
+    uid: int | None,
+    scratch_root: Path,
+    threads: int = 1,
+    gpus: int = 0,
+) -> WorkerLaunch:
+    """The command line of a slot's judge, which carries the command line of its zygote."""
+    resolved = resolve_mode(mode)
+    env = worker_env(threads, None)
+    zygote = [
+        sys.executable,
+        "-P",
+        "-m",
+        "kubevolve.loop.engineer.zygote",
+        str(runner),
+        str(task_root),
+        resolved,
+    ]
+    if resolved == "bwrap":
+        argv = [shutil.which("bwrap") or "bwrap", *_zygote_flags(), "--new-session", "--ro-bind", "/", "/"]
+        argv += ["--dev-bind", "/dev", "/dev"] if gpus else ["--dev", "/dev"]
+        argv += ["--proc", "/proc"]
+        for hidden in HIDDEN:
+            if Path(hidden).is_dir():
+                argv += ["--tmpfs", hidden]
+        for path in _visible_paths([task_root, PACKAGE_ROOT]):
+            argv += _parents_traversable(path) + ["--ro-bind", str(path), str(path)]
+        argv += ["--chdir", "/", "--clearenv"]
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        zygote = argv + zygote
+    config = {
+        "evaluator": str(evaluator),
+        "task_root": str(task_root),
+        "mode": resolved,
+        "zygote_argv": zygote,
+        "zygote_env": env,
+        "uid": uid,
+        "scratch_root": str(scratch_root),
+    }
+    argv = [sys.executable, "-P", "-m", "kubevolve.loop.engineer.judge", json.dumps(config)]
+    return WorkerLaunch(argv, env, None, resolved, judged=True, slot_uid=uid)
