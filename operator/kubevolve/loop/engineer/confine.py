@@ -21,15 +21,17 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = (
-    1,
-    4,
-    24,
-    36,
-    38,
-)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_CAPBSET_DROP = 1, 4, 22, 24
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, SECCOMP_MODE_FILTER = 36, 38, 2
 CAP_LAST = 63  # drop every bounding-set bit the kernel may know; unknown ones fail with EINVAL, ignored
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# seccomp: (audit arch, socket, io_uring_setup, first number of a foreign ABI on the same arch) per machine
+_SYSCALLS = {
+    "x86_64": (0xC000003E, 41, 425, 0x40000000),  # x32 syscalls carry bit 30
+    "aarch64": (0xC00000B7, 198, 425, 0xFFFFFFFF),
+}
+AF_INET, AF_INET6, ENETUNREACH, EPERM = 2, 10, 101, 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -134,6 +136,53 @@ def die_with_parent(parent: int) -> None:
 def not_dumpable() -> None:
     """Processes of the same uid cannot ptrace this one or read its memory or /proc/PID/environ."""
     prctl(PR_SET_DUMPABLE, 0)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint),
+    ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def deny_network() -> bool:
+    """A seccomp filter: socket(AF_INET or AF_INET6) fails with ENETUNREACH, io_uring (which can open sockets
+    on its own) and every syscall of a foreign ABI (i386 or x32 on x86_64, which would bypass the numbers
+    below) with EPERM. Without namespaces (sandbox "none") this is what keeps a candidate off the network,
+    loopback services included. Returns False on a machine the filter does not know (it then adds nothing).
+    Needs no privilege once no_new_privileges() is set."""
+    known = _SYSCALLS.get(os.uname().machine)
+    if known is None:
+        return False
+    arch, socket_nr, io_uring_nr, foreign = known
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, unreachable, refused = 0x7FFF0000, 0x00050000 | ENETUNREACH, 0x00050000 | EPERM
+    program = [  # (code, jump if true, jump if false, k), jumps counted from the next instruction
+        (ld, 0, 0, 4),  # 0 arch
+        (jeq, 0, 9, arch),  # 1 -> 11 refused
+        (ld, 0, 0, 0),  # 2 syscall number
+        (jge, 7, 0, foreign),  # 3 -> 11 refused
+        (jeq, 6, 0, io_uring_nr),  # 4 -> 11 refused
+        (jeq, 0, 3, socket_nr),  # 5 -> 9 allow
+        (ld, 0, 0, 16),  # 6 socket's first argument (low 32 bits): the address family
+        (jeq, 2, 0, AF_INET),  # 7 -> 10 unreachable
+        (jeq, 1, 0, AF_INET6),  # 8 -> 10 unreachable
+        (ret, 0, 0, allow),  # 9
+        (ret, 0, 0, unreachable),  # 10
+        (ret, 0, 0, refused),  # 11
+    ]
+    filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
+    fprog = _SockFprog(len(program), filters)
+    _check(
+        _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "installing seccomp"
+    )
+    return True
 
 
 def set_limits(limits: dict[str, Any]) -> None:

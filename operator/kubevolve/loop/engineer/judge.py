@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kubevolve.loop.engineer import channel, confine
-from kubevolve.loop.engineer.slot_uids import SHARED_TMP, kill_uid, remove_files_of_uid
+from kubevolve.loop.engineer.slot_uids import SHARED_TMP, SweepFailed, kill_uid, remove_files_of_uid
 from kubevolve.sdk.judging import CandidateCrashed, CandidateError, CandidateFailed
 
 LOG_TAIL_BYTES = 4000
@@ -543,7 +543,7 @@ def run_job(judge: Any, slot: JudgeSlot, job: dict[str, Any]) -> tuple[dict[str,
     candidate = CandidateProcess(slot, job, started + job["timeout"])
     try:
         reply = {"ok": True, "status": "ok", "result": judge.judge(candidate, job["stage"])}
-    except ZygoteBroken as err:
+    except (ZygoteBroken, SweepFailed) as err:
         slot.reset_zygote()
         reply = {"ok": False, "status": "sandbox_failed", "error": f"the candidate's sandbox broke: {err}"}
     except BaseException as err:  # the candidate's failure, or the judge's verdict on it
@@ -578,7 +578,11 @@ def main(argv: list[str]) -> int:
             if line.strip():
                 reply, candidate = run_job(judge, slot, json.loads(line))
                 out.write(json.dumps(reply, default=_json_default) + "\n")
-                candidate.close()
+                try:
+                    candidate.close()
+                except SweepFailed as err:  # the next candidate's sweep tries again; say so where it shows
+                    print(f"kubevolve judge: {err}", file=sys.stderr)
+                    slot.reset_zygote()
     finally:
         slot.reset_zygote()
     return 0

@@ -16,6 +16,7 @@ import os
 import resource
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,13 @@ SHARED_TMP = (
 
 class NoFreeUid(RuntimeError):
     pass
+
+
+class SweepFailed(RuntimeError):
+    """A process of a slot's uid survived SIGKILL: the slot cannot promise a clean start."""
+
+
+_SWEEPING = threading.Lock()  # two helpers of one uid would kill each other
 
 
 def _uids_of(pid: str) -> set[int]:
@@ -71,6 +79,11 @@ def kill_uid(uid: int, attempts: int = 2000) -> None:
     """Kill every process of `uid`, whatever session it started: a helper becomes `uid` and sends SIGKILL to
     every process it may signal (kill -1), which is exactly that uid's, until it is the uid's only process.
     Safe only because the uid is ours alone (allocate)."""
+    with _SWEEPING:
+        _kill_uid(uid, attempts)
+
+
+def _kill_uid(uid: int, attempts: int) -> None:
     pid = os.fork()
     if pid == 0:
         status = 1
@@ -88,7 +101,7 @@ def kill_uid(uid: int, attempts: int = 2000) -> None:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"processes of sandbox uid {uid} survive SIGKILL: {processes_of_uid(uid)[:10]}")
+        raise SweepFailed(f"processes of sandbox uid {uid} survive SIGKILL: {processes_of_uid(uid)[:10]}")
 
 
 def remove_files_of_uid(uid: int) -> list[str]:

@@ -47,37 +47,38 @@ MAX_CONTROL = 1 << 16
 # imported once here so that a candidate which has dropped to a uid that cannot read the interpreter's
 # folder (a root-owned install, sandbox "none") still finds the modules programs commonly use
 PRELOAD = [
-    "math",
-    "cmath",
-    "random",
-    "itertools",
-    "functools",
-    "collections",
-    "heapq",
-    "bisect",
-    "statistics",
-    "dataclasses",
-    "typing",
-    "enum",
-    "copy",
-    "string",
-    "operator",
-    "fractions",
-    "decimal",
-    "numbers",
-    "array",
-    "struct",
-    "time",
-    "datetime",
-    "json",
-    "re",
-    "hashlib",
-    "textwrap",
-    "traceback",
-    "warnings",
     "abc",
+    "array",
+    "bisect",
+    "cmath",
+    "collections",
     "contextlib",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "enum",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
     "io",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "operator",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "struct",
+    "textwrap",
+    "threading",
+    "time",
+    "traceback",
+    "typing",
+    "warnings",
 ]
 
 
@@ -172,6 +173,7 @@ def _become_candidate(job: dict[str, Any], fds: list[int], parent: int) -> None:
     elif job["mode"] == "bwrap":
         confine.drop_capabilities()  # what the user namespace granted
     confine.no_new_privileges()
+    confine.deny_network()
     confine.die_with_parent(parent)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
@@ -189,8 +191,9 @@ def _run_candidate(runner: Any, job: dict[str, Any], fds: list[int], parent: int
     try:
         serve(runner)
     except BaseException:
-        traceback.print_exc()
         status = 1
+        with contextlib.suppress(BaseException):  # it may have closed stderr too
+            traceback.print_exc()
     finally:
         with contextlib.suppress(BaseException):
             sys.stdout.flush()
