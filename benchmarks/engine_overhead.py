@@ -23,16 +23,17 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the OpenAI-protocol server of the tests
+# the OpenAI-protocol server of the tests
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 import numpy as np  # noqa: E402
 from _sim import SimulatedProposer, simulated_task  # noqa: E402
+from openai_server import OpenAIServer, Reply  # noqa: E402
 
 from kubevolve.core.models import Insight, Node, Stage  # noqa: E402
 from kubevolve.core.spec import RunSpec  # noqa: E402
 from kubevolve.loop.agents import make_agents  # noqa: E402
 from kubevolve.runtime.local import Evolution  # noqa: E402
 from kubevolve.store.sqlite import SQLiteStore  # noqa: E402
-from openai_server import OpenAIServer, Reply  # noqa: E402
 
 WORDS = [
     "loop",

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunPhase, RunRecord, Stage
 from kubevolve.store import SCHEMA_VERSION, NotFound, Store, StoreError, open_store
 
@@ -32,8 +33,8 @@ class StoreFactory:
     set_schema_version: Callable[[int], None]  # how to make the storage look written by another kubevolve
     opened: list[Store] = dataclasses.field(default_factory=list)
 
-    def __call__(self, tenant: str = "default") -> Store:
-        store = open_store(self.url, tenant=tenant)
+    def __call__(self, tenant: str = "default", *, read_only: bool = False) -> Store:
+        store = open_store(self.url, tenant=tenant, read_only=read_only)
         self.opened.append(store)
         return store
 
@@ -129,6 +130,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
         score=0.75,
         stage=Stage.EVALUATED,
         error="none",
+        failure=FailureKind.CPU_LIMIT,
         log_tail="ok\ndone",
         artifacts={"plot": "ascii art", "notes": "ünïcode ✓"},
         insight_id="ins1",
@@ -138,6 +140,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
         transcript=[
             {"purpose": "researcher", "messages": [{"role": "user", "content": "hi"}], "completion": "x"}
         ],
+        retrieved={"insights": ["ins0"], "cognition": ["cog1", "cog2"]},
         timings={"propose": 1.5, "full": 30.25},
         llm={"prompt_tokens": 1000.0, "cost_usd": 0.01},
         embedding=[0.5, -0.25, 1.0, 0.0],  # float32-exact values
@@ -150,7 +153,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
     store.add_node(node)
     assert node.seq == 0
     got = store.get_node(node.id)
-    assert got == node and isinstance(got.stage, Stage)
+    assert got == node and isinstance(got.stage, Stage) and got.failure is FailureKind.CPU_LIMIT
     assert store.list_nodes("r1") == [node]
     assert list(store.iter_nodes("r1")) == [node]
     assert store.best_node("r1") == node
@@ -437,6 +440,43 @@ def test_a_tenant_cannot_overwrite_another_tenants_objects(store_factory: StoreF
     assert [i for i, _ in a.search_insights("r1", [0.0, 1.0], k=5)] == [insight]
     assert b.get_node(node.id).motivation == "b, updated" and b.best_node("r1").score == 99.0
     assert [i.text for i in b.list_insights("r1")] == ["b's lesson"]
+
+
+def test_a_read_only_store_follows_a_writer_and_writes_nothing(store_factory: StoreFactory) -> None:
+    writer = store_factory("lab")
+    run = RunRecord(id="r1", task="task", spec={"seed": 1})
+    writer.put_run(run)
+    first = writer.add_node(make_node(stage=Stage.EVALUATED, score=1.0, embedding=[1.0, 0.0]))
+    insight = writer.add_insight(Insight(run_id="r1", text="lesson", node_ids=[first.id]))
+    writer.add_cognition([cognition("A", "alpha", [1.0, 0.0])])
+    reader = store_factory("lab", read_only=True)
+    assert reader.list_runs() == [run] and reader.get_run("r1") == run
+    assert reader.get_node(first.id[:6]) == first and reader.best_node("r1") == first
+    assert reader.list_insights("r1") == [insight] and len(reader.list_cognition("task")) == 1
+    later = writer.add_node(make_node())  # committed while the reader is open
+    assert list(reader.iter_nodes("r1", after_seq=first.seq)) == [later]
+    assert reader.count_nodes("r1") == {Stage.EVALUATED: 1, Stage.PROPOSED: 1}
+    writes = [
+        lambda: reader.put_run(dataclasses.replace(run, message="hijack")),
+        lambda: reader.add_node(make_node()),
+        lambda: reader.update_node(dataclasses.replace(first, motivation="hijack")),
+        lambda: reader.add_insight(Insight(run_id="r1", text="hijack")),
+        lambda: reader.add_cognition([cognition("B", "beta", [0.0, 1.0])]),
+    ]
+    for write in writes:
+        with pytest.raises(StoreError, match="read-only"):
+            write()
+    assert writer.list_runs() == [run] and writer.list_nodes("r1") == [first, later]
+    assert writer.list_insights("r1") == [insight] and len(writer.list_cognition("task")) == 1
+
+
+def test_a_read_only_open_of_a_tenant_with_nothing_stored_creates_nothing(
+    store_factory: StoreFactory,
+) -> None:
+    store_factory("lab").put_run(RunRecord(id="r1", task="t", spec={}))
+    for _ in range(2):  # the first refused open left no tenant behind
+        with pytest.raises(StoreError, match="'other-lab' has nothing stored"):
+            store_factory("other-lab", read_only=True)
 
 
 # schema and lifecycle

@@ -31,8 +31,8 @@ def render(progress: RunProgress, last: list[str]) -> Panel:
         if progress.by_stage.get(stage):
             outcomes.add_row(str(stage), str(progress.by_stage[stage]))
     failures = Table("failure reason", "count", box=None, padding=(0, 2))
-    for reason, count in progress.failures.most_common(6):
-        failures.add_row(reason, str(count))
+    for (stage, kind), count in progress.failures.most_common(6):
+        failures.add_row(f"{stage}: {kind.words}", str(count))
     parts = [summary, outcomes] + ([failures] if progress.failures else []) + ["\n".join(last[-6:])]
     title = f"kubevolve run {progress.run_id} · sandbox: {progress.sandbox or '…'}"
     return Panel(Group(*parts), title=title, subtitle=progress.message or None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
@@ -11,7 +13,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
 
-from kubevolve.core.models import Node, RunRecord, Stage
+from kubevolve.api import RunResult
+from kubevolve.core.kinds import FailureKind
+from kubevolve.core.models import Node, Stage
+from kubevolve.observe.progress import failure_kind
 
 
 def node_summary(node: Node) -> dict[str, Any]:
@@ -25,22 +30,30 @@ def node_summary(node: Node) -> dict[str, Any]:
         "island": node.island,
         "parent_ids": node.parent_ids,
         "error": node.error,
+        "failure": None if node.failure is None else str(node.failure),
     }
 
 
-def run_summary(run: RunRecord, counts: dict[Stage, int], best: Node | None) -> dict[str, Any]:
+def run_summary(result: RunResult) -> dict[str, Any]:
+    run, best = result.run, result.best
     return {
         "id": run.id,
         "task": run.task,
         "phase": str(run.phase),
         "message": run.message,
-        "candidates": sum(counts.values()),
-        "by_stage": {str(k): v for k, v in counts.items()},
+        "candidates": result.candidates,
+        "by_stage": {str(k): v for k, v in result.counts.items()},
         "best_score": best.score if best else None,
         "best_node": best.id if best else None,
         "created_at": run.created_at,
         "updated_at": run.updated_at,
     }
+
+
+def failure_summary(nodes: Iterable[Node]) -> dict[str, int]:
+    """How many candidates failed each way, most frequent first: {kind value: count}."""
+    counts = Counter(str(failure_kind(n)) for n in nodes if n.stage not in (Stage.EVALUATED, Stage.PROPOSED))
+    return dict(counts.most_common())
 
 
 def print_json(data: Any) -> None:
@@ -72,6 +85,10 @@ def print_run(console: Console, summary: dict[str, Any]) -> None:
     console.print(f"  candidates: {summary['candidates']}")
     for stage, count in summary["by_stage"].items():
         console.print(f"    {stage:<18} {count}")
+    if summary.get("failures"):
+        console.print("  failures:")
+        for kind, count in summary["failures"].items():
+            console.print(f"    {FailureKind(kind).words:<18} {count}")
 
 
 def print_node(console: Console, node: Node, *, code: bool = True, diff: bool = True) -> None:
@@ -91,7 +108,8 @@ def print_node(console: Console, node: Node, *, code: bool = True, diff: bool = 
     if node.timings:
         console.print("  timings: " + ", ".join(f"{k}={v * 1000:.0f}ms" for k, v in node.timings.items()))
     if node.error:
-        console.print(f"  [red]error:[/] {node.error}")
+        kind = f" ({node.failure.words})" if node.failure else ""
+        console.print(f"  [red]error{kind}:[/] {node.error}")
     for name, text in node.artifacts.items():
         console.print(f"  artifact {name}:\n{text}")
     if node.log_tail and node.stage is not Stage.EVALUATED:

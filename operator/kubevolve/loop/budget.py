@@ -35,7 +35,7 @@ def check_budget(
         return BudgetVerdict(f"target reached: best score {best_score:.6g} >= {target_score:.6g}")
     if budget.max_llm_cost is not None and llm_cost >= budget.max_llm_cost:
         return BudgetVerdict(
-            f"LLM budget reached: ${llm_cost:.4f} spent (maxLLMCost ${budget.max_llm_cost:g})"
+            f"LLM budget reached: ${llm_cost:.4f} spent (maxLlmCost ${budget.max_llm_cost:g})"
         )
     if budget.deadline_seconds is not None and now - started_at >= budget.deadline_seconds:
         return BudgetVerdict(

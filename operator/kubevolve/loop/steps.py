@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Insight, Node, RunRecord, Stage
 from kubevolve.core.spec import RunSpec, parse_run_spec
 from kubevolve.core.task import Task, load_task
@@ -24,9 +25,8 @@ from kubevolve.loop.engineer.engineer import Engineer, precheck
 from kubevolve.loop.engineer.pool import EvaluatorPool
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.run_state import ResearchKit
-from kubevolve.loop.sample import make_sampler
+from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Selection
-from kubevolve.runtime.local import sampler_settings
 from kubevolve.store.base import NotFound, Store
 
 
@@ -114,7 +114,7 @@ async def propose_step(
     if not node.stage.is_final and precheck(ctx.task, ctx.store, node, selection.parents[0].code) is None:
         reason = kit.novelty_reason(node)
         if reason:
-            node.stage, node.error = Stage.REJECTED_NOVELTY, reason
+            node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
     return ctx.store.add_node(node)
 
 

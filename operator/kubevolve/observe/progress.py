@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
 
-# (pattern in the error, reason): a bounded set of labels, fit for a dashboard's "failures by reason"
-_REASONS = [
-    (re.compile(r"identical to"), "duplicate"),
-    (re.compile(r"^syntax error"), "syntax error"),
-    (re.compile(r"outside the evolve blocks|markers broken|evolve blocks, its parent"), "edited frozen code"),
-    (re.compile(r"which the task forbids"), "forbidden import"),
-    (re.compile(r"required top-level name"), "missing required name"),
-    (re.compile(r"over the task's limit"), "program too large"),
-    (re.compile(r"^proposal failed"), "proposal failed"),
-    (re.compile(r"timeout:"), "timeout"),
-    (re.compile(r"memory limit"), "memory limit"),
-    (re.compile(r"process limit"), "process limit"),
-    (re.compile(r"file size limit"), "file size limit"),
-    (re.compile(r"CPU time limit"), "cpu limit"),
-    (re.compile(r"wrote outside its work dir"), "wrote outside work dir"),
-    (re.compile(r"tried the network"), "network"),
-    (re.compile(r"bad metrics"), "bad metrics"),
-    (re.compile(r"is (below|above) the threshold"), "early rejection"),
-    (re.compile(r"killed by|exited with status|worker failed|sandbox setup failed"), "crashed"),
-]
-_EXCEPTION = re.compile(r"\b([A-Z]\w*(?:Error|Exception|Exit|Interrupt))\b")
 
-
-def failure_reason(node: Node) -> str:
-    """A short label for why a node failed, from a bounded set (never an id or a number)."""
-    for pattern, reason in _REASONS:
-        if pattern.search(node.error):
-            return reason
-    match = _EXCEPTION.search(node.error)
-    return f"raised {match.group(1)}" if match else "other"
+def failure_kind(node: Node) -> FailureKind:
+    """Why a node that did not get a score failed, as recorded where it happened; UNKNOWN if nothing was."""
+    return node.failure or FailureKind.UNKNOWN
 
 
 @dataclass
@@ -46,7 +20,7 @@ class RunProgress:
     run_id: str
     started: float = field(default_factory=time.monotonic)
     by_stage: Counter[Stage] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)
+    failures: Counter[tuple[Stage, FailureKind]] = field(default_factory=Counter)  # (outcome, kind) -> count
     best_score: float | None = None
     best_node: str | None = None
     initial_score: float | None = None
@@ -70,7 +44,7 @@ class RunProgress:
         if live:
             self.session_candidates += 1
         if node.stage not in (Stage.EVALUATED, Stage.PROPOSED):
-            self.failures[f"{node.stage}: {failure_reason(node)}"] += 1
+            self.failures[node.stage, failure_kind(node)] += 1
             return False
         if node.stage is Stage.EVALUATED and node.score is not None:
             if not node.parent_ids and self.initial_score is None:

@@ -17,8 +17,9 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
-from kubevolve.core.spec import FeatureAxis, RunSpec, SamplerSpec
+from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer, analyze_and_store
 from kubevolve.loop.budget import BudgetVerdict, check_budget
@@ -28,18 +29,12 @@ from kubevolve.loop.llm.ensemble import CostAwareBandit
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.research.proposal import Proposer
 from kubevolve.loop.run_state import ResearchKit
-from kubevolve.loop.sample import make_sampler
+from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Sampler, Selection
 from kubevolve.observe.progress import RunProgress
 from kubevolve.store.base import NotFound, Store
 
 ProgressCallback = Callable[[RunProgress, Node | None], None]
-
-
-def sampler_settings(spec: RunSpec, task: Task) -> tuple[SamplerSpec, list[FeatureAxis]]:
-    sampler = spec.sampler or task.spec.sampler
-    features = sampler.features or task.spec.sampler.features
-    return sampler, features or [FeatureAxis(name="code_length", min=0, max=20_000, bins=10)]
 
 
 class Evolution:
@@ -204,15 +199,16 @@ class Evolution:
         )
         rejected = node if node.stage.is_final else self.engineer.precheck(node, selection.parents[0].code)
         if rejected is None and node.code_hash in self.in_flight_hashes:
-            node.stage, node.error = (
+            node.stage, node.failure, node.error = (
                 Stage.REJECTED_NOVELTY,
+                FailureKind.DUPLICATE,
                 "identical to a candidate already being evaluated",
             )
             rejected = node
         if rejected is None:
             reason = self.kit.novelty_reason(node)
             if reason:
-                node.stage, node.error = Stage.REJECTED_NOVELTY, reason
+                node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
                 rejected = node
         if rejected is not None:
             self._release()

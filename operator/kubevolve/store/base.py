@@ -1,6 +1,6 @@
 """The Store protocol: what the engine needs from persistent state, whatever holds it.
 
-Two implementations pass one contract suite (tests/test_store_contract.py): `SQLiteStore`, the embedded
+Two implementations pass one contract suite (tests/store/test_store_contract.py): `SQLiteStore`, the embedded
 default for one machine, and `WeaviateStore`, the store on a cluster. A store is opened for one *tenant* (a
 Kubernetes namespace, "default" locally) and never returns another tenant's data; within a tenant every node
 query is scoped to one run, so many runs share one store without seeing each other's nodes.
@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: nodes carry `failure` (sqlite/schema.py and weaviate/schema.py migrate 1)
 
 
 class StoreError(RuntimeError):

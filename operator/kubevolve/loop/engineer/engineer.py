@@ -1,13 +1,15 @@
 """The Engineer: takes a proposed node through static check, duplicate check and the task's stages.
 
-Every way a candidate can go wrong ends as a node in a final stage with a one-line `error` and the log tail;
-nothing here raises for a bad candidate. Only a broken task (an evaluator that cannot even be imported) raises.
+Every way a candidate can go wrong ends as a node in a final stage with its `failure` kind, a one-line `error`
+and the log tail; nothing here raises for a bad candidate. Only a broken task (an evaluator that cannot even
+be imported) raises.
 """
 
 from __future__ import annotations
 
 import time
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.task import Task
 from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
@@ -36,13 +38,11 @@ def precheck(task: Task, store: Store, node: Node, parent_code: str | None) -> N
     problem = static_check(task, node.code, parent_code if parent_code is not None else node.code)
     node.timings["static"] = time.monotonic() - started
     if problem:
-        node.stage, node.error = Stage.REJECTED_STATIC, problem
-        return node
+        return node.fail(Stage.REJECTED_STATIC, problem.kind, problem.message)
     duplicate = store.find_by_code_hash(node.run_id, node.code_hash)
     if duplicate is not None and duplicate.id != node.id:
-        node.stage = Stage.REJECTED_NOVELTY
-        node.error = f"identical to node {duplicate.id} (same program text)"
-        return node
+        message = f"identical to node {duplicate.id} (same program text)"
+        return node.fail(Stage.REJECTED_NOVELTY, FailureKind.DUPLICATE, message)
     return None
 
 
@@ -65,20 +65,18 @@ class Engineer:
                 node.log_tail = outcome.log_tail
                 failed = FAILED_STAGE[stage]
                 if not outcome.ok:
-                    node.stage, node.error = failed, f"{stage} stage: {outcome.error}"
-                    return node
+                    kind = outcome.failure or FailureKind.CRASHED
+                    return node.fail(failed, kind, f"{stage} stage: {outcome.error}")
                 try:
                     metrics, artifacts = validate_metrics(outcome.result, self.task.spec.metric)
                 except MetricsError as err:
-                    node.stage, node.error = failed, f"{stage} stage: bad metrics: {err}"
-                    return node
+                    return node.fail(failed, FailureKind.BAD_METRICS, f"{stage} stage: bad metrics: {err}")
                 node.metrics, node.artifacts = metrics, artifacts
                 node.score = self.task.score_of(metrics)
                 reason = threshold_failure(self.task, stage, metrics)
                 if reason:
-                    node.stage, node.error = failed, reason
-                    return node
-        node.stage, node.error = Stage.EVALUATED, ""
+                    return node.fail(failed, FailureKind.EARLY_REJECTION, reason)
+        node.stage, node.error, node.failure = Stage.EVALUATED, "", None
         return node
 
     async def run(self, node: Node, parent_code: str | None) -> Node:

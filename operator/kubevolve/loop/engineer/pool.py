@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import itertools
 import json
 import math
 import os
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.task import StageSpec, Task
 from kubevolve.loop.engineer import slot_uids
 from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_judge_launch, build_worker_launch
@@ -40,26 +43,68 @@ class EvaluatorUnavailable(RuntimeError):
 class StageOutcome:
     ok: bool
     result: Any = None  # the raw dict evaluate() returned, when ok
-    status: str = "ok"  # ok | error | timeout | cpu_limit | file_limit | crashed
+    status: str = "ok"  # ok | error | timeout | cpu_limit | file_limit | crashed | sandbox_failed
     error: str = ""
     log_tail: str = ""
     duration: float = 0.0
+    failure: FailureKind | None = None  # why it failed, when not ok
 
 
-def explain(error: str, spec: StageSpec) -> str:
+# the worker's status of a job that did not return -> the kind of failure ("error" is told by its exception)
+_STATUS_KINDS = {
+    "timeout": FailureKind.TIMEOUT,
+    "cpu_limit": FailureKind.CPU_LIMIT,
+    "file_limit": FailureKind.FILE_LIMIT,
+    "crashed": FailureKind.CRASHED,
+    "sandbox_failed": FailureKind.SANDBOX_FAILED,
+    "disk_quota": FailureKind.DISK_QUOTA,
+    "protocol_violation": FailureKind.PROTOCOL_VIOLATION,
+}
+# the errno of what the candidate raised -> the limit or sandbox wall it ran into
+_ERRNO_KINDS = {
+    errno.EAGAIN: FailureKind.PROCESS_LIMIT,  # fork / thread creation under RLIMIT_NPROC
+    errno.EFBIG: FailureKind.FILE_LIMIT,
+    errno.EROFS: FailureKind.WROTE_OUTSIDE,
+    errno.ENOSPC: FailureKind.DISK_QUOTA,  # its scratch tmpfs is full (bubblewrap)
+    errno.EDQUOT: FailureKind.DISK_QUOTA,
+    errno.ENETUNREACH: FailureKind.NETWORK,
+    socket.EAI_AGAIN: FailureKind.NETWORK,  # "Temporary failure in name resolution": no DNS in the sandbox
+}
+
+
+def raised_kind(exception_classes: Any, error_number: Any) -> FailureKind:
+    """The kind of an exception the candidate raised, from its class names (its own and its bases) and errno
+    as the worker reports them. The child writes that report, so anything malformed counts as plain RAISED."""
+    if isinstance(exception_classes, list) and "MemoryError" in exception_classes:
+        return FailureKind.MEMORY_LIMIT
+    if isinstance(error_number, int):
+        return _ERRNO_KINDS.get(error_number, FailureKind.RAISED)
+    return FailureKind.RAISED
+
+
+def explain(kind: FailureKind, error: str, spec: StageSpec) -> str:
     """Name the limit behind an error the candidate saw only as an exception."""
     res = spec.resources
-    if error.startswith("MemoryError"):
-        return f"memory limit exceeded ({res.memory_mb} MiB): {error}"
-    if "[Errno 11] Resource temporarily unavailable" in error:
-        return f"process limit reached ({res.max_processes} processes): {error}"
-    if "[Errno 27] File too large" in error:
-        return f"file size limit exceeded ({res.max_file_mb} MiB): {error}"
-    if "[Errno 30] Read-only file system" in error:
-        return f"wrote outside its work dir (the sandbox is read-only there): {error}"
-    if "[Errno 101] Network is unreachable" in error or "Temporary failure in name resolution" in error:
-        return f"tried the network (evaluations have none): {error}"
-    return error
+    limits = {
+        FailureKind.MEMORY_LIMIT: f"memory limit exceeded ({res.memory_mb} MiB)",
+        FailureKind.PROCESS_LIMIT: f"process limit reached ({res.max_processes} processes)",
+        FailureKind.FILE_LIMIT: f"file size limit exceeded ({res.max_file_mb} MiB)",
+        FailureKind.WROTE_OUTSIDE: "wrote outside its work dir (the sandbox is read-only there)",
+        FailureKind.NETWORK: "tried the network (evaluations have none)",
+        FailureKind.DISK_QUOTA: f"disk quota exceeded ({res.max_disk_mb} MiB)",
+    }
+    return f"{limits[kind]}: {error}" if kind in limits else error
+
+
+def reply_failure(reply: dict[str, Any], spec: StageSpec) -> tuple[FailureKind | None, str]:
+    """(kind, message) of a worker's reply: (None, "") when the job returned."""
+    if reply.get("ok"):
+        return None, ""
+    status, error = reply.get("status", "crashed"), str(reply.get("error", ""))
+    if status != "error":
+        return _STATUS_KINDS.get(status, FailureKind.CRASHED), error
+    kind = raised_kind(reply.get("exception_classes"), reply.get("errno"))
+    return kind, explain(kind, error, spec)
 
 
 _PROCESS_COUNTS: dict[int, tuple[float, int]] = {}
@@ -207,13 +252,15 @@ class Slot:
         if uid is not None:  # the slot's own uid: nothing else runs as it, the candidate itself counts
             job["max_processes"] = spec.resources.max_processes + 1
         reply, elapsed = await self._exchange(job)
+        failure, error = reply_failure(reply, spec)
         return StageOutcome(
             ok=bool(reply.get("ok")),
             result=reply.get("result"),
             status=reply.get("status", "crashed"),
-            error=explain(reply.get("error", ""), spec),
+            error=error,
             log_tail=str(reply.get("log_tail", ""))[-LOG_TAIL_CHARS:],
             duration=reply.get("duration", elapsed),
+            failure=failure,
         )
 
     async def _legacy_stage(self, task: Task, code: str, stage: str, spec: StageSpec) -> StageOutcome:
@@ -234,13 +281,15 @@ class Slot:
             **self._limits(spec, uid),
         }
         reply, elapsed = await self._exchange(job)
+        failure, error = reply_failure(reply, spec)
         outcome = StageOutcome(
             ok=bool(reply.get("ok")),
             result=reply.get("result"),
             status=reply.get("status", "crashed"),
-            error=explain(reply.get("error", ""), spec),
+            error=error,
             log_tail=_log_tail(workdir / LOG_NAME),
             duration=reply.get("duration", elapsed),
+            failure=failure,
         )
         shutil.rmtree(workdir, ignore_errors=True)
         return outcome

@@ -58,6 +58,31 @@ def _set_limits(job: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _errno_of(err: BaseException | None) -> int | None:
+    """The errno of an OSError, or of the one it wraps (urllib's URLError keeps it in `reason`) or was raised
+    from: what tells a limit or the sandbox apart from a bug, whatever the message says."""
+    for _ in range(8):  # bounded: a chain of causes can be a cycle
+        if err is None:
+            return None
+        if isinstance(err, OSError) and isinstance(err.errno, int):
+            return err.errno
+        reason = getattr(err, "reason", None)
+        err = reason if isinstance(reason, BaseException) else err.__cause__ or err.__context__
+    return None
+
+
+def _failure(err: BaseException, status: str, message: str) -> dict[str, Any]:
+    """The reply for a raised exception: the message for people; its class and base class names and its errno,
+    from which the pool tells the kind of failure (`pool.reply_failure`)."""
+    return {
+        "ok": False,
+        "status": status,
+        "error": message,
+        "exception_classes": [cls.__name__ for cls in type(err).__mro__],  # MemoryError's subclasses too
+        "errno": _errno_of(err),
+    }
+
+
 def _send(result_fd: int, payload: dict[str, Any]) -> None:
     data = json.dumps(payload, default=_json_default).encode()
     os.write(result_fd, len(data).to_bytes(8, "little"))
@@ -93,14 +118,15 @@ def _run_child(evaluator: Any, job: dict[str, Any], result_fd: int, protocol_fd:
         try:
             _enter_sandbox(job, protocol_fd)
         except BaseException as err:
-            _send(result_fd, {"ok": False, "error": f"sandbox setup failed: {type(err).__name__}: {err}"})
+            message = f"sandbox setup failed: {type(err).__name__}: {err}"
+            _send(result_fd, _failure(err, "sandbox_failed", message))
             raise
         try:
             result = evaluator.evaluate(job["program_path"], job["stage"])
             payload = {"ok": True, "result": result}
         except BaseException as err:  # the candidate's failure, reported, not raised
             traceback.print_exc()
-            payload = {"ok": False, "error": f"{type(err).__name__}: {err}"[:2000]}
+            payload = _failure(err, "error", f"{type(err).__name__}: {err}"[:2000])
         _send(result_fd, payload)
         status = 0
     except BaseException:
@@ -200,7 +226,8 @@ def run_job(evaluator: Any, job: dict[str, Any], protocol_fd: int) -> dict[str, 
         if len(body) == length:
             try:
                 payload = json.loads(body)
-                reply.update(payload, status="ok" if payload.get("ok") else "error")
+                failed = "sandbox_failed" if payload.get("status") == "sandbox_failed" else "error"
+                reply.update(payload, status="ok" if payload.get("ok") else failed)
                 return reply
             except ValueError:
                 reply.update(ok=False, status="crashed", error="the evaluation result was not valid JSON")

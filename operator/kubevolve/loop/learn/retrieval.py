@@ -6,7 +6,15 @@ from __future__ import annotations
 from kubevolve.core.models import CognitionEntry, Insight, Node
 from kubevolve.core.spec import RetrievalSpec
 from kubevolve.core.task import Task
+from kubevolve.loop.learn.embeddings import normalise
 from kubevolve.store.base import Store
+
+# The embedder reads only the first 256 word pieces of a text, and a task's description can fill them alone
+# (linear_attention's takes 297): a query that began with it never reached the parent's motivation or
+# analysis, and every parent retrieved the same entries. So the situation (motivation and analysis) and the
+# description are embedded apart and mixed, the description with a small weight: it keeps the task's context
+# (an entry must still relate to the task to pass the score threshold) without deciding the ranking.
+DESCRIPTION_WEIGHT = 0.25
 
 
 class Retriever:
@@ -21,16 +29,27 @@ class Retriever:
     def remember(self, insight: Insight) -> None:
         self._texts[insight.id] = insight.text
 
-    def query(self, parent: Node) -> str:
+    def situation(self, parent: Node) -> str:
+        """What the parent tried and what its analysis found."""
         analysis = self._texts.get(parent.insight_id or "", "")
-        return f"{self.task.spec.description}\n{parent.motivation}\n{analysis}"
+        return "\n".join(text for text in (parent.motivation.strip(), analysis.strip()) if text)
+
+    def query_vector(self, parent: Node) -> list[float]:
+        """The parent's situation mixed with the task's description (DESCRIPTION_WEIGHT), unit length; the
+        description alone when the situation is empty."""
+        situation, description = self.situation(parent), self.task.spec.description
+        if not situation:
+            return self.embedder.encode([description])[0].tolist()
+        vectors = self.embedder.encode([situation, description])
+        mixed = (1.0 - DESCRIPTION_WEIGHT) * vectors[0] + DESCRIPTION_WEIGHT * vectors[1]
+        return normalise(mixed[None, :])[0].tolist()
 
     def context(self, nodes: list[Node]) -> tuple[list[CognitionEntry], list[Insight], dict[str, str]]:
         """(cognition entries, insights, analyses by node id) for a selection's parents and inspirations."""
         analyses = {n.id: self._texts[n.insight_id] for n in nodes if n.insight_id in self._texts}
         if not (self.spec.cognition_top_k or self.spec.insights_top_k):
             return [], [], analyses
-        vector = self.embedder.encode([self.query(nodes[0])])[0].tolist()  # one query for both searches
+        vector = self.query_vector(nodes[0])  # one query for both searches
         cognition: list[CognitionEntry] = []
         if self.spec.cognition_top_k:
             found = self.store.search_cognition(

@@ -75,6 +75,10 @@ async def propose_candidate(
     )
     if context is not None:
         request.cognition, request.insights, request.analyses = context
+        node.retrieved = {
+            "insights": [i.id for i in request.insights],
+            "cognition": [e.id for e in request.cognition],
+        }
     if retry_of is not None:
         node.retry_of, node.attempt = retry_of.id, retry_of.attempt + 1
         request.feedback = debug_feedback(retry_of)
@@ -82,7 +86,7 @@ async def propose_candidate(
     try:
         proposal = await proposer.propose(request)
     except ProposalError as err:
-        node.stage, node.error = Stage.REJECTED_STATIC, f"proposal failed: {err}"
+        node.fail(Stage.REJECTED_STATIC, err.kind, f"proposal failed: {err}")
         node.llm, node.transcript = dict(err.llm), list(err.transcript)
         return node
     finally:

@@ -10,18 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import CognitionEntry, Insight, Node
 from kubevolve.core.task import Task
 
 
 class ProposalError(RuntimeError):
     """The proposer could not produce a usable program (e.g. malformed LLM output). Recorded on a node,
-    with what the attempt cost and its transcript, so a failed LLM answer is still visible and paid for."""
+    with what the attempt cost and its transcript, so a failed LLM answer is still visible and paid for.
+    `kind` says which way it failed: the LLM call, its answer, or a proposer that found nothing to change."""
 
-    def __init__(self, message: str, *, llm: dict[str, float] | None = None, transcript: list | None = None):
+    kind = FailureKind.PROPOSAL_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        llm: dict[str, float] | None = None,
+        transcript: list | None = None,
+        kind: FailureKind | None = None,
+    ):
         super().__init__(message)
         self.llm = llm or {}
         self.transcript = transcript or []
+        if kind is not None:
+            self.kind = kind
 
 
 @dataclass

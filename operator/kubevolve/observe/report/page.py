@@ -149,7 +149,8 @@ def _clean(value: Any) -> Any:
 
 # ---- the page ------------------------------------------------------------------------------------------
 def render_report(data: RunData) -> str:
-    template = resources.files(__package__).joinpath("report.html").read_text()
+    files = resources.files(__package__)
+    template = files.joinpath("report.html").read_text()
     choices = scatter_metrics(data)
     scatters = "".join(
         f'<div class="scatter" data-metric="{esc(m)}"{"" if i == 0 else " hidden"}>{island_scatter(data, m)}</div>'
@@ -170,6 +171,7 @@ def render_report(data: RunData) -> str:
     else:
         best_section = '<p class="empty">No candidate has a score yet.</p>'
     values = {
+        "style": files.joinpath("report.css").read_text(),
         "title": esc(f"kubevolve report · {data.record.id}"),
         "run": esc(data.record.id),
         "task": esc(data.record.task),

@@ -2,7 +2,7 @@
 
 They may reach DNS and the store (the evaluate step reads the candidate and writes its result there), nothing
 else: no internet, no other pod, no API server. No ingress at all. The Helm chart renders the same policy for
-its namespaces (tests/test_helm_chart.py checks the two agree); `kubevolve lab create` adds it to new labs.
+its namespaces (tests/deploy/test_helm_chart.py checks the two agree); `kubevolve lab create` adds it to new labs.
 """
 
 from __future__ import annotations

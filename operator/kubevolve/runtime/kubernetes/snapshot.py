@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES
@@ -134,7 +135,7 @@ def record_failed(store: Store, node_id: str, error: str, stage: Stage) -> Node 
     node = store.get_node(node_id)
     if node.stage.is_final:
         return None
-    node.stage, node.error = stage, error[:500]
+    node.fail(stage, FailureKind.JOB_FAILED, error[:500])
     node.log_tail = node.log_tail or error
     store.update_node(node)
     return node

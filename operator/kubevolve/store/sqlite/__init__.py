@@ -12,6 +12,7 @@ import functools
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ from kubevolve.store.codec import (
     run_to_json,
     stage_values,
 )
-from kubevolve.store.sqlite.schema import apply_schema
+from kubevolve.store.sqlite.schema import apply_schema, check_readable
 from kubevolve.store.sqlite.vector_cache import VectorCache
 from kubevolve.store.vectors import query_vector, rank
 
@@ -72,22 +73,31 @@ def _prefix_upper_bound(prefix: str) -> str | None:
 
 
 class SQLiteStore:
-    """The Store protocol over one SQLite file, scoped to one tenant. Usable from several threads at once."""
+    """The Store protocol over one SQLite file, scoped to one tenant. Usable from several threads at once.
 
-    def __init__(self, path: str | Path, tenant: str = "default") -> None:
+    `read_only=True` opens the file with SQLite's read-only mode: the file, its schema and the tenant must
+    exist already (nothing is created or migrated) and every write fails with StoreError. Readers still see
+    what a writer commits meanwhile (WAL), which is how `kubevolve ui` follows a run."""
+
+    def __init__(self, path: str | Path, tenant: str = "default", *, read_only: bool = False) -> None:
         if not tenant:
             raise StoreError("a store needs a non-empty tenant name")
         if str(path) in ("", ":memory:"):
             raise StoreError("SQLiteStore needs a file path: each thread opens its own connection to it")
         self.path = Path(path).expanduser()
         self.tenant = tenant
+        self.read_only = read_only
         self._local = threading.local()
         self._lock = threading.Lock()
         self._vectors = VectorCache()
         self._conns: list[tuple[int, sqlite3.Connection]] = []
         self._closed = False
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if read_only:
+                if not self.path.is_file():
+                    raise StoreError(f"no store at {self.path}: nothing has been stored there yet")
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open_schema()
         except BaseException:
             self.close()
@@ -95,10 +105,14 @@ class SQLiteStore:
 
     @_translated("opening the store")
     def _open_schema(self) -> None:
-        apply_schema(self._conn(), SCHEMA_VERSION, self.path)
+        if self.read_only:
+            check_readable(self._conn(), SCHEMA_VERSION, self.path, self.tenant)
+        else:
+            apply_schema(self._conn(), SCHEMA_VERSION, self.path)
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({str(self.path)!r}, tenant={self.tenant!r})"
+        ro = ", read_only=True" if self.read_only else ""
+        return f"SQLiteStore({str(self.path)!r}, tenant={self.tenant!r}{ro})"
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -115,17 +129,21 @@ class SQLiteStore:
         pid = os.getpid()
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != pid:
+            target, uri = self.path, False
+            if self.read_only:  # SQLite refuses every write on this connection, whatever the caller does
+                target, uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro", True
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, uri=uri
             )
             with self._lock:
                 self._conns.append(
                     (pid, conn)
                 )  # registered first, so close() reaches it even if a pragma fails
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            if not self.read_only:  # a reader follows the writer's journal mode
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             self._local.conn, self._local.pid = conn, pid
         return conn
 
@@ -135,6 +153,8 @@ class SQLiteStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction holding the write lock from the start, so a read-then-write is atomic."""
+        if self.read_only:
+            raise StoreError(f"{self!r} was opened read-only: it cannot write")
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:

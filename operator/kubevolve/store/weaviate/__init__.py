@@ -81,6 +81,7 @@ class WeaviateStore(TenantCollections):
     # runs
 
     def put_run(self, run: RunRecord) -> None:
+        self._writable("put_run")
         uid = self._uuid("run", run.id)
         data = run_to_json(run)
         stored = self._get(self._runs, "put_run", uid, ["position"])
@@ -152,6 +153,7 @@ class WeaviateStore(TenantCollections):
         return any(o.uuid != uid for o in objs)
 
     def add_node(self, node: Node) -> Node:
+        self._writable("add_node")
         props, vector = node_props(node, -1)
         uid, what = self._uuid("node", node.id), f"node {node.id}"
         with self._add_lock:
@@ -170,6 +172,7 @@ class WeaviateStore(TenantCollections):
         raise StoreError(f"{what}: no free seq in run {node.run_id!r} after {MAX_CLAIMS} tries; not added")
 
     def update_node(self, node: Node) -> None:
+        self._writable("update_node")
         props, vector = node_props(node, -1)
         uid = self._uuid("node", node.id)
         stored = self._get(self._nodes, "update_node", uid, ["run_id", "seq"])
@@ -282,6 +285,7 @@ class WeaviateStore(TenantCollections):
     # insights
 
     def add_insight(self, insight: Insight) -> Insight:
+        self._writable("add_insight")
         data, blob = doc_columns(insight, "insight")
         props, vector = vector_props(blob)
         props |= {"insight_id": insight.id, "run_id": insight.run_id, "position": now_us(), "data": data}
@@ -312,6 +316,7 @@ class WeaviateStore(TenantCollections):
     def add_cognition(self, entries: Sequence[CognitionEntry]) -> int:
         """All or nothing: every entry is checked before any is written, and a batch that Weaviate refuses in
         part is removed again, so one bad entry adds none of the batch."""
+        self._writable("add_cognition")
         from weaviate.classes.data import DataObject
 
         prepared = []

@@ -1,5 +1,5 @@
 """WeaviateStore's plumbing: filters, how embeddings become properties, and one tenant's collection handles
-with retried calls, paging and exact vector search. The Store methods themselves are in weaviate.py.
+with retried calls, paging and exact vector search. The Store methods themselves are in store/weaviate/__init__.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from kubevolve.store.weaviate.connection import (
     object_uuid,
     with_retries,
 )
-from kubevolve.store.weaviate.schema import KINDS, VECTOR, collection_name, ensure_schema, ensure_tenant
+from kubevolve.store.weaviate.schema import (
+    KINDS,
+    VECTOR,
+    check_readable,
+    collection_name,
+    ensure_schema,
+    ensure_tenant,
+)
 
 PAGE = 1000  # objects per page when listing insights, cognition entries and runs
 NEAR_MARGIN = 16  # extra candidates fetched beyond k, re-ranked exactly
@@ -98,26 +105,39 @@ def now_us() -> int:
 
 
 class TenantCollections:
-    """One tenant's four collections on one Weaviate, and the retried calls every store method is built from."""
+    """One tenant's four collections on one Weaviate, and the retried calls every store method is built from.
 
-    def __init__(self, url_or_settings: str | WeaviateSettings, tenant: str = "default") -> None:
+    `read_only=True` creates and migrates nothing (the schema and the tenant must exist) and refuses every
+    write with StoreError."""
+
+    def __init__(
+        self, url_or_settings: str | WeaviateSettings, tenant: str = "default", *, read_only: bool = False
+    ) -> None:
         if isinstance(url_or_settings, WeaviateSettings):
             self.settings = url_or_settings.checked()
         else:
             self.settings = WeaviateSettings.from_url(url_or_settings)
         self.tenant = check_tenant(tenant)
+        self.read_only = read_only
         self._closed = False
         self._add_lock = threading.Lock()
         self._seq_hint: dict[str, int] = {}
         self._client = connect(self.settings)
         try:
-            prefix = self.settings.prefix
-            self._call("opening the store", ensure_schema, self._client, prefix, self.settings.url)
-            self._call("creating the tenant", ensure_tenant, self._client, prefix, self.tenant)
+            prefix, where = self.settings.prefix, self.settings.url
+            if read_only:
+                self._call("opening the store", check_readable, self._client, prefix, where, self.tenant)
+            else:
+                self._call("opening the store", ensure_schema, self._client, prefix, where)
+                self._call("creating the tenant", ensure_tenant, self._client, prefix, self.tenant)
             self._runs, self._nodes, self._insights, self._cognition = (self._handle(k) for k in KINDS)
         except BaseException:
             self._client.close()
             raise
+
+    def _writable(self, action: str) -> None:
+        if self.read_only:
+            raise StoreError(f"{action}: {self!r} was opened read-only: it cannot write")
 
     def _handle(self, kind: str) -> Any:
         from weaviate.classes.config import ConsistencyLevel
