@@ -35,6 +35,7 @@ from typing import Any
 
 from kubevolve.loop.engineer import channel, confine
 from kubevolve.loop.engineer.slot_uids import SHARED_TMP, SweepFailed, kill_uid, remove_files_of_uid
+from kubevolve.loop.engineer.zygote import SETUP_FAILED
 from kubevolve.sdk.judging import CandidateCrashed, CandidateError, CandidateFailed
 
 LOG_TAIL_BYTES = 4000
@@ -42,7 +43,6 @@ STARTUP_TIMEOUT = 300.0  # importing a runner that imports torch, on a busy mach
 MAX_CONTROL = 1 << 16
 QUIT_GRACE = 0.2  # seconds a candidate has to exit by itself once the judge closes its requests
 EXIT_GRACE = 5.0  # seconds to wait for a killed candidate's exit before the zygote is presumed broken
-SANDBOX_SETUP_FAILED = 121  # the zygote's exit status when confinement could not be set up
 QUOTA_POLL = 0.1
 MAX_SCRATCH_ENTRIES = 100_000  # sandbox "none": more files than this counts as over quota
 _NOTHING = object()
@@ -190,7 +190,7 @@ def _describe_exit(signum: int | None, code: int | None, job: dict[str, Any]) ->
             name = f"signal {signum}"
         hint = " (probably out of memory)" if signum == signal.SIGKILL else ""
         return CandidateCrashed(f"candidate process killed by {name}{hint}", "crashed")
-    if code == SANDBOX_SETUP_FAILED:
+    if code == SETUP_FAILED:
         return CandidateCrashed("the sandbox could not be set up for the candidate", "sandbox_failed")
     return CandidateCrashed(f"candidate process exited with status {code} without a reply", "crashed")
 

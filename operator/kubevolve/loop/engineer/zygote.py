@@ -10,9 +10,9 @@ zygote forks; the child confines itself (confine.py) and only then loads the can
 the judge's requests with `run(program, request)`. Confinement per mode:
 - bwrap: a "keeper" child enters a new pid, mount and IPC namespace (and a user namespace when we are not
   root), mounts a fresh size-limited tmpfs on /tmp (the candidate's scratch, also bound on /dev/shm) and forks
-  the candidate as pid 1 of the new pid namespace: kill(-1) reaches only its own processes, and when it exits
-  the kernel kills everything it started. The keeper waits, kills it on the judge's word, and exits with its
-  status.
+  the namespace's init, which forks the candidate: kill(-1) reaches only the candidate's own processes, and
+  when it exits the init exits and the kernel kills everything it started. The keeper waits, kills the init
+  on the judge's word, and exits with the candidate's status.
 - none: the candidate is forked directly into its own session, in a fresh scratch folder the judge made;
   the judge sweeps what it leaves (see judge.py).
 In both, when we are root the candidate becomes the slot's own unprivileged uid; it keeps no capability, no
@@ -42,6 +42,7 @@ from kubevolve.loop.engineer import channel, confine
 from kubevolve.sdk.evaluator_kit import load_program
 
 REQUEST_FD, REPLY_FD = 3, 4  # in the candidate, after keep_only_fds
+SETUP_FAILED = 121  # the exit status of a candidate whose confinement could not be set up
 SCRATCH = "/tmp"  # bwrap mode: the per-candidate tmpfs, also seen at /dev/shm
 MAX_CONTROL = 1 << 16
 # imported once here so that a candidate which has dropped to a uid that cannot read the interpreter's
@@ -187,7 +188,7 @@ def _run_candidate(runner: Any, job: dict[str, Any], fds: list[int], parent: int
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.write(2, f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
-        os._exit(121)
+        os._exit(SETUP_FAILED)
     try:
         serve(runner)
     except BaseException:
@@ -201,9 +202,31 @@ def _run_candidate(runner: Any, job: dict[str, Any], fds: list[int], parent: int
     os._exit(status)
 
 
+def _encoded(status: int) -> int:
+    """A wait status as an exit code: 128 + the signal that killed it, else its exit code (at most 127)."""
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else min(os.WEXITSTATUS(status), 127)
+
+
+def _init(runner: Any, job: dict[str, Any], fds: list[int]) -> None:
+    """pid 1 of the candidate's namespace: a fresh /proc, then the candidate as pid 2, then reap whatever is
+    orphaned until the candidate exits, and exit with its status (the kernel then kills every process left).
+    The candidate is not pid 1 itself: the kernel ignores default-action signals sent to a namespace's init,
+    and SIGXCPU, SIGXFSZ or a candidate's own SIGTERM must act on it as they would anywhere."""
+    confine.mount_proc()
+    candidate = os.fork()
+    if candidate == 0:
+        _run_candidate(runner, dict(job, scratch=SCRATCH), fds, 1)
+    for fd in fds:
+        os.close(fd)
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == candidate:
+            os._exit(_encoded(status))
+
+
 def _keeper(runner: Any, job: dict[str, Any], fds: list[int]) -> None:
-    """bwrap mode, in the forked child: new namespaces and scratch, then the candidate as their pid 1. Exits
-    with the candidate's status (128 + signal when killed); SIGTERM from the zygote kills the candidate."""
+    """bwrap mode, in the forked child: new namespaces and scratch, and their init (_init). Exits with the
+    candidate's status; SIGTERM from the zygote kills the init, and with it the whole namespace."""
     try:
         uid, gid = os.getuid(), os.getgid()
         flags = confine.CLONE_NEWPID | confine.CLONE_NEWNS | confine.CLONE_NEWIPC
@@ -218,29 +241,29 @@ def _keeper(runner: Any, job: dict[str, Any], fds: list[int]) -> None:
         os.mkdir(shm)
         os.chmod(shm, 0o1777)
         confine.bind(shm, "/dev/shm")
-        candidate = os.fork()
-        if candidate == 0:
+        init = os.fork()
+        if init == 0:
             try:
-                confine.mount_proc()
+                _init(runner, job, fds)
             except BaseException as err:
-                os.write(fds[2], f"sandbox setup failed: {err}\n".encode())
-                os._exit(121)
-            _run_candidate(runner, dict(job, scratch=SCRATCH), fds, 0)  # pid 1: its parent is outside, 0
+                with contextlib.suppress(OSError):
+                    os.write(fds[2], f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
+            os._exit(SETUP_FAILED)
         for fd in fds:
             os.close(fd)
 
         def stop(signum: int, frame: Any) -> None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(candidate, signal.SIGKILL)
+                os.kill(init, signal.SIGKILL)
 
         signal.signal(signal.SIGTERM, stop)
         confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGTERM)
-        _, status = os.waitpid(candidate, 0)
-        os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else min(os.WEXITSTATUS(status), 127))
+        _, status = os.waitpid(init, 0)  # the init's exit code is the candidate's, encoded already
+        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else _encoded(status))
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.write(fds[2], f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
-        os._exit(121)
+        os._exit(SETUP_FAILED)
 
 
 # --- the zygote ---------------------------------------------------------------------------------------------
@@ -272,7 +295,7 @@ def _spawn(runner: Any, job: dict[str, Any], fds: list[int]) -> int:
                 _keeper(runner, job, fds)
             _run_candidate(runner, job, fds, zygote)
         finally:
-            os._exit(121)
+            os._exit(SETUP_FAILED)
     for fd in fds:
         os.close(fd)
     return pid
