@@ -190,3 +190,14 @@ def test_hostile_candidate_is_a_failure_or_honest_and_harms_nobody(attacked, nam
     for honest in (neighbour, follower):
         assert honest["stage"] == "evaluated", (name, honest)
         assert honest["score"] == pytest.approx(candidates.HONEST_SCORE), (name, honest)
+
+
+def test_the_static_check_sees_the_computed_import(toy_task):
+    """Defence in depth: the engine would never have run this candidate (the suite calls the pool directly)."""
+    from kubevolve.core.task import load_task
+    from kubevolve.loop.engineer.static_check import static_check
+
+    task = load_task(toy_task)
+    code = candidates.hostile("mark", 1, FAKE_KEY)["imports os by a computed name and runs a shell"]
+    rejection = static_check(task, code, task.initial_code)
+    assert rejection is not None and "computed at run time" in rejection.message
