@@ -16,7 +16,8 @@ HONEST_SCORE = -0.25
 def _program(prelude: str, body: str) -> str:
     prelude = textwrap.dedent(prelude).strip()
     body = textwrap.indent(textwrap.dedent(body).strip(), "    ")
-    return f"import math\n{prelude}\n\n# EVOLVE-BLOCK-START\ndef solve():\n{body}\n# EVOLVE-BLOCK-END\n"
+    head = f"import math\n{prelude}\n\n" if prelude else "import math\n\n"  # no prelude: the toy's frozen head
+    return f"{head}# EVOLVE-BLOCK-START\ndef solve():\n{body}\n# EVOLVE-BLOCK-END\n"
 
 
 HONEST = _program("", "return 2.5, -1.0")
