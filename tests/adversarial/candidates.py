@@ -16,7 +16,9 @@ HONEST_SCORE = -0.25
 def _program(prelude: str, body: str) -> str:
     prelude = textwrap.dedent(prelude).strip()
     body = textwrap.indent(textwrap.dedent(body).strip(), "    ")
-    head = f"import math\n{prelude}\n\n" if prelude else "import math\n\n"  # no prelude: the toy's frozen head
+    head = (
+        f"import math\n{prelude}\n\n" if prelude else "import math\n\n"
+    )  # no prelude: the toy's frozen head
     return f"{head}# EVOLVE-BLOCK-START\ndef solve():\n{body}\n# EVOLVE-BLOCK-END\n"
 
 

@@ -9,8 +9,8 @@ that request as the judge measured it. A failure on the candidate's side raises 
 the judge; a judge lets them propagate (the candidate fails the stage with the right kind) unless it wants to
 score partial work.
 
-`evaluate_unsandboxed` runs the same judge and runner in this process with no boundary at all: for tests and
-for measuring a baseline by hand, never for candidates.
+`LocalJudge` (and `evaluate_unsandboxed`) runs the same judge and runner in this process with no boundary at
+all: for tests and for measuring a baseline by hand, never for candidates.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "CandidateError",
     "CandidateFailed",
     "ProtocolViolation",
+    "LocalJudge",
     "evaluate_unsandboxed",
 ]
 
@@ -128,14 +129,25 @@ class _InProcess:
         self.program = None
 
 
-def evaluate_unsandboxed(task_dir: str | Path, program_path: str | Path, stage: str) -> dict[str, Any]:
-    """The task's judge on `program_path` at `stage`, with the program run in this very process. No boundary:
-    only for tests and for measuring baselines by hand."""
-    from kubevolve.core.task import load_task
+class LocalJudge:
+    """A task's judge and runner loaded once into this process, to judge program files with no boundary at
+    all: for tests and for measuring baselines by hand, never for candidates."""
 
-    task = load_task(task_dir)
-    if task.runner_path is None:
-        raise ValueError(f"{task.root}: the task has no runner (task.yaml `runner`), so it has no judge")
-    judge = _load(task.evaluator_path, f"_judge_{task.name}")
-    runner = _load(task.runner_path, f"_runner_{task.name}")
-    return judge.judge(_InProcess(runner, str(program_path), task.spec.checks.required_names), stage)
+    def __init__(self, task_dir: str | Path):
+        from kubevolve.core.task import load_task
+
+        task = load_task(task_dir)
+        if task.runner_path is None:
+            raise ValueError(f"{task.root}: the task has no runner (task.yaml `runner`), so it has no judge")
+        self.judge = _load(task.evaluator_path, f"_judge_{task.name}")
+        self.runner = _load(task.runner_path, f"_runner_{task.name}")
+        self.required = task.spec.checks.required_names
+
+    def evaluate(self, program_path: str | Path, stage: str) -> dict[str, Any]:
+        """The judge's metrics for the program at `program_path`, its program run in this very process."""
+        return self.judge.judge(_InProcess(self.runner, str(program_path), self.required), stage)
+
+
+def evaluate_unsandboxed(task_dir: str | Path, program_path: str | Path, stage: str) -> dict[str, Any]:
+    """`LocalJudge(task_dir).evaluate(program_path, stage)`: once, for a test or a baseline by hand."""
+    return LocalJudge(task_dir).evaluate(program_path, stage)

@@ -38,7 +38,9 @@ def _imported_modules(tree: ast.AST) -> set[str]:
 
 IMPORT_FUNCTIONS = {"__import__", "import_module"}  # called by any name that ends so (importlib as il, ...)
 # attributes that lead to the import machinery or to every loaded module without naming one
+# and frames, through which a function reaches the globals of whoever called it
 ESCAPE_ATTRIBUTES = {"__builtins__", "__globals__", "__subclasses__", "__import__", "__loader__", "__spec__"}
+ESCAPE_ATTRIBUTES |= {"f_globals", "f_locals", "f_builtins", "f_back", "tb_frame", "gi_frame", "cr_frame"}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -110,8 +112,8 @@ def static_check(task: Task, code: str, parent_code: str) -> Rejection | None:
     if computed:
         return Rejection(
             FailureKind.FORBIDDEN_IMPORT,
-            f"imports through a name computed at run time ({computed}), which cannot be checked against the "
-            "task's forbidden imports",
+            f"imports, or reaches other code, through a name computed at run time ({computed}), which cannot "
+            "be checked against the task's forbidden imports",
         )
     defined = {
         n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
