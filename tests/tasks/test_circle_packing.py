@@ -137,7 +137,7 @@ def test_invalid_packings_are_rejected_with_a_specific_message(evaluator, tmp_pa
 def test_missing_entry_point_is_rejected(evaluator, tmp_path):
     path = tmp_path / "candidate.py"
     path.write_text("def construct():\n    return None\n")
-    with pytest.raises(CandidateError, match="no callable run_packing"):
+    with pytest.raises(CandidateError, match="the program defines no run_packing"):
         evaluator.evaluate(str(path), "quick")
 
 

@@ -108,7 +108,7 @@ class _InProcess:
         started = time.perf_counter()
         try:
             if self.program is None:
-                self.program = load_program(self.program_path, required=self.required)
+                self.program = load_program(self.program_path, defined=self.required)
             request = channel.decode(channel.encode(request))
             outputs = self.runner.run(self.program, request)
         except Exception as err:

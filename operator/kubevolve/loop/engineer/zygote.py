@@ -147,7 +147,7 @@ def serve(runner: Any) -> None:
                 if program is None:
                     path = Path(message["name"]).name
                     Path(path).write_text(message["program"])
-                    program = load_program(os.path.abspath(path), required=message["required"])
+                    program = load_program(os.path.abspath(path), defined=message["required"])
                     value: Any = {"ok": True, "value": None}
                 else:
                     value = {"ok": True, "value": runner.run(program, message)}
