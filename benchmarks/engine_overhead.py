@@ -92,7 +92,7 @@ async def measure(stored: int, candidates: int, sampler: str, llm_url: str | Non
         name=run_id,
         parallelism={"evaluators": 1, "proposers": 1},
         budget={"maxCandidates": stored + candidates},
-        llm={"endpoint": llm_url, "model": "instant"} if llm_url else None,
+        **({"llm": {"endpoint": llm_url, "model": "instant"}} if llm_url else {}),
     )
     times: list[float] = []
     last = [0.0]

@@ -93,11 +93,11 @@ def test_misbehaving_candidates_are_recorded_failures(toy_task, tmp_path, store,
             "file size limit exceeded (4 MiB)",
             FailureKind.FILE_LIMIT,
         ),
-        # its parent is outside its pid namespace (getppid() is 0, and kill(0) reaches only its own group): the
-        # judge never notices, and the candidate is scored as if it had not tried
+        # its parent is outside its pid namespace (getppid() is 0: there is no parent to kill) or, as root,
+        # another user's: the judge never notices, and the candidate is scored as if it had not tried
         "kills its parent": (
-            "import os, signal\ntry:\n    os.kill(os.getppid(), signal.SIGKILL)\nexcept PermissionError:\n    pass\n"
-            "return 2.5, -1.0",
+            "import os, signal\nparent = os.getppid()\ntry:\n    if parent:\n        os.kill(parent, signal.SIGKILL)\n"
+            "except PermissionError:\n    pass\nreturn 2.5, -1.0",
             None,
             None,
         ),

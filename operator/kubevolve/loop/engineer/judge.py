@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import select
@@ -41,7 +42,6 @@ from kubevolve.sdk.judging import CandidateCrashed, CandidateError, CandidateFai
 LOG_TAIL_BYTES = 4000
 STARTUP_TIMEOUT = 300.0  # importing a runner that imports torch, on a busy machine
 MAX_CONTROL = 1 << 16
-QUIT_GRACE = 0.2  # seconds a candidate has to exit by itself once the judge closes its requests
 EXIT_GRACE = 5.0  # seconds to wait for a killed candidate's exit before the zygote is presumed broken
 QUOTA_POLL = 0.1
 MAX_SCRATCH_ENTRIES = 100_000  # sandbox "none": more files than this counts as over quota
@@ -209,6 +209,7 @@ class CandidateProcess:
     seconds: float = 0.0
     log: bytearray = field(default_factory=bytearray)
     _fds: dict[str, int] = field(default_factory=dict)
+    _ident: int = 0  # the zygote's name for the current process
     _exited: CandidateCrashed | None = None
     _scratch: str | None = None
     _over_quota: threading.Event = field(default_factory=threading.Event)
@@ -236,30 +237,18 @@ class CandidateProcess:
         return reply
 
     def restart(self) -> None:
-        self.close(kill=True)
+        self.close()
         self._exited = None
 
     # the process
 
     def _start(self) -> None:
-        config = self.slot.config
-        spawn = {key: self.job[key] for key in ("cpu_seconds", "memory_bytes", "file_bytes", "max_processes")}
-        spawn.update(mode=config.mode, uid=config.uid, disk_bytes=self.job["disk_bytes"])
-        if config.mode == "none":
-            self._scratch = self.slot.new_scratch()
-            spawn["scratch"] = self._scratch
+        spare = self.slot.take_spare(spawn_params(self.job, self.slot.config))
+        self._fds, self._scratch, self._ident = spare.fds, spare.scratch, spare.ident
+        if self._scratch is not None:
             self._watch_quota()
-        request_r, request_w = os.pipe()
-        reply_r, reply_w = os.pipe()
-        log_r, log_w = os.pipe()
-        self._fds = {"request": request_w, "reply": reply_r, "log": log_r}
-        for fd in self._fds.values():
-            os.set_blocking(fd, False)
-        try:
-            self.slot.spawn(spawn, [request_r, reply_w, log_w])
-        finally:
-            for fd in (request_r, reply_w, log_w):
-                os.close(fd)
+        if self.slot.config.mode == "bwrap":  # namespaces apart: the next one can get ready meanwhile
+            self.slot.prepare_spare()
 
     def _exchange(self, outgoing: bytes, replies: int, timeout: float | None, max_bytes: int) -> Any:
         """Write the messages, read as many replies; drain the log all along; stop at the deadline, at the
@@ -302,8 +291,10 @@ class CandidateProcess:
                         return value
                 if not still_open:  # the channel is closed; what happens to the process decides the rest
                     reading.discard(self._fds["reply"])
-            if control in ready_r and self.slot.on_control():
-                self._on_exit(self.slot.exit_report)
+            if control in ready_r:
+                self.slot.on_control()
+            if self._ident in self.slot.exits:
+                self._on_exit(self.slot.exits.pop(self._ident))
                 received, _ = self._read_replies(reader)
                 for reply in received:
                     value, replies = self._unpack(reply), replies - 1
@@ -324,18 +315,18 @@ class CandidateProcess:
             try:
                 received += reader.feed(data)
             except channel.ProtocolViolation:
-                self.close(kill=True)
+                self.close()
                 raise
 
     def _unpack(self, reply: Any) -> Any:
         """A reply is {"ok": true, "value": ...} or {"ok": false, "error": text, ...}; anything else is a
         protocol violation."""
         if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            self.close(kill=True)
+            self.close()
             raise channel.ProtocolViolation("a reply must be an object with a boolean 'ok'")
         if reply["ok"]:
             if set(reply) != {"ok", "value"}:
-                self.close(kill=True)
+                self.close()
                 raise channel.ProtocolViolation("a reply with ok=true holds exactly 'ok' and 'value'")
             return reply["value"]
         classes = reply.get("exception_classes")
@@ -366,24 +357,19 @@ class CandidateProcess:
             self._read_log()
 
     def _fail(self, error: CandidateCrashed) -> None:
-        self.close(kill=True)
+        self.close()
         self._exited = error
         raise error
 
-    def close(self, kill: bool = False) -> None:
-        """End the process (if running), collect its log, sweep what it left."""
+    def close(self) -> None:
+        """End the process (if running), collect its log, sweep what it left. A candidate is killed, never
+        asked to leave: nothing it could still say would count, and waiting for it to exit costs a round
+        through three processes."""
         if not self._fds:
             return
         try:
-            if self._exited is None and not kill:
-                os.close(self._fds.pop("request"))  # a candidate that keeps to the protocol exits at once
-                if self.slot.wait_exit(QUIT_GRACE):
-                    self._on_exit(self.slot.exit_report)
             if self._exited is None:
-                self.slot.zygote.send({"op": "kill"})
-                if not self.slot.wait_exit(EXIT_GRACE):
-                    raise ZygoteBroken("the killed candidate did not exit")
-                self._on_exit(self.slot.exit_report)
+                self._on_exit(self.slot.kill(self._ident))
         except ZygoteBroken:
             self.slot.reset_zygote()
             self._exited = self._exited or CandidateCrashed("the candidate's sandbox broke", "sandbox_failed")
@@ -429,56 +415,128 @@ class CandidateProcess:
         threading.Thread(target=watch, daemon=True).start()
 
 
+def spawn_params(job: dict[str, Any], config: Config) -> dict[str, Any]:
+    """What the zygote needs to start a candidate process for `job`: its limits, the mode, the uid."""
+    params = {key: job[key] for key in ("cpu_seconds", "memory_bytes", "file_bytes", "max_processes")}
+    params.update(mode=config.mode, uid=config.uid, disk_bytes=job["disk_bytes"])
+    return params
+
+
+@dataclass
+class Spare:
+    """A candidate process started ahead of its job, confined and waiting for its program."""
+
+    ident: int
+    params: dict[str, Any]
+    fds: dict[str, int]
+    scratch: str | None
+
+    def discard(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+
+
 class JudgeSlot:
-    """The judge's half of a slot: its zygote, its candidates' scratch, their sweeping. One candidate at a
-    time; the zygote's messages about it (`spawned`, `exit`) are read as they come."""
+    """The judge's half of a slot: its zygote, its candidates' processes (by id), their scratch and sweeping.
+
+    The next candidate's process is started ahead of its job (`prepare_spare`), with the limits of the task's
+    first stage: forking it and setting up its namespaces then happens while the current candidate runs
+    (bubblewrap: each has namespaces of its own) or while the engine is busy elsewhere (sandbox "none",
+    where it must wait for the sweep after the last one), and a job of that stage finds it waiting."""
 
     def __init__(self, config: Config):
         self.config = config
         self.zygote = Zygote(config)
-        self.candidate_pid: int | None = None
-        self.exit_report: dict[str, Any] | None = None
+        self.pids: dict[int, int] = {}  # id -> pid, of the processes the zygote reported spawned
+        self.exits: dict[int, dict[str, Any]] = {}  # id -> exit report, until its owner reads it
+        self.spare: Spare | None = None
+        self.spare_params: dict[str, Any] | None = None
+        self._ids = itertools.count(1)
         self._count = 0
 
-    def spawn(self, job: dict[str, Any], fds: list[int]) -> None:
+    def _spawn(self, params: dict[str, Any]) -> Spare:
         if not self.zygote.alive:
             self.reset_zygote()
             try:
                 self.zygote.start()
             except (RuntimeError, OSError) as err:
                 raise ZygoteBroken(f"the zygote could not be restarted: {err}") from None
-        self.candidate_pid, self.exit_report = None, None
-        self.zygote.send({"op": "spawn", "job": job}, fds)
+        ident = next(self._ids)
+        scratch = self.new_scratch() if self.config.mode == "none" else None
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        log_r, log_w = os.pipe()
+        fds = {"request": request_w, "reply": reply_r, "log": log_r}
+        for fd in fds.values():
+            os.set_blocking(fd, False)
+        try:
+            job = dict(params, scratch=scratch) if scratch else params
+            self.zygote.send({"op": "spawn", "id": ident, "job": job}, [request_r, reply_w, log_w])
+        finally:
+            for fd in (request_r, reply_w, log_w):
+                os.close(fd)
+        return Spare(ident, params, fds, scratch)
 
-    def on_control(self, timeout: float | None = 0) -> bool:
-        """Read one message of the zygote; True when it reports the candidate's exit."""
+    def take_spare(self, params: dict[str, Any]) -> Spare:
+        """The waiting process if it was started with `params` and is still alive, else a fresh one."""
+        if self.spare_params is None:
+            self.spare_params = params  # the first job is of the task's first stage
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self.drain()
+            if spare.params != params or spare.ident in self.exits:
+                self._end(spare)
+                spare = None
+        return spare or self._spawn(params)
+
+    def prepare_spare(self) -> None:
+        if self.spare is None and self.spare_params is not None and self.zygote.alive:
+            with contextlib.suppress(ZygoteBroken, OSError):
+                self.spare = self._spawn(self.spare_params)
+
+    def _end(self, spare: Spare) -> None:
+        """Stop a waiting process that will not be used, and sweep after it."""
+        spare.discard()
+        self.kill(spare.ident)
+        self.sweep(spare.scratch)
+
+    def on_control(self, timeout: float | None = 0) -> None:
+        """Read one message of the zygote: a process spawned, or one exited."""
         message = self.zygote.receive(timeout)
-        if message.get("op") == "spawned" and isinstance(message.get("pid"), int):
-            self.candidate_pid = message["pid"]
-            return False
-        if message.get("op") == "exit":
-            self.exit_report = message
-            return True
-        raise ZygoteBroken(f"unexpected message from the zygote: {str(message)[:200]}")
+        ident = message.get("id")
+        if message.get("op") == "spawned" and isinstance(ident, int) and isinstance(message.get("pid"), int):
+            self.pids[ident] = message["pid"]
+        elif message.get("op") == "exit" and isinstance(ident, int):
+            self.pids.pop(ident, None)
+            self.exits[ident] = message
+        else:
+            raise ZygoteBroken(f"unexpected message from the zygote: {str(message)[:200]}")
 
-    def wait_exit(self, timeout: float) -> bool:
-        """Until the zygote reports the exit (True) or `timeout` passes (False)."""
-        end = time.monotonic() + timeout
-        while self.exit_report is None:
+    def drain(self) -> None:
+        """Read whatever the zygote has said so far."""
+        while select.select([self.zygote.control], [], [], 0)[0]:
+            self.on_control()
+
+    def kill(self, ident: int) -> dict[str, Any]:
+        """Kill process `ident` and return its exit report (the zygote is broken if it never comes)."""
+        if ident not in self.exits:
+            self.zygote.send({"op": "kill", "id": ident})
+        end = time.monotonic() + EXIT_GRACE
+        while ident not in self.exits:
             remaining = end - time.monotonic()
             if remaining <= 0:
-                return False
-            try:
-                self.on_control(remaining)
-            except ZygoteBroken:
-                if self.zygote.alive:
-                    return False
-                raise
-        return True
+                raise ZygoteBroken("a killed candidate process did not exit")
+            self.on_control(remaining)
+        return self.exits.pop(ident)
 
     def reset_zygote(self) -> None:
+        if self.spare is not None:
+            self.spare.discard()
+            self.spare = None
         self.zygote.stop()
         self.kill_candidate_processes()
+        self.pids.clear()
+        self.exits.clear()
 
     def kill_candidate_processes(self) -> None:
         """Sandbox "none": every process of the slot's uid (root), else the candidate's process group."""
@@ -486,9 +544,10 @@ class JudgeSlot:
             return
         if self.config.uid is not None:
             kill_uid(self.config.uid)
-        elif self.candidate_pid is not None:
+            return
+        for pid in list(self.pids.values()):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.candidate_pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
 
     def new_scratch(self) -> str:
         assert self.config.scratch_root is not None
@@ -576,10 +635,12 @@ def main(argv: list[str]) -> int:
     try:
         for line in sys.stdin:
             if line.strip():
-                reply, candidate = run_job(judge, slot, json.loads(line))
+                job = json.loads(line)
+                reply, candidate = run_job(judge, slot, job)
                 out.write(json.dumps(reply, default=_json_default) + "\n")
                 try:
                     candidate.close()
+                    slot.prepare_spare()
                 except SweepFailed as err:  # the next candidate's sweep tries again; say so where it shows
                     print(f"kubevolve judge: {err}", file=sys.stderr)
                     slot.reset_zygote()

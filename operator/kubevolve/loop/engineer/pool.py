@@ -249,8 +249,13 @@ class Slot:
             "disk_bytes": spec.resources.max_disk_mb << 20,
             **self._limits(spec, uid),
         }
+        # bubblewrap: the next candidate's process waits beside this one (judge.JudgeSlot.prepare_spare); as
+        # root only the candidate runs as the slot's uid, else its keeper and init run as ours too
+        spare = (1 if uid is not None else 3) if self.worker.launch.mode == "bwrap" else 0
         if uid is not None:  # the slot's own uid: nothing else runs as it, the candidate itself counts
-            job["max_processes"] = spec.resources.max_processes + 1
+            job["max_processes"] = spec.resources.max_processes + 1 + spare
+        else:
+            job["max_processes"] += spare
         reply, elapsed = await self._exchange(job)
         failure, error = reply_failure(reply, spec)
         return StageOutcome(

@@ -8,18 +8,19 @@ forked from it can find. Forking it costs about a millisecond where a fresh inte
 For each candidate the judge sends `spawn` with three descriptors (requests in, replies out, log out). The
 zygote forks; the child confines itself (confine.py) and only then loads the candidate's program and serves
 the judge's requests with `run(program, request)`. Confinement per mode:
-- bwrap: a "keeper" child enters a new pid, mount and IPC namespace (and a user namespace when we are not
-  root), mounts a fresh size-limited tmpfs on /tmp (the candidate's scratch, also bound on /dev/shm) and forks
-  the namespace's init, which forks the candidate: kill(-1) reaches only the candidate's own processes, and
-  when it exits the init exits and the kernel kills everything it started. The keeper waits, kills the init
-  on the judge's word, and exits with the candidate's status.
+- bwrap: the candidate is pid 2 of a new pid namespace whose init only waits (kill(-1) reaches only the
+  candidate's own processes; killing the init ends them all), with its own mount and IPC namespace, a fresh
+  size-limited tmpfs on /tmp (its scratch, also on /dev/shm) and its own /proc. As root the zygote forks it
+  straight into the new namespace; otherwise a forked keeper first enters a user namespace of its own, the
+  only place an unprivileged process may create the others (Spawner).
 - none: the candidate is forked directly into its own session, in a fresh scratch folder the judge made;
   the judge sweeps what it leaves (see judge.py).
 In both, when we are root the candidate becomes the slot's own unprivileged uid; it keeps no capability, no
 descriptor but the three, no way to gain privileges, and dies with its parent.
 
-Control protocol (a SOCK_SEQPACKET socket whose fd is the last argument, JSON datagrams): the zygote sends `ready`; the judge sends
-`spawn` (with SCM_RIGHTS) and maybe `kill`; the zygote answers `spawned` then `exit` with the wait status.
+Control protocol (a SOCK_SEQPACKET socket whose fd is the last argument, JSON datagrams): the zygote sends
+`ready`; the judge sends `spawn` (an id, the limits, and three descriptors by SCM_RIGHTS) and `kill` (an id);
+the zygote answers `spawned` and, when the process ends, `exit` with its id and wait status.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import importlib.util
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -207,48 +210,54 @@ def _encoded(status: int) -> int:
     return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else min(os.WEXITSTATUS(status), 127)
 
 
-def _init(runner: Any, job: dict[str, Any], fds: list[int]) -> None:
-    """pid 1 of the candidate's namespace: a fresh /proc, then the candidate as pid 2, then reap whatever is
-    orphaned until the candidate exits, and exit with its status (the kernel then kills every process left).
-    The candidate is not pid 1 itself: the kernel ignores default-action signals sent to a namespace's init,
-    and SIGXCPU, SIGXFSZ or a candidate's own SIGTERM must act on it as they would anywhere."""
+def _enter_scratch(job: dict[str, Any], new_mount_ns: bool) -> None:
+    """In the candidate (pid 2 of its namespace, still privileged there): its own mount and IPC namespace,
+    a fresh size-limited tmpfs on /tmp (its scratch), the same tmpfs on /dev/shm, and a /proc of its own
+    pid namespace."""
+    if new_mount_ns:
+        confine.unshare(confine.CLONE_NEWNS | confine.CLONE_NEWIPC)
+    confine.private_mounts()
+    confine.scratch_tmpfs(SCRATCH, job["disk_bytes"])
+    shm = os.path.join(SCRATCH, ".shm")
+    os.mkdir(shm)
+    os.chmod(shm, 0o1777)
+    confine.bind(shm, "/dev/shm")
     confine.mount_proc()
-    candidate = os.fork()
-    if candidate == 0:
-        _run_candidate(runner, dict(job, scratch=SCRATCH), fds, 1)
-    for fd in fds:
-        os.close(fd)
-    while True:
-        pid, status = os.waitpid(-1, 0)
-        if pid == candidate:
-            os._exit(_encoded(status))
 
 
-def _keeper(runner: Any, job: dict[str, Any], fds: list[int]) -> None:
-    """bwrap mode, in the forked child: new namespaces and scratch, and their init (_init). Exits with the
-    candidate's status; SIGTERM from the zygote kills the init, and with it the whole namespace."""
+def _start_init(init_program: str) -> int:
+    """pid 1 of a fresh pid namespace: a program that only waits (vfork and exec: no copy of our memory).
+    The candidate is not pid 1 itself, because the kernel ignores default-action signals sent to a
+    namespace's init, and SIGXCPU or a candidate's own SIGTERM must act on it as they would anywhere.
+    Killing it kills everything in the namespace."""
+    return os.posix_spawn(init_program, ["kubevolve-candidate-init", "infinity"], {})
+
+
+def _candidate_in(runner: Any, job: dict[str, Any], fds: list[int], new_mount_ns: bool) -> None:
+    """The forked candidate, pid 2 of its namespace: scratch and /proc, then confinement. Never returns."""
+    try:
+        _enter_scratch(job, new_mount_ns)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.write(fds[2], f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
+        os._exit(SETUP_FAILED)
+    _run_candidate(runner, dict(job, scratch=SCRATCH), fds, 0)  # its parent is outside its namespace
+
+
+def _keeper(runner: Any, job: dict[str, Any], fds: list[int], init_program: str) -> None:
+    """bwrap without root, in the forked child: a user namespace of its own (where it may make the others),
+    new pid, mount and IPC namespaces, their init, the candidate as pid 2. Exits with the candidate's status;
+    SIGTERM from the zygote (or the zygote's death) kills the init, and with it the whole namespace."""
     try:
         uid, gid = os.getuid(), os.getgid()
-        flags = confine.CLONE_NEWPID | confine.CLONE_NEWNS | confine.CLONE_NEWIPC
-        if os.geteuid() != 0:
-            flags |= confine.CLONE_NEWUSER
-        confine.unshare(flags)
-        if flags & confine.CLONE_NEWUSER:
-            confine.map_own_ids(uid, gid)
-        confine.private_mounts()
-        confine.scratch_tmpfs(SCRATCH, job["disk_bytes"])
-        shm = os.path.join(SCRATCH, ".shm")
-        os.mkdir(shm)
-        os.chmod(shm, 0o1777)
-        confine.bind(shm, "/dev/shm")
-        init = os.fork()
-        if init == 0:
-            try:
-                _init(runner, job, fds)
-            except BaseException as err:
-                with contextlib.suppress(OSError):
-                    os.write(fds[2], f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
-            os._exit(SETUP_FAILED)
+        confine.unshare(
+            confine.CLONE_NEWUSER | confine.CLONE_NEWPID | confine.CLONE_NEWNS | confine.CLONE_NEWIPC
+        )
+        confine.map_own_ids(uid, gid)
+        init = _start_init(init_program)
+        candidate = os.fork()
+        if candidate == 0:
+            _candidate_in(runner, job, fds, new_mount_ns=False)
         for fd in fds:
             os.close(fd)
 
@@ -258,8 +267,10 @@ def _keeper(runner: Any, job: dict[str, Any], fds: list[int]) -> None:
 
         signal.signal(signal.SIGTERM, stop)
         confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGTERM)
-        _, status = os.waitpid(init, 0)  # the init's exit code is the candidate's, encoded already
-        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else _encoded(status))
+        _, status = os.waitpid(candidate, 0)
+        stop(0, None)
+        os.waitpid(init, 0)
+        os._exit(_encoded(status))
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.write(fds[2], f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
@@ -284,47 +295,88 @@ def _receive(control: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(data), list(fds)
 
 
-def _spawn(runner: Any, job: dict[str, Any], fds: list[int]) -> int:
-    zygote = os.getpid()
-    pid = os.fork()
-    if pid == 0:
+@dataclass
+class Spawned:
+    """A candidate as the zygote keeps it: the child whose exit it reports, how to kill it, what to reap."""
+
+    ident: Any
+    pid: int  # the candidate (none; bwrap as root) or its keeper (bwrap otherwise)
+    kill_pid: int  # killing this ends the candidate and all it started
+    kill_signal: int
+    init: int | None = None  # bwrap as root: the namespace's init, our child too
+
+
+class Spawner:
+    """Forks candidate processes into their confinement, per mode, with as few forks of this (large)
+    process as the kernel allows: a fork of a Python process with numpy or torch loaded costs milliseconds.
+
+    - none: one fork, the candidate.
+    - bwrap as root: we may create pid namespaces ourselves, so the candidate is forked straight into a new
+      one (unshare, then setns back), after an init that is spawned, not forked: one fork.
+    - bwrap otherwise: only a process in a user namespace of its own may create the others, and entering
+      one is for good, so a keeper is forked to do it: two forks."""
+
+    def __init__(self, runner: Any, mode: str):
+        self.runner, self.mode = runner, mode
+        self.root = os.geteuid() == 0
+        self.init_program = shutil.which("sleep") or "/bin/sleep"
+        self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY) if mode == "bwrap" and self.root else None
+
+    def spawn(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
+        for fd in fds:  # received without close-on-exec: the init we exec must not hold them
+            os.set_inheritable(fd, False)
         try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.setsid()
-            if job["mode"] == "bwrap":
-                _keeper(runner, job, fds)
-            _run_candidate(runner, job, fds, zygote)
+            if self.mode == "none":
+                return self._plain(ident, job, fds)
+            if self.root:
+                return self._in_new_pid_namespace(ident, job, fds)
+            return self._with_keeper(ident, job, fds)
         finally:
-            os._exit(SETUP_FAILED)
-    for fd in fds:
-        os.close(fd)
-    return pid
-
-
-def _wait(control: socket.socket, pid: int, mode: str) -> int:
-    """Until the candidate exits; a `kill` from the judge ends it. Returns the raw wait status."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        while True:
-            ready, _, _ = select.select([control, pidfd], [], [])
-            if pidfd in ready:
-                break
-            try:
-                message, extra = _receive(control)
-            except EOFError:
-                message, extra = {"op": "kill"}, []
-            for fd in extra:
+            for fd in fds:
                 os.close(fd)
-            if message.get("op") == "kill":
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    # the keeper turns SIGTERM into SIGKILL of its namespace's first process
-                    os.kill(pid, signal.SIGTERM if mode == "bwrap" else signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(pidfd)
-    if mode == "none":
-        _kill_descendants()
-    return status
+
+    def _fork(self) -> int:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return pid
+
+    def _plain(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
+        zygote = os.getpid()
+        pid = self._fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                _run_candidate(self.runner, job, fds, zygote)
+            finally:
+                os._exit(SETUP_FAILED)
+        return Spawned(ident, pid, pid, signal.SIGKILL)
+
+    def _in_new_pid_namespace(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
+        assert self.own_pid_ns is not None
+        confine.unshare(confine.CLONE_NEWPID)  # for our next children only
+        try:
+            init = _start_init(self.init_program)
+            pid = self._fork()
+            if pid == 0:
+                try:
+                    os.setsid()
+                    _candidate_in(self.runner, job, fds, new_mount_ns=True)
+                finally:
+                    os._exit(SETUP_FAILED)
+        finally:
+            confine.setns(self.own_pid_ns, confine.CLONE_NEWPID)
+        return Spawned(ident, pid, init, signal.SIGKILL, init)
+
+    def _with_keeper(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
+        pid = self._fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                _keeper(self.runner, job, fds, self.init_program)
+            finally:
+                os._exit(SETUP_FAILED)
+        return Spawned(ident, pid, pid, signal.SIGTERM)
 
 
 def _children() -> list[int]:
@@ -376,26 +428,65 @@ def main(argv: list[str]) -> int:
         )
         return 2
     _send(control, {"op": "ready", "pid": os.getpid()})
+    serve_judge(control, runner, mode)
+    return 0
+
+
+def _report(ident: Any, status: int, mode: str) -> dict[str, Any]:
+    if mode == "bwrap" and os.WIFEXITED(status) and os.WEXITSTATUS(status) >= 128:  # a keeper's encoding
+        return {"op": "exit", "id": ident, "signal": os.WEXITSTATUS(status) - 128, "code": None}
+    if os.WIFSIGNALED(status):
+        return {"op": "exit", "id": ident, "signal": os.WTERMSIG(status), "code": None}
+    return {"op": "exit", "id": ident, "signal": None, "code": os.WEXITSTATUS(status)}
+
+
+def serve_judge(control: socket.socket, runner: Any, mode: str) -> None:
+    """Spawn, kill and report candidate processes (each known by the judge's id) until the judge goes.
+    Several may live at once (one running, one waiting for its program); each exit is reported once."""
+    spawner = Spawner(runner, mode)
+    children: dict[int, Spawned] = {}  # pidfd -> the candidate
     while True:
+        ready, _, _ = select.select([control, *children], [], [])
+        for pidfd in [fd for fd in ready if fd in children]:
+            child = children.pop(pidfd)
+            os.close(pidfd)
+            _, status = os.waitpid(child.pid, 0)
+            if child.init is not None:  # the namespace may hold what it started: end it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.init, signal.SIGKILL)
+                os.waitpid(child.init, 0)
+            if mode == "none" and not children:
+                _kill_descendants()  # whatever it started, in any session (we are its subreaper)
+            _send(control, _report(child.ident, status, mode))
+        if control not in ready:
+            continue
         try:
             message, fds = _receive(control)
         except EOFError:
-            return 0
-        if message.get("op") != "spawn" or len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
+            for child in children.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.kill_pid, child.kill_signal)
+            return
+        op, ident = message.get("op"), message.get("id")
+        if op == "spawn" and len(fds) == 3:
+            try:
+                child = spawner.spawn(ident, message["job"], fds)
+            except OSError as err:
+                _send(
+                    control,
+                    {"op": "exit", "id": ident, "signal": None, "code": SETUP_FAILED, "error": str(err)},
+                )
+                continue
+            children[os.pidfd_open(child.pid)] = child
+            _send(control, {"op": "spawned", "id": ident, "pid": child.pid})
             continue
-        job = message["job"]
-        pid = _spawn(runner, job, fds)
-        _send(control, {"op": "spawned", "pid": pid})
-        status = _wait(control, pid, mode)
-        if mode == "bwrap" and os.WIFEXITED(status) and os.WEXITSTATUS(status) >= 128:
-            report = {"op": "exit", "signal": os.WEXITSTATUS(status) - 128, "code": None}
-        elif os.WIFSIGNALED(status):
-            report = {"op": "exit", "signal": os.WTERMSIG(status), "code": None}
-        else:
-            report = {"op": "exit", "signal": None, "code": os.WEXITSTATUS(status)}
-        _send(control, report)
+        for fd in fds:
+            os.close(fd)
+        if op == "kill":  # killing its init (or its keeper, which kills the init) ends its namespace
+            for child in children.values():
+                if child.ident == ident:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.kill_pid, child.kill_signal)
 
 
 if __name__ == "__main__":
