@@ -76,11 +76,13 @@ def _namespace_flags() -> list[str]:
     return common + ["--unshare-user", "--cap-drop", "ALL"]
 
 
-def _visible_paths(extra: list[Path]) -> list[Path]:
-    """What the worker must read: the interpreter, its libraries, kubevolve itself and the task."""
-    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
-    paths |= {Path(p) for p in sys.path if p and Path(p).exists()}
-    paths |= set(extra)
+def _visible_paths(extra: list[Path], interpreter: bool = True) -> list[Path]:
+    """What the worker must read: the interpreter, its libraries (unless it runs another Python), kubevolve
+    itself and the task."""
+    paths = set(extra)
+    if interpreter:
+        paths |= {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
+        paths |= {Path(p) for p in sys.path if p and Path(p).exists()}
     hidden = [Path(h) for h in HIDDEN]
     # only paths under a hidden folder need binding again; keep the outermost ones
     needed = sorted(
@@ -161,15 +163,44 @@ def build_worker_launch(
     return WorkerLaunch(argv + python, env, drop, "bwrap")
 
 
-def _zygote_flags() -> list[str]:
+def _zygote_flags(root: bool) -> list[str]:
     """bwrap flags of a slot's zygote. As root it keeps what the per-candidate set-up needs (new namespaces and
     mounts, the change to the slot's uid, killing the candidate); without root, the user namespace bwrap
-    makes lets the zygote make a nested one per candidate, so it needs no capability at all."""
+    makes lets a keeper make a nested one per candidate, so it needs no capability at all."""
     common = ["--die-with-parent", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
-    if os.geteuid() == 0:
+    if root:
         caps = ("SYS_ADMIN", "SETUID", "SETGID", "KILL")
         return common + ["--cap-drop", "ALL"] + [f for c in caps for f in ("--cap-add", f"CAP_{c}")]
     return common + ["--unshare-user", "--cap-drop", "ALL"]
+
+
+def zygote_command(
+    mode: Literal["bwrap", "none"],
+    *,
+    task_root: Path,
+    runner: Path,
+    env: dict[str, str],
+    gpus: int = 0,
+    root: bool | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line of a slot's zygote (the judge appends its control descriptor)."""
+    zygote = [python, "-P", "-m", "kubevolve.loop.engineer.zygote", str(runner), str(task_root), mode]
+    if mode == "none":
+        return zygote
+    argv = [shutil.which("bwrap") or "bwrap", *_zygote_flags(os.geteuid() == 0 if root is None else root)]
+    argv += ["--new-session", "--ro-bind", "/", "/"]
+    argv += ["--dev-bind", "/dev", "/dev"] if gpus else ["--dev", "/dev"]
+    argv += ["--proc", "/proc"]
+    for hidden in HIDDEN:
+        if Path(hidden).is_dir():
+            argv += ["--tmpfs", hidden]
+    for path in _visible_paths([task_root, PACKAGE_ROOT], interpreter=python == sys.executable):
+        argv += _parents_traversable(path) + ["--ro-bind", str(path), str(path)]
+    argv += ["--chdir", "/", "--clearenv"]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return argv + zygote
 
 
 def build_judge_launch(
@@ -186,33 +217,11 @@ def build_judge_launch(
     """The command line of a slot's judge, which carries the command line of its zygote."""
     resolved = resolve_mode(mode)
     env = worker_env(threads, None)
-    zygote = [
-        sys.executable,
-        "-P",
-        "-m",
-        "kubevolve.loop.engineer.zygote",
-        str(runner),
-        str(task_root),
-        resolved,
-    ]
-    if resolved == "bwrap":
-        argv = [shutil.which("bwrap") or "bwrap", *_zygote_flags(), "--new-session", "--ro-bind", "/", "/"]
-        argv += ["--dev-bind", "/dev", "/dev"] if gpus else ["--dev", "/dev"]
-        argv += ["--proc", "/proc"]
-        for hidden in HIDDEN:
-            if Path(hidden).is_dir():
-                argv += ["--tmpfs", hidden]
-        for path in _visible_paths([task_root, PACKAGE_ROOT]):
-            argv += _parents_traversable(path) + ["--ro-bind", str(path), str(path)]
-        argv += ["--chdir", "/", "--clearenv"]
-        for key, value in env.items():
-            argv += ["--setenv", key, value]
-        zygote = argv + zygote
     config = {
         "evaluator": str(evaluator),
         "task_root": str(task_root),
         "mode": resolved,
-        "zygote_argv": zygote,
+        "zygote_argv": zygote_command(resolved, task_root=task_root, runner=runner, env=env, gpus=gpus),
         "zygote_env": env,
         "uid": uid,
         "scratch_root": str(scratch_root),

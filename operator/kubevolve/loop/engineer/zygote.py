@@ -253,6 +253,7 @@ def _keeper(runner: Any, job: dict[str, Any], fds: list[int], init_program: str)
         confine.unshare(
             confine.CLONE_NEWUSER | confine.CLONE_NEWPID | confine.CLONE_NEWNS | confine.CLONE_NEWIPC
         )
+        confine.prctl(confine.PR_SET_DUMPABLE, 1)  # the zygote is not; a process that is not may not map ids
         confine.map_own_ids(uid, gid)
         init = _start_init(init_program)
         candidate = os.fork()
