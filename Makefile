@@ -1,4 +1,5 @@
-# kubevolve — `make demo` runs a real evolution locally; `make test` runs the test suite.
+# kubevolve — `make demo` runs a real evolution locally (again after an interruption, it resumes that run);
+# `make test` runs the test suite.
 # Both create .venv when it is missing, install torch (CPU build) first, then the project with its test extras.
 
 PYTHON ?= python3
@@ -49,7 +50,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/kubevolve run $(DEMO_TARGET) --new --max-candidates $(DEMO_CANDIDATES) --evaluators $(DEMO_EVALUATORS)
+	$(BIN)/kubevolve run $(DEMO_TARGET) --max-candidates $(DEMO_CANDIDATES) --evaluators $(DEMO_EVALUATORS)
 	@echo
 	@echo "Next: $(BIN)/kubevolve status · $(BIN)/kubevolve lineage · $(BIN)/kubevolve best --json"
 

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from kubevolve import api
 from kubevolve.cli import render
@@ -35,12 +37,46 @@ from kubevolve.core.models import Node, RunRecord
 from kubevolve.core.spec import SpecError
 from kubevolve.core.task import TaskError
 from kubevolve.loop.agents import Agents
+from kubevolve.loop.engineer.pool import EvaluatorUnavailable
+from kubevolve.observe.report.data import run_settings
 from kubevolve.observe.run_metrics import serve_run_metrics
 from kubevolve.runtime.local import Evolution
 from kubevolve.store.base import NotFound, Store, StoreError
 
+# the order a user meets them: run one, watch it, look at what it found, share it, then the cluster's commands
+COMMAND_ORDER = (
+    "run",
+    "status",
+    "runs",
+    "best",
+    "show",
+    "insights",
+    "lineage",
+    "export",
+    "report",
+    "cognition",
+    "ui",
+    "lab",
+    "operator",
+    "step",
+)
+
+
+class InOrderOfUse(TyperGroup):
+    """`kubevolve --help` lists the commands in COMMAND_ORDER, not in the order they happen to be registered;
+    a command missing from it comes last rather than not at all."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Evolve programs with the ASI-Evolve loop."
+    cls=InOrderOfUse,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Evolve programs with the ASI-Evolve loop.",
 )
 app.add_typer(step_app, name="step")
 app.add_typer(cognition_app, name="cognition")
@@ -96,14 +132,17 @@ def run(
     warning = prepared.sandbox_warning()
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}")
-    with ProgressDisplay(err_console if as_json else console) as display:
+    with ProgressDisplay(err_console if as_json else console, prepared.spec.budget.max_candidates) as display:
         evolution = prepared.evolution(on_progress=display)
         if metrics_port is not None:  # wraps on_progress: the display, then the metrics recorder
             try:
                 serve_run_metrics(evolution, metrics_port, metrics_addr)
             except OSError as err:
                 fail(f"cannot serve metrics on {metrics_addr}:{metrics_port}: {err}")
-        record = asyncio.run(_run_until_signal(evolution, prepared.agents))
+        try:
+            record = asyncio.run(_run_until_signal(evolution, prepared.agents))
+        except EvaluatorUnavailable as err:  # the task's evaluate.py, not kubevolve: its file and line
+            fail(str(err), code=1)
     store = prepared.store
     result = api.run_result(store, record)
     best = result.best
@@ -145,20 +184,21 @@ def runs(store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: Jso
     if as_json:
         render.print_json(rows)
     else:
-        console.print(render.runs_table(rows))
+        render.print_runs(console, rows)
 
 
 @app.command()
 def status(
     run_id: RunArg = None, store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False
 ) -> None:
-    """Where a run stands: phase, candidates by outcome, failures by kind, best score."""
+    """Where a run stands: phase (a dead local run as such), sampler, outcomes, failures, best score."""
     store = get_store(store_url, tenant)
     try:
         result = api.run_status(run_id, store=store)
     except NotFound as err:
         fail(str(err))
     summary = render.run_summary(result)
+    summary["sampler"] = run_settings(result.run).sampler_kind
     summary["failures"] = render.failure_summary(store.iter_nodes(result.id))
     if as_json:
         render.print_json(summary)
@@ -192,17 +232,36 @@ def show(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """One node: code, diff, metrics, error and log tail (and with --prompts, its LLM transcript)."""
-    node = get_node(get_store(store_url, tenant), node_id)
+    """One node: code, diff, metrics, error, log tail, insight (with --prompts, its LLM transcript)."""
+    store = get_store(store_url, tenant)
+    node = get_node(store, node_id)
+    insight = render.insight_of(node, store.list_insights(node.run_id))
     if as_json:
         data = node.to_dict()
         if not prompts:
             data.pop("transcript")
+        data["insight"] = None if insight is None else render.insight_summary(insight)
         render.print_json(data)
         return
-    render.print_node(console, node)
+    render.print_node(console, node, insight=insight)
     if prompts:
         render.print_transcript(console, node)
+
+
+@app.command()
+def insights(
+    run_id: RunArg = None, store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False
+) -> None:
+    """The Analyzer's insights of a run, newest first, each with the nodes it is about."""
+    store = get_store(store_url, tenant)
+    rid = resolve_run(store, run_id)
+    found = sorted(store.list_insights(rid), key=lambda i: i.created_at, reverse=True)
+    if as_json:
+        render.print_json([render.insight_summary(i) for i in found])
+    elif not found:
+        err_console.print(f"run {rid} has no insights yet (the Analyzer writes one per analysed candidate)")
+    else:
+        render.print_insights(console, found)
 
 
 @app.command()
@@ -229,7 +288,7 @@ def lineage(
     if as_json:
         render.print_json([render.node_summary(n) for n in chain])
     else:
-        console.print(render.lineage_tree(chain))
+        render.print_lineage(console, chain)
 
 
 @app.command()

@@ -6,6 +6,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kubevolve.api import find_run, open_store
 from kubevolve.store.base import NotFound, Store, StoreError
@@ -30,7 +31,9 @@ RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the most re
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` on stderr and exit (2: bad input)."""
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    err_console.print(
+        f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=not err_console.is_terminal
+    )
     raise typer.Exit(code)
 
 

@@ -155,6 +155,17 @@ class RunPhase(StrEnum):
 
 
 @dataclass
+class RunOwner:
+    """The process running a local run, and when it last said so (`runtime/owner.py` writes and judges it):
+    a run killed with `kill -9` cannot record that it stopped, so readers tell it from this."""
+
+    host: str
+    pid: int
+    process_started_at: float | None  # when that process started (epoch seconds): tells a reused pid apart
+    heartbeat_at: float  # renewed every few seconds while the run goes
+
+
+@dataclass
 class RunRecord:
     """A run: its name, the spec it was started with (RunSpec as a dict) and where it stands."""
 
@@ -167,3 +178,5 @@ class RunRecord:
     updated_at: float = field(default_factory=time.time)
     # the task as the image running the steps sees it (`Task.summary`): written by the steps, read by the operator
     task_facts: dict[str, Any] = field(default_factory=dict)
+    # the local process running it; None on a cluster, where the operator writes the record
+    owner: RunOwner | None = None

@@ -129,6 +129,7 @@ class Task:
             "memory_mb": max(s.resources.memory_mb for s in stages),
             "gpus": max(s.resources.gpus for s in stages),
             "timeout_seconds": sum(s.timeout_seconds for s in stages),
+            "sampler": self.spec.sampler.kind,  # what a run uses whose spec names no sampler
         }
 
     def score_of(self, metrics: dict[str, float]) -> float:

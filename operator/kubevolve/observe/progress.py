@@ -38,6 +38,14 @@ class RunProgress:
         elapsed = time.monotonic() - self.started
         return 60.0 * self.session_candidates / elapsed if elapsed > 0 else 0.0
 
+    def eta_seconds(self, max_candidates: int | None) -> float | None:
+        """Seconds until `max_candidates` are committed at this process's rate so far; None without a limit or
+        before this process has committed anything (a resumed run's earlier candidates set no rate)."""
+        elapsed = time.monotonic() - self.started
+        if max_candidates is None or self.session_candidates == 0 or elapsed <= 0:
+            return None
+        return max(0, max_candidates - self.candidates) * elapsed / self.session_candidates
+
     def record(self, node: Node, *, live: bool = True) -> bool:
         """Count a committed node; return True if it is a new best."""
         self.by_stage[node.stage] += 1

@@ -24,7 +24,7 @@ from kubevolve.core.task import Task
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer, analyze_and_store
 from kubevolve.loop.budget import BudgetVerdict, check_budget
 from kubevolve.loop.engineer.engineer import Engineer
-from kubevolve.loop.engineer.pool import EvaluatorPool
+from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable
 from kubevolve.loop.llm.ensemble import CostAwareBandit
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.research.proposal import Proposer
@@ -32,6 +32,7 @@ from kubevolve.loop.run_state import ResearchKit
 from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Sampler, Selection
 from kubevolve.observe.progress import RunProgress
+from kubevolve.runtime import owner
 from kubevolve.store.base import NotFound, Store
 
 ProgressCallback = Callable[[RunProgress, Node | None], None]
@@ -86,6 +87,7 @@ class Evolution:
         except NotFound:
             record = RunRecord(id=self.run_id, task=self.task.name, spec=self.spec.to_dict())
         record.phase, record.message, record.updated_at = RunPhase.RUNNING, "", time.time()
+        owner.claim(record)
         self.store.put_run(record)
         self.started_at = record.created_at
         return record
@@ -266,6 +268,7 @@ class Evolution:
         )
         self.engineer = Engineer(self.task, self.pool, self.store, self.spec.stages)
         tasks: list[asyncio.Task] = []
+        heartbeat = asyncio.create_task(owner.keep_alive(self.store, record))
         try:
             await self.pool.start()
             self.progress.sandbox = self.pool.mode
@@ -298,11 +301,14 @@ class Evolution:
         except (asyncio.CancelledError, KeyboardInterrupt):
             self._finish(record, RunPhase.STOPPED, "interrupted; `kubevolve run` again resumes it")
             raise
+        except EvaluatorUnavailable as err:  # the task's evaluator is at fault, not kubevolve: no "internal"
+            self._finish(record, RunPhase.FAILED, str(err))
+            raise
         except Exception as err:
             self._finish(record, RunPhase.FAILED, f"internal error: {type(err).__name__}: {err}")
             raise
         finally:
-            await _cancel_all([*tasks, *self._analyses])
+            await _cancel_all([*tasks, *self._analyses, heartbeat])
             await self.pool.close()
 
     async def _wait_for_stop(self, tasks: list[asyncio.Task]) -> None:

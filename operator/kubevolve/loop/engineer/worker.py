@@ -38,6 +38,24 @@ def _load_evaluator(path: str, task_root: str) -> Any:
     return module
 
 
+def describe_import_error(err: BaseException, evaluator_path: str, task_root: str) -> str:
+    """Why the evaluator cannot be imported, in a few lines a task author can act on: the exception and the
+    traceback frames in the task's own files (the evaluator and its helpers), not the worker's or importlib's."""
+    root = os.path.realpath(task_root)
+
+    def in_task(filename: str) -> bool:
+        path = os.path.realpath(filename)
+        return path == os.path.realpath(evaluator_path) or path.startswith(root + os.sep)
+
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if in_task(f.filename)]
+    # the first line says it all for one-line displays (a table, a status line); the frames follow
+    lines = [f"cannot import the evaluator: {type(err).__name__}: {err}"]
+    lines += [line.rstrip("\n") for line in traceback.format_list(frames)]
+    if isinstance(err, SyntaxError):  # in a module the evaluator imports: its file, line and a caret
+        lines += [line.rstrip("\n") for line in traceback.format_exception_only(err)[:-1]]
+    return "\n".join(lines)
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy and torch scalars
         return value.item()
@@ -245,7 +263,7 @@ def main(argv: list[str]) -> int:
     try:
         evaluator = _load_evaluator(evaluator_path, task_root)
     except BaseException as err:
-        out.write(json.dumps({"fatal": f"cannot import the evaluator: {type(err).__name__}: {err}"}) + "\n")
+        out.write(json.dumps({"fatal": describe_import_error(err, evaluator_path, task_root)}) + "\n")
         return 2
     out.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     for line in sys.stdin:

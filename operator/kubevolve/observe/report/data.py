@@ -31,11 +31,12 @@ class RunSettings:
     direction: str = "maximize"
     sampler: SamplerSpec | None = None  # None: neither the spec nor a readable task says which
     features: list[FeatureAxis] = field(default_factory=list)  # empty: unknown (the task is not readable)
+    sampler_kind: str | None = None  # `sampler.kind`, or where the task is not here what a step recorded
 
 
 def run_settings(record: RunRecord) -> RunSettings:
     """From the run's spec, and its task folder when it is at hand here (else the task facts the steps
-    recorded: the metric, not the task's sampler defaults)."""
+    recorded: the metric and the kind of the task's sampler, not its settings)."""
     from kubevolve.core.task import load_task
     from kubevolve.loop.sample import sampler_settings
 
@@ -53,11 +54,13 @@ def run_settings(record: RunRecord) -> RunSettings:
             settings.direction = "maximize" if facts.get("maximize", True) else "minimize"
         if spec is not None and spec.sampler is not None:
             settings.sampler, settings.features = spec.sampler, list(spec.sampler.features or [])
+        settings.sampler_kind = settings.sampler.kind if settings.sampler else facts.get("sampler")
         return settings
     settings.metric, settings.direction = task.spec.metric, task.spec.direction
     if spec is not None:
         settings.sampler, features = sampler_settings(spec, task)
         settings.features = list(features)
+        settings.sampler_kind = settings.sampler.kind
     return settings
 
 

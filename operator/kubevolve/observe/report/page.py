@@ -113,6 +113,7 @@ def summary_cards(data: RunData) -> str:
     initial = metric_value(data, data.initial) if data.initial and data.initial.score is not None else None
     cards = [
         ("phase", str(data.record.phase)),
+        ("sampler", data.settings.sampler_kind or "—"),
         ("candidates", str(len(data.nodes))),
         ("evaluated", f"{n_eval} ({100 * n_eval / max(1, len(data.nodes)):.0f}%)"),
         (f"best {data.metric}", fmt(best)),
