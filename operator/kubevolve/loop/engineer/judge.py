@@ -36,6 +36,7 @@ from typing import Any
 
 from kubevolve.loop.engineer import channel, confine
 from kubevolve.loop.engineer.slot_uids import SHARED_TMP, SweepFailed, kill_uid, remove_files_of_uid
+from kubevolve.loop.engineer.worker import describe_import_error
 from kubevolve.loop.engineer.zygote import SETUP_FAILED
 from kubevolve.sdk.judging import CandidateCrashed, CandidateError, CandidateFailed
 
@@ -131,7 +132,7 @@ class Zygote:
         message = self.receive(STARTUP_TIMEOUT)
         if message.get("op") == "fatal":
             self.stop()
-            raise RuntimeError(str(message.get("error"))[:2000])
+            raise RuntimeError(str(message.get("error"))[:4000])
         if message.get("op") != "ready":
             self.stop()
             raise RuntimeError(f"the zygote did not start: {message}")
@@ -624,12 +625,17 @@ def main(argv: list[str]) -> int:
     slot = JudgeSlot(config)
     try:
         judge = _load_judge(config.evaluator, config.task_root)
-        slot.zygote.start()
     except BaseException as err:
-        slot.zygote.stop()
         out.write(
-            json.dumps({"fatal": f"cannot start the evaluator: {type(err).__name__}: {err}"[:2000]}) + "\n"
+            json.dumps({"fatal": describe_import_error(err, config.evaluator, config.task_root)}) + "\n"
         )
+        return 2
+    try:
+        slot.zygote.start()
+    except BaseException as err:  # the runner's import error, as the zygote described it
+        slot.zygote.stop()
+        message = str(err) if isinstance(err, RuntimeError) else f"{type(err).__name__}: {err}"
+        out.write(json.dumps({"fatal": message[:4000]}) + "\n")
         return 2
     out.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     try:

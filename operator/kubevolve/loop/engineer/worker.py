@@ -38,7 +38,9 @@ def _load_evaluator(path: str, task_root: str) -> Any:
     return module
 
 
-def describe_import_error(err: BaseException, evaluator_path: str, task_root: str) -> str:
+def describe_import_error(
+    err: BaseException, evaluator_path: str, task_root: str, what: str = "the evaluator"
+) -> str:
     """Why the evaluator cannot be imported, in a few lines a task author can act on: the exception and the
     traceback frames in the task's own files (the evaluator and its helpers), not the worker's or importlib's."""
     root = os.path.realpath(task_root)
@@ -49,7 +51,7 @@ def describe_import_error(err: BaseException, evaluator_path: str, task_root: st
 
     frames = [f for f in traceback.extract_tb(err.__traceback__) if in_task(f.filename)]
     # the first line says it all for one-line displays (a table, a status line); the frames follow
-    lines = [f"cannot import the evaluator: {type(err).__name__}: {err}"]
+    lines = [f"cannot import {what}: {type(err).__name__}: {err}"]
     lines += [line.rstrip("\n") for line in traceback.format_list(frames)]
     if isinstance(err, SyntaxError):  # in a module the evaluator imports: its file, line and a caret
         lines += [line.rstrip("\n") for line in traceback.format_exception_only(err)[:-1]]

@@ -424,9 +424,10 @@ def main(argv: list[str]) -> int:
             __import__(name)
         runner = _load_runner(runner_path, task_root)
     except BaseException as err:
-        _send(
-            control, {"op": "fatal", "error": f"cannot import the runner: {type(err).__name__}: {err}"[:2000]}
-        )
+        from kubevolve.loop.engineer.worker import describe_import_error
+
+        message = describe_import_error(err, runner_path, task_root, what="the runner")
+        _send(control, {"op": "fatal", "error": message[:4000]})
         return 2
     _send(control, {"op": "ready", "pid": os.getpid()})
     serve_judge(control, runner, mode)
