@@ -7,7 +7,6 @@ same channel, without the sandbox's start-up. The engine tests go through the re
 
 from __future__ import annotations
 
-import asyncio
 import math
 import textwrap
 from pathlib import Path
@@ -17,12 +16,10 @@ import pytest
 
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.task import load_task
-from kubevolve.loop.engineer.engineer import Engineer
-from kubevolve.loop.engineer.pool import EvaluatorPool
 from kubevolve.loop.engineer.static_check import static_check
 from kubevolve.sdk.judging import CandidateError, LocalJudge, evaluate_unsandboxed
 from tests.kit.paths import REPO
-from tests.kit.task_checks import assert_cognition_sections_cite_sources
+from tests.kit.task_checks import assert_cognition_sections_cite_sources, evaluate_through_engine
 
 TASK_DIR = REPO / "tasks" / "circle_packing"
 INITIAL_RANGE = (1.5, 2.2)  # documented in tasks/circle_packing/README.md (measured: 1.9253)
@@ -195,17 +192,7 @@ def place_circles():
 
 def _through_the_engine(tmp_path: Path, code: str, stages: tuple[str, ...] = ("quick",)) -> Node:
     """Evaluate `code` as the engine does: the judge in its process, the candidate sandboxed."""
-    task = load_task(TASK_DIR)
-
-    async def run() -> Node:
-        pool = EvaluatorPool(task, 1, tmp_path / "work")
-        await pool.start()
-        try:
-            return await Engineer(task, pool, None, list(stages)).evaluate(Node(run_id="cp", code=code))  # type: ignore[arg-type]
-        finally:
-            await pool.close()
-
-    return asyncio.run(run())
+    return evaluate_through_engine(TASK_DIR, code, tmp_path, stages)
 
 
 def test_a_candidate_forging_its_score_is_caught(tmp_path):

@@ -16,6 +16,7 @@ all: for tests and for measuring a baseline by hand, never for candidates.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "ProtocolViolation",
     "LocalJudge",
     "evaluate_unsandboxed",
+    "judge_seed",
 ]
 
 
@@ -79,6 +81,18 @@ class Candidate(Protocol):
     def restart(self) -> None:
         """End the candidate's process; the next request starts a fresh one (a fresh import, fresh scratch)."""
         ...
+
+
+SEED_VARIABLE = "KUBEVOLVE_JUDGE_SEED"
+
+
+def judge_seed(default: int) -> int:
+    """A seed for what the judge draws and the candidate must not be able to reproduce (held-out inputs, a
+    generated corpus with its ground truth): secret to the candidate, the same for every candidate of a run.
+    The engine sets it in the judge's environment only (a random one per run, unless the engine itself runs
+    with KUBEVOLVE_JUDGE_SEED set, to reproduce a run); in tests and hand runs it is `default`."""
+    value = os.environ.get(SEED_VARIABLE)
+    return int(value) if value else default
 
 
 def _load(path: Path, name: str) -> ModuleType:

@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -28,6 +29,7 @@ from kubevolve.core.task import StageSpec, Task
 from kubevolve.loop.engineer import slot_uids
 from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_judge_launch, build_worker_launch
 from kubevolve.loop.engineer.worker import LOG_NAME
+from kubevolve.sdk.judging import SEED_VARIABLE
 
 LOG_TAIL_CHARS = 4000
 STARTUP_TIMEOUT = 300.0  # a runner or evaluator that imports torch, on a busy machine
@@ -311,6 +313,8 @@ class EvaluatorPool:
         self.started_at = 0.0
         self.mode = "none"
         self.uids: list[slot_uids.SlotUid] = []
+        # what judges draw from (held-out inputs, generated data): one secret per run, unless set to reproduce
+        self.judge_seed = int(os.environ.get(SEED_VARIABLE) or secrets.randbits(63))
 
     def _launch(self, index: int, scratch: Path, threads: int, gpus: int) -> WorkerLaunch:
         runner = self.task.runner_path
@@ -331,6 +335,7 @@ class EvaluatorPool:
             runner=runner,
             uid=uid.uid if uid else None,
             scratch_root=uid.scratch_root() if uid else scratch,
+            judge_seed=self.judge_seed,
             threads=threads,
             gpus=gpus,
         )

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from kubevolve.sdk.judging import SEED_VARIABLE
+
 SandboxMode = Literal["auto", "bwrap", "none"]
 SANDBOX_UID = 65534  # nobody
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds the kubevolve package
@@ -211,12 +213,15 @@ def build_judge_launch(
     runner: Path,
     uid: int | None,
     scratch_root: Path,
+    judge_seed: int,
     threads: int = 1,
     gpus: int = 0,
 ) -> WorkerLaunch:
-    """The command line of a slot's judge, which carries the command line of its zygote."""
+    """The command line of a slot's judge, which carries the command line of its zygote. `judge_seed` goes
+    into the judge's environment only (kubevolve.sdk.judging.judge_seed), never the zygote's."""
     resolved = resolve_mode(mode)
     env = worker_env(threads, None)
+    judge_env = dict(env, **{SEED_VARIABLE: str(judge_seed)})
     config = {
         "evaluator": str(evaluator),
         "task_root": str(task_root),
@@ -227,4 +232,4 @@ def build_judge_launch(
         "scratch_root": str(scratch_root),
     }
     argv = [sys.executable, "-P", "-m", "kubevolve.loop.engineer.judge", json.dumps(config)]
-    return WorkerLaunch(argv, env, None, resolved, judged=True, slot_uid=uid)
+    return WorkerLaunch(argv, judge_env, None, resolved, judged=True, slot_uid=uid)
