@@ -35,6 +35,7 @@ __all__ = [
     "ProtocolViolation",
     "LocalJudge",
     "evaluate_unsandboxed",
+    "in_process_candidate",
     "judge_seed",
 ]
 
@@ -143,18 +144,29 @@ class _InProcess:
         self.program = None
 
 
+def _task_modules(task_dir: str | Path) -> tuple[Any, ModuleType]:
+    from kubevolve.core.task import load_task
+
+    task = load_task(task_dir)
+    if task.runner_path is None:
+        raise ValueError(f"{task.root}: the task has no runner (task.yaml `runner`), so it has no judge")
+    return task, _load(task.runner_path, f"_runner_{task.name}")
+
+
+def in_process_candidate(task_dir: str | Path, program_path: str | Path) -> Candidate:
+    """The program at `program_path` as a Candidate run in this very process by the task's runner: for a
+    judge's hand runs and tests with settings of their own, never for candidates."""
+    task, runner = _task_modules(task_dir)
+    return _InProcess(runner, str(program_path), task.spec.checks.required_names)
+
+
 class LocalJudge:
     """A task's judge and runner loaded once into this process, to judge program files with no boundary at
     all: for tests and for measuring baselines by hand, never for candidates."""
 
     def __init__(self, task_dir: str | Path):
-        from kubevolve.core.task import load_task
-
-        task = load_task(task_dir)
-        if task.runner_path is None:
-            raise ValueError(f"{task.root}: the task has no runner (task.yaml `runner`), so it has no judge")
+        task, self.runner = _task_modules(task_dir)
         self.judge = _load(task.evaluator_path, f"_judge_{task.name}")
-        self.runner = _load(task.runner_path, f"_runner_{task.name}")
         self.required = task.spec.checks.required_names
 
     def evaluate(self, program_path: str | Path, stage: str) -> dict[str, Any]:
