@@ -148,3 +148,35 @@ def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, 
     monkeypatch.delenv(SEED_VARIABLE)
     again = LocalJudge(TASK_DIR).evaluate(str(TASK_DIR / "initial.py"), "quick")
     assert again["solve_rate"] == metrics["solve_rate"] and again["curve_auc"] == metrics["curve_auc"]
+
+
+# A candidate that forges the metric: GRPO, plus a patch of the frozen loop's solve_rate (and of whatever
+# module holds one) so that every policy "solves" everything. In one process with the judge it would score 1.0;
+# across the boundary it patches only its own process, and the judge measures the policy it is sent.
+FORGER = """
+import sys
+
+for module in list(sys.modules.values()):
+    if callable(getattr(module, "solve_rate", None)):
+        module.solve_rate = lambda *args, **kwargs: 1.0
+
+
+def compute_advantages(rewards):
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True)
+    return (rewards - mean) / (std + 1e-6)
+
+
+def policy_loss(batch):
+    ratio = (batch.logp - batch.old_logp).exp()
+    return -(ratio * batch.advantages[:, None] * batch.mask).sum() / batch.mask.sum()
+"""
+
+
+@pytest.mark.slow
+def test_a_candidate_forging_its_solve_rate_is_caught(tmp_path):
+    from tests.kit.task_checks import evaluate_through_engine
+
+    node = evaluate_through_engine(TASK_DIR, load_task(TASK_DIR).with_block(FORGER + "\n\n"), tmp_path)
+    assert node.stage is Stage.EVALUATED, node.error
+    assert node.metrics["solve_rate"] < 0.99 and node.metrics["curve_auc"] < 0.99
