@@ -10,7 +10,7 @@ holds and the candidate never sees (labels, the seed of held-out inputs, its own
 With sandbox "none" the kernel gives the candidate no private scratch, /tmp or process tree, so this process
 makes them: a fresh scratch folder per candidate (deleted after), a watcher that kills the candidate when its
 files pass the quota, and, as root, the sweep of every process and every file in /tmp, /var/tmp and /dev/shm
-left by the slot's uid (which nothing else uses, see sandbox.allocate_slot_uids).
+left by the slot's uid (which nothing else uses, see slot_uids.allocate).
 
 Engine protocol: as the legacy worker (worker.py), one JSON job per line on stdin, one JSON reply per line.
 """
@@ -46,7 +46,6 @@ MAX_CONTROL = 1 << 16
 EXIT_GRACE = 5.0  # seconds to wait for a killed candidate's exit before the zygote is presumed broken
 QUOTA_POLL = 0.1
 MAX_SCRATCH_ENTRIES = 100_000  # sandbox "none": more files than this counts as over quota
-_NOTHING = object()
 
 
 class ZygoteBroken(RuntimeError):
@@ -393,7 +392,10 @@ class CandidateProcess:
         if uid is not None:
             for folder in SHARED_TMP:
                 with contextlib.suppress(OSError), os.scandir(folder) as entries:
-                    roots += [e.path for e in entries if e.stat(follow_symlinks=False).st_uid == uid]
+                    for entry in entries:
+                        with contextlib.suppress(OSError):  # one that vanishes must not hide the others
+                            if entry.stat(follow_symlinks=False).st_uid == uid:
+                                roots.append(entry.path)
         return roots
 
     def _quota_message(self) -> str:
