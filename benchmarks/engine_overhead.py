@@ -97,7 +97,7 @@ async def measure(stored: int, candidates: int, sampler: str, llm_url: str | Non
     times: list[float] = []
     last = [0.0]
 
-    def on_progress(progress, node):
+    def on_commit(progress, node):
         now = time.monotonic()
         if node is not None and last[0]:
             times.append(now - last[0])
@@ -111,13 +111,13 @@ async def measure(stored: int, candidates: int, sampler: str, llm_url: str | Non
             store,
             agents.proposer,
             tmp / "work",
-            on_progress=on_progress,
+            observers=[on_commit],
             analyzer=agents.analyzer,
             embedder=agents.embedder,
             bandit=agents.bandit,
         )
     else:
-        evolution = Evolution(spec, task, store, SimulatedProposer(0), tmp / "work", on_progress=on_progress)
+        evolution = Evolution(spec, task, store, SimulatedProposer(0), tmp / "work", observers=[on_commit])
     started = time.monotonic()
     await evolution.run()
     total = time.monotonic() - started

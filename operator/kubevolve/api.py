@@ -19,7 +19,7 @@ import asyncio
 import os
 import threading
 import warnings
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from kubevolve.store.base import NotFound, Store
 
 if TYPE_CHECKING:
     from kubevolve.loop.agents import Agents
-    from kubevolve.observe.progress import RunProgress
+    from kubevolve.observe.progress import RunObserver, RunProgress
     from kubevolve.runtime.local import Evolution
 
 __all__ = [
@@ -185,11 +185,9 @@ class PreparedRun:
             )
         return None
 
-    def evolution(
-        self, *, on_progress: ProgressCallback | None = None, workspace: Path | None = None
-    ) -> Evolution:
-        from kubevolve.loop.agents import kubevolve_home
+    def evolution(self, *, observers: Iterable[RunObserver] = (), workspace: Path | None = None) -> Evolution:
         from kubevolve.runtime.local import Evolution
+        from kubevolve.runtime.targets import kubevolve_home
 
         return Evolution(
             self.spec,
@@ -197,7 +195,7 @@ class PreparedRun:
             self.store,
             self.agents.proposer,
             workspace or kubevolve_home() / "work",
-            on_progress=on_progress,
+            observers=observers,
             analyzer=self.agents.analyzer,
             embedder=self.agents.embedder,
             bandit=self.agents.bandit,
@@ -210,7 +208,7 @@ def _load(target: Target) -> tuple[RunSpec, Task]:
         # a relative task folder is the caller's, resolved now, so a later call from elsewhere resumes it
         spec.task = str(Path(spec.task).resolve())
         return spec, load_task(spec.task)
-    from kubevolve.loop.agents import load_target
+    from kubevolve.runtime.targets import load_target
 
     return load_target(os.fspath(target))
 
@@ -228,7 +226,8 @@ def prepare_run(
 ) -> PreparedRun:
     """Load and validate the target, apply the overrides, open the store and choose the run id (resuming an
     unfinished run unless `new`). Raises SpecError, TaskError, StoreError or ValueError naming what is wrong."""
-    from kubevolve.loop.agents import choose_run_id, make_agents
+    from kubevolve.loop.agents import make_agents
+    from kubevolve.runtime.targets import choose_run_id
 
     spec, task = _load(target)
     if max_candidates is not None:
@@ -287,7 +286,8 @@ async def evolve_async(
         warnings.warn(warning, RuntimeWarning, stacklevel=2)
     try:
         try:
-            record = await prepared.evolution(on_progress=on_progress, workspace=workspace).run()
+            observers = [] if on_progress is None else [on_progress]
+            record = await prepared.evolution(observers=observers, workspace=workspace).run()
         finally:
             await prepared.agents.close()
         return run_result(prepared.store, record, resumed=prepared.resumed)

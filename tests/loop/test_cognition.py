@@ -445,7 +445,7 @@ def test_the_researcher_query_follows_the_parent_not_the_long_description(
 
     def titles(motivation: str) -> list[str]:
         node = Node(run_id="run-1", code="", motivation=motivation)
-        return [entry.title for entry in retriever.context([node])[0]]
+        return [entry.title for entry in retriever.context([node]).cognition]
 
     gate = titles(
         "Add a data-dependent scalar forget gate to the delta rule so the state can forget stale pairs."

@@ -28,7 +28,7 @@ from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import load_task
 from kubevolve.loop.agents import Agents
 from kubevolve.loop.analyze.analyzer import OfflineAnalyzer
-from kubevolve.loop.engineer.engineer import Engineer
+from kubevolve.loop.engineer.engineer import Engineer, precheck
 from kubevolve.loop.engineer.pool import EvaluatorPool
 from kubevolve.loop.engineer.sandbox import bwrap_works
 from kubevolve.loop.llm.client import LLMClient
@@ -83,7 +83,7 @@ class Case:
 
 
 CASES = {
-    # the static checks, then the duplicate check against the store (Engineer.precheck)
+    # the static checks, then the duplicate check against the store (engineer.precheck)
     "too large": Case(
         FailureKind.PROGRAM_TOO_LARGE, "engineer", program("return 1.0, 1.0\n" + "# padding\n" * 30_000)
     ),
@@ -211,19 +211,30 @@ class Outcomes:
     nodes: dict[str, Node]
 
 
+async def _checked_and_evaluated(
+    engineer: Engineer, store: SQLiteStore, node: Node, parent: str | None
+) -> Node:
+    """What the propose and evaluate steps do to a candidate: the pre-checks, then the stages if it passed."""
+    return precheck(engineer.task, store, node, parent) or await engineer.evaluate(node)
+
+
 async def _through_the_engineer(root: Path, store: SQLiteStore, cases: dict[str, Case]) -> dict[str, Node]:
     """Every 'engineer' row in one pool of two slots, concurrently, each candidate a child of the seed."""
     task = load_task(write_task(root / "toy", yaml_text=TASK_YAML.format(timeout=TIMEOUT)))
     pool = EvaluatorPool(task, 2, root / "work")
     await pool.start()
     try:
-        engineer = Engineer(task, pool, store)
-        seed = store.add_node(await engineer.run(Node(run_id="engineer", code=task.initial_code), None))
+        engineer = Engineer(task, pool)
+        seed = store.add_node(
+            await _checked_and_evaluated(
+                engineer, store, Node(run_id="engineer", code=task.initial_code), None
+            )
+        )
         assert seed.stage is Stage.EVALUATED and seed.failure is None, seed.error
 
         async def one(case: Case) -> Node:
             node = Node(run_id="engineer", code=case.code, parent_ids=[seed.id])
-            return store.add_node(await engineer.run(node, seed.code))
+            return store.add_node(await _checked_and_evaluated(engineer, store, node, seed.code))
 
         names = [n for n, c in cases.items() if c.how == "engineer"]
         return dict(zip(names, await asyncio.gather(*(one(cases[n]) for n in names)), strict=True))
@@ -237,7 +248,9 @@ async def _in_a_broken_sandbox(root: Path, store: SQLiteStore, case: Case) -> No
     await pool.start()
     try:
         return store.add_node(
-            await Engineer(task, pool, store).run(Node(run_id="sandbox", code=case.code), None)
+            await _checked_and_evaluated(
+                Engineer(task, pool), store, Node(run_id="sandbox", code=case.code), None
+            )
         )
     finally:
         await pool.close()

@@ -242,8 +242,8 @@ def test_a_real_run_is_counted_and_served(toy_task, store, tmp_path):
     spec = RunSpec(task=str(toy_task), name="real", budget={"maxCandidates": 15})
     task = load_task(toy_task)
     evolution = Evolution(spec, task, store, OfflineProposer(), tmp_path / "work")
-    rec = RunMetrics("real", gpus=1, metrics=m).bind(evolution)
-    evolution.on_progress = rec.tee(evolution.on_progress)
+    rec = RunMetrics("real", gpus=1, metrics=m).bind(evolution.pool)
+    evolution.observers.append(rec)
     asyncio.run(evolution.run())
 
     labels = {"namespace": "local", "run": "real"}

@@ -35,7 +35,7 @@ def test_loop_improves_the_program_and_commits_every_candidate(toy_task, tmp_pat
         store,
         OfflineProposer(),
         tmp_path / "work",
-        on_progress=lambda progress, node: seen.append(node),
+        observers=[lambda progress, node: seen.append(node)],
     )
     record = asyncio.run(evolution.run())
     assert record.phase == "Succeeded"

@@ -274,27 +274,6 @@ def test_find_by_code_hash_returns_the_first_node(store: Store) -> None:
     assert store.find_by_code_hash("r2", first.code_hash) is None
 
 
-def test_near_nodes_ranks_by_cosine_with_stage_filter(store: Store) -> None:
-    exact = store.add_node(make_node(embedding=[2.0, 0.0, 0.0], stage=Stage.EVALUATED, score=1.0))
-    close = store.add_node(make_node(embedding=[1.0, 1.0, 0.0], stage=Stage.FAILED_QUICK))
-    ortho = store.add_node(make_node(embedding=[0.0, 0.0, 3.0], stage=Stage.EVALUATED, score=1.0))
-    opposite = store.add_node(make_node(embedding=[-1.0, 0.0, 0.0], stage=Stage.EVALUATED, score=1.0))
-    zero = store.add_node(make_node(embedding=[0.0, 0.0, 0.0], stage=Stage.EVALUATED, score=1.0))
-    store.add_node(make_node(embedding=None))
-    store.add_node(make_node("r2", embedding=[1.0, 0.0, 0.0]))
-    hits = store.near_nodes("r1", [1.0, 0.0, 0.0], k=10)
-    assert ids(n for n, _ in hits) == ids([exact, close, ortho, zero, opposite])
-    assert [s for _, s in hits] == pytest.approx([1.0, 2**-0.5, 0.0, 0.0, -1.0], abs=1e-6)
-    assert hits[0][0] == exact
-    assert ids(n for n, _ in store.near_nodes("r1", [1.0, 0.0, 0.0], k=2)) == ids([exact, close])
-    filtered = store.near_nodes("r1", [1.0, 0.1, 0.0], k=2, stages=[Stage.EVALUATED])
-    assert ids(n for n, _ in filtered) == ids([exact, ortho])
-    assert store.near_nodes("r1", [1.0, 0.0, 0.0], k=0) == []
-    assert store.near_nodes("r1", [1.0, 0.0, 0.0], k=3, stages=[]) == []
-    assert [s for _, s in store.near_nodes("r1", [0.0, 0.0, 0.0], k=2)] == [0.0, 0.0]
-    assert store.near_nodes("empty", [1.0, 0.0, 0.0], k=3) == []
-
-
 # insights and cognition
 
 
@@ -385,7 +364,6 @@ def test_two_runs_never_see_each_others_nodes(store: Store) -> None:
     )
     assert store.list_nodes("ra") == [a] and store.list_nodes("rb") == [b]
     assert store.best_node("ra") == a and store.find_by_code_hash("ra", a.code_hash) == a
-    assert [n for n, _ in store.near_nodes("ra", [1.0, 0.0], k=5)] == [a]
     assert store.count_nodes("ra") == {Stage.EVALUATED: 1}
 
 
@@ -406,7 +384,6 @@ def test_two_tenants_never_see_each_others_anything(store_factory: StoreFactory)
     assert a.get_node(node.id) == node
     assert b.list_nodes("r1") == [] and list(b.iter_nodes("r1")) == [] and b.count_nodes("r1") == {}
     assert b.best_node("r1") is None and b.find_by_code_hash("r1", node.code_hash) is None
-    assert b.near_nodes("r1", [1.0, 0.0], k=5) == []
     assert b.list_insights("r1") == [] and b.search_insights("r1", [1.0, 0.0], k=5) == []
     assert b.list_cognition("task") == [] and b.search_cognition("task", [1.0, 0.0], k=5) == []
     assert b.add_cognition([cognition("A", "alpha", [1.0, 0.0])]) == 1  # dedup is per tenant
@@ -435,7 +412,6 @@ def test_a_tenant_cannot_overwrite_another_tenants_objects(store_factory: StoreF
     b.add_insight(Insight(run_id="r1", text="b's lesson", id="shared-insight", embedding=[0.0, 1.0]))
     assert a.get_run("r1") == run_a and [r.spec for r in a.list_runs()] == [{"lab": "a"}]
     assert a.get_node(node.id) == node and a.list_nodes("r1") == [node] and a.best_node("r1") == node
-    assert [n for n, _ in a.near_nodes("r1", [1.0, 0.0], k=5)] == [node]
     assert a.list_insights("r1") == [insight]
     assert [i for i, _ in a.search_insights("r1", [0.0, 1.0], k=5)] == [insight]
     assert b.get_node(node.id).motivation == "b, updated" and b.best_node("r1").score == 99.0

@@ -476,8 +476,6 @@ def test_every_store_call_is_accepted_by_the_installed_client(
             lambda: store.count_nodes("r1"),
             lambda: store.best_node("r1"),
             lambda: store.find_by_code_hash("r1", node.code_hash),
-            lambda: store.near_nodes("r1", [1.0, 0.0], 3, stages=[Stage.EVALUATED]),
-            lambda: store.near_nodes("r1", [0.0, 0.0], 3),
             lambda: store.add_insight(Insight(run_id="r1", text="i", embedding=[1.0, 0.0])),
             lambda: store.list_insights("r1"),
             lambda: store.search_insights("r1", [1.0, 0.0], 2),

@@ -133,8 +133,8 @@ def run(
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}")
     with ProgressDisplay(err_console if as_json else console, prepared.spec.budget.max_candidates) as display:
-        evolution = prepared.evolution(on_progress=display)
-        if metrics_port is not None:  # wraps on_progress: the display, then the metrics recorder
+        evolution = prepared.evolution(observers=[display])
+        if metrics_port is not None:  # the metrics recorder observes the run after the display
             try:
                 serve_run_metrics(evolution, metrics_port, metrics_addr)
             except OSError as err:

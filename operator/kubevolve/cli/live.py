@@ -64,8 +64,8 @@ def render(progress: RunProgress, last: list[str], max_candidates: int | None = 
 
 
 class ProgressDisplay:
-    """Callable handed to Evolution as `on_progress`. `max_candidates` (the run's budget) gives the panel its
-    'N of M' and the ETA at this session's rate."""
+    """The live display of a local run: one of its observers (`RunObserver`). `max_candidates` (the run's
+    budget) gives the panel its 'N of M' and the ETA at this session's rate."""
 
     def __init__(self, console: Console, max_candidates: int | None = None):
         self.console = console

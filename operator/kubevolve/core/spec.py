@@ -110,6 +110,11 @@ class LLMSpec(_Model):
     max_tokens: Annotated[int, Field(ge=1)] = 4096
     timeout_seconds: Annotated[float, Field(gt=0)] = 120
 
+    @property
+    def configured(self) -> bool:
+        """An endpoint is set (here or on a model of the ensemble): the LLM Researcher and Analyzer are used."""
+        return bool(self.endpoint or any(m.endpoint for m in self.models or []))
+
 
 class EngineerSpec(_Model):
     """The Engineer's filters and retries."""

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from kubevolve.core.task import Task
 
 LOCAL_NAMESPACE = "local"
-JOB_KINDS = ("propose", "evaluate", "analyze")  # the operator's Jobs, for the admission-wait histogram
 
 # seconds: from a sub-second toy evaluation to a multi-hour GPU training run
 EVALUATION_BUCKETS = (
@@ -176,7 +175,10 @@ class Metrics:
             self.runs.labels(namespace, str(phase)).set(counts.get(str(phase), 0))
 
 
-METRICS = Metrics()  # the process-wide families, in prometheus_client's default registry
+# Process-wide on purpose: a process has one default Prometheus registry, which the exporter (`serve`) serves
+# and where each family can be registered only once; every run of the process (the operator's many, or a local
+# run) adds its own labelled series to these families. Tests pass `Metrics(CollectorRegistry())` instead.
+METRICS = Metrics()
 
 
 def metric_reason(node: Node) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
@@ -28,6 +29,7 @@ class RunProgress:
     occupancy: float = 0.0
     sandbox: str = ""
     message: str = ""
+    phase: str = ""  # the run's final phase (a RunPhase), once it has ended
 
     @property
     def candidates(self) -> int:
@@ -61,3 +63,10 @@ class RunProgress:
                 self.best_score, self.best_node = node.score, node.id
                 return True
         return False
+
+
+class RunObserver(Protocol):
+    """What watches a local run (the progress display, the metrics recorder): called with each node the run
+    stores, as it is stored, and once more with None when the run ends (`progress.phase` is then set)."""
+
+    def __call__(self, progress: RunProgress, node: Node | None) -> None: ...

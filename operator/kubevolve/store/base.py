@@ -73,11 +73,6 @@ class Store(Protocol):
     def find_by_code_hash(self, run_id: str, code_hash: str) -> Node | None:
         """The first node of the run whose program has this hash (exact-duplicate check)."""
 
-    def near_nodes(
-        self, run_id: str, vector: Sequence[float], k: int, *, stages: Sequence[Stage] | None = None
-    ) -> list[tuple[Node, float]]:
-        """The k nodes with an embedding most similar to `vector`, as (node, cosine similarity), best first."""
-
     # insights
     def add_insight(self, insight: Insight) -> Insight: ...
 

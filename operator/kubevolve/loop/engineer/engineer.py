@@ -1,4 +1,5 @@
-"""The Engineer: takes a proposed node through static check, duplicate check and the task's stages.
+"""The Engineer: the checks that need no evaluator (`precheck`: static and exact-duplicate) and the task's
+stages in a sandboxed slot (`Engineer.evaluate`).
 
 Every way a candidate can go wrong ends as a node in a final stage with its `failure` kind, a one-line `error`
 and the log tail; nothing here raises for a bad candidate. Only a broken task (an evaluator that cannot even
@@ -8,9 +9,12 @@ be imported) raises.
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Protocol
 
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
+from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
 from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
 from kubevolve.loop.engineer.pool import EvaluatorPool
@@ -46,15 +50,25 @@ def precheck(task: Task, store: Store, node: Node, parent_code: str | None) -> N
     return None
 
 
+def run_stages(task: Task, stages: list[str] | None) -> list[str]:
+    """The task's stages a run evaluates (the spec's `stages`, None: all), in the task's order."""
+    return [s for s in task.stage_names if stages is None or s in stages]
+
+
+class Evaluator(Protocol):
+    """Takes a PROPOSED node through the task's stages; it comes back evaluated or failed, never raises for a
+    bad candidate. The Engineer is one; the test kit has a stand-in that scores without a sandbox."""
+
+    async def evaluate(self, node: Node) -> Node: ...
+
+
 class Engineer:
-    def __init__(self, task: Task, pool: EvaluatorPool, store: Store, stages: list[str] | None = None):
+    """Evaluates candidates in the slots of a pool, through the run's stages of the task."""
+
+    def __init__(self, task: Task, pool: EvaluatorPool, stages: list[str] | None = None):
         self.task = task
         self.pool = pool
-        self.store = store
-        self.stages = [s for s in task.stage_names if stages is None or s in stages]
-
-    def precheck(self, node: Node, parent_code: str | None) -> Node | None:
-        return precheck(self.task, self.store, node, parent_code)
+        self.stages = run_stages(task, stages)
 
     async def evaluate(self, node: Node) -> Node:
         """Run the stages in one slot; the node leaves evaluated or failed at the stage that stopped it."""
@@ -79,8 +93,18 @@ class Engineer:
         node.stage, node.error, node.failure = Stage.EVALUATED, "", None
         return node
 
-    async def run(self, node: Node, parent_code: str | None) -> Node:
-        rejected = self.precheck(node, parent_code)
-        if rejected is not None:
-            return rejected
-        return await self.evaluate(node)
+
+class OneSlotEngineer:
+    """An Engineer with a fresh one-slot pool per evaluation, under `workspace/RUN/NODE`: how a step pod, which
+    evaluates one node and exits, evaluates."""
+
+    def __init__(self, task: Task, spec: RunSpec, workspace: Path):
+        self.task, self.spec, self.workspace = task, spec, workspace
+
+    async def evaluate(self, node: Node) -> Node:
+        pool = EvaluatorPool(self.task, 1, self.workspace / node.run_id / node.id, self.spec.sandbox)
+        await pool.start()
+        try:
+            return await Engineer(self.task, pool, self.spec.stages).evaluate(node)
+        finally:
+            await pool.close()

@@ -109,6 +109,8 @@ def reply_failure(reply: dict[str, Any], spec: StageSpec) -> tuple[FailureKind |
     return kind, explain(kind, error, spec)
 
 
+# Process-wide on purpose: the count is a fact about the host (all processes of a uid), the same for every pool
+# and slot of this process, and a /proc scan is what the cache saves.
 _PROCESS_COUNTS: dict[int, tuple[float, int]] = {}
 
 

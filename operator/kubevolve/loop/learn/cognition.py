@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubevolve.core.models import CognitionEntry, Insight
+from kubevolve.core.task import Task
 from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.store.base import Store
 
@@ -211,6 +212,14 @@ def sync_cognition(store: Store, entries: Sequence[CognitionEntry], embedder: Em
         for entry, vector in zip(missing, vectors, strict=True):
             entry.embedding = vector.tolist()
     return store.add_cognition(new) if new else 0
+
+
+def sync_task_cognition(store: Store, task: Task, embedder: Embedder) -> int:
+    """Store the entries of the task's `cognition/` folder that the store lacks: once per run, when it starts
+    (a run reads its cognition from the store, so the folder is parsed once, not for every proposal)."""
+    if not task.cognition_dir.is_dir():
+        return 0
+    return sync_cognition(store, load_cognition(task.cognition_dir, task.name), embedder)
 
 
 def retrieve_cognition(

@@ -120,6 +120,8 @@ def _quiet_progress_bars():
     return tlogging.enable_progress_bar
 
 
+# Process-wide on purpose: the model takes seconds and ~100 MB to load, holds no run's state, and encodes under
+# its own lock; every run, retriever and novelty filter of a process shares the one instance.
 _shared: MiniLMEmbedder | None = None
 _shared_lock = threading.Lock()
 

@@ -3,10 +3,12 @@ cognition entries and prior insights most similar to the parent's situation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from kubevolve.core.models import CognitionEntry, Insight, Node
 from kubevolve.core.spec import RetrievalSpec
 from kubevolve.core.task import Task
-from kubevolve.loop.learn.embeddings import normalise
+from kubevolve.loop.learn.embeddings import Embedder, normalise
 from kubevolve.store.base import Store
 
 # The embedder reads only the first 256 word pieces of a text, and a task's description can fill them alone
@@ -17,8 +19,19 @@ from kubevolve.store.base import Store
 DESCRIPTION_WEIGHT = 0.25
 
 
+@dataclass
+class RetrievedContext:
+    """What retrieval found for one selection of parents and inspirations."""
+
+    cognition: list[CognitionEntry] = field(default_factory=list)  # human priors, most similar first
+    insights: list[Insight] = field(default_factory=list)  # lessons of other experiments of the run
+    analyses: dict[str, str] = field(
+        default_factory=dict
+    )  # node id -> the analysis of that parent/inspiration
+
+
 class Retriever:
-    def __init__(self, store: Store, task: Task, run_id: str, spec: RetrievalSpec, embedder):
+    def __init__(self, store: Store, task: Task, run_id: str, spec: RetrievalSpec, embedder: Embedder):
         self.store = store
         self.task = task
         self.run_id = run_id
@@ -44,11 +57,11 @@ class Retriever:
         mixed = (1.0 - DESCRIPTION_WEIGHT) * vectors[0] + DESCRIPTION_WEIGHT * vectors[1]
         return normalise(mixed[None, :])[0].tolist()
 
-    def context(self, nodes: list[Node]) -> tuple[list[CognitionEntry], list[Insight], dict[str, str]]:
-        """(cognition entries, insights, analyses by node id) for a selection's parents and inspirations."""
+    def context(self, nodes: list[Node]) -> RetrievedContext:
+        """Cognition entries, insights and analyses for a selection's parents and inspirations (parent first)."""
         analyses = {n.id: self._texts[n.insight_id] for n in nodes if n.insight_id in self._texts}
         if not (self.spec.cognition_top_k or self.spec.insights_top_k):
-            return [], [], analyses
+            return RetrievedContext(analyses=analyses)
         vector = self.query_vector(nodes[0])  # one query for both searches
         cognition: list[CognitionEntry] = []
         if self.spec.cognition_top_k:
@@ -63,4 +76,4 @@ class Retriever:
                 self.run_id, vector, self.spec.insights_top_k + len(own)
             )
             insights = [i for i, _ in found_insights if i.id not in own][: self.spec.insights_top_k]
-        return cognition, insights, analyses
+        return RetrievedContext(cognition, insights, analyses)

@@ -62,7 +62,7 @@ def models_of(spec: LLMSpec) -> list[LLMModel]:
 
 class LLMClient:
     def __init__(self, spec: LLMSpec):
-        if not spec.endpoint and not any(m.endpoint for m in spec.models or []):
+        if not spec.configured:
             raise ValueError("llm.endpoint is not set")
         self.spec = spec
         self.models = {m.name: m for m in models_of(spec)}
@@ -79,8 +79,6 @@ class LLMClient:
                     max_retries=spec.max_retries,
                 )
         self._limit = asyncio.Semaphore(spec.max_concurrency)
-        self.spent_usd = 0.0
-        self.requests = 0
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         m = self.models.get(model)
@@ -117,7 +115,6 @@ class LLMClient:
                 ) from None
             except openai.APIConnectionError as err:
                 raise LLMError(f"cannot reach the LLM endpoint {base_url}: {err}") from None
-        self.requests += 1
         if not response.choices:
             raise LLMError(f"LLM endpoint {base_url} returned no choices")
         text = response.choices[0].message.content or ""
@@ -125,7 +122,6 @@ class LLMClient:
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
         cost = self.cost(name, prompt_tokens, completion_tokens)
-        self.spent_usd += cost
         return Completion(
             text=text,
             model=name,

@@ -15,6 +15,7 @@ from typing import Any
 
 from kubevolve.core.models import Node, RunRecord, Stage
 from kubevolve.core.spec import FeatureAxis, SamplerSpec, SpecError, parse_run_spec
+from kubevolve.loop.budget import llm_cost as node_cost
 from kubevolve.observe.progress import failure_kind
 from kubevolve.store.base import Store
 
@@ -209,7 +210,7 @@ def failure_counts(data: RunData) -> Counter[tuple[str, str]]:
 
 def llm_cost(data: RunData) -> float:
     """US dollars spent on the LLM, proposals and analyses together."""
-    return sum(n.llm.get("cost_usd", 0.0) + n.llm.get("analysis_cost_usd", 0.0) for n in data.nodes)
+    return sum(node_cost(n) for n in data.nodes)
 
 
 def run_seconds(data: RunData) -> float:

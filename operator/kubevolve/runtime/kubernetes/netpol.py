@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubevolve.core.kinds import Role
+from kubevolve.runtime.kubernetes import ROLE_LABEL
+
 POLICY_NAME = "kubevolve-evaluation-egress"
 STORE_PORTS = (8080, 50051)  # Weaviate HTTP and gRPC
 
@@ -35,7 +38,7 @@ def evaluation_network_policy(
         "kind": "NetworkPolicy",
         "metadata": {"name": POLICY_NAME, "namespace": namespace, "labels": dict(labels or {})},
         "spec": {
-            "podSelector": {"matchLabels": {"kubevolve.io/role": "evaluate"}},
+            "podSelector": {"matchLabels": {ROLE_LABEL: str(Role.EVALUATE)}},
             "policyTypes": ["Egress", "Ingress"],
             "ingress": [],
             "egress": [dns, {"to": store_peers, "ports": ports}],

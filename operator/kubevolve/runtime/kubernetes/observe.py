@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.runtime.kubernetes import (
     ATTEMPT_LABEL,
     CANDIDATE_LABEL,
@@ -25,7 +26,7 @@ WAITING, ACTIVE, SUCCEEDED, FAILED = "waiting", "active", "succeeded", "failed"
 @dataclass(frozen=True)
 class JobInfo:
     name: str
-    role: str
+    role: Role
     key: str
     attempt: int
     node_id: str
@@ -78,11 +79,15 @@ def job_state(body: dict[str, Any]) -> tuple[str, float | None, str]:
 
 
 def job_info(body: dict[str, Any]) -> JobInfo | None:
-    """None for an object that lacks the labels the operator puts on its Jobs."""
+    """None for an object that lacks the labels the operator puts on its Jobs (or names no step it knows)."""
     meta = body.get("metadata") or {}
     labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
-    role, key = labels.get(ROLE_LABEL), labels.get(CANDIDATE_LABEL)
-    if not role or not key:
+    key = labels.get(CANDIDATE_LABEL)
+    try:
+        role = Role(labels.get(ROLE_LABEL))
+    except ValueError:
+        return None
+    if not key:
         return None
     state, finished_at, reason = job_state(body)
     return JobInfo(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.spec import FailurePolicySpec, RunSpec, SpecError, parse_run_spec
 from kubevolve.runtime.kubernetes.context import OperatorContext
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job, store_url
@@ -128,7 +129,7 @@ async def _reconcile(
         post("Warning", "TaskUnreadable", message + " to report it from the run's image")
     plan = make_plan(PlanInput(run, spec, facts, jobs, snap, int(old.get("nextCandidate") or 0), now))
     if facts.error:  # no evaluation is sized from defaults: the first proposal reports the task
-        plan.create = [req for req in plan.create if req.role != "evaluate"]
+        plan.create = [req for req in plan.create if req.role != Role.EVALUATE]
 
     for nid, error, stage in plan.record_failed:
         if await asyncio.to_thread(record_failed, store, nid, error, stage):

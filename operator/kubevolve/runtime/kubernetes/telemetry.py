@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node
 from kubevolve.core.spec import RunSpec
 from kubevolve.observe.metrics import METRICS, Metrics, drop_run_series
@@ -93,7 +94,7 @@ async def feed_run(
         await asyncio.to_thread(feed.read, store, snap.nodes, snap.total)
     except StoreError as err:
         log.warning(f"metrics of {namespace}/{spec.name} not updated: {err}")
-    busy = sum(1 for j in jobs if j.role == "evaluate" and j.state == ACTIVE)
+    busy = sum(1 for j in jobs if j.role == Role.EVALUATE and j.state == ACTIVE)
     feed.observe(snap.best, busy, slots, time.time(), over=over)
 
 

@@ -34,7 +34,7 @@ from kubevolve.store.codec import (
 )
 from kubevolve.store.sqlite.schema import apply_schema, check_readable
 from kubevolve.store.sqlite.vector_cache import VectorCache
-from kubevolve.store.vectors import query_vector, rank
+from kubevolve.store.vectors import query_vector
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction before giving up
 ITER_CHUNK = 500  # nodes per query when streaming a run
@@ -320,37 +320,6 @@ class SQLiteStore:
             (self.tenant, run_id, code_hash),
         )
         return None if row is None else node_from_row(row)
-
-    @_translated("near_nodes")
-    def near_nodes(
-        self, run_id: str, vector: Sequence[float], k: int, *, stages: Sequence[Stage] | None = None
-    ) -> list[tuple[Node, float]]:
-        """Ranks only (id, embedding) of the run's nodes, then loads the k winners whole.
-
-        Nodes without an embedding, or with one of another dimension, are not candidates.
-        """
-        query = query_vector(vector)
-        sql = (
-            "SELECT id, embedding FROM nodes WHERE tenant = ? AND run_id = ?"
-            " AND typeof(embedding) = 'blob' AND length(embedding) = ?"
-        )
-        params: list[Any] = [self.tenant, run_id, query.nbytes]
-        if stages is not None:
-            values = stage_values(stages)
-            sql += f" AND stage IN ({_placeholders(values)})" if values else " AND 0"
-            params += values
-        conn = self._conn()
-        rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
-        ranked = [(rows[i][0], sim) for i, sim in rank(query, [blob for _, blob in rows], k)]
-        if not ranked:
-            return []
-        ids = [node_id for node_id, _ in ranked]
-        found = conn.execute(
-            f"SELECT id, {NODE_COLS} FROM nodes WHERE tenant = ? AND id IN ({_placeholders(ids)})",
-            [self.tenant, *ids],
-        )
-        nodes = {row[0]: node_from_row(row[1:]) for row in found}
-        return [(nodes[node_id], sim) for node_id, sim in ranked if node_id in nodes]
 
     # insights
 

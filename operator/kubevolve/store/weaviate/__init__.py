@@ -61,7 +61,6 @@ CLAIM_WINDOW = 64  # slots below the highest seq searched for a free one
 MAX_CLAIMS = 60  # attempts to claim a seq before add_node gives up (and removes its node)
 MIN_PREFIX = 4  # shortest id prefix get_node resolves
 BATCH = 200  # cognition entries per insert_many
-NODE_ORDER = ("seq", "node_id")
 
 
 def node_props(node: Node, seq: int) -> tuple[Props, Any]:
@@ -274,13 +273,6 @@ class WeaviateStore(TenantCollections):
         where = all_of(node_filter(run_id), eq("code_hash", code_hash))
         objs = self._call("find_by_code_hash", self._fetch, self._nodes, where, sort=[("seq", True)], limit=1)
         return self._node(objs[0].properties) if objs else None
-
-    def near_nodes(
-        self, run_id: str, vector: Sequence[float], k: int, *, stages: Sequence[Stage] | None = None
-    ) -> list[tuple[Node, float]]:
-        where = node_filter(run_id, stages=stages)
-        hits = self._near("near_nodes", self._nodes, where, vector, k, NODE_ORDER)
-        return [(self._node(p), sim) for p, sim in hits]
 
     # insights
 
