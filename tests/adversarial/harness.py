@@ -52,7 +52,7 @@ async def evaluate_all(mode: str, task_dir: Path, cases: dict[str, str], honest:
         raise SystemExit(
             "refusing: sandbox 'none' without a uid per slot would let kill(-1) reach our processes"
         )
-    engineer = Engineer(task, pool, store=None)  # type: ignore[arg-type]  # evaluate() needs no store
+    engineer = Engineer(task, pool)
     records = {}
     try:
         for name, code in cases.items():

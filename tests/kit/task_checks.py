@@ -54,7 +54,7 @@ def evaluate_through_engine(
         pool = EvaluatorPool(task, 1, tmp_path / "work")
         await pool.start()
         try:
-            engineer = Engineer(task, pool, None, list(stages))  # type: ignore[arg-type]  # no store needed
+            engineer = Engineer(task, pool, list(stages))
             return await engineer.evaluate(Node(run_id="through-the-engine", code=code))
         finally:
             await pool.close()
