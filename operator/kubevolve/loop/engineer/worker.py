@@ -1,4 +1,6 @@
-"""The warm evaluation worker: started once per slot inside the sandbox, it forks one child per job.
+"""The legacy evaluation worker, for tasks without a runner: started once per slot inside the sandbox, it
+forks one child per job, and the candidate runs in the evaluator's own address space, where it can reach it.
+Tasks with a runner are judged instead (judge.py, zygote.py), with the candidate in a process of its own.
 
 Starting a Python interpreter and importing torch or numpy costs far more than most quick evaluations, so the
 worker imports the task's evaluator once and forks for each candidate. The child becomes its own session
