@@ -243,6 +243,7 @@ class CandidateProcess:
     # the process
 
     def _start(self) -> None:
+        self.slot.await_killed()
         spare = self.slot.take_spare(spawn_params(self.job, self.slot.config))
         self._fds, self._scratch, self._ident = spare.fds, spare.scratch, spare.ident
         if self._scratch is not None:
@@ -368,7 +369,9 @@ class CandidateProcess:
         if not self._fds:
             return
         try:
-            if self._exited is None:
+            if self._exited is None and self._scratch is None:
+                self.slot.kill(self._ident, wait=False)  # its own namespaces: nothing of it to sweep
+            elif self._exited is None:
                 self._on_exit(self.slot.kill(self._ident))
         except ZygoteBroken:
             self.slot.reset_zygote()
@@ -454,6 +457,7 @@ class JudgeSlot:
         self.exits: dict[int, dict[str, Any]] = {}  # id -> exit report, until its owner reads it
         self.spare: Spare | None = None
         self.spare_params: dict[str, Any] | None = None
+        self.killed: set[int] = set()  # killed, exit not read yet
         self._ids = itertools.count(1)
         self._count = 0
 
@@ -520,10 +524,18 @@ class JudgeSlot:
         while select.select([self.zygote.control], [], [], 0)[0]:
             self.on_control()
 
-    def kill(self, ident: int) -> dict[str, Any]:
-        """Kill process `ident` and return its exit report (the zygote is broken if it never comes)."""
+    def kill(self, ident: int, wait: bool = True) -> dict[str, Any] | None:
+        """Kill process `ident` and return its exit report (the zygote is broken if it never comes). Without
+        `wait` the report is awaited before the next candidate starts (`await_killed`), not now: the engine
+        gets the judge's verdict without waiting for the kill."""
         if ident not in self.exits:
             self.zygote.send({"op": "kill", "id": ident})
+        if not wait:
+            self.killed.add(ident)
+            return None
+        return self._exit_of(ident)
+
+    def _exit_of(self, ident: int) -> dict[str, Any]:
         end = time.monotonic() + EXIT_GRACE
         while ident not in self.exits:
             remaining = end - time.monotonic()
@@ -531,6 +543,12 @@ class JudgeSlot:
                 raise ZygoteBroken("a killed candidate process did not exit")
             self.on_control(remaining)
         return self.exits.pop(ident)
+
+    def await_killed(self) -> None:
+        """The exits of the candidates killed without waiting: none of their processes counts against the next
+        one's process limit (the slot's uid is shared)."""
+        while self.killed:
+            self._exit_of(self.killed.pop())
 
     def reset_zygote(self) -> None:
         if self.spare is not None:
@@ -540,6 +558,7 @@ class JudgeSlot:
         self.kill_candidate_processes()
         self.pids.clear()
         self.exits.clear()
+        self.killed.clear()
 
     def kill_candidate_processes(self) -> None:
         """Sandbox "none": every process of the slot's uid (root), else the candidate's process group."""

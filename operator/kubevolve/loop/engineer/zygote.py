@@ -447,16 +447,20 @@ def serve_judge(control: socket.socket, runner: Any, mode: str) -> None:
     Several may live at once (one running, one waiting for its program); each exit is reported once."""
     spawner = Spawner(runner, mode)
     children: dict[int, Spawned] = {}  # pidfd -> the candidate
+    inits: dict[int, int] = {}  # pidfd -> pid of a killed namespace's init, reaped once its namespace is gone
     while True:
-        ready, _, _ = select.select([control, *children], [], [])
+        ready, _, _ = select.select([control, *children, *inits], [], [])
+        for pidfd in [fd for fd in ready if fd in inits]:
+            os.waitpid(inits.pop(pidfd), 0)
+            os.close(pidfd)
         for pidfd in [fd for fd in ready if fd in children]:
             child = children.pop(pidfd)
             os.close(pidfd)
             _, status = os.waitpid(child.pid, 0)
-            if child.init is not None:  # the namespace may hold what it started: end it
+            if child.init is not None:  # the namespace may hold what it started: end it, without waiting
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.init, signal.SIGKILL)
-                os.waitpid(child.init, 0)
+                inits[os.pidfd_open(child.init)] = child.init  # (the kernel may take a while to tear it down)
             if mode == "none" and not children:
                 _kill_descendants()  # whatever it started, in any session (we are its subreaper)
             _send(control, _report(child.ident, status, mode))
