@@ -60,9 +60,13 @@ test: setup
 test-all: setup
 	$(BIN)/pytest -q -m "" $(PYTEST_ARGS)
 
+# ruff, then mypy (strict for core/ and loop/; config and caches: pyproject.toml, .mypy_cache), then the import
+# contracts of pyproject's [tool.importlinter] over this checkout's package
 lint: setup
 	$(BIN)/ruff check operator tests benchmarks tasks
 	$(BIN)/ruff format --check operator tests benchmarks tasks
+	$(BIN)/mypy
+	PYTHONPATH=$(CURDIR)/operator $(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix operator tests benchmarks tasks
@@ -82,4 +86,4 @@ chart: setup
 	bin/helm lint helm/kubevolve
 
 clean:
-	rm -rf $(VENV) bin .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) bin .pytest_cache .ruff_cache .hypothesis .mypy_cache .import_linter_cache

@@ -286,7 +286,7 @@ async def evolve_async(
         warnings.warn(warning, RuntimeWarning, stacklevel=2)
     try:
         try:
-            observers = [] if on_progress is None else [on_progress]
+            observers: list[RunObserver] = [] if on_progress is None else [on_progress]
             record = await prepared.evolution(observers=observers, workspace=workspace).run()
         finally:
             await prepared.agents.close()

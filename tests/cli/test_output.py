@@ -171,3 +171,18 @@ def test_into_a_pipe_the_program_keeps_even_its_control_characters(db):
     store.add_node(Node(run_id="r", code=code, stage=Stage.EVALUATED, score=1.0))
     store.close()
     assert code in invoke("best").stdout  # verbatim: a redirect to a file gets the program as stored
+
+
+def test_the_ui_answers_only_for_this_machines_names_on_every_bind_address():
+    """DNS rebinding: a page elsewhere whose name resolves here must be refused, wildcard binds included."""
+    import socket
+
+    from kubevolve.cli.ui_cmd import answered_hosts
+
+    for bind in ("127.0.0.1", "0.0.0.0", "::", "10.1.2.3"):
+        allowed = answered_hosts(bind, None)
+        assert allowed is not None and "evil.example" not in allowed
+        assert {"localhost", "127.0.0.1", socket.gethostname()} <= set(allowed)
+    assert "10.1.2.3" in answered_hosts("10.1.2.3", None)
+    assert "lab.example" in answered_hosts("0.0.0.0", ["lab.example"])
+    assert answered_hosts("0.0.0.0", ["*"]) is None  # only when asked: a proxy in front checks access

@@ -285,6 +285,7 @@ def test_the_run_browser_is_one_deployment_per_lab_that_reads_only_its_tenant(tm
             f"--store={operator_env['KUBEVOLVE_STORE']['value']}",
             f"--tenant={lab}",  # fixed: the lab's own tenant, whatever the page asks
             "--host=0.0.0.0",
+            "--allow-host=*",  # the API server's service proxy in front checks who may reach it
             "--port=8443",
         ]
         env = {e["name"]: e for e in container["env"]}

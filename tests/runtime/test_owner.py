@@ -121,3 +121,37 @@ def test_a_local_run_records_its_owner(toy_task, tmp_path):
     for who in (during[0], after):
         assert who is not None and who.pid == os.getpid() and who.host == owner.this_process().host
         assert who.process_started_at == pytest.approx(owner.process_start_time(os.getpid()), abs=2)
+
+
+def test_a_run_that_a_live_process_runs_is_not_resumed_by_a_second_one(store, toy_task):
+    """Two processes committing into one run would overwrite each other: the second `kubevolve run` refuses."""
+    from kubevolve.core.spec import RunSpec, SpecError
+    from kubevolve.core.task import load_task
+    from kubevolve.runtime.targets import choose_run_id
+
+    spec = RunSpec(task=str(toy_task), name="busy")
+    task = load_task(spec.task)
+    record = RunRecord(id="busy", task=task.name, spec=spec.to_dict(), phase=RunPhase.RUNNING)
+    owner.claim(record)  # this test's process: alive
+    store.put_run(record)
+    with pytest.raises(SpecError, match=r"run 'busy' is being run by process \d+"):
+        choose_run_id(spec, task, store, new=False)
+    unnamed = RunSpec(task=str(toy_task))
+    with pytest.raises(SpecError, match="is being run by"):
+        choose_run_id(unnamed, task, store, new=False)
+    assert choose_run_id(unnamed, task, store, new=True)[1] is False  # --new starts another run
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert record.owner is not None
+    record.owner = dataclasses.replace(record.owner, pid=proc.pid, process_started_at=None)
+    store.put_run(record)  # its process is gone (kill -9): resumable
+    assert choose_run_id(spec, task, store, new=False) == ("busy", True)
+
+    record.owner = dataclasses.replace(record.owner, host="elsewhere", heartbeat_at=time.time())
+    store.put_run(record)  # another host, a fresh heartbeat: may be alive
+    with pytest.raises(SpecError, match="on elsewhere"):
+        choose_run_id(spec, task, store, new=False)
+    record.owner = dataclasses.replace(record.owner, heartbeat_at=time.time() - 4 * owner.HEARTBEAT_SECONDS)
+    store.put_run(record)  # a stale heartbeat from another host: presumed dead
+    assert choose_run_id(spec, task, store, new=False) == ("busy", True)

@@ -7,9 +7,8 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -66,7 +65,7 @@ class InOrderOfUse(TyperGroup):
     """`kubevolve --help` lists the commands in COMMAND_ORDER, not in the order they happen to be registered;
     a command missing from it comes last rather than not at all."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:  # a context of typer's own copy of click
         names = super().list_commands(ctx)
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(names, key=lambda name: rank.get(name, len(rank)))
@@ -152,7 +151,7 @@ def run(
         console.print(f"\n[bold]best program[/] (node {best.id}, score {best.score:.6g}):")
         render.print_node(console, best, diff=False)
         initial = store.list_nodes(record.id, limit=1)[0]
-        if initial.score is not None:
+        if initial.score is not None and best.score is not None:
             console.print(
                 f"\n[bold]{record.id}[/]: initial score {initial.score:.6g} → best {best.score:.6g} "
                 f"({best.score - initial.score:+.6g}) in {result.candidates} candidates"

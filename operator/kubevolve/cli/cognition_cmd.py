@@ -122,25 +122,21 @@ def add(
             task = load_task(path)
         except TaskError as err:
             fail(str(err))
-            return
         source = task.cognition_dir
         collection = collection or task.name
         if not source.exists():
             fail(f"task {task.name!r} has no cognition folder ({source} does not exist)")
     elif not collection:
         fail(f"{path} is not a task folder, so --collection is required")
-        return
     try:
         entries = load_cognition(source, collection)
     except CognitionError as err:
         fail(str(err))
-        return
     store = get_store(store_url, tenant)
     try:
         added = sync_cognition(store, entries, get_embedder()) if entries else 0
     except (EmbeddingError, StoreError) as err:
         fail(str(err))
-        return
     if as_json:
         render.print_json({"collection": collection, "entries": len(entries), "added": added})
     elif not entries:
@@ -212,7 +208,6 @@ def search(
         hits = retrieve_cognition(store, collection, query, get_embedder(), k=k, min_score=min_score)
     except (EmbeddingError, StoreError) as err:
         fail(str(err))
-        return
     if as_json:
         render.print_json([entry_dict(e, score) for e, score in hits])
         return
@@ -243,7 +238,6 @@ def promote(
         entry = promote_insight(store, insight, collection, get_embedder(), title=title)
     except (CognitionError, EmbeddingError, StoreError) as err:
         fail(str(err))
-        return
     if as_json:
         render.print_json(entry_dict(entry))
     else:

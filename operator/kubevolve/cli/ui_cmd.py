@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 from urllib.parse import quote
 
@@ -19,6 +20,13 @@ def ui(
     tenant: TenantOpt = "default",
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A Host name the page answers for besides this machine's own names ('*': any; behind a "
+            "proxy that checks hosts itself). Other names are refused, which stops DNS-rebinding reads."
+        ),
+    ] = None,
 ) -> None:
     """Browse runs in a web page that follows them live: state and budget, score over time, the evolution
     tree, MAP-Elites grids, and each node's code, diff, insight, retrieved context and prompts. Read-only."""
@@ -30,10 +38,8 @@ def ui(
         fail(f"kubevolve ui needs the 'ui' extra ({err.name} is missing): pip install 'kubevolve[ui]'")
 
     url = store_url or str(default_store_path())
-    loopback = host in ("127.0.0.1", "localhost", "::1")
     app = create_app(
-        lambda: open_store(url, tenant, read_only=True),
-        allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if loopback else None,
+        lambda: open_store(url, tenant, read_only=True), allowed_hosts=answered_hosts(host, allow_host)
     )
     source = app.state.source
     problem = source.check()
@@ -55,3 +61,16 @@ def ui(
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         source.close()
+
+
+def answered_hosts(bind: str, extra: list[str] | None) -> list[str] | None:
+    """The Host names the server answers for: loopback names, the address it is bound to, this machine's
+    names, and `extra`; None (any) only when `extra` holds '*'. A page on another site that resolves its own
+    name to this machine (DNS rebinding) is refused on every bind address, wildcard ones included."""
+    names = list(extra or [])
+    if "*" in names:
+        return None
+    names += ["127.0.0.1", "localhost", "[::1]", socket.gethostname(), socket.getfqdn()]
+    if bind not in ("0.0.0.0", "::"):
+        names.append(f"[{bind}]" if ":" in bind else bind)
+    return sorted(set(names))

@@ -91,8 +91,8 @@ class RunState:
         self.observed += 1
         self.proposals = max(self.proposals, self.observed)
         self.consecutive_failures = failure_streak(self.consecutive_failures, node)
-        evaluated = node.stage is Stage.EVALUATED and node.score is not None
-        if evaluated and (self.best_score is None or node.score > self.best_score):
+        evaluated = node.stage is Stage.EVALUATED
+        if evaluated and node.score is not None and (self.best_score is None or node.score > self.best_score):
             self.best_score = node.score
         self.spent_usd += llm_cost(node)
         self._scores[node.id] = node.score if node.stage is Stage.EVALUATED else None

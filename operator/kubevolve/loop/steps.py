@@ -20,6 +20,7 @@ from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Insight, Node, RunRecord, Stage
 from kubevolve.core.spec import RunSpec, parse_run_spec
 from kubevolve.core.task import Task, load_task
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.agents import Agents
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, analyze_and_store
 from kubevolve.loop.budget import wants_debug_retry
@@ -31,7 +32,7 @@ from kubevolve.loop.sample.base import Selection
 from kubevolve.store.base import NotFound, Store
 
 
-class StepError(RuntimeError):
+class StepError(KubevolveError, RuntimeError):
     """A step cannot run: an unknown run or node, or nothing to build on yet."""
 
 

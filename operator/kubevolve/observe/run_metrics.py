@@ -9,9 +9,11 @@ operator feeds from the store.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from kubevolve.core.models import Node, RunPhase, Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.core.task import Task
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES
 from kubevolve.observe.metrics import (
     LOCAL_NAMESPACE,
@@ -22,10 +24,7 @@ from kubevolve.observe.metrics import (
     serve,
     stage_gpus,
 )
-from kubevolve.observe.progress import RunProgress
-
-if TYPE_CHECKING:
-    from kubevolve.runtime.local import Evolution
+from kubevolve.observe.progress import RunObserver, RunProgress
 
 EVALUATION_STAGES = ("quick", "full")
 _PURPOSES = {"researcher": "researcher", "debug retry": "debug_retry", "analyzer": "analyzer"}
@@ -39,6 +38,22 @@ class Slots(Protocol):
     def busy(self) -> int: ...
 
     def occupancy(self) -> float: ...
+
+
+class RunningEvolution(Protocol):
+    """What `serve_run_metrics` reads of a local run (runtime.local's `Evolution`), described here so that
+    observe/ needs nothing from runtime/."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def spec(self) -> RunSpec: ...
+    @property
+    def task(self) -> Task: ...
+    @property
+    def pool(self) -> Slots: ...
+    @property
+    def observers(self) -> list[RunObserver]: ...
 
 
 class RunMetrics:
@@ -185,7 +200,7 @@ class RunMetrics:
 
 
 def serve_run_metrics(
-    evolution: Evolution, port: int, addr: str = "127.0.0.1", namespace: str = LOCAL_NAMESPACE
+    evolution: RunningEvolution, port: int, addr: str = "127.0.0.1", namespace: str = LOCAL_NAMESPACE
 ) -> RunMetrics:
     """`kubevolve run --metrics-port`: record `evolution` (as one more of its observers) and serve it."""
     metrics = RunMetrics(

@@ -243,7 +243,7 @@ class Evolution:
             await self._drain_analyses()
             if not self._stop.is_set():
                 self.verdict = BudgetVerdict("every budgeted candidate is done", cause=StopCause.CANDIDATES)
-            return self._finish(record, self._phase(), self.verdict.reason)
+            return self._finish(record, self._phase(), self.verdict.reason if self.verdict else "")
         except (asyncio.CancelledError, KeyboardInterrupt):
             self._finish(record, RunPhase.STOPPED, "interrupted; `kubevolve run` again resumes it")
             raise
@@ -272,8 +272,9 @@ class Evolution:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 for task in done:
-                    if task is not stopper and task.exception():
-                        raise task.exception()
+                    error = None if task is stopper else task.exception()
+                    if error is not None:
+                        raise error
                 self._check_budget()
         finally:
             stopper.cancel()

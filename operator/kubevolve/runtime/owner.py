@@ -92,6 +92,18 @@ def dead_reason(record: RunRecord) -> str | None:
     return why_gone(record.owner)
 
 
+def live_owner(record: RunRecord, now: float | None = None) -> str | None:
+    """Who is running the run now, described; None when nobody may be (no owner, not Running, the process is
+    gone, or a heartbeat on another host is older than three beats). Two processes must never run one run."""
+    if record.phase is not RunPhase.RUNNING or record.owner is None or why_gone(record.owner) is not None:
+        return None
+    who = record.owner
+    age = (time.time() if now is None else now) - who.heartbeat_at
+    if who.host != socket.gethostname() and age > 3 * HEARTBEAT_SECONDS:
+        return None
+    return f"process {who.pid} on {who.host} (heartbeat {max(age, 0.0):.0f}s ago)"
+
+
 def claim(record: RunRecord) -> None:
     """Make this process the run's owner (the caller writes the record)."""
     record.owner = this_process()

@@ -11,9 +11,10 @@ import os
 import secrets
 from pathlib import Path
 
-from kubevolve.core.models import RunPhase
+from kubevolve.core.models import RunPhase, RunRecord
 from kubevolve.core.spec import RunSpec, SpecError, load_run_spec
 from kubevolve.core.task import Task, load_task
+from kubevolve.runtime.owner import live_owner
 from kubevolve.store.base import NotFound, Store
 
 UNFINISHED = (RunPhase.PENDING, RunPhase.RUNNING, RunPhase.STOPPED)
@@ -40,14 +41,25 @@ def choose_run_id(spec: RunSpec, task: Task, store: Store, *, new: bool) -> tupl
     """The run to use and whether it resumes an existing one."""
     if spec.name:
         try:
-            store.get_run(spec.name)
+            record = store.get_run(spec.name)
         except NotFound:
             return spec.name, False
         if new:
             raise SpecError(f"run {spec.name!r} already exists; choose another name to start a new run")
-        return spec.name, True
+        return _resumable(record), True
     if not new:
         for run in store.list_runs():
             if run.task == task.name and run.spec.get("task") == spec.task and run.phase in UNFINISHED:
-                return run.id, True
+                return _resumable(run), True
     return f"{task.name}-{secrets.token_hex(3)}", False
+
+
+def _resumable(record: RunRecord) -> str:
+    """The run's id, unless a live process runs it: two processes would commit into one run."""
+    who = live_owner(record)
+    if who is not None:
+        raise SpecError(
+            f"run {record.id!r} is being run by {who}; stop that process to resume it here, "
+            "or start another run (--new)"
+        )
+    return record.id

@@ -23,8 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from kubevolve.loop.engineer import channel
-from kubevolve.loop.engineer.channel import ProtocolViolation
+from kubevolve.sdk import channel
+from kubevolve.sdk.channel import ProtocolViolation
 from kubevolve.sdk.evaluator_kit import load_program
 
 __all__ = [

@@ -14,11 +14,12 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
+from kubevolve.errors import KubevolveError
 
 SCHEMA_VERSION = 2  # 2: nodes carry `failure` (sqlite/schema.py and weaviate/schema.py migrate 1)
 
 
-class StoreError(RuntimeError):
+class StoreError(KubevolveError, RuntimeError):
     """A store operation failed; the message says which and why. Nothing already stored is lost."""
 
 

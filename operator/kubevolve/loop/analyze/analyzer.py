@@ -8,7 +8,7 @@ embedded default keeps the same data flow: every evaluated or failed candidate g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kubevolve.core.models import Insight, Node, Stage
 from kubevolve.core.task import Task
@@ -33,7 +33,7 @@ class Analysis:
     text: str
     analyzer: str
     llm: dict[str, float] = field(default_factory=dict)
-    transcript: list[dict] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Analyzer(Protocol):

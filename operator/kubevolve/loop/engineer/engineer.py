@@ -9,12 +9,13 @@ be imported) raises.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
-from kubevolve.core.spec import RunSpec
+from kubevolve.core.spec import RunSpec, StageName
 from kubevolve.core.task import Task
 from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
 from kubevolve.loop.engineer.pool import EvaluatorPool
@@ -24,7 +25,7 @@ from kubevolve.store.base import Store
 FAILED_STAGE = {"quick": Stage.FAILED_QUICK, "full": Stage.FAILED_FULL}
 
 
-def threshold_failure(task: Task, stage: str, metrics: dict[str, float]) -> str | None:
+def threshold_failure(task: Task, stage: StageName, metrics: dict[str, float]) -> str | None:
     """Early rejection: the first threshold of this stage the metrics miss, described."""
     spec = task.spec.stages[stage]
     for name, bound in spec.reject_below.items():
@@ -50,7 +51,7 @@ def precheck(task: Task, store: Store, node: Node, parent_code: str | None) -> N
     return None
 
 
-def run_stages(task: Task, stages: list[str] | None) -> list[str]:
+def run_stages(task: Task, stages: Sequence[StageName] | None) -> list[StageName]:
     """The task's stages a run evaluates (the spec's `stages`, None: all), in the task's order."""
     return [s for s in task.stage_names if stages is None or s in stages]
 
@@ -65,7 +66,7 @@ class Evaluator(Protocol):
 class Engineer:
     """Evaluates candidates in the slots of a pool, through the run's stages of the task."""
 
-    def __init__(self, task: Task, pool: EvaluatorPool, stages: list[str] | None = None):
+    def __init__(self, task: Task, pool: EvaluatorPool, stages: Sequence[StageName] | None = None):
         self.task = task
         self.pool = pool
         self.stages = run_stages(task, stages)

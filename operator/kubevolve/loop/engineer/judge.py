@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubevolve.loop.engineer import channel, confine
+from kubevolve.loop.engineer import confine
 from kubevolve.loop.engineer.slot_uids import SHARED_TMP, SweepFailed, kill_uid, remove_files_of_uid
 from kubevolve.loop.engineer.worker import describe_import_error
 from kubevolve.loop.engineer.zygote import SETUP_FAILED
+from kubevolve.sdk import channel
 from kubevolve.sdk.judging import CandidateCrashed, CandidateError, CandidateFailed
 
 LOG_TAIL_BYTES = 4000
@@ -112,7 +113,7 @@ class Config:
 class Zygote:
     def __init__(self, config: Config):
         self.config = config
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.control: socket.socket | None = None
 
     def start(self) -> None:
@@ -260,7 +261,8 @@ class CandidateProcess:
         reader = channel.Reader(max_bytes)
         pending = memoryview(outgoing)
         control = self.slot.zygote.control
-        reading = {self._fds["reply"], self._fds["log"], control}
+        assert control is not None
+        reading: set[int | socket.socket] = {self._fds["reply"], self._fds["log"], control}
         value: Any = None
         while True:
             if self._over_quota.is_set():
@@ -521,7 +523,9 @@ class JudgeSlot:
 
     def drain(self) -> None:
         """Read whatever the zygote has said so far."""
-        while select.select([self.zygote.control], [], [], 0)[0]:
+        control = self.zygote.control
+        assert control is not None
+        while select.select([control], [], [], 0)[0]:
             self.on_control()
 
     def kill(self, ident: int, wait: bool = True) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.task import StageSpec, Task
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer import slot_uids
 from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_judge_launch, build_worker_launch
 from kubevolve.loop.engineer.worker import LOG_NAME
@@ -37,7 +38,7 @@ PR_SET_DUMPABLE = 4
 PROTOCOL_GRACE = 30.0  # seconds beyond a job's timeout before the worker itself is presumed hung
 
 
-class EvaluatorUnavailable(RuntimeError):
+class EvaluatorUnavailable(KubevolveError, RuntimeError):
     """The evaluator cannot run at all (e.g. evaluate.py fails to import): a task error, not a candidate's."""
 
 
@@ -179,7 +180,8 @@ class Worker:
         raw = await self.proc.stdout.readline()
         if not raw:
             raise ConnectionError("evaluation worker exited")
-        return json.loads(raw)
+        reply: dict[str, Any] = json.loads(raw)
+        return reply
 
     @property
     def alive(self) -> bool:
@@ -209,7 +211,7 @@ class Slot:
     worker: Worker
     busy_seconds: float = 0.0
     jobs: int = 0
-    _ids: itertools.count = field(default_factory=itertools.count)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def run_stage(self, task: Task, code: str, stage: str, spec: StageSpec) -> StageOutcome:
         """Evaluate `code` at `stage`: judged (the task has a runner) or in the legacy worker."""

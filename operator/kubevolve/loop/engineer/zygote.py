@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubevolve.loop.engineer import channel, confine
+from kubevolve.loop.engineer import confine
+from kubevolve.sdk import channel
 from kubevolve.sdk.evaluator_kit import load_program
 
 REQUEST_FD, REPLY_FD = 3, 4  # in the candidate, after keep_only_fds
@@ -449,7 +450,8 @@ def serve_judge(control: socket.socket, runner: Any, mode: str) -> None:
     children: dict[int, Spawned] = {}  # pidfd -> the candidate
     inits: dict[int, int] = {}  # pidfd -> pid of a killed namespace's init, reaped once its namespace is gone
     while True:
-        ready, _, _ = select.select([control, *children, *inits], [], [])
+        waitables: list[socket.socket | int] = [control, *children, *inits]
+        ready, _, _ = select.select(waitables, [], [])
         for pidfd in [fd for fd in ready if fd in inits]:
             os.waitpid(inits.pop(pidfd), 0)
             os.close(pidfd)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from kubevolve.core.models import CognitionEntry, Insight
 from kubevolve.core.task import Task
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.store.base import Store
 
@@ -40,7 +41,7 @@ SUFFIXES = (".md", ".jsonl")
 MAX_ENTRY_WORDS = 180
 
 
-class CognitionError(ValueError):
+class CognitionError(KubevolveError, ValueError):
     """A cognition file is invalid, or an entry cannot be found; the message names the file and the entry."""
 
 
@@ -179,7 +180,13 @@ def _parse_jsonl(content: str, name: str, collection: str) -> list[tuple[str, Co
             tags = _split_tags(tags)
         elif not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise CognitionError(f"{where}: 'tags' must be a list of strings or a comma-separated string")
-        entry = CognitionEntry(collection=collection, tags=[t.strip() for t in tags if t.strip()], **fields)
+        entry = CognitionEntry(
+            collection=collection,
+            title=fields["title"],
+            text=fields["text"],
+            source=fields["source"],
+            tags=[t.strip() for t in tags if t.strip()],
+        )
         result.append((where, entry))
     return result
 

@@ -52,10 +52,10 @@ class Retriever:
         description alone when the situation is empty."""
         situation, description = self.situation(parent), self.task.spec.description
         if not situation:
-            return self.embedder.encode([description])[0].tolist()
+            return [float(x) for x in self.embedder.encode([description])[0]]
         vectors = self.embedder.encode([situation, description])
         mixed = (1.0 - DESCRIPTION_WEIGHT) * vectors[0] + DESCRIPTION_WEIGHT * vectors[1]
-        return normalise(mixed[None, :])[0].tolist()
+        return [float(x) for x in normalise(mixed[None, :])[0]]
 
     def context(self, nodes: list[Node]) -> RetrievedContext:
         """Cognition entries, insights and analyses for a selection's parents and inspirations (parent first)."""

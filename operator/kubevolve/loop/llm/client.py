@@ -12,14 +12,18 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import openai
 
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
 from kubevolve.core.spec import LLMModel, LLMSpec
+from kubevolve.errors import KubevolveError
 
 
-class LLMError(RuntimeError):
+class LLMError(KubevolveError, RuntimeError):
     """A request failed for good (after the SDK's retries); the message says what the endpoint answered."""
 
 
@@ -68,7 +72,7 @@ class LLMClient:
         self.models = {m.name: m for m in models_of(spec)}
         # local servers (vLLM, Ollama) need no key; the SDK insists on a string
         api_key = os.environ.get(spec.api_key_env) or "no-key"
-        self._clients: dict[str, openai.AsyncOpenAI] = {}
+        self._clients: dict[str | None, openai.AsyncOpenAI] = {}  # None: the SDK's default base URL
         for model in self.models.values():
             base_url = model.endpoint or spec.endpoint
             if base_url not in self._clients:
@@ -97,7 +101,7 @@ class LLMClient:
             try:
                 response = await client.chat.completions.create(
                     model=name,
-                    messages=messages,
+                    messages=cast("list[ChatCompletionMessageParam]", messages),
                     temperature=self.spec.temperature,
                     max_tokens=self.spec.max_tokens,
                     seed=seed,

@@ -88,7 +88,9 @@ def _edits(lines: list[str]) -> list[Edit]:
 
 
 def _code_blocks(lines: list[str]) -> list[str]:
-    blocks, current, inside = [], [], False
+    blocks: list[str] = []
+    current: list[str] = []
+    inside = False
     for line in lines:
         if FENCE.match(line):
             if inside:

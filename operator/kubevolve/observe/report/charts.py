@@ -2,7 +2,7 @@
 
 Drawing here rather than with a JavaScript or plotting library keeps the page self-contained: it needs no
 network, no script library and no fonts, and opens offline or as an email attachment. The data comes
-digested from report_data.py; this module only turns it into markup.
+digested from data.py; this module only turns it into markup.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def score_colour(t: float) -> str:
 
 def score_range(data: RunData) -> tuple[float, float]:
     """The lowest and highest score of the run: the ends of the score colour ramp."""
-    scores = [n.score for n in data.evaluated if math.isfinite(n.score)]
+    scores = [score for _, score in data.scored if math.isfinite(score)]
     return (min(scores), max(scores)) if scores else (0.0, 1.0)
 
 
@@ -188,7 +188,7 @@ def score_plot(data: RunData, width: int = 1100, height: int = 340) -> str:
         return '<p class="empty">No candidate has a score yet.</p>'
     frame = Frame(width, height, bottom=52)
     xs = [float(n.seq) for n in data.nodes]
-    ys = [n.score for n in evaluated]
+    ys = [score for _, score in data.scored]
     x, y = frame.scales(xs, ys)
     body = [frame.axes(x, y, "candidate (commit order)", "score (higher is better)")]
     band = height - frame.bottom + 24  # failed candidates: ticks under the axis
@@ -209,8 +209,8 @@ def score_plot(data: RunData, width: int = 1100, height: int = 340) -> str:
     last = records[-1][1] if records else -math.inf
     steps.append(f"L{x(max(xs)):.1f},{y(last):.1f}")
     body.append(f'<path class="best-line" d="{"".join(steps)}" stroke="{ACCENT}"/>')
-    for n in evaluated:
-        body.append(_dot(n, x(n.seq), y(n.score), 3.2, PALETTE[n.island % len(PALETTE)]))
+    for n, score in data.scored:
+        body.append(_dot(n, x(n.seq), y(score), 3.2, PALETTE[n.island % len(PALETTE)]))
     if data.best is not None and data.best.score is not None:
         body.append(
             f'<circle class="best-ring" cx="{x(data.best.seq):.1f}" cy="{y(data.best.score):.1f}" r="7"'
@@ -309,7 +309,9 @@ def elites_grid(data: RunData, grids: list[dict[tuple[int, ...], Node]], width: 
     size = max(4.0, min(inner_w / bins_x, 40.0 if bins_y > 1 else 30.0))
     inner_h = size * bins_y
     cell_h = int(top + inner_h + bottom)
-    scores = [n.score for grid in grids for n in grid.values() if math.isfinite(n.score)]  # type: ignore[arg-type]
+    scores = [
+        n.score for grid in grids for n in grid.values() if n.score is not None and math.isfinite(n.score)
+    ]
     lo, hi = (min(scores), max(scores)) if scores else (0.0, 1.0)
     panels = []
     for i, grid in enumerate(grids):
@@ -363,8 +365,11 @@ def island_scatter(data: RunData, xmetric: str, width: int = 1100) -> str:
     cols = min(4, len(islands))
     cell_w = width // cols
     cell_h = 250
-    points = [(n, x_value(n, xmetric), metric_value(data, n)) for n in evaluated]
-    points = [(n, xv, yv) for n, xv, yv in points if xv is not None and yv is not None]
+    points: list[tuple[Node, float, float]] = []
+    for n in evaluated:
+        xv, yv = x_value(n, xmetric), metric_value(data, n)
+        if xv is not None and yv is not None:
+            points.append((n, xv, yv))
     panels = []
     for i, island in enumerate(islands):
         frame = Frame(cell_w, cell_h, left=58, right=10, top=24, bottom=40)

@@ -78,7 +78,12 @@ class RunData:
 
     @property
     def evaluated(self) -> list[Node]:
-        return [n for n in self.nodes if n.stage is Stage.EVALUATED and n.score is not None]
+        return [node for node, _ in self.scored]
+
+    @property
+    def scored(self) -> list[tuple[Node, float]]:
+        """(node, score) of each evaluated node: the score as a number, for the plots."""
+        return [(n, n.score) for n in self.nodes if n.stage is Stage.EVALUATED and n.score is not None]
 
     def best_path(self) -> list[Node]:
         """First parents from the initial program to the best node."""
@@ -126,9 +131,9 @@ def best_so_far(data: RunData) -> list[tuple[int, float]]:
     """(seq, score) of each candidate that beat every earlier one: the steps of the best-so-far line."""
     records: list[tuple[int, float]] = []
     best = -math.inf
-    for n in sorted(data.evaluated, key=lambda n: n.seq):
-        if n.score > best:
-            best = n.score
+    for n, score in sorted(data.scored, key=lambda pair: pair[0].seq):
+        if score > best:
+            best = score
             records.append((n.seq, best))
     return records
 

@@ -6,7 +6,7 @@ The page shows: a summary, score over time with the best-so-far line, the lineag
 initial program to the best highlighted, a metric scatter per island, the best program and its diff from the
 initial program, and failures by reason.
 
-Three modules, one job each: report_data.py reads the run from the store and digests it, report_charts.py
+Three modules, one job each: data.py reads the run from the store and digests it, charts.py
 draws the SVG plots, and this one writes the text sections and fills the page template (report.html beside this module).
 `load_run`, `render_report` and `write_report` are the entry points, all importable from here.
 """

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from kubevolve.errors import KubevolveError
 from kubevolve.observe.ui.live import Followers
 from kubevolve.observe.ui.views import charts_view, node_view, poll_view, runs_view, tree_view
 from kubevolve.store.base import NotFound, Store, StoreError
@@ -86,7 +87,7 @@ def _json(content: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(content, status_code=status, headers=HEADERS)
 
 
-class BadRequest(Exception):
+class BadRequest(KubevolveError):
     """A request the API cannot answer as asked; the message says what is wrong with it."""
 
 

@@ -173,7 +173,7 @@ def node_view(follower: RunFollower, node: Node) -> dict[str, Any]:
         other = relatives.get(node_id)
         return node_row(other) if other is not None else {"id": node_id, "missing": True}
 
-    retrieved_insights = []
+    retrieved_insights: list[dict[str, Any]] = []
     for insight_id in node.retrieved.get("insights", []):
         found = follower.insight(insight_id)
         retrieved_insights.append(

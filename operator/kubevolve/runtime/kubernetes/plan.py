@@ -16,6 +16,7 @@ No memory of earlier passes is needed, which is what makes the operator level-tr
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kubevolve.core.kinds import Role
@@ -29,11 +30,13 @@ from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.snapshot import Snapshot, needs_analysis
 
 SEED_KEY = make_key(0)
-CONDITION_REASONS = {  # the reason of the Succeeded / Failed condition, by the budget limit that stopped the run
+# the reason of the Succeeded / Failed condition, by the budget limit that stopped the run (None: a runtime's own)
+CONDITION_REASONS: dict[StopCause | None, str] = {
     StopCause.CANDIDATES: "MaxCandidatesReached",
     StopCause.TARGET: "TargetReached",
     StopCause.DEADLINE: "DeadlineReached",
     StopCause.FAILURES: "TooManyFailures",
+    StopCause.LLM_COST: "MaxLlmCostReached",
 }
 
 
@@ -242,7 +245,7 @@ class _Planner:
             self.retry_failed(Role.ANALYZE, key, jobs)
         return running
 
-    def stages(self) -> list[str]:
+    def stages(self) -> Sequence[str]:
         return self.spec.stages or ["quick", "full"]
 
     def free_slots(self) -> int:

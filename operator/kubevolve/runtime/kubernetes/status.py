@@ -39,7 +39,10 @@ def merge_conditions(old: list[dict], new: list[dict], now: str, generation: int
     for cond in new:
         prev = before.get(cond["type"])
         same = prev is not None and prev.get("status") == cond["status"]
-        cond = {**cond, "lastTransitionTime": prev.get("lastTransitionTime", now) if same else now}
+        cond = {
+            **cond,
+            "lastTransitionTime": prev.get("lastTransitionTime", now) if prev is not None and same else now,
+        }
         if generation is not None:
             cond["observedGeneration"] = generation
         out.append(cond)

@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
 from kubevolve.store.base import SCHEMA_VERSION, NotFound, StoreError
@@ -44,14 +44,20 @@ MIN_PREFIX = 4  # shortest id prefix get_node resolves
 WAL_CHECKPOINT_PAGES = 4000
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
-def _translated(action: str) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
-    """Turn sqlite3 errors (locked past the timeout, disk full, not a database) into StoreError."""
+def _translated(
+    action: str,
+) -> Callable[[Callable[Concatenate[SQLiteStore, _P], _T]], Callable[Concatenate[SQLiteStore, _P], _T]]:
+    """Turn sqlite3 errors (locked past the timeout, disk full, not a database) into StoreError; the method
+    keeps its signature."""
 
-    def decorate(fn: Callable[..., _T]) -> Callable[..., _T]:
+    def decorate(
+        fn: Callable[Concatenate[SQLiteStore, _P], _T],
+    ) -> Callable[Concatenate[SQLiteStore, _P], _T]:
         @functools.wraps(fn)
-        def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> _T:
+        def wrapper(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
             try:
                 return fn(self, *args, **kwargs)
             except sqlite3.Error as exc:
@@ -129,7 +135,8 @@ class SQLiteStore:
         pid = os.getpid()
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != pid:
-            target, uri = self.path, False
+            target: str | Path = self.path
+            uri = False
             if self.read_only:  # SQLite refuses every write on this connection, whatever the caller does
                 target, uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro", True
             conn = sqlite3.connect(
@@ -391,7 +398,16 @@ class SQLiteStore:
     ) -> list[tuple[CognitionEntry, float]]:
         return self._search("cognition", "collection", collection, vector, k, min_score, cognition_from_row)
 
-    def _search(self, table: str, scope_column: str, scope: str, vector, k: int, min_score: float, from_row):
+    def _search(
+        self,
+        table: str,
+        scope_column: str,
+        scope: str,
+        vector: Sequence[float],
+        k: int,
+        min_score: float,
+        from_row: Callable[[Any], _T],
+    ) -> list[tuple[_T, float]]:
         """Rank from the in-memory cache of the table's embeddings, then load the winning rows whole."""
         conn = self._conn()
         ranked = self._vectors.search(

@@ -14,7 +14,7 @@ from pathlib import Path
 from kubevolve.store.base import StoreError
 from kubevolve.store.legacy_failures import FAILED_STAGES, with_legacy_failure
 
-_SCHEMA_V1 = [
+_SCHEMA_V1: list[Migration] = [
     """CREATE TABLE IF NOT EXISTS runs (
         tenant TEXT NOT NULL, id TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL,
         PRIMARY KEY (tenant, id))""",

@@ -69,7 +69,7 @@ def node_props(node: Node, seq: int) -> tuple[Props, Any]:
     props, vector = vector_props(blob)
     props |= {"node_id": node.id, "run_id": node.run_id, "seq": seq, "stage": stage, "island": island}
     props |= {"code_hash": code_hash, "data": data, "scored": score is not None and not math.isnan(score)}
-    if props["scored"]:
+    if score is not None and props["scored"]:
         props["score"] = max(min(float(score), 1.7e308), -1.7e308)  # +-inf sort as the extremes
     return props, vector
 
@@ -325,7 +325,8 @@ class WeaviateStore(TenantCollections):
         taken_keys = self._stored_cognition(Filter.by_id().contains_any, uids, 1, "content_key")
         ids = list({p["entry_id"] for _, p, _ in prepared})
         taken_ids = self._stored_cognition(Filter.by_property("entry_id").contains_any, ids, 4, "entry_id")
-        new, base = [], now_us()
+        new: list[Any] = []  # weaviate's DataObjects
+        base = now_us()
         for uid, props, vector in prepared:
             if props["content_key"] in taken_keys:
                 continue
