@@ -80,7 +80,7 @@ def _set_limits(job: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _errno_of(err: BaseException | None) -> int | None:
+def errno_of(err: BaseException | None) -> int | None:
     """The errno of an OSError, or of the one it wraps (urllib's URLError keeps it in `reason`) or was raised
     from: what tells a limit or the sandbox apart from a bug, whatever the message says."""
     for _ in range(8):  # bounded: a chain of causes can be a cycle
@@ -101,7 +101,7 @@ def _failure(err: BaseException, status: str, message: str) -> dict[str, Any]:
         "status": status,
         "error": message,
         "exception_classes": [cls.__name__ for cls in type(err).__mro__],  # MemoryError's subclasses too
-        "errno": _errno_of(err),
+        "errno": errno_of(err),
     }
 
 

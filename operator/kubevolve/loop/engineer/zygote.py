@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from kubevolve.loop.engineer import confine
+from kubevolve.loop.engineer.worker import describe_import_error, errno_of
 from kubevolve.sdk import channel
 from kubevolve.sdk.evaluator_kit import load_program
 
@@ -110,21 +111,13 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _failure(err: BaseException) -> dict[str, Any]:
-    errno = None
-    seen: BaseException | None = err
-    for _ in range(8):  # an OSError's errno, or that of the one it wraps (urllib keeps it in `reason`)
-        if seen is None:
-            break
-        if isinstance(seen, OSError) and isinstance(seen.errno, int):
-            errno = seen.errno
-            break
-        reason = getattr(seen, "reason", None)
-        seen = reason if isinstance(reason, BaseException) else seen.__cause__ or seen.__context__
+    """The reply for what the program (or run) raised: its text, classes and errno, from which the engine
+    tells a limit from a bug (pool.reply_failure)."""
     return {
         "ok": False,
         "error": f"{type(err).__name__}: {err}"[:2000],
         "exception_classes": [cls.__name__ for cls in type(err).__mro__],
-        "errno": errno,
+        "errno": errno_of(err),
     }
 
 
@@ -425,8 +418,6 @@ def main(argv: list[str]) -> int:
             __import__(name)
         runner = _load_runner(runner_path, task_root)
     except BaseException as err:
-        from kubevolve.loop.engineer.worker import describe_import_error
-
         message = describe_import_error(err, runner_path, task_root, what="the runner")
         _send(control, {"op": "fatal", "error": message[:4000]})
         return 2
