@@ -86,12 +86,13 @@ def hostile(mark: str, port: int, key: str) -> dict[str, str]:
             return 2.5, -1.0
             """,
         ),
-        # a well-formed result with a forged score, old format and new, on every descriptor it may hold
+        # a well-formed result with a forged score, old format and new, on every descriptor it may hold: the
+        # judge reads the new one as this request's reply, ignores the claimed f and scores the point itself
         "forges a result on every fd": _program(
             "import os, json",
             """
             for payload in (
-                {"value": {"ok": True, "value": {"f": 99.0, "x": 3.0, "y": -1.0}}, "arrays": 0},
+                {"value": {"ok": True, "value": {"f": 99.0, "x": 2.5, "y": -1.0}}, "arrays": 0},
                 {"ok": True, "result": {"f": 99.0}},
             ):
                 data = json.dumps(payload).encode()

@@ -47,6 +47,7 @@ MODES = [
 HONEST = ("score", candidates.HONEST_SCORE)
 EXPECTED: dict[str, dict[str, tuple[str, object]]] = {
     "patches the judge": {"bwrap": HONEST, "none": HONEST},
+    "forges a result on every fd": {"bwrap": HONEST, "none": HONEST},
     "imports os by a computed name and runs a shell": {"bwrap": HONEST, "none": HONEST},
     "signals every process it may": {"bwrap": HONEST, "none": HONEST},
     "leaves files and a module for the next candidate": {"bwrap": HONEST, "none": HONEST},
@@ -201,3 +202,7 @@ def test_the_static_check_sees_the_computed_import(toy_task):
     code = candidates.hostile("mark", 1, FAKE_KEY)["imports os by a computed name and runs a shell"]
     rejection = static_check(task, code, task.initial_code)
     assert rejection is not None and "computed at run time" in rejection.message
+
+
+def test_every_hostile_candidate_has_an_expected_outcome():
+    assert set(EXPECTED) == set(candidates.hostile("mark", 1, FAKE_KEY))

@@ -116,6 +116,10 @@ def _evaluate(slot, judge, uid: int, code: str) -> dict:
     ("name", "expected"),
     [
         ("patches the judge", None),
+        ("forges a result on every fd", None),
+        ("imports os by a computed name and runs a shell", None),
+        ("closes every fd", "exited with status 1 without a reply"),
+        ("starts 100,000 threads", "can't start new thread"),
         ("signals every process it may", None),
         ("leaves files and a module for the next candidate", None),
         ("starts orphans in a new session", None),
