@@ -9,7 +9,7 @@ follow (`"arrays": n`) and stands for array i with the object `{"__ndarray__": i
 object dtype, before numpy sees its data. Every limit is checked on a frame's declared length, before any of
 its bytes are read or buffered.
 
-Only the standard library is imported here, and numpy only when a message holds arrays: the candidate's side
+Only the standard library (and kubevolve.errors) is imported here, and numpy only when a message holds arrays: the candidate's side
 imports this module into a process where a task may not use numpy at all.
 """
 
@@ -21,6 +21,8 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from kubevolve.errors import KubevolveError
+
 LENGTH = struct.Struct("<Q")
 ARRAY_KEY = "__ndarray__"
 DEFAULT_MAX_BYTES = 64 << 20  # one message, all frames together
@@ -29,7 +31,7 @@ MAX_HEADER_BYTES = 4096  # an .npy header is a short dict literal
 NPY_MAGIC = b"\x93NUMPY"
 
 
-class ProtocolViolation(ValueError):
+class ProtocolViolation(KubevolveError, ValueError):
     """What came over the channel is not a well-formed message within the limits: a candidate's fault."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from kubevolve.errors import KubevolveError
 from kubevolve.sdk import channel
 from kubevolve.sdk.channel import ProtocolViolation
 from kubevolve.sdk.evaluator_kit import load_program
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 
-class CandidateFailed(Exception):
+class CandidateFailed(KubevolveError):
     """The candidate gave no usable reply. `kind` is the engine's status for it (timeout, cpu_limit, ...)."""
 
     kind = "crashed"

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer import confine
 from kubevolve.loop.engineer.slot_uids import SHARED_TMP, SweepFailed, kill_uid, remove_files_of_uid
 from kubevolve.loop.engineer.worker import describe_import_error
@@ -49,7 +50,7 @@ QUOTA_POLL = 0.1
 MAX_SCRATCH_ENTRIES = 100_000  # sandbox "none": more files than this counts as over quota
 
 
-class ZygoteBroken(RuntimeError):
+class ZygoteBroken(KubevolveError, RuntimeError):
     """The zygote died or said something that is not the protocol: restart it."""
 
 
@@ -287,7 +288,7 @@ class CandidateProcess:
             if self._fds["log"] in ready_r and not self._read_log():
                 reading.discard(self._fds["log"])
             if self._fds["reply"] in ready_r:
-                received, still_open = self._read_replies(reader)
+                received, still_open = self._read_replies(reader, replies)
                 for reply in received:
                     value, replies = self._unpack(reply), replies - 1
                     if replies == 0:
@@ -298,15 +299,16 @@ class CandidateProcess:
                 self.slot.on_control()
             if self._ident in self.slot.exits:
                 self._on_exit(self.slot.exits.pop(self._ident))
-                received, _ = self._read_replies(reader)
+                received, _ = self._read_replies(reader, replies)
                 for reply in received:
                     value, replies = self._unpack(reply), replies - 1
                     if replies == 0:
                         return value
                 raise self._exited  # type: ignore[misc]
 
-    def _read_replies(self, reader: channel.Reader) -> tuple[list[Any], bool]:
-        """(the replies completed by what can be read now, whether the channel is still open)."""
+    def _read_replies(self, reader: channel.Reader, wanted: int) -> tuple[list[Any], bool]:
+        """(up to `wanted` replies completed by what can be read now, whether the channel is still open).
+        Whatever follows the replies it waits for is not parsed: it cannot count, and must not fail them."""
         received: list[Any] = []
         while True:
             try:
@@ -316,7 +318,10 @@ class CandidateProcess:
             if not data:
                 return received, False
             try:
-                received += reader.feed(data)
+                for message in reader.feed(data):
+                    received.append(message)
+                    if len(received) == wanted:
+                        return received, True
             except channel.ProtocolViolation:
                 self.close()
                 raise

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer import confine
 
 UID_BASE = int(os.environ.get("KUBEVOLVE_SANDBOX_UID_BASE", "2140000000"))
@@ -34,11 +35,11 @@ SHARED_TMP = (
 )  # world-writable: where a candidate can leave files outside scratch
 
 
-class NoFreeUid(RuntimeError):
+class NoFreeUid(KubevolveError, RuntimeError):
     pass
 
 
-class SweepFailed(RuntimeError):
+class SweepFailed(KubevolveError, RuntimeError):
     """A process of a slot's uid survived SIGKILL: the slot cannot promise a clean start."""
 
 
