@@ -29,7 +29,10 @@ SPREAD = 2.0  # deviations of margin on either estimate
 
 @dataclass
 class Estimate:
-    """A moving average of a duration and of its absolute deviation; None until the first sample."""
+    """A moving average of a duration and of its absolute deviation; None until the first sample. The
+    deviation starts at zero, not at half the first sample as TCP's does: with SPREAD deviations of margin
+    that would count every running evaluation as about to end, and propose a second wave from the store the
+    first wave saw."""
 
     mean: float | None = None
     deviation: float = 0.0
@@ -37,7 +40,7 @@ class Estimate:
     def add(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
         if self.mean is None:
-            self.mean, self.deviation = seconds, seconds / 2
+            self.mean = seconds
             return
         self.deviation += ALPHA * (abs(seconds - self.mean) - self.deviation)
         self.mean += ALPHA * (seconds - self.mean)
