@@ -12,6 +12,7 @@ node already final (evaluate) or already analysed (analyze) is returned as it is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,14 +121,16 @@ async def evaluate(evaluator: Evaluator, node: Node) -> Node:
     return await evaluator.evaluate(node)
 
 
-async def analyze(store: Store, task: Task, agents: Agents, node: Node) -> Insight | None:
+async def analyze(
+    store: Store, task: Task, agents: Agents, node: Node, *, give_up: asyncio.Event | None = None
+) -> Insight | None:
     """The insight of a stored, finished node, written and linked from the node if it has none yet. None for
-    nodes that are not analysed (rejected ones)."""
+    nodes that are not analysed (rejected ones). `give_up`: see `analyze_and_store`."""
     if node.stage not in ANALYSED_STAGES:
         return None
     if node.insight_id:
         return next((i for i in store.list_insights(node.run_id) if i.id == node.insight_id), None)
-    return await analyze_and_store(store, agents.analyzer, task, node, agents.embedder)
+    return await analyze_and_store(store, agents.analyzer, task, node, agents.embedder, give_up=give_up)
 
 
 def wants_retry(candidate: Candidate, spec: RunSpec, agents: Agents) -> bool:

@@ -91,6 +91,7 @@ class Evolution:
         self._idle = 0  # evaluators waiting for a candidate
         self._wake = asyncio.Event()  # something the dispatcher counts changed
         self._failure: BaseException | None = None  # what a proposal raised: the run fails with it
+        self._ending = asyncio.Event()  # set as the run drains: analyses stop waiting for the embedding model
 
     # ---- state ---------------------------------------------------------------------------------------
     def _load_or_create_run(self) -> RunRecord:
@@ -145,7 +146,7 @@ class Evolution:
         """Analysis runs beside the pipeline: it never holds an evaluation slot or a proposal."""
 
         async def analyse() -> None:
-            insight = await analyze(self.store, self.task, self.agents, node)
+            insight = await analyze(self.store, self.task, self.agents, node, give_up=self._ending)
             if insight is not None:
                 self.state.observe_insight(insight, node)
 
@@ -154,6 +155,9 @@ class Evolution:
         task.add_done_callback(self._analyses.discard)
 
     async def _drain_analyses(self) -> None:
+        """Finish the analyses under way; those waiting for the embedding model's load store their insight
+        unembedded rather than hold the run's exit (`analyze_and_store`)."""
+        self._ending.set()
         if self._analyses:
             await asyncio.gather(*self._analyses, return_exceptions=True)
 

@@ -7,6 +7,7 @@ embedded default keeps the same data flow: every evaluated or failed candidate g
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -93,17 +94,26 @@ class OfflineAnalyzer:
 
 
 async def analyze_and_store(
-    store: Store, analyzer: Analyzer, task: Task, node: Node, embedder: Embedder | None = None
+    store: Store,
+    analyzer: Analyzer,
+    task: Task,
+    node: Node,
+    embedder: Embedder | None = None,
+    *,
+    give_up: asyncio.Event | None = None,
 ) -> Insight:
-    """Analyse a committed node, store the insight (embedded, for retrieval) and link it from the node."""
+    """Analyse a committed node, store the insight (embedded, for retrieval) and link it from the node.
+    `give_up`: once set (the run is ending), an embedding model still loading is not waited for and the
+    insight is stored without an embedding (listed with its node, not found by similarity)."""
     parent = store.get_node(node.parent_ids[0]) if node.parent_ids else None
     best = store.best_node(node.run_id)
     analysis = await analyzer.analyze(AnalysisRequest(task=task, node=node, parent=parent, best=best))
     insight = Insight(run_id=node.run_id, text=analysis.text, node_ids=[node.id])
     if embedder is not None:  # on the embedding service's thread, batched with what else waits
-        from kubevolve.loop.learn.embeddings import encode_async
+        from kubevolve.loop.learn.embeddings import encode_unless
 
-        insight.embedding = (await encode_async(embedder, [analysis.text]))[0].tolist()
+        vectors = await encode_unless(embedder, [analysis.text], give_up)
+        insight.embedding = None if vectors is None else vectors[0].tolist()
     insight = store.add_insight(insight)
     node.insight_id = insight.id
     for key, value in analysis.llm.items():

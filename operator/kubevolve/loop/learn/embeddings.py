@@ -312,6 +312,27 @@ async def encode_async(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     return await off_loop(embedder.encode, list(texts))
 
 
+async def encode_unless(
+    embedder: Embedder, texts: Sequence[str], give_up: asyncio.Event | None
+) -> np.ndarray | None:
+    """`encode_async`, unless `give_up` is set while an EmbeddingService is still loading its model: then
+    None at once. A run that ends before the model is loaded stores its last insights unembedded instead of
+    holding its exit for the load (5-8 s)."""
+    if give_up is None or embedder_ready(embedder):
+        return await encode_async(embedder, texts)
+    assert isinstance(embedder, EmbeddingService)
+    loaded = asyncio.ensure_future(embedder.wait_ready())
+    stopped = asyncio.ensure_future(give_up.wait())
+    try:
+        await asyncio.wait({loaded, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (loaded, stopped):
+            waiter.cancel()
+    if not embedder.ready:
+        return None
+    return await encode_async(embedder, texts)
+
+
 def embedder_ready(embedder: Embedder | None) -> bool:
     """Whether encoding with `embedder` can start now (False while an EmbeddingService loads its model)."""
     return not isinstance(embedder, EmbeddingService) or embedder.ready
