@@ -48,6 +48,7 @@ metric: score
 stages:
   quick: {timeoutSeconds: 120, resources: {memoryMb: 512}}
 checks: {requiredNames: [VALUE]}
+sampler: {kind: greedy, numInspirations: 0}
 """
 PROGRAM = "# EVOLVE-BLOCK-START\nVALUE = 0\n# EVOLVE-BLOCK-END\n"
 EVALUATOR = """\
@@ -307,18 +308,23 @@ def print_startup() -> None:
 
 
 HEADER = (
-    "| W | LLM | eval | N | occupancy | wall / ideal | children of the initial program | most children of one "
-    "parent | best after first wave → end | novelty rejected |"
+    "| W | LLM | eval | N | occupancy | wall / ideal | children of the initial program (first wave) | most "
+    "children of one parent | best after first wave → end | novelty rejected |"
 )
 
 
 def row(slots: int, latency: float, eval_seconds: float, candidates: int, jitter: float) -> str:
+    """One setting. The ideal wall is one LLM latency (nothing can be evaluated before the first proposal
+    comes back) plus N x eval / W; the first wave is what the pacer proposes before anything is measured."""
+    from kubevolve.loop.pacing import buffer_for
+
     r = run_setting(slots, latency, eval_seconds, candidates, jitter)
-    ideal = (r.candidates - 1) * eval_seconds / slots
+    ideal = latency + (r.candidates - 1) * eval_seconds / slots
     return (
         f"| {slots} | {latency:g} s | {eval_seconds:g} s | {r.candidates} | {r.occupancy:.3f} | "
-        f"{r.wall:.1f} / {ideal:.1f} s ({r.wall / ideal - 1:+.0%}) | {r.seed_children} | {r.most_children} | "
-        f"{r.first_wave_best:.0f} → {r.best:.0f} | {r.rejected / max(1, r.candidates - 1):.1%} |"
+        f"{r.wall:.1f} / {ideal:.1f} s ({r.wall / ideal - 1:+.0%}) | {r.seed_children} "
+        f"({slots + buffer_for(slots)}) | {r.most_children} | {r.first_wave_best:.0f} → {r.best:.0f} | "
+        f"{r.rejected / max(1, r.candidates - 1):.1%} |"
     )
 
 

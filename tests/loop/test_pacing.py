@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from kubevolve.loop.pacing import Estimate, Pacer, buffer_for
+from kubevolve.loop.pacing import MAX_PER_SLOT, Estimate, Pacer, buffer_for
 
 
 def steady(pacer: Pacer, latency: float, evaluation: float, samples: int = 20) -> None:
@@ -30,7 +30,8 @@ def test_before_any_measure_every_idle_slot_gets_a_proposal_plus_the_buffer():
 
 
 @pytest.mark.parametrize(
-    ("slots", "latency", "evaluation"), [(16, 1.0, 4.0), (8, 1.0, 2.0), (4, 0.5, 2.0), (8, 2.0, 2.0)]
+    ("slots", "latency", "evaluation"),
+    [(16, 1.0, 4.0), (8, 1.0, 2.0), (4, 0.5, 2.0), (8, 2.0, 2.0), (4, 2.0, 1.0), (8, 4.0, 2.0)],
 )
 def test_steady_state_keeps_little_laws_count_in_flight(slots, latency, evaluation):
     pacer = Pacer(slots)
@@ -49,6 +50,21 @@ def test_a_wave_that_just_started_needs_only_the_buffer():
     assert pacer.wanted(0, [now] * 16, now) == pacer.buffer
     assert pacer.next_need([now] * 16, now) == pytest.approx(3.0)
     assert pacer.wanted(0, [now] * 16, now + 3.0) == 16 + pacer.buffer
+
+
+def test_evaluations_shorter_than_proposals_count_each_slot_several_times():
+    """W=4, LLM 2 s, eval 1 s: each slot takes two candidates per proposal time, so eight must be under way
+    (counting one per slot left the slots idle half the time)."""
+    pacer = Pacer(4)
+    steady(pacer, 2.0, 1.0)
+    assert pacer.wanted(4, [], now=0.0) == 4 * 3 + pacer.buffer  # idle: one now, then at 1 s and 2 s
+    assert pacer.next_need([10.0] * 4, 10.0) == pytest.approx(1.0)
+
+
+def test_instant_evaluations_count_a_bounded_number_per_slot():
+    pacer = Pacer(2)
+    steady(pacer, 1.0, 0.0)
+    assert pacer.wanted(2, [], now=0.0) == 2 * MAX_PER_SLOT + pacer.buffer
 
 
 def test_rejected_proposals_raise_the_bound():
@@ -76,11 +92,14 @@ def test_spread_in_evaluation_times_widens_the_margin():
     assert noisy.wanted(0, busy, now) > calm.wanted(0, busy, now)
 
 
-def test_next_need_is_none_without_running_evaluations_or_once_all_are_due():
+def test_next_need_without_running_evaluations_and_for_overdue_ones():
     pacer = Pacer(2)
     steady(pacer, 1.0, 2.0)
     assert pacer.next_need([], 5.0) is None
-    assert pacer.next_need([0.0, 0.0], 5.0) is None  # both already within a proposal time of their end
+    # both should have ended at 2: counted as ending now (one candidate each, not three since 2), and each
+    # takes its second one 2 s from now, which comes within the 1 s horizon in 1 s
+    assert pacer.wanted(0, [0.0, 0.0], 5.0) == 2 + pacer.buffer
+    assert pacer.next_need([0.0, 0.0], 5.0) == pytest.approx(1.0)
 
 
 def test_estimate_ignores_negative_durations_and_follows_new_samples():

@@ -19,6 +19,7 @@ from typing import Any
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import load_task
+from kubevolve.loop.analyze.analyzer import Analysis, AnalysisRequest, Analyzer
 from kubevolve.loop.engineer.pool import StageOutcome
 from kubevolve.loop.research.proposal import Proposal, ProposalRequest
 from kubevolve.runtime.local import Evolution
@@ -114,7 +115,9 @@ class TimedPool:
         pass
 
 
-def paced_run(tmp_path: Path, store, candidates: int, **parallelism: int) -> tuple[list[Node], TimedPool]:
+def paced_run(
+    tmp_path: Path, store, candidates: int, analyzer: Analyzer | None = None, **parallelism: int
+) -> tuple[list[Node], TimedPool]:
     task_dir = write_task(
         tmp_path / "paced",
         yaml_text=TASK,
@@ -128,7 +131,15 @@ def paced_run(tmp_path: Path, store, candidates: int, **parallelism: int) -> tup
         budget={"maxCandidates": candidates},
     )
     pool = TimedPool(SLOTS)
-    evolution = Evolution(spec, load_task(task_dir), store, SlowLLM(), tmp_path / "work", pool=pool)  # type: ignore[arg-type]
+    evolution = Evolution(
+        spec,
+        load_task(task_dir),
+        store,
+        SlowLLM(),
+        tmp_path / "work",
+        analyzer=analyzer,
+        pool=pool,  # type: ignore[arg-type]
+    )
     record = asyncio.run(evolution.run())
     assert record.phase == "Succeeded", record.message
     return store.list_nodes("run"), pool
@@ -163,3 +174,33 @@ def test_control_a_fixed_deep_queue_proposes_from_the_initial_program(tmp_path, 
     initial = nodes[0]
     children = Counter(n.parent_ids[0] for n in nodes[1:])
     assert children[initial.id] == candidates - 1
+
+
+class SlowAnalyzer:
+    """An Analyzer (an LLM's) that takes longer than the whole run's evaluations."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.finished: list[float] = []
+
+    async def analyze(self, request: AnalysisRequest) -> Analysis:
+        await asyncio.sleep(self.seconds)
+        self.finished.append(time.monotonic())
+        return Analysis(text=f"candidate {request.node.seq} analysed", analyzer=self.name)
+
+
+def test_a_slow_analyzer_never_delays_a_proposal_or_an_evaluation(tmp_path, store):
+    candidates = 1 + 4 * SLOTS  # about 4 x EVAL_SECONDS of evaluation
+    analyzer = SlowAnalyzer(seconds=8 * EVAL_SECONDS)
+    nodes, pool = paced_run(tmp_path, store, candidates, analyzer=analyzer)
+    spans = pool.spans[1:]  # the initial program's evaluation waits for nothing either
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    # every candidate was evaluated before the first analysis after the initial program's came back
+    assert last < sorted(analyzer.finished)[1]
+    assert last - first < 2 * 4 * EVAL_SECONDS
+    assert pool.occupancy() >= 0.8
+    # and every experiment was analysed before the run ended
+    insights = {i.id for i in store.list_insights("run")}
+    assert all(n.insight_id in insights for n in store.list_nodes("run"))

@@ -8,9 +8,10 @@ meanwhile (with W=16, L=1 s, E=4 s and 64 candidates, a first wave that reserved
 children of the initial program).
 
 The pacer applies it slot by slot. It keeps moving averages of the proposal time and the evaluation time (and
-of their spread, as TCP does for round trips) and counts as needing a candidate every slot that is idle now
-or whose evaluation should end within one proposal time from now. A proposal started now is then ready about
-when its slot frees, having seen every result stored until it started. A few more are kept in flight (the
+of their spread, as TCP does for round trips) and counts, for each slot, the candidates it will take within
+one proposal time from now: an idle slot one now, a busy one one when its evaluation should end, and, when
+evaluations are shorter than proposals, one more per evaluation time after that. A proposal started now is
+then ready about when its slot wants it, having seen every result stored until it started. A few more are kept in flight (the
 buffer) for evaluations that end early, and the count is divided by the share of proposals that reach an
 evaluator at all (the others are rejected before evaluation and fill no slot). In a steady state the count is
 W x L / E plus the buffer; when evaluations end together, as a first wave's do, the next wave is proposed
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 ALPHA = 0.25  # weight of a new sample in a moving average
 MIN_YIELD = 0.2  # proposals per slot filled are counted at most 1 / MIN_YIELD times over
 SPREAD = 2.0  # deviations of margin on either estimate
+MAX_PER_SLOT = 64  # candidates one slot is counted to take within a horizon (instant evaluations: unbounded)
 
 
 @dataclass
@@ -75,22 +77,52 @@ class Pacer:
             return math.inf
         return self.proposal.mean + SPREAD * self.proposal.deviation
 
-    def frees_at(self, started: float) -> float:
-        """When an evaluation that started at `started` should end, early side (unknown yet: now)."""
+    def frees_at(self, started: float, now: float) -> float:
+        """When an evaluation that started at `started` should end, early side; an overdue one (or any, while
+        nothing is measured) ends now."""
         if self.evaluation.mean is None:
-            return started
-        return started + max(0.0, self.evaluation.mean - SPREAD * self.evaluation.deviation)
+            return now
+        return max(now, started + max(0.0, self.evaluation.mean - SPREAD * self.evaluation.deviation))
+
+    def _period(self) -> float | None:
+        """A slot's time per candidate, short side: the interval at which it takes the next (None: unknown)."""
+        if self.evaluation.mean is None:
+            return None
+        return max(0.0, self.evaluation.mean - SPREAD * self.evaluation.deviation)
+
+    def _takes(self, free: float, until: float) -> int:
+        """Candidates a slot free from `free` on takes until `until`: one then, and one per period after."""
+        if free > until:
+            return 0
+        period = self._period()
+        if period is None or math.isinf(until):
+            return 1
+        if period <= 0:
+            return MAX_PER_SLOT
+        return min(MAX_PER_SLOT, 1 + math.floor((until - free) / period))
 
     def wanted(self, idle: int, busy_since: list[float], now: float) -> int:
         """Proposals to have in flight (being made, or ready and waiting for a slot) now, given `idle` slots
         waiting for a candidate and the start times of the evaluations running."""
         until = now + self.horizon()
-        needed = idle + sum(1 for started in busy_since if self.frees_at(started) <= until)
+        needed = idle * self._takes(now, until) + sum(
+            self._takes(self.frees_at(started, now), until) for started in busy_since
+        )
         return math.ceil(needed / max(self.yield_, MIN_YIELD)) + self.buffer
 
     def next_need(self, busy_since: list[float], now: float) -> float | None:
-        """Seconds from `now` until a running evaluation comes within the horizon (None: none will)."""
-        horizon = self.horizon()
-        later = [self.frees_at(s) - horizon - now for s in busy_since]
+        """Seconds from `now` until a running evaluation's slot is counted to take one more candidate (None:
+        never, as things stand)."""
+        horizon, period = self.horizon(), self._period()
+        if math.isinf(horizon):
+            return None
+        later = []
+        for started in busy_since:
+            free = self.frees_at(started, now)
+            taken = self._takes(free, now + horizon)
+            if taken == 0:
+                later.append(free - horizon - now)
+            elif period and taken < MAX_PER_SLOT:
+                later.append(free + taken * period - horizon - now)
         later = [t for t in later if t > 0]
         return min(later) if later else None
