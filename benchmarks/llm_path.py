@@ -89,8 +89,7 @@ def serve(latency: float, port_file: Path, log_file: Path) -> None:
             return Reply(f"INSIGHT: candidate {index} changed VALUE; the score follows VALUE.", delay=latency)
         match = PARENT_VALUE.search(body["messages"][-1]["content"])
         parent = int(match.group(1)) if match else 0
-        step = random.Random(index).randint(-400, 1000)
-        value = parent + (step if step else 1)
+        value = parent + random.Random(index).randint(1, 1000)  # better than its parent: greedy follows
         edit = f"<<<<<<< SEARCH\nVALUE = {parent}\n=======\nVALUE = {value}\n>>>>>>> REPLACE\n"
         return Reply(f"MOTIVATION: try VALUE = {value} (a step of {value - parent}).\n{edit}", delay=latency)
 

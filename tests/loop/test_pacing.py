@@ -61,10 +61,25 @@ def test_evaluations_shorter_than_proposals_count_each_slot_several_times():
     assert pacer.next_need([10.0] * 4, 10.0) == pytest.approx(1.0)
 
 
+def test_a_proposal_slower_than_an_evaluation_raises_the_count_before_it_is_back():
+    """LLM 2 s, eval 1 s, nothing proposed yet: the first wave fills the slots; once it has taken longer
+    than an evaluation, each slot is counted for a second candidate (it will have finished one by the time
+    a proposal started now is back), without waiting for the first proposal's time to be measured."""
+    pacer = Pacer(4)
+    pacer.evaluated(1.0)  # the initial program's
+    assert pacer.wanted(4, [], now=0.0) == 4 + pacer.buffer
+    assert pacer.wanted(4, [], now=0.5, oldest=0.0) == 4 + pacer.buffer
+    assert pacer.wanted(4, [], now=1.5, oldest=0.0) == 8 + pacer.buffer
+    assert pacer.next_need([], 1.5, oldest=0.0) == pytest.approx(0.25)  # the age grows: look again soon
+
+
 def test_instant_evaluations_count_a_bounded_number_per_slot():
     pacer = Pacer(2)
     steady(pacer, 1.0, 0.0)
     assert pacer.wanted(2, [], now=0.0) == 2 * MAX_PER_SLOT + pacer.buffer
+    instant = Pacer(2)
+    steady(instant, 0.0, 0.0)  # and an instant LLM: one each
+    assert instant.wanted(2, [], now=0.0) == 2 + instant.buffer
 
 
 def test_rejected_proposals_raise_the_bound():

@@ -76,7 +76,8 @@ class BudgetSpec(_Model):
 class ParallelismSpec(_Model):
     evaluators: Annotated[int, Field(ge=1, le=1024)] = 2  # evaluation slots kept busy
     proposers: Annotated[int, Field(ge=1, le=1024)] = 2  # proposals made concurrently
-    # proposals queued ahead of the evaluators; None: one per evaluator; 0: sequential (reproducible, slow)
+    # proposals in flight beyond the proposers; None: locally, the pacer's bound (loop/pacing.py), on
+    # Kubernetes one per evaluator; 0: sequential (reproducible, slow)
     proposals_ahead: Annotated[int, Field(ge=0, le=4096)] | None = None
 
 

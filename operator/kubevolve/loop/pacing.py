@@ -71,11 +71,15 @@ class Pacer:
     def evaluated(self, seconds: float) -> None:
         self.evaluation.add(seconds)
 
-    def horizon(self) -> float:
-        """How far ahead a slot's need is counted: one proposal time, with margin (unknown yet: forever)."""
-        if self.proposal.mean is None:
-            return math.inf
-        return self.proposal.mean + SPREAD * self.proposal.deviation
+    def horizon(self, now: float, oldest: float | None = None) -> float:
+        """How far ahead a slot's need is counted: one proposal time, with margin. A proposal under way since
+        `oldest` shows that proposals take at least that long: before the first one is back, and when the
+        LLM slows down, its age is the horizon (so with an LLM slower than the evaluations, a second
+        candidate per slot is proposed as soon as the first has taken longer than an evaluation)."""
+        estimate = (
+            0.0 if self.proposal.mean is None else self.proposal.mean + SPREAD * self.proposal.deviation
+        )
+        return max(estimate, 0.0 if oldest is None else now - oldest)
 
     def frees_at(self, started: float, now: float) -> float:
         """When an evaluation that started at `started` should end, early side; an overdue one (or any, while
@@ -95,27 +99,27 @@ class Pacer:
         if free > until:
             return 0
         period = self._period()
-        if period is None or math.isinf(until):
+        if period is None:
             return 1
         if period <= 0:
-            return MAX_PER_SLOT
+            return 1 if until <= free else MAX_PER_SLOT
         return min(MAX_PER_SLOT, 1 + math.floor((until - free) / period))
 
-    def wanted(self, idle: int, busy_since: list[float], now: float) -> int:
+    def wanted(self, idle: int, busy_since: list[float], now: float, oldest: float | None = None) -> int:
         """Proposals to have in flight (being made, or ready and waiting for a slot) now, given `idle` slots
-        waiting for a candidate and the start times of the evaluations running."""
-        until = now + self.horizon()
+        waiting for a candidate, the start times of the evaluations running and of the oldest proposal
+        being made."""
+        until = now + self.horizon(now, oldest)
         needed = idle * self._takes(now, until) + sum(
             self._takes(self.frees_at(started, now), until) for started in busy_since
         )
         return math.ceil(needed / max(self.yield_, MIN_YIELD)) + self.buffer
 
-    def next_need(self, busy_since: list[float], now: float) -> float | None:
-        """Seconds from `now` until a running evaluation's slot is counted to take one more candidate (None:
-        never, as things stand)."""
-        horizon, period = self.horizon(), self._period()
-        if math.isinf(horizon):
-            return None
+    def next_need(self, busy_since: list[float], now: float, oldest: float | None = None) -> float | None:
+        """Seconds from `now` until the count may grow (None: not as things stand): a running evaluation's
+        slot comes to take one more candidate within the horizon, or, while a proposal's age is the horizon
+        and grows with it, a fraction of an evaluation time."""
+        horizon, period = self.horizon(now, oldest), self._period()
         later = []
         for started in busy_since:
             free = self.frees_at(started, now)
@@ -124,5 +128,7 @@ class Pacer:
                 later.append(free - horizon - now)
             elif period and taken < MAX_PER_SLOT:
                 later.append(free + taken * period - horizon - now)
+        if oldest is not None and now - oldest >= horizon - 1e-9:
+            later.append(min(1.0, max(0.02, (period or 1.0) / 4)))
         later = [t for t in later if t > 0]
         return min(later) if later else None
