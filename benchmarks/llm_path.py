@@ -66,6 +66,10 @@ def evaluate(program_path, stage):
 PARENT_VALUE = re.compile(r"# Current program.*?```python\n.*?VALUE = (-?\d+)", re.S)
 
 
+def value_of(code: str) -> int:
+    return int(code.split("VALUE = ")[1].split()[0])
+
+
 def write_task(root: Path, eval_seconds: float, jitter: float) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "task.yaml").write_text(TASK_YAML)
@@ -147,6 +151,7 @@ class RunFigures:
     first_wave_best: float
     best: float
     rejected: int
+    repeats: int  # of the rejected, those whose VALUE is one a candidate that ran already had
     candidates: int
 
 
@@ -206,6 +211,8 @@ async def one_run(
     seed_children = [n for n in nodes[1:] if n.parent_ids and n.parent_ids[0] == seed.id]
     scored = [n.score for n in seed_children if n.stage is Stage.EVALUATED and n.score is not None]
     wall = commits[-1] - commits[0]
+    rejected = [n for n in nodes if n.stage is Stage.REJECTED_NOVELTY]
+    ran = {value_of(n.code) for n in nodes if n.stage is not Stage.REJECTED_NOVELTY}
     return RunFigures(
         wall=wall,
         per_candidate_ms=1000 * wall / max(1, len(commits) - 1),
@@ -214,7 +221,8 @@ async def one_run(
         most_children=max(children.values(), default=0),
         first_wave_best=max(scored, default=float("nan")),
         best=max((n.score for n in nodes if n.score is not None), default=float("nan")),
-        rejected=sum(1 for n in nodes if n.stage is Stage.REJECTED_NOVELTY),
+        rejected=len(rejected),
+        repeats=sum(1 for n in rejected if value_of(n.code) in ran),
         candidates=len(nodes),
     )
 
@@ -294,7 +302,8 @@ def print_overhead(candidates: int) -> None:
         model = "loaded before the run (every proposal retrieves)" if warm else "loading as the run starts"
         print(
             f"per-candidate overhead (W=2, instant LLM and evaluator, {r.candidates} candidates, embedding "
-            f"model {model}): {r.per_candidate_ms:.1f} ms; novelty rejections {r.rejected}; {load()}"
+            f"model {model}): {r.per_candidate_ms:.1f} ms; novelty rejections {r.rejected} ({r.repeats} repeats "
+            f"of a value already run); {load()}"
         )
 
 
@@ -308,7 +317,7 @@ def print_startup() -> None:
 
 HEADER = (
     "| W | LLM | eval | N | occupancy | wall / ideal | children of the initial program (first wave) | most "
-    "children of one parent | best after first wave → end | novelty rejected |"
+    "children of one parent | best after first wave → end | novelty rejected (repeats of a value run) |"
 )
 
 
@@ -323,7 +332,7 @@ def row(slots: int, latency: float, eval_seconds: float, candidates: int, jitter
         f"| {slots} | {latency:g} s | {eval_seconds:g} s | {r.candidates} | {r.occupancy:.3f} | "
         f"{r.wall:.1f} / {ideal:.1f} s ({r.wall / ideal - 1:+.0%}) | {r.seed_children} "
         f"({slots + buffer_for(slots)}) | {r.most_children} | {r.first_wave_best:.0f} → {r.best:.0f} | "
-        f"{r.rejected / max(1, r.candidates - 1):.1%} |"
+        f"{r.rejected / max(1, r.candidates - 1):.1%} ({r.repeats}) |"
     )
 
 

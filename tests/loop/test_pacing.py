@@ -71,6 +71,9 @@ def test_a_proposal_slower_than_an_evaluation_raises_the_count_before_it_is_back
     assert pacer.wanted(4, [], now=0.5, oldest=0.0) == 4 + pacer.buffer
     assert pacer.wanted(4, [], now=1.5, oldest=0.0) == 8 + pacer.buffer
     assert pacer.next_need([], 1.5, oldest=0.0) == pytest.approx(0.25)  # the age grows: look again soon
+    # once proposals are measured, one slow answer does not pull the next wave forward
+    steady(pacer, 1.0, 4.0)
+    assert pacer.wanted(0, [10.0] * 4, now=10.0, oldest=7.0) == pacer.buffer
 
 
 def test_instant_evaluations_count_a_bounded_number_per_slot():

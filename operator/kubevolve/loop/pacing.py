@@ -72,14 +72,14 @@ class Pacer:
         self.evaluation.add(seconds)
 
     def horizon(self, now: float, oldest: float | None = None) -> float:
-        """How far ahead a slot's need is counted: one proposal time, with margin. A proposal under way since
-        `oldest` shows that proposals take at least that long: before the first one is back, and when the
-        LLM slows down, its age is the horizon (so with an LLM slower than the evaluations, a second
-        candidate per slot is proposed as soon as the first has taken longer than an evaluation)."""
-        estimate = (
-            0.0 if self.proposal.mean is None else self.proposal.mean + SPREAD * self.proposal.deviation
-        )
-        return max(estimate, 0.0 if oldest is None else now - oldest)
+        """How far ahead a slot's need is counted: one proposal time, with margin. Before the first proposal
+        is back, the age of the oldest one under way (since `oldest`) stands for it: proposals take at least
+        that long, so with an LLM slower than the evaluations a second candidate per slot is proposed as soon
+        as the first wave has taken longer than an evaluation. Once measured, the estimate alone: one slow
+        answer must not pull the next wave forward (it would select from the store as it is then)."""
+        if self.proposal.mean is not None:
+            return self.proposal.mean + SPREAD * self.proposal.deviation
+        return 0.0 if oldest is None else max(0.0, now - oldest)
 
     def frees_at(self, started: float, now: float) -> float:
         """When an evaluation that started at `started` should end, early side; an overdue one (or any, while
@@ -117,8 +117,8 @@ class Pacer:
 
     def next_need(self, busy_since: list[float], now: float, oldest: float | None = None) -> float | None:
         """Seconds from `now` until the count may grow (None: not as things stand): a running evaluation's
-        slot comes to take one more candidate within the horizon, or, while a proposal's age is the horizon
-        and grows with it, a fraction of an evaluation time."""
+        slot comes to take one more candidate within the horizon, or, while the first proposal's age is the
+        horizon and grows with it, a fraction of an evaluation time."""
         horizon, period = self.horizon(now, oldest), self._period()
         later = []
         for started in busy_since:
@@ -128,7 +128,7 @@ class Pacer:
                 later.append(free - horizon - now)
             elif period and taken < MAX_PER_SLOT:
                 later.append(free + taken * period - horizon - now)
-        if oldest is not None and now - oldest >= horizon - 1e-9:
+        if oldest is not None and self.proposal.mean is None:  # the horizon grows with the age: look again
             later.append(min(1.0, max(0.02, (period or 1.0) / 4)))
         later = [t for t in later if t > 0]
         return min(later) if later else None
