@@ -61,19 +61,13 @@ def test_evaluations_shorter_than_proposals_count_each_slot_several_times():
     assert pacer.next_need([10.0] * 4, 10.0) == pytest.approx(1.0)
 
 
-def test_a_proposal_slower_than_an_evaluation_raises_the_count_before_it_is_back():
-    """LLM 2 s, eval 1 s, nothing proposed yet: the first wave fills the slots; once it has taken longer
-    than an evaluation, each slot is counted for a second candidate (it will have finished one by the time
-    a proposal started now is back), without waiting for the first proposal's time to be measured."""
-    pacer = Pacer(4)
+def test_before_the_first_proposal_is_back_each_slot_counts_once():
+    """However long the first wave takes (under load, longer with every proposal added), nothing more is
+    proposed until a proposal time is measured: counting by the wave's age proposed the whole budget."""
+    pacer = Pacer(16)
     pacer.evaluated(1.0)  # the initial program's
-    assert pacer.wanted(4, [], now=0.0) == 4 + pacer.buffer
-    assert pacer.wanted(4, [], now=0.5, oldest=0.0) == 4 + pacer.buffer
-    assert pacer.wanted(4, [], now=1.5, oldest=0.0) == 8 + pacer.buffer
-    assert pacer.next_need([], 1.5, oldest=0.0) == pytest.approx(0.25)  # the age grows: look again soon
-    # once proposals are measured, one slow answer does not pull the next wave forward
-    steady(pacer, 1.0, 4.0)
-    assert pacer.wanted(0, [10.0] * 4, now=10.0, oldest=7.0) == pacer.buffer
+    assert pacer.wanted(16, [], now=0.0) == 16 + pacer.buffer
+    assert pacer.wanted(16, [], now=30.0) == 16 + pacer.buffer
 
 
 def test_instant_evaluations_count_a_bounded_number_per_slot():

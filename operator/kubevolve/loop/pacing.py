@@ -71,15 +71,13 @@ class Pacer:
     def evaluated(self, seconds: float) -> None:
         self.evaluation.add(seconds)
 
-    def horizon(self, now: float, oldest: float | None = None) -> float:
-        """How far ahead a slot's need is counted: one proposal time, with margin. Before the first proposal
-        is back, the age of the oldest one under way (since `oldest`) stands for it: proposals take at least
-        that long, so with an LLM slower than the evaluations a second candidate per slot is proposed as soon
-        as the first wave has taken longer than an evaluation. Once measured, the estimate alone: one slow
-        answer must not pull the next wave forward (it would select from the store as it is then)."""
-        if self.proposal.mean is not None:
-            return self.proposal.mean + SPREAD * self.proposal.deviation
-        return 0.0 if oldest is None else max(0.0, now - oldest)
+    def horizon(self) -> float:
+        """How far ahead a slot's need is counted: one proposal time, with margin; zero until one is measured
+        (each idle slot then counts once). Not the age of the proposals under way: under load that age grows
+        with every proposal added, and counting by it proposed the whole budget from the initial program."""
+        if self.proposal.mean is None:
+            return 0.0
+        return self.proposal.mean + SPREAD * self.proposal.deviation
 
     def frees_at(self, started: float, now: float) -> float:
         """When an evaluation that started at `started` should end, early side; an overdue one (or any, while
@@ -105,21 +103,19 @@ class Pacer:
             return 1 if until <= free else MAX_PER_SLOT
         return min(MAX_PER_SLOT, 1 + math.floor((until - free) / period))
 
-    def wanted(self, idle: int, busy_since: list[float], now: float, oldest: float | None = None) -> int:
+    def wanted(self, idle: int, busy_since: list[float], now: float) -> int:
         """Proposals to have in flight (being made, or ready and waiting for a slot) now, given `idle` slots
-        waiting for a candidate, the start times of the evaluations running and of the oldest proposal
-        being made."""
-        until = now + self.horizon(now, oldest)
+        waiting for a candidate and the start times of the evaluations running."""
+        until = now + self.horizon()
         needed = idle * self._takes(now, until) + sum(
             self._takes(self.frees_at(started, now), until) for started in busy_since
         )
         return math.ceil(needed / max(self.yield_, MIN_YIELD)) + self.buffer
 
-    def next_need(self, busy_since: list[float], now: float, oldest: float | None = None) -> float | None:
-        """Seconds from `now` until the count may grow (None: not as things stand): a running evaluation's
-        slot comes to take one more candidate within the horizon, or, while the first proposal's age is the
-        horizon and grows with it, a fraction of an evaluation time."""
-        horizon, period = self.horizon(now, oldest), self._period()
+    def next_need(self, busy_since: list[float], now: float) -> float | None:
+        """Seconds from `now` until a running evaluation's slot comes to take one more candidate within the
+        horizon (None: none will, as things stand)."""
+        horizon, period = self.horizon(), self._period()
         later = []
         for started in busy_since:
             free = self.frees_at(started, now)
@@ -128,7 +124,5 @@ class Pacer:
                 later.append(free - horizon - now)
             elif period and taken < MAX_PER_SLOT:
                 later.append(free + taken * period - horizon - now)
-        if oldest is not None and self.proposal.mean is None:  # the horizon grows with the age: look again
-            later.append(min(1.0, max(0.02, (period or 1.0) / 4)))
         later = [t for t in later if t > 0]
         return min(later) if later else None

@@ -87,7 +87,6 @@ class Evolution:
         self.pacer = Pacer(spec.parallelism.evaluators)
         self._ready: asyncio.Queue[Candidate] = asyncio.Queue()  # proposed, waiting for a slot
         self._proposing: set[asyncio.Task[None]] = set()
-        self._proposal_starts: dict[object, float] = {}  # proposals being made -> when each started
         self._busy: dict[int, float] = {}  # evaluator -> when its evaluation started (monotonic)
         self._idle = 0  # evaluators waiting for a candidate
         self._wake = asyncio.Event()  # something the dispatcher counts changed
@@ -201,12 +200,8 @@ class Evolution:
 
     async def _propose_ready(self) -> None:
         """One proposal, timed for the pacer; a candidate to evaluate joins the ready queue."""
-        key = object()
-        started = self._proposal_starts[key] = time.monotonic()
-        try:
-            candidate = await self._propose_one()
-        finally:
-            del self._proposal_starts[key]
+        started = time.monotonic()
+        candidate = await self._propose_one()
         self.pacer.proposed(time.monotonic() - started, evaluated=candidate is not None)
         if candidate is not None:
             self._ready.put_nowait(candidate)
@@ -241,11 +236,7 @@ class Evolution:
         par = self.spec.parallelism
         if par.proposals_ahead:
             return par.proposers + par.proposals_ahead
-        return self.pacer.wanted(self._idle, list(self._busy.values()), time.monotonic(), self._oldest())
-
-    def _oldest(self) -> float | None:
-        """When the oldest proposal being made started (None: none is)."""
-        return min(self._proposal_starts.values(), default=None)
+        return self.pacer.wanted(self._idle, list(self._busy.values()), time.monotonic())
 
     def _proposal_done(self, task: asyncio.Task[None]) -> None:
         self._proposing.discard(task)
@@ -278,7 +269,7 @@ class Evolution:
                 task.add_done_callback(self._proposal_done)
             delay = None
             if par.proposals_ahead is None:
-                delay = self.pacer.next_need(list(self._busy.values()), time.monotonic(), self._oldest())
+                delay = self.pacer.next_need(list(self._busy.values()), time.monotonic())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
