@@ -1,0 +1,184 @@
+"""The judge's probes of a candidate's TokenMixer: causality and sub-quadratic cost, decided in the trusted
+judge process from outputs it receives and times it measures itself (docs/tasks.md, rule 6).
+
+- `causality_probe`: before training, a fresh mixer gets inputs the judge drew and copies of them changed from
+  position t on; an output before t that moved means the mixer reads the future.
+- `time_probe`: before training, the judge times a forward pass of one sequence at a short length and at 4x
+  that length, in pairs, with its own clock, and fits the exponent of the time; a linear layer gives about 1,
+  softmax attention about 2. The short length is the first (doubling from 1024) at which a forward takes at
+  least `TIME_MIN_SECONDS`, so that the fixed costs of a request do not hide the growth.
+- `add_twins` / `check_twins`: after training, some held-out rows the judge scores are sent a second time with
+  the tokens from a cut on replaced (by another row's); the trained model's logits before the cut must be the
+  same for both. This checks the very outputs that are scored, mixed into the request that scores them.
+
+The sandbox also runs the FLOP-counting probe and a gradient test (mixer_checks.py) as a cheap first filter;
+those run in the candidate's process, so only the probes here are the boundary.
+
+What a probe cannot see: a candidate that recognises a probe (its request, its lengths, twin rows in a batch)
+and answers it with other code than what it is scored with. The probes catch a layer that is non-causal or
+quadratic; they are not proof against code written to defeat them (README.md, "What the judge guarantees").
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import numpy as np
+import torch
+
+from kubevolve.sdk.judging import Candidate, CandidateCrashed
+
+CAUSAL_LENGTH = 48
+CAUSAL_CUTS = (1, 5, 16, 24, 47)
+CAUSAL_TOLERANCE = 1e-5  # a fresh mixer in float32, relative to 1 + max |output|
+TWIN_TOLERANCE = 1e-3  # trained logits, relative to 1 + max |logit|: same prefix, other rows of the batch
+TWINS = 32  # rows sent twice, per MQAR length and for the LM
+
+TIME_START = 1024
+TIME_MAX_LENGTH = 1 << 19
+TIME_MIN_SECONDS = 0.05  # the short length takes at least this long (the least of 3 forwards)
+TIME_RATIO = 4
+TIME_PAIRS = (3, 9)  # pairs of requests (short, long), back to back: at least 3, at most 9
+TIME_CLEAR = 0.1  # stop after 3 pairs once the exponent is this far from the limit
+MAX_TIME_EXPONENT = 1.7  # linear layers measure 0.9-1.5 here under load, softmax attention 1.8-2.1 (README)
+TIME_CUTOFF_EXPONENT = 2.5  # a long request slower than RATIO^2.5 x the short one (+1 s) is stopped
+TIME_SLACK_SECONDS = 1.0
+
+
+class ProbeFailed(ValueError):
+    pass
+
+
+def checked_array(reply: Any, key: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """`reply[key]` as a float array of exactly `shape`, all finite: the candidate's data, checked."""
+    if not isinstance(reply, dict) or not isinstance(reply.get(key), np.ndarray):
+        raise ValueError(f"{what}: the runner must send {{{key!r}: array}}")
+    array = reply[key]
+    if array.dtype.kind != "f" or array.shape != shape:
+        raise ValueError(f"{what}: expected a float array of shape {shape}, got {array.dtype} {array.shape}")
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        raise ValueError(f"{what}: non-finite value at index {tuple(int(i) for i in bad[0])}")
+    return array
+
+
+def causality_probe(candidate: Candidate, settings: dict[str, Any], seed: int) -> str:
+    """Send a fresh mixer inputs and copies changed from each cut on; raise ProbeFailed if an output before a
+    cut moved. The inputs come from the judge's seed."""
+    dim = settings["model"]["dim"]
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(2, CAUSAL_LENGTH, dim, generator=generator)
+    rows = [base]
+    for cut in CAUSAL_CUTS:
+        changed = base.clone()
+        changed[:, cut:] = 3.0 * torch.randn(2, CAUSAL_LENGTH - cut, dim, generator=generator)
+        rows.append(changed)
+    inputs = torch.cat(rows).numpy()
+    reply = candidate.request({"op": "mixer", "settings": settings, "seed": seed, "inputs": inputs})
+    outputs = checked_array(reply, "outputs", inputs.shape, "the mixer's outputs")
+    reference = outputs[:2]
+    scale = 1.0 + float(np.abs(reference).max())
+    for i, cut in enumerate(CAUSAL_CUTS):
+        diff = np.abs(outputs[2 + 2 * i : 4 + 2 * i, :cut] - reference[:, :cut]).max(axis=(0, 2))
+        if float(diff.max()) > CAUSAL_TOLERANCE * scale:
+            position = int(np.flatnonzero(diff > CAUSAL_TOLERANCE * scale)[0])
+            raise ProbeFailed(
+                f"not causal (the judge's probe): changing the tokens from position {cut} on changed the "
+                f"output at position {position} by {float(diff[position]):.2e}"
+            )
+    return f"causal (the judge's probe: cuts at {', '.join(map(str, CAUSAL_CUTS))} of {CAUSAL_LENGTH} tokens)"
+
+
+def _time(candidate: Candidate, settings: dict[str, Any], seed: int, length: int, timeout=None) -> float:
+    reply = candidate.request(
+        {"op": "time", "settings": settings, "seed": seed, "length": length}, timeout=timeout
+    )
+    checksum = reply.get("checksum") if isinstance(reply, dict) else None
+    if not isinstance(checksum, float) or not math.isfinite(checksum):
+        raise ValueError(f"the mixer's output at length {length} is not finite (or no checksum came back)")
+    return candidate.seconds
+
+
+def time_probe(candidate: Candidate, settings: dict[str, Any], seed: int) -> tuple[float, str]:
+    """(the exponent of the forward time in the sequence length, a summary); ProbeFailed over the limit.
+
+    Each pair times the short length and then the long one back to back, so that a slow period of the machine
+    slows both; the exponent is that of the median of the pairs' ratios."""
+    short = TIME_START
+    while short * 2 * TIME_RATIO <= TIME_MAX_LENGTH:
+        if min(_time(candidate, settings, seed, short) for _ in range(3)) >= TIME_MIN_SECONDS:
+            break
+        short *= 2
+    long = short * TIME_RATIO
+    times: list[tuple[float, float]] = []
+    while True:
+        first = _time(candidate, settings, seed, short)
+        cutoff = TIME_RATIO**TIME_CUTOFF_EXPONENT * first + TIME_SLACK_SECONDS
+        try:
+            times.append((first, _time(candidate, settings, seed, long, timeout=cutoff)))
+        except CandidateCrashed as err:
+            if err.kind != "timeout":
+                raise
+            raise ProbeFailed(
+                f"quadratic cost: one forward pass of {long} tokens ran past {cutoff:.2f} s (the judge's "
+                f"clock), {TIME_RATIO**TIME_CUTOFF_EXPONENT:.0f} times the {first:.3f} s of {short} tokens "
+                f"and more; a linear-attention layer must stay below T^{MAX_TIME_EXPONENT}"
+            ) from None
+        ratio = statistics.median(b / a for a, b in times)
+        exponent = math.log(max(ratio, 1e-9)) / math.log(TIME_RATIO)
+        if len(times) >= TIME_PAIRS[1] or (
+            len(times) >= TIME_PAIRS[0] and abs(exponent - MAX_TIME_EXPONENT) >= TIME_CLEAR
+        ):
+            break
+    summary = (
+        f"timing (the judge's clock, one sequence, {len(times)} pairs): {short} tokens "
+        f"{statistics.median(a for a, _ in times) * 1e3:.1f} ms, {long} tokens "
+        f"{statistics.median(b for _, b in times) * 1e3:.1f} ms: time grows as T^{exponent:.2f} "
+        f"(limit T^{MAX_TIME_EXPONENT})"
+    )
+    if exponent > MAX_TIME_EXPONENT:
+        raise ProbeFailed(f"quadratic cost: {summary}")
+    return exponent, summary
+
+
+def add_twins(
+    inputs: torch.Tensor, firsts: torch.Tensor, count: int, generator: torch.Generator
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """`inputs` (N, T) followed by `count` twins: a copy of row r whose tokens from `cut` on are another row's.
+    `firsts[r]` lists the cuts allowed in row r ((N, C) int). Returns the rows and each twin's (r, cut)."""
+    rows, count = len(inputs), min(count, len(inputs))
+    originals = torch.randperm(rows, generator=generator)[:count]
+    twins, pairs = [], []
+    for r in originals.tolist():
+        donor = (r + 1 + int(torch.randint(rows - 1, (1,), generator=generator))) % rows
+        cut = int(firsts[r, int(torch.randint(firsts.shape[1], (1,), generator=generator))])
+        twin = inputs[r].clone()
+        twin[cut:] = inputs[donor, cut:]
+        twins.append(twin)
+        pairs.append((r, cut))
+    return torch.cat([inputs, torch.stack(twins)]) if twins else inputs, pairs
+
+
+def check_twins(logits: np.ndarray, positions: np.ndarray, pairs: list[tuple[int, int]], what: str) -> float:
+    """Raise ProbeFailed where a twin's logits before its cut differ from its original's. `logits` (N + K, P,
+    V) are at `positions` (N + K, P) of each row; twin k is row N + k. Returns the largest relative difference."""
+    first_twin = len(logits) - len(pairs)
+    worst = 0.0
+    for k, (row, cut) in enumerate(pairs):
+        before = positions[row] < cut
+        original, twin = logits[row][before], logits[first_twin + k][before]
+        if not len(original):
+            continue
+        diff = np.abs(twin - original).max(axis=-1)
+        relative = float(diff.max()) / (1.0 + float(np.abs(original).max()))
+        worst = max(worst, relative)
+        if relative > TWIN_TOLERANCE:
+            position = int(positions[row][before][int(np.argmax(diff))])
+            raise ProbeFailed(
+                f"not causal (the judge's check on the trained model's outputs): {what} {row} and its copy "
+                f"with the tokens from position {cut} on replaced gave logits differing by "
+                f"{float(diff.max()):.2e} at position {position}"
+            )
+    return worst
