@@ -122,7 +122,8 @@ def score_mqar(
     for length, pairs in cfg["eval"]:
         inputs, targets = mqar.batch(cfg["evalSequences"], length, pairs, cfg["vocab"], held_out)
         queries = torch.sort((targets != mqar.IGNORE).nonzero()[:, 1].view(len(inputs), pairs), dim=1).values
-        rows, twin_pairs = judge_probes.add_twins(inputs, queries + 1, judge_probes.TWINS, twins)
+        inputs = hide_answers(inputs, queries)
+        rows, twin_pairs = judge_probes.add_twins(inputs, queries + 1, judge_probes.TWINS, cfg["vocab"], twins)
         positions = torch.cat([queries, queries[[row for row, _ in twin_pairs]]])
         logits, spent = predict(candidate, "mqar", rows, positions, cfg["vocab"], twins)
         worst = max(
@@ -148,6 +149,17 @@ def score_mqar(
     }
 
 
+def hide_answers(inputs: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """`inputs` with the token after each query (the value to recall, in a training sequence) replaced by the
+    filler: the scored sequences hold each answer only where recall must find it, in the key-value pairs at
+    their start, so an output that reads later tokens learns nothing from them. A causal layer's outputs at
+    a query are the same either way; later queries see fillers after the earlier ones, which moves DeltaNet's
+    score by less than the choice of held-out sequences does (README.md)."""
+    hidden = inputs.clone()
+    hidden.scatter_(1, queries + 1, mqar.FILLER)
+    return hidden
+
+
 def score_lm(
     candidate: Candidate, settings: dict[str, Any], seed: int, twins: torch.Generator
 ) -> dict[str, Any]:
@@ -156,7 +168,7 @@ def score_lm(
     length, vocab = cfg["length"], len(grammar.VOCAB)
     inputs, targets = grammar.held_out(grammar.corpus(cfg["heldOutTokens"], seed=seed), length)
     cuts = torch.arange(1, length).expand(len(inputs), -1)
-    rows, twin_pairs = judge_probes.add_twins(inputs, cuts, judge_probes.TWINS, twins)
+    rows, twin_pairs = judge_probes.add_twins(inputs, cuts, judge_probes.TWINS, vocab, twins)
     positions = torch.arange(length).expand(len(rows), -1)
     logits, seconds = predict(candidate, "lm", rows, None, vocab, twins)
     worst = judge_probes.check_twins(logits, positions.numpy(), twin_pairs, "held-out story window")

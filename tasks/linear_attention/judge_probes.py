@@ -4,11 +4,12 @@ judge process from outputs it receives and times it measures itself (docs/tasks.
 - `causality_probe`: before training, a fresh mixer gets inputs the judge drew and copies of them changed from
   position t on; an output before t that moved means the mixer reads the future.
 - `time_probe`: before training, the judge times a forward pass of one sequence at a short length and at 4x
-  that length, in pairs, with its own clock, and fits the exponent of the time; a linear layer gives about 1,
-  softmax attention about 2. The short length is the first (doubling from 1024) at which a forward takes at
-  least `TIME_MIN_SECONDS`, so that the fixed costs of a request do not hide the growth.
+  that length, several times each with its own clock, and fits the exponent of the least times; a linear
+  layer gives about 1, softmax attention about 2. The short length is the first (doubling from 1024) at
+  which a forward takes at least `TIME_MIN_SECONDS`, so that the fixed costs of a request do not hide the
+  growth.
 - `add_twins` / `check_twins`: after training, some held-out rows the judge scores are sent a second time with
-  the tokens from a cut on replaced (by another row's); the trained model's logits before the cut must be the
+  the tokens from a cut on replaced by random ones; the trained model's logits before the cut must be the
   same for both. This checks the very outputs that are scored, mixed into the request that scores them.
 
 The sandbox also runs the FLOP-counting probe and a gradient test (mixer_checks.py) as a cheap first filter;
@@ -16,13 +17,14 @@ those run in the candidate's process, so only the probes here are the boundary.
 
 What a probe cannot see: a candidate that recognises a probe (its request, its lengths, twin rows in a batch)
 and answers it with other code than what it is scored with. The probes catch a layer that is non-causal or
-quadratic; they are not proof against code written to defeat them (README.md, "What the judge guarantees").
+quadratic; they are not proof against code written to defeat them. The ranking score does not rest on them:
+the scored MQAR sequences hold no answer after its query (evaluate.py, `hide_answers`), so reading later
+tokens gains nothing there (README.md, "What the judge guarantees").
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any
 
 import numpy as np
@@ -38,12 +40,12 @@ TWINS = 32  # rows sent twice, per MQAR length and for the LM
 
 TIME_START = 1024
 TIME_MAX_LENGTH = 1 << 19
-TIME_MIN_SECONDS = 0.05  # the short length takes at least this long (the least of 3 forwards)
+TIME_MIN_SECONDS = 0.05  # the short length takes at least this long (the least of 2 forwards)
 TIME_RATIO = 4
-TIME_PAIRS = (3, 9)  # pairs of requests (short, long), back to back: at least 3, at most 9
-TIME_CLEAR = 0.1  # stop after 3 pairs once the exponent is this far from the limit
+TIME_ROUNDS = (3, 9)  # rounds of one request at each length: at least 3, at most 9
+TIME_CLEAR = 0.1  # stop after 3 rounds once the exponent is this far from the limit
 MAX_TIME_EXPONENT = 1.7  # linear layers measure 0.9-1.5 here under load, softmax attention 1.8-2.1 (README)
-TIME_CUTOFF_EXPONENT = 2.5  # a long request slower than RATIO^2.5 x the short one (+1 s) is stopped
+TIME_CUTOFF_EXPONENT = 2.5  # a long request slower than RATIO^2.5 x the short one (+1 s) is stopped: quadratic
 TIME_SLACK_SECONDS = 1.0
 
 
@@ -101,42 +103,53 @@ def _time(candidate: Candidate, settings: dict[str, Any], seed: int, length: int
     return candidate.seconds
 
 
+def _time_long(
+    candidate: Candidate, settings: dict[str, Any], seed: int, lengths: tuple[int, int], cutoff: float
+) -> float:
+    """One request at the long length, stopped at `cutoff` seconds: past it the layer is quadratic."""
+    short, long = lengths
+    try:
+        return _time(candidate, settings, seed, long, timeout=cutoff)
+    except CandidateCrashed as err:
+        if err.kind != "timeout":
+            raise
+        raise ProbeFailed(
+            f"quadratic cost: one forward pass of {long} tokens ran past {cutoff:.2f} s (the judge's clock), "
+            f"{TIME_RATIO**TIME_CUTOFF_EXPONENT:.0f} times a forward pass of {short} tokens and more; a "
+            f"linear-attention layer must stay below T^{MAX_TIME_EXPONENT}"
+        ) from None
+
+
 def time_probe(candidate: Candidate, settings: dict[str, Any], seed: int) -> tuple[float, str]:
     """(the exponent of the forward time in the sequence length, a summary); ProbeFailed over the limit.
 
-    Each pair times the short length and then the long one back to back, so that a slow period of the machine
-    slows both; the exponent is that of the median of the pairs' ratios."""
+    The exponent is that of the ratio of the least time at the long length to the least at the short one,
+    over rounds of one request at each: a busy machine only ever adds time (other processes, the first
+    allocation of a length), so the least of several requests is the nearest to the layer's own cost. The
+    first request at the long length is not counted (it allocates)."""
     short = TIME_START
-    while short * 2 * TIME_RATIO <= TIME_MAX_LENGTH:
-        if min(_time(candidate, settings, seed, short) for _ in range(3)) >= TIME_MIN_SECONDS:
+    while True:
+        least = min(_time(candidate, settings, seed, short) for _ in range(2))
+        if least >= TIME_MIN_SECONDS or short * 2 * TIME_RATIO > TIME_MAX_LENGTH:
             break
         short *= 2
-    long = short * TIME_RATIO
-    times: list[tuple[float, float]] = []
+    lengths = (short, short * TIME_RATIO)
+    cutoff = TIME_RATIO**TIME_CUTOFF_EXPONENT * least + TIME_SLACK_SECONDS
+    _time_long(candidate, settings, seed, lengths, cutoff)
+    shorts: list[float] = []
+    longs: list[float] = []
     while True:
-        first = _time(candidate, settings, seed, short)
-        cutoff = TIME_RATIO**TIME_CUTOFF_EXPONENT * first + TIME_SLACK_SECONDS
-        try:
-            times.append((first, _time(candidate, settings, seed, long, timeout=cutoff)))
-        except CandidateCrashed as err:
-            if err.kind != "timeout":
-                raise
-            raise ProbeFailed(
-                f"quadratic cost: one forward pass of {long} tokens ran past {cutoff:.2f} s (the judge's "
-                f"clock), {TIME_RATIO**TIME_CUTOFF_EXPONENT:.0f} times the {first:.3f} s of {short} tokens "
-                f"and more; a linear-attention layer must stay below T^{MAX_TIME_EXPONENT}"
-            ) from None
-        ratio = statistics.median(b / a for a, b in times)
-        exponent = math.log(max(ratio, 1e-9)) / math.log(TIME_RATIO)
-        if len(times) >= TIME_PAIRS[1] or (
-            len(times) >= TIME_PAIRS[0] and abs(exponent - MAX_TIME_EXPONENT) >= TIME_CLEAR
+        shorts.append(_time(candidate, settings, seed, short))
+        longs.append(_time_long(candidate, settings, seed, lengths, cutoff))
+        exponent = math.log(max(min(longs) / min(shorts), 1e-9)) / math.log(TIME_RATIO)
+        if len(longs) >= TIME_ROUNDS[1] or (
+            len(longs) >= TIME_ROUNDS[0] and abs(exponent - MAX_TIME_EXPONENT) >= TIME_CLEAR
         ):
             break
     summary = (
-        f"timing (the judge's clock, one sequence, {len(times)} pairs): {short} tokens "
-        f"{statistics.median(a for a, _ in times) * 1e3:.1f} ms, {long} tokens "
-        f"{statistics.median(b for _, b in times) * 1e3:.1f} ms: time grows as T^{exponent:.2f} "
-        f"(limit T^{MAX_TIME_EXPONENT})"
+        f"timing (the judge's clock, one sequence, least of {len(longs)} requests each): {short} tokens "
+        f"{min(shorts) * 1e3:.1f} ms, {lengths[1]} tokens {min(longs) * 1e3:.1f} ms: time grows as "
+        f"T^{exponent:.2f} (limit T^{MAX_TIME_EXPONENT})"
     )
     if exponent > MAX_TIME_EXPONENT:
         raise ProbeFailed(f"quadratic cost: {summary}")
@@ -144,18 +157,18 @@ def time_probe(candidate: Candidate, settings: dict[str, Any], seed: int) -> tup
 
 
 def add_twins(
-    inputs: torch.Tensor, firsts: torch.Tensor, count: int, generator: torch.Generator
+    inputs: torch.Tensor, firsts: torch.Tensor, count: int, vocab: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """`inputs` (N, T) followed by `count` twins: a copy of row r whose tokens from `cut` on are another row's.
-    `firsts[r]` lists the cuts allowed in row r ((N, C) int). Returns the rows and each twin's (r, cut)."""
-    rows, count = len(inputs), min(count, len(inputs))
-    originals = torch.randperm(rows, generator=generator)[:count]
+    """`inputs` (N, T) followed by `count` twins: a copy of row r whose tokens from `cut` on are random (the
+    token at the cut differs). `firsts[r]` lists the cuts allowed in row r ((N, C) int). Returns the rows and
+    each twin's (r, cut)."""
+    rows, length = inputs.shape
     twins, pairs = [], []
-    for r in originals.tolist():
-        donor = (r + 1 + int(torch.randint(rows - 1, (1,), generator=generator))) % rows
+    for r in torch.randperm(rows, generator=generator)[: min(count, rows)].tolist():
         cut = int(firsts[r, int(torch.randint(firsts.shape[1], (1,), generator=generator))])
         twin = inputs[r].clone()
-        twin[cut:] = inputs[donor, cut:]
+        twin[cut:] = torch.randint(vocab, (length - cut,), generator=generator)
+        twin[cut] = (inputs[r, cut] + 1 + int(torch.randint(vocab - 1, (1,), generator=generator))) % vocab
         twins.append(twin)
         pairs.append((r, cut))
     return torch.cat([inputs, torch.stack(twins)]) if twins else inputs, pairs
