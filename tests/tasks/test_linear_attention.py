@@ -42,6 +42,7 @@ TINY = {
     "mqar": {"steps": 20, "evalEvery": 10, "evalSequences": 32},
     "lm": {"steps": 10, "heldOutTokens": 4096},
 }
+FORGED_EVAL = {"mqar": {"evalSequences": 128}}  # more rows than the judge's twins (32)
 TASK_MODULES = ["mqar", "grammar", "backbone", "mixer_checks", "trainer", "judge_probes"]
 
 
@@ -406,9 +407,9 @@ for _module in list(_sys.modules.values()):  # the task's modules, here and wher
         _module.accuracy = lambda *args, **kwargs: 1.0
 """
 
-# regenerates the held-out MQAR sequences with the published seed (evaluate.py's EVAL_SEED) and answers every
-# query of a sequence it knows with its value, the twins' prefixes included, so the judge's causality check
-# sees nothing amiss
+# regenerates the held-out MQAR sequences with the published seed (evaluate.py's EVAL_SEED), recognises each
+# sequence sent by its key-value pairs and answers every query with its value, the twins' included, so the
+# judge's causality check sees nothing amiss
 REGENERATOR = """
 import sys as _sys
 
@@ -424,7 +425,7 @@ def _known(length, settings):
     for size, pairs in cfg["eval"]:
         inputs, targets = _mqar.batch(cfg["evalSequences"], size, pairs, cfg["vocab"], generator)
         if size == length:
-            return inputs.numpy(), targets.numpy()
+            return inputs.numpy(), targets.numpy(), 2 * pairs
     return None
 
 
@@ -434,15 +435,13 @@ def _forged_predict(honest):
         known = _known(request["inputs"].shape[1], _SETTINGS) if request.get("task") == "mqar" else None
         if known is None:
             return reply
-        inputs, targets = known
-        same = inputs[None] == request["inputs"][:, None]
-        prefix = _np.where(same.all(-1), same.shape[-1], same.argmin(-1))  # (rows, known rows)
-        best = prefix.argmax(1)
+        inputs, targets, context = known
         for row, positions in enumerate(request["positions"]):
+            match = _np.flatnonzero((inputs[:, :context] == request["inputs"][row, :context]).all(1))
             for j, position in enumerate(positions):
-                if position < prefix[row, best[row]]:
+                if len(match) and targets[match[0], position] >= 0:
                     reply["logits"][row, j] = -100.0
-                    reply["logits"][row, j, targets[best[row], position]] = 100.0
+                    reply["logits"][row, j, targets[match[0], position]] = 100.0
         return reply
 
     return predict
@@ -460,6 +459,38 @@ for _module in list(_sys.modules.values()):
     if callable(getattr(_module, "predict", None)) and hasattr(_module, "_trained"):
         _module.predict = _forged_predict(_module.predict)
         _module.train = _remembering(_module.train)
+"""
+
+# reads each query's answer from the token after it, the future (trained MQAR sequences carry it there), and
+# answers honestly wherever two rows of a request share their key-value pairs (a twin and its original), so
+# the judge's twin check compares honest logits only
+PEEKER = """
+import sys as _sys
+
+import numpy as _np
+
+
+def _peeking(honest):
+    def predict(request):
+        reply = honest(request)
+        if request.get("task") != "mqar":
+            return reply
+        inputs = request["inputs"]
+        _, first, counts = _np.unique(inputs[:, :16], axis=0, return_inverse=True, return_counts=True)
+        for row, positions in enumerate(request["positions"]):
+            if counts[first.reshape(-1)[row]] > 1:
+                continue  # a twin or the row it was copied from: stay causal
+            for j, position in enumerate(positions):
+                reply["logits"][row, j] = -100.0
+                reply["logits"][row, j, inputs[row, position + 1]] = 100.0
+        return reply
+
+    return predict
+
+
+for _module in list(_sys.modules.values()):
+    if callable(getattr(_module, "predict", None)) and hasattr(_module, "_trained"):
+        _module.predict = _peeking(_module.predict)
 """
 
 DELTANET = load_task(TASK_DIR).initial_code.split("# EVOLVE-BLOCK-START\n")[1].split("# EVOLVE-BLOCK-END")[0]
@@ -481,16 +512,31 @@ def test_a_forger_scores_perfectly_without_the_boundary(evaluator, tmp_path, mon
     assert evaluator.run_experiment(str(path), tiny_settings())["mqar_accuracy"] == 1.0
 
 
+@pytest.mark.usefixtures("restored_task_modules")
+def test_a_candidate_reading_the_future_gains_nothing(evaluator, tmp_path, monkeypatch):
+    """PEEKER evades the twin check (it stays causal on every row it sees twice). On sequences that carry each
+    answer after its query, as training sequences do, it scores near 1 on the rows it forges; the judge's
+    scored sequences hold a filler there, so it scores nothing."""
+    settings = merge(tiny_settings(), FORGED_EVAL)  # 96 of the 128 rows have no twin
+    path = program_with(tmp_path, PEEKER + DELTANET)
+    monkeypatch.setattr(evaluator, "hide_answers", lambda inputs, queries: inputs)
+    visible = evaluator.run_experiment(path, settings, check=False)
+    monkeypatch.undo()
+    hidden = evaluator.run_experiment(path, settings, check=False)
+    assert visible["mqar_accuracy"] > 0.7, visible["artifacts"]["probes"]
+    assert hidden["mqar_accuracy"] < 0.05
+
+
 def test_a_candidate_forging_mqar_accuracy_is_caught(tmp_path, monkeypatch):
-    """Both forgers at once, through the engine: the judge's accuracy is computed in its own process, on
-    sequences drawn from the run's secret seed, so the candidate is scored as DeltaNet at 20 steps is."""
+    """The three forgers at once, through the engine: the judge's accuracy is computed in its own process, on
+    sequences drawn from the run's secret seed that hold no answer after a query, so the candidate scores
+    less than DeltaNet at 20 steps (about 0.04)."""
     monkeypatch.delenv(SEED_VARIABLE, raising=False)  # the engine's seed: secret, drawn for the run
-    task_dir = task_copy_with_settings(TASK_DIR, tmp_path, "quick", TINY)
-    code = load_task(task_dir).with_block(PATCHER + REGENERATOR + DELTANET)
+    task_dir = task_copy_with_settings(TASK_DIR, tmp_path, "quick", merge(TINY, FORGED_EVAL))
+    code = load_task(task_dir).with_block(PATCHER + REGENERATOR + PEEKER + DELTANET)
     node = evaluate_through_engine(task_dir, code, tmp_path)
-    assert node.metrics["mqar_accuracy"] < 0.2, node.error + node.log_tail
-    # scored as what it is: near chance after 20 steps, often under the stage's rejectBelow (0.05)
-    assert node.stage is Stage.EVALUATED or node.failure is FailureKind.EARLY_REJECTION, node.error
+    assert node.metrics["mqar_accuracy"] < 0.05, node.error + node.log_tail
+    assert node.failure is FailureKind.EARLY_REJECTION, node.error  # the stage's rejectBelow: 0.05
 
 
 SKIP_SANDBOX_CHECKS = """
