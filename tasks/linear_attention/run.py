@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import tempfile
@@ -114,7 +115,7 @@ def time_forward(program, settings: dict[str, Any], request: dict) -> dict[str, 
 
 def train(program, settings: dict[str, Any]) -> dict[str, Any]:
     _trained.clear()
-    if settings.get("launcher") and (torch.cuda.device_count() > 1 or node_layout().nodes > 1):
+    if settings.get("launcher") and (torch.cuda.device_count() > 1 or requested_nodes() > 1):
         trained, world_size = train_on_all_gpus(program, settings)
         _trained.update(trained)
     else:
@@ -161,11 +162,11 @@ def rank_entry(program_path: str, settings_path: str, out_dir: str) -> list[str]
 def train_on_all_gpus(program, settings: dict[str, Any]) -> tuple[dict[str, trainer.Trained], int]:
     """One process per visible GPU (on every node of a multi-node TrainJob) through the configured launcher;
     rank 0 saves both models, which are loaded here, on this process's GPU, to answer the judge."""
-    require_tcp()
+    require_tcp(requested_nodes())
+    nodes = node_layout()  # several in a TrainJob's launcher pod (KUBEVOLVE_NUM_NODES, the MPI hostfile)
     out = Path(tempfile.mkdtemp(prefix="kubevolve-ranks-", dir="."))
     settings_path = out / "settings.json"
     settings_path.write_text(json.dumps(settings))
-    nodes = node_layout()  # several in a TrainJob's launcher pod (KUBEVOLVE_NUM_NODES, the MPI hostfile)
     if nodes.nodes > 1 and settings["launcher"] != "deepspeed":
         raise ValueError(
             "a multi-node evaluation needs `launcher: deepspeed` (torchrun starts one node only)"
@@ -183,16 +184,22 @@ def train_on_all_gpus(program, settings: dict[str, Any]) -> tuple[dict[str, trai
     return load_trained(program.TokenMixer, settings, out, info), int(info["world_size"])
 
 
-def require_tcp() -> None:
-    """The ranks meet over TCP (torch.distributed's store, NCCL's bootstrap). The judged sandbox refuses
-    internet sockets to the candidate's process and its children (a seccomp filter): say so plainly rather
-    than let the ranks time out at their rendezvous."""
+def requested_nodes() -> int:
+    """The nodes a multi-node TrainJob gave this evaluation (KUBEVOLVE_NUM_NODES; read before the hostfile)."""
+    return int(os.environ.get("KUBEVOLVE_NUM_NODES") or 1)
+
+
+def require_tcp(nodes: int) -> None:
+    """The ranks meet over TCP (torch.distributed's store, NCCL's bootstrap, mpirun's ssh). The judged sandbox
+    refuses internet sockets to the candidate's process and its children (a seccomp filter): say so plainly
+    rather than let the ranks time out at their rendezvous."""
     try:
         socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
     except OSError as err:
+        where = f"{nodes} nodes" if nodes > 1 else f"{torch.cuda.device_count()} GPUs"
         raise RuntimeError(
-            f"training on {torch.cuda.device_count()} GPUs needs its processes to meet over TCP, and this "
-            f"sandbox refuses internet sockets ({err}); give the stage one GPU (it then trains in this process, "
+            f"training on {where} needs its processes to meet over TCP, and the candidate's sandbox refuses "
+            f"internet sockets ({err}); give the stage one GPU on one node (it then trains in this process, "
             "as with `launcher: null`)"
         ) from None
 
