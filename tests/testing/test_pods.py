@@ -6,16 +6,17 @@ from __future__ import annotations
 import base64
 import json
 
-import kmock as kmock_lib
 import pytest
 
 from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
 from kubevolve.testing import Api, declare_resources
 from kubevolve.testing.pods import (
+    NETWORK_POLICIES,
     ImageConfig,
     PodError,
     PodRunner,
     command_line,
+    declare_network_policies,
     egress_restricted,
     identity,
 )
@@ -115,7 +116,6 @@ def test_policy_types_and_selectors():
 
 # --- pods run in a built image (the operator's, the smallest) ---------------------------------------------
 
-NETPOL = "networking.k8s.io/v1/networkpolicies"
 SHOW = """
 import json, os, socket
 secret = open("/etc/llm/key").read() if os.path.exists("/etc/llm/key") else None
@@ -133,9 +133,7 @@ open("/scratch/left-behind", "w").write("x")
 @pytest.fixture
 async def lab_api(kmock):
     declare_resources(kmock)
-    kmock.resources[NETPOL] = kmock_lib.ResourceInfo(
-        kind="NetworkPolicy", namespaced=True, verbs={"get", "list", "create"}
-    )
+    declare_network_policies(kmock)
     client = Api(str(kmock.url))
     yield client
     await client.close()
@@ -155,7 +153,9 @@ async def test_a_pod_gets_its_env_volumes_and_network_policy(lab_api):
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "llm", "namespace": "lab-a"}}
     secret["data"] = {"key": base64.b64encode(b"sk-test").decode()}
     await lab_api.create("v1/secrets", secret)
-    await lab_api.create(NETPOL, evaluation_network_policy("lab-a", store_namespace="kubevolve-system"))
+    await lab_api.create(
+        NETWORK_POLICIES, evaluation_network_policy("lab-a", store_namespace="kubevolve-system")
+    )
     env = [
         {"name": "LLM_KEY", "valueFrom": {"secretKeyRef": {"name": "llm", "key": "key"}}},
         {"name": "PLAIN", "value": "1"},

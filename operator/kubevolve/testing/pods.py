@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kmock
+
 from kubevolve.testing import Api, ApiError
 
 NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
@@ -98,6 +100,13 @@ class MountedImage:
                     target.touch(mode=0o644)
                 else:
                     target.mkdir(mode=0o755, exist_ok=True)  # another pod may be making it too
+
+
+def declare_network_policies(k: Any) -> None:
+    """Serve NetworkPolicies from kmock (the runner reads them; the operator does not touch them)."""
+    k.resources[NETWORK_POLICIES] = kmock.ResourceInfo(
+        kind="NetworkPolicy", namespaced=True, verbs={"get", "list", "create"}
+    )
 
 
 def unavailable() -> str | None:

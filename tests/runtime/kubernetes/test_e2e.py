@@ -8,7 +8,6 @@ import asyncio
 import shutil
 from dataclasses import replace
 
-import kmock as kmock_lib
 import pytest
 from prometheus_client import REGISTRY
 
@@ -19,7 +18,7 @@ from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
-from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner
+from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner, declare_network_policies
 from tests.kit.images import built_image, derived_image, pod_store, remove_image
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
@@ -59,9 +58,7 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
         task_root="/opt/kubevolve",
         local_task_root=str(tmp_path),
     )
-    kmock.resources[NETWORK_POLICIES] = kmock_lib.ResourceInfo(
-        kind="NetworkPolicy", namespaced=True, verbs={"get", "list", "create"}
-    )
+    declare_network_policies(kmock)
     await api.create(
         NETWORK_POLICIES, evaluation_network_policy(NAMESPACE, store_namespace="kubevolve-system")
     )
@@ -77,12 +74,11 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
         remove_image(image)
         shutil.rmtree(database.parent)
 
-    assert kubelet.pod_results and set(kubelet.pod_results) == set(
-        kubelet.started
-    )  # every Job ran in the image
+    # every Job's pod ran in the image, as the pods' uid; evaluations without network (the lab's policy)
+    assert kubelet.pod_results and set(kubelet.pod_results) == set(kubelet.started)
     for name, result in kubelet.pod_results.items():
         role = kubelet.bodies[name]["metadata"]["labels"][ROLE_LABEL]
-        assert result.exit_code == 0 and result.uid == 65532, result.output
+        assert result.exit_code == 0 and result.uid == operator_config.run_as_user == 65532, result.output
         assert result.network is (role != "evaluate"), f"{name}: evaluations run without network"
     roles = {job["metadata"]["labels"][ROLE_LABEL] for job in kubelet.bodies.values()}
     assert roles == {"propose", "evaluate", "analyze"}
