@@ -39,17 +39,22 @@ def test_the_three_images_exist():
 def test_image_is_pinned_multistage_and_non_root(dockerfile):
     steps = instructions(dockerfile)
     args = dict(a.split("=", 1) for kind, a in steps if kind == "ARG" and "=" in a)
-    froms = [a.split()[0] for kind, a in steps if kind == "FROM"]
+    froms = [a.split() for kind, a in steps if kind == "FROM"]
+    stages = {f[2] for f in froms if len(f) == 3 and f[1].upper() == "AS"}
     assert len(froms) >= 2, "multi-stage: build tools stay out of the final image"
-    for base in froms:
+    for base in (f[0] for f in froms if f[0] not in stages):
         resolved = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
         assert ":" in resolved and not resolved.endswith(":latest"), f"unpinned base {resolved}"
-    users = [a for kind, a in steps if kind == "USER"]
+    final = steps[max(i for i, (kind, _) in enumerate(steps) if kind == "FROM") :]
+    users = [a for kind, a in final if kind == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the final stage must run as non-root"
-    assert any(kind == "COPY" and "--from=build" in a for kind, a in steps)
-    installs = " ".join(a for kind, a in steps if kind == "RUN")
-    assert re.search(r"pip install (--no-deps )?\.", installs), "installs the project from the checkout"
-    assert "pip check" in installs, "the dependencies it installs first are the project's"
+    assert any(kind == "COPY" and re.match(r"--from=(\w+)", a) for kind, a in final), "the venv from a stage"
+    runs = " ".join(a for kind, a in steps if kind == "RUN")
+    assert re.search(r"pip wheel --no-deps --wheel-dir /dist \.", runs), (
+        "builds kubevolve from the checkout"
+    )
+    installs = " ".join(a for kind, a in final if kind == "RUN")
+    assert "pip install" in installs and "/tmp/kubevolve-dist/*.whl" in installs and "pip check" in installs
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
