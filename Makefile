@@ -1,4 +1,5 @@
-# kubevolve — `make demo` runs a real evolution locally; `make test` runs the test suite.
+# kubevolve — `make demo` runs a real evolution locally (again after an interruption, it resumes that run);
+# `make test` runs the test suite.
 # Both create .venv when it is missing, install torch (CPU build) first, then the project with its test extras.
 
 PYTHON ?= python3
@@ -49,7 +50,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/kubevolve run $(DEMO_TARGET) --new --max-candidates $(DEMO_CANDIDATES) --evaluators $(DEMO_EVALUATORS)
+	$(BIN)/kubevolve run $(DEMO_TARGET) --max-candidates $(DEMO_CANDIDATES) --evaluators $(DEMO_EVALUATORS)
 	@echo
 	@echo "Next: $(BIN)/kubevolve status · $(BIN)/kubevolve lineage · $(BIN)/kubevolve best --json"
 
@@ -59,9 +60,13 @@ test: setup
 test-all: setup
 	$(BIN)/pytest -q -m "" $(PYTEST_ARGS)
 
+# ruff, then mypy (strict for core/ and loop/; config and caches: pyproject.toml, .mypy_cache), then the import
+# contracts of pyproject's [tool.importlinter] over this checkout's package
 lint: setup
 	$(BIN)/ruff check operator tests benchmarks tasks
 	$(BIN)/ruff format --check operator tests benchmarks tasks
+	$(BIN)/mypy
+	PYTHONPATH=$(CURDIR)/operator $(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix operator tests benchmarks tasks
@@ -81,7 +86,7 @@ chart: setup
 	bin/helm lint helm/kubevolve
 
 clean:
-	rm -rf $(VENV) bin .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) bin .pytest_cache .ruff_cache .hypothesis .mypy_cache .import_linter_cache
 
 # Container images (images/README.md): operator, worker, trainer, tagged $(REGISTRY)/kubevolve-NAME:<version>,
 # built with docker, buildah or podman, whichever is here (images/build.sh says which settings it takes)

@@ -23,16 +23,17 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the OpenAI-protocol server of the tests
+# the OpenAI-protocol server of the tests
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 import numpy as np  # noqa: E402
 from _sim import SimulatedProposer, simulated_task  # noqa: E402
+from openai_server import OpenAIServer, Reply  # noqa: E402
 
 from kubevolve.core.models import Insight, Node, Stage  # noqa: E402
 from kubevolve.core.spec import RunSpec  # noqa: E402
 from kubevolve.loop.agents import make_agents  # noqa: E402
 from kubevolve.runtime.local import Evolution  # noqa: E402
 from kubevolve.store.sqlite import SQLiteStore  # noqa: E402
-from openai_server import OpenAIServer, Reply  # noqa: E402
 
 WORDS = [
     "loop",
@@ -91,12 +92,12 @@ async def measure(stored: int, candidates: int, sampler: str, llm_url: str | Non
         name=run_id,
         parallelism={"evaluators": 1, "proposers": 1},
         budget={"maxCandidates": stored + candidates},
-        llm={"endpoint": llm_url, "model": "instant"} if llm_url else None,
+        **({"llm": {"endpoint": llm_url, "model": "instant"}} if llm_url else {}),
     )
     times: list[float] = []
     last = [0.0]
 
-    def on_progress(progress, node):
+    def on_commit(progress, node):
         now = time.monotonic()
         if node is not None and last[0]:
             times.append(now - last[0])
@@ -110,13 +111,13 @@ async def measure(stored: int, candidates: int, sampler: str, llm_url: str | Non
             store,
             agents.proposer,
             tmp / "work",
-            on_progress=on_progress,
+            observers=[on_commit],
             analyzer=agents.analyzer,
             embedder=agents.embedder,
             bandit=agents.bandit,
         )
     else:
-        evolution = Evolution(spec, task, store, SimulatedProposer(0), tmp / "work", on_progress=on_progress)
+        evolution = Evolution(spec, task, store, SimulatedProposer(0), tmp / "work", observers=[on_commit])
     started = time.monotonic()
     await evolution.run()
     total = time.monotonic() - started

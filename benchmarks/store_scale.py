@@ -1,4 +1,4 @@
-"""Store latency at scale: insert, sample and near-vector search with 1k, 10k and 100k nodes in one run.
+"""Store latency at scale: insert, sample and insight search with 1k, 10k and 100k nodes in one run.
 
 For every store available: SQLite always; Weaviate when WEAVIATE_URL points at a server (under a collection
 prefix of its own, dropped afterwards). Nodes look like a real run's: ~1 KB programs, 384-d unit embeddings
@@ -6,7 +6,6 @@ prefix of its own, dropped afterwards). Nodes look like a real run's: ~1 KB prog
 
 - insert: `add_node` (seq assignment included), timed over the last `--inserts` nodes added to reach the size;
 - best / recent / count: the sampler's reads (`best_node`, `list_nodes` of the last 64 seqs, `count_nodes`);
-- near, near+stage: `near_nodes(k=8)` over the whole run, and over evaluated nodes only;
 - insights: `search_insights(k=4)` over one insight per node (what the Researcher asks before every proposal):
   the first search of a fresh store handle, then the next ones;
 - replay: `iter_nodes` over the whole run (what a propose step or a restarted engine reads first).
@@ -156,8 +155,6 @@ def measure(store: Store, size: int, have: int, inserts: int, rng: np.random.Gen
         "best": ms(timed(lambda: store.best_node(RUN))),
         "recent 64": ms(timed(lambda: store.list_nodes(RUN, after_seq=size - 65))),
         "count": ms(timed(lambda: store.count_nodes(RUN))),
-        "near k=8": ms(timed(lambda: store.near_nodes(RUN, query, 8))),
-        "near+stage": ms(timed(lambda: store.near_nodes(RUN, query, 8, stages=[Stage.EVALUATED]))),
         "insights first": f"{first_s * 1000:.1f}",
         "insights k=4": ms(timed(lambda: fresh.search_insights(RUN, query, 4))),
         "replay": f"{replay_s:.2f} s",
@@ -184,7 +181,7 @@ def main() -> None:
         else:
             console.print("[yellow]WEAVIATE_URL is not set: Weaviate skipped[/]")
     stores = {k: v for k, v in stores.items() if k in args.stores}
-    columns = ["insert p50", "insert p99", "best", "recent 64", "count", "near k=8", "near+stage"]
+    columns = ["insert p50", "insert p99", "best", "recent 64", "count"]
     columns += ["insights first", "insights k=4", "replay"]
     table = Table(title="Store latency per call (ms unless noted), one run of N nodes, 384-d embeddings")
     for name in ["store", "nodes", *columns]:

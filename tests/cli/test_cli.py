@@ -97,3 +97,40 @@ def test_bad_run_file_names_the_field(tmp_path, toy_task):
     result = invoke("run", str(run_file))
     assert result.exit_code == 2
     assert "spec.budget.maxCandidate: unknown field" in result.stderr
+
+
+def test_status_and_the_live_panel_show_failures_by_kind_in_words(tmp_path):
+    from rich.console import Console
+
+    from kubevolve.cli.live import render
+    from kubevolve.core.kinds import FailureKind
+    from kubevolve.core.models import Node, RunRecord, Stage
+    from kubevolve.observe.progress import RunProgress
+    from kubevolve.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.db")
+    store.put_run(RunRecord(id="r", task="toy", spec={}))
+    progress = RunProgress("r")
+    for i, (stage, kind) in enumerate(
+        [
+            (Stage.EVALUATED, None),
+            (Stage.REJECTED_STATIC, FailureKind.FORBIDDEN_IMPORT),
+            (Stage.REJECTED_STATIC, FailureKind.FORBIDDEN_IMPORT),
+            (Stage.FAILED_QUICK, FailureKind.TIMEOUT),
+        ]
+    ):
+        node = Node(run_id="r", code=f"x = {i}", stage=stage, score=1.0 if kind is None else None)
+        if kind is not None:
+            node.fail(stage, kind, "the message for people")
+        progress.record(store.add_node(node))
+    store.close()
+
+    status = json.loads(invoke("status", "r", "--store", str(tmp_path / "s.db"), "--json").stdout)
+    assert status["failures"] == {"forbidden_import": 2, "timeout": 1}
+    text = invoke("status", "r", "--store", str(tmp_path / "s.db")).stdout
+    assert "forbidden import" in text and "timeout" in text and "forbidden_import" not in text
+
+    console = Console(record=True, width=100)
+    console.print(render(progress, []))
+    panel = console.export_text()
+    assert "rejected_static: forbidden import" in panel and "failed_quick: timeout" in panel

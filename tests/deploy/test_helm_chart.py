@@ -40,6 +40,7 @@ EVERY_OPTION = {
         "apiKey": {"enabled": True, "existingSecret": "weaviate-key"},
         "persistence": {"size": "100Gi", "storageClass": "fast"},
     },
+    "ui": {"enabled": True, "labs": ["lab-a", "lab-b"], "port": 8443},
 }
 EXTERNAL_STORE = {
     "store": {
@@ -95,7 +96,8 @@ def test_every_option_renders_what_it_promises(tmp_path):
         by_kind.setdefault(doc["kind"], []).append(doc)
     assert by_kind["ServiceMonitor"][0]["metadata"]["labels"]["release"] == "prom"
     assert by_kind["ClusterKopfPeering"]  # two replicas: one active, one standby
-    args = by_kind["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    operator = next(d for d in by_kind["Deployment"] if d["metadata"]["name"] == "kv-kubevolve-operator")
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=kv-kubevolve" in args and "--namespace=lab-b" in args
     assert {np["metadata"]["namespace"] for np in by_kind["NetworkPolicy"]} == {
         "kubevolve-system",
@@ -133,6 +135,9 @@ def docs_of(docs: list[dict], kind: str) -> list[dict]:
         ({"weaviate": {"apiKey": {"enabled": True}}}, "/weaviate/apiKey/existingSecret"),
         ({"metrics": {"port": 70000}}, "/metrics/port"),
         ({"weaviate": {"persistence": {"size": "lots"}}}, "/weaviate/persistence/size"),
+        ({"ui": {"enabled": True}}, "/ui/labs"),
+        ({"ui": {"labs": ["Lab_A"]}}, "/ui/labs/0"),
+        ({"ui": {"labs": ["lab-a", "lab-a"]}}, "/ui/labs"),
     ],
 )
 def test_bad_values_are_refused_by_the_schema(tmp_path, values, message):
@@ -201,6 +206,7 @@ def allowed(
     group: str,
     resource: str,
     namespace: str,
+    name: str | None = None,
 ) -> bool:
     for binding in bindings:
         if binding["metadata"]["namespace"] != namespace:
@@ -212,25 +218,29 @@ def allowed(
                 (group in rule["apiGroups"] or "*" in rule["apiGroups"])
                 and resource in rule["resources"]
                 and (verb in rule["verbs"] or "*" in rule["verbs"])
+                and ("resourceNames" not in rule or name in rule["resourceNames"])
             ):
                 return True
     return False
 
 
+LAB_BINDINGS = [
+    {
+        "metadata": {"namespace": "lab-a"},
+        "roleRef": {"name": "kubevolve-lab-viewer"},
+        "subjects": [{"kind": "User", "name": "alice"}],
+    },
+    {
+        "metadata": {"namespace": "lab-b"},
+        "roleRef": {"name": "kubevolve-lab-admin"},
+        "subjects": [{"kind": "User", "name": "bob"}],
+    },
+]
+
+
 def test_lab_viewer_reads_its_own_runs_and_nothing_else(tmp_path):
     roles = {d["metadata"]["name"]: d["rules"] for d in render(tmp_path) if d["kind"] == "ClusterRole"}
-    bindings = [
-        {
-            "metadata": {"namespace": "lab-a"},
-            "roleRef": {"name": "kubevolve-lab-viewer"},
-            "subjects": [{"kind": "User", "name": "alice"}],
-        },
-        {
-            "metadata": {"namespace": "lab-b"},
-            "roleRef": {"name": "kubevolve-lab-admin"},
-            "subjects": [{"kind": "User", "name": "bob"}],
-        },
-    ]
+    bindings = LAB_BINDINGS
     runs = ("kubevolve.io", "evolutionruns")
     for verb in ("get", "list", "watch"):
         assert allowed(roles, bindings, "alice", verb, *runs, "lab-a")
@@ -245,6 +255,56 @@ def test_lab_viewer_reads_its_own_runs_and_nothing_else(tmp_path):
     assert not allowed(
         roles, bindings, "bob", "get", "", "secrets", "lab-b"
     )  # the chart never grants Secrets
+    assert not allowed(roles, bindings, "alice", "get", "", "services/proxy", "lab-a", "kv-kubevolve-ui")
+
+
+def test_the_run_browser_is_one_deployment_per_lab_that_reads_only_its_tenant(tmp_path):
+    assert not [d for d in render(tmp_path) if d["metadata"]["name"].endswith("-ui")]  # off by default
+    docs = render(tmp_path, EVERY_OPTION)
+    operator = next(
+        d for d in docs_of(docs, "Deployment") if d["metadata"]["name"] == "kv-kubevolve-operator"
+    )
+    operator_env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    browsers = [d for d in docs if d["metadata"]["name"] == "kv-kubevolve-ui"]
+    assert sorted((d["kind"], d["metadata"]["namespace"]) for d in browsers) == [
+        ("Deployment", "lab-a"),
+        ("Deployment", "lab-b"),
+        ("Service", "lab-a"),
+        ("Service", "lab-b"),
+    ]
+    for deployment in docs_of(browsers, "Deployment"):
+        lab = deployment["metadata"]["namespace"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert (
+            pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+        )  # no API access
+        (container,) = pod["containers"]
+        assert container["image"] == operator["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert container["command"] == ["kubevolve", "ui"]
+        assert container["args"] == [
+            f"--store={operator_env['KUBEVOLVE_STORE']['value']}",
+            f"--tenant={lab}",  # fixed: the lab's own tenant, whatever the page asks
+            "--host=0.0.0.0",
+            "--allow-host=*",  # the API server's service proxy in front checks who may reach it
+            "--port=8443",
+        ]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["KUBEVOLVE_STORE_API_KEY"] == operator_env["KUBEVOLVE_STORE_API_KEY"]
+        assert container["ports"] == [{"name": "http", "containerPort": 8443}]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (service,) = [s for s in docs_of(browsers, "Service") if s["metadata"]["namespace"] == lab]
+        assert service["spec"]["selector"].items() <= labels.items()
+        assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+    roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+    proxy = ("", "services/proxy")
+    for name in ("kv-kubevolve-ui", "kv-kubevolve-ui:http"):
+        assert allowed(roles, LAB_BINDINGS, "alice", "get", *proxy, "lab-a", name)  # her lab's browser
+        assert not allowed(roles, LAB_BINDINGS, "alice", "get", *proxy, "lab-b", name)  # not another lab's
+        assert allowed(roles, LAB_BINDINGS, "bob", "get", *proxy, "lab-b", name)
+    for name in ("kv-kubevolve-weaviate", "kv-kubevolve-weaviate:http", None):  # and no other service
+        assert not allowed(roles, LAB_BINDINGS, "alice", "get", *proxy, "lab-a", name)
+    assert not allowed(roles, LAB_BINDINGS, "alice", "create", *proxy, "lab-a", "kv-kubevolve-ui")
 
 
 def test_helm_is_real():

@@ -50,9 +50,7 @@ def test_image_is_pinned_multistage_and_non_root(dockerfile):
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the final stage must run as non-root"
     assert any(kind == "COPY" and re.match(r"--from=(\w+)", a) for kind, a in final), "the venv from a stage"
     runs = " ".join(a for kind, a in steps if kind == "RUN")
-    assert re.search(r"pip wheel --no-deps --wheel-dir /dist \.", runs), (
-        "builds kubevolve from the checkout"
-    )
+    assert re.search(r"pip wheel --no-deps --wheel-dir /dist \.", runs), "builds kubevolve from the checkout"
     installs = " ".join(a for kind, a in final if kind == "RUN")
     assert "pip install" in installs and "/tmp/kubevolve-dist/*.whl" in installs and "pip check" in installs
 

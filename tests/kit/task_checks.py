@@ -10,7 +10,8 @@ from types import ModuleType
 
 from kubevolve.core.models import Node, RunRecord
 from kubevolve.core.spec import RunSpec
-from kubevolve.loop.research.offline import OfflineProposer
+from kubevolve.loop.agents import make_agents
+from kubevolve.loop.engineer.engineer import OneSlotEngineer
 from kubevolve.loop.steps import evaluate_step, load_context, propose_step
 from kubevolve.store.sqlite import SQLiteStore
 
@@ -32,8 +33,8 @@ def run_quick_through_engine(task_dir: Path, tmp_path: Path, *, run_id: str, tas
         spec = RunSpec(task=str(task_dir), name=run_id, stages=["quick"])
         store.put_run(RunRecord(id=run_id, task=task, spec=spec.to_dict()))
         ctx = load_context(store, run_id)
-        asyncio.run(propose_step(ctx, OfflineProposer(), node_id="seed"))
-        return asyncio.run(evaluate_step(ctx, "seed", tmp_path / "work"))
+        asyncio.run(propose_step(ctx, make_agents(spec), node_id="seed"))
+        return asyncio.run(evaluate_step(ctx, "seed", OneSlotEngineer(ctx.task, ctx.spec, tmp_path / "work")))
     finally:
         store.close()
 

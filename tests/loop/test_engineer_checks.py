@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.task import load_task
 from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
 from kubevolve.loop.engineer.static_check import static_check
@@ -45,29 +46,50 @@ def with_block(body: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("code", "message"),
+    ("code", "message", "kind"),
     [
-        (with_block("def solve(:\n    pass"), "syntax error at line 4"),
+        (with_block("def solve(:\n    pass"), "syntax error at line 4", FailureKind.SYNTAX_ERROR),
         (
             with_block("def solve():\n    import socket.x\n    return 1, 2"),
             "imports 'socket.x', which the task forbids",
+            FailureKind.FORBIDDEN_IMPORT,
         ),
-        (with_block("def solve():\n    s = __import__('socket')\n    return 1, 2"), "imports 'socket'"),
+        (
+            with_block("def solve():\n    s = __import__('socket')\n    return 1, 2"),
+            "imports 'socket'",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
         (
             with_block("def solve():\n    from socket import create_connection\n    return 1, 2"),
             "imports 'socket'",
+            FailureKind.FORBIDDEN_IMPORT,
         ),
-        (with_block("def other():\n    return 1, 2"), "required top-level name(s) missing: solve"),
+        (
+            with_block("def other():\n    return 1, 2"),
+            "required top-level name(s) missing: solve",
+            FailureKind.MISSING_NAME,
+        ),
         (
             "import os\n" + with_block("def solve():\n    return 1, 2"),
             "code changed outside the evolve blocks",
+            FailureKind.FROZEN_CODE_EDITED,
         ),
-        (with_block("def solve():\n    return 1, 2") + "# EVOLVE-BLOCK-END\n", "evolve-block markers broken"),
-        (with_block("def solve():\n    return 1, 2\n" + "# padding\n" * 30_000), "over the task's limit"),
+        (
+            with_block("def solve():\n    return 1, 2") + "# EVOLVE-BLOCK-END\n",
+            "evolve-block markers broken",
+            FailureKind.FROZEN_CODE_EDITED,
+        ),
+        (
+            with_block("def solve():\n    return 1, 2\n" + "# padding\n" * 30_000),
+            "over the task's limit",
+            FailureKind.PROGRAM_TOO_LARGE,
+        ),
     ],
 )
-def test_static_check_rejections(task, code, message):
-    assert message in (static_check(task, code, task.initial_code) or "")
+def test_static_check_rejections(task, code, message, kind):
+    rejection = static_check(task, code, task.initial_code)
+    assert rejection is not None and message in rejection.message
+    assert rejection.kind is kind
 
 
 def test_static_check_accepts_a_change_inside_the_block(task):

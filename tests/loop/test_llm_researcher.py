@@ -221,7 +221,7 @@ def test_retrieved_cognition_and_insights_appear_in_the_prompt(toy_task, store, 
     answers = [REWRITE.replace("3.0", str(v)) for v in (1.0, 1.5, 2.0, 2.5, 3.0)]
     requests = []
     with OpenAIServer(Script(*answers)) as server:
-        llm_run(toy_task, store, tmp_path, server, requests=requests, budget={"maxCandidates": 6})
+        _, nodes = llm_run(toy_task, store, tmp_path, server, requests=requests, budget={"maxCandidates": 6})
         prompts = [p for r, p in zip(server.requests, server.prompts(), strict=True) if not is_analyzer(r)]
     assert len(requests) == len(prompts) == 5
     for request, prompt in zip(requests, prompts, strict=True):
@@ -233,6 +233,10 @@ def test_retrieved_cognition_and_insights_appear_in_the_prompt(toy_task, store, 
         for analysis in request.analyses.values():  # and the analyses of parent and inspirations
             assert analysis in prompt
     assert len(requests[-1].insights) >= 2 and "# Lessons from earlier experiments" in prompts[-1]
+    # each candidate records what was retrieved into its prompt (proposals here are one at a time, in order)
+    assert [n.retrieved for n in nodes[1:]] == [
+        {"insights": [i.id for i in r.insights], "cognition": [e.id for e in r.cognition]} for r in requests
+    ]
 
 
 def test_llm_budget_stops_new_proposals(toy_task, store, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import load_task
@@ -64,33 +65,56 @@ def test_misbehaving_candidates_are_recorded_failures(toy_task, tmp_path, store,
 
     threading.Thread(target=accept_loop, daemon=True).start()
     cases = {
-        "raises": ("raise RuntimeError('kaput')", "RuntimeError: kaput"),
-        "hangs": ("while True:\n    pass", "timeout: evaluation exceeded 2s"),
-        "memory": ("block = bytearray(1 << 30)\nreturn 1.0, 1.0", "memory limit exceeded (256 MiB)"),
+        "raises": ("raise RuntimeError('kaput')", "RuntimeError: kaput", FailureKind.RAISED),
+        "hangs": ("while True:\n    pass", "timeout: evaluation exceeded 2s", FailureKind.TIMEOUT),
+        "memory": (
+            "block = bytearray(1 << 30)\nreturn 1.0, 1.0",
+            "memory limit exceeded (256 MiB)",
+            FailureKind.MEMORY_LIMIT,
+        ),
         "forks": (
             "import os, time\nfor _ in range(200):\n    if os.fork() == 0:\n        time.sleep(30)\nreturn 1.0, 1.0",
             "process limit reached (16 processes)",
+            FailureKind.PROCESS_LIMIT,
         ),
-        "writes outside": ("open('/opt/kubevolve-escape', 'w').write('x')", "wrote outside its work dir"),
-        "network": (
+        "writes outside": (
+            "open('/opt/kubevolve-escape', 'w').write('x')",
+            "wrote outside its work dir",
+            FailureKind.WROTE_OUTSIDE,
+        ),
+        "network": (  # its own namespace's loopback, where nothing listens: refused, not unreachable
             f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2)",
             "urlopen error",
+            FailureKind.RAISED,
         ),
-        "nan": ("return float('nan'), 0.0", "metric 'f' is not finite"),
-        "big file": ("open('big.bin', 'wb').write(b'x' * (8 << 20))", "file size limit exceeded (4 MiB)"),
-        "kills its worker": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "PermissionError"),
-        "forbidden import": ("import socket\nreturn 1.0, 1.0", "imports 'socket', which the task forbids"),
-        "good": ("return 2.5, -1.0", None),
+        "nan": ("return float('nan'), 0.0", "metric 'f' is not finite", FailureKind.BAD_METRICS),
+        "big file": (
+            "open('big.bin', 'wb').write(b'x' * (8 << 20))",
+            "file size limit exceeded (4 MiB)",
+            FailureKind.FILE_LIMIT,
+        ),
+        "kills its worker": (
+            "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+            "PermissionError",
+            FailureKind.RAISED,
+        ),
+        "forbidden import": (
+            "import socket\nreturn 1.0, 1.0",
+            "imports 'socket', which the task forbids",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
+        "good": ("return 2.5, -1.0", None, None),
     }
     write_timeout = toy_task.parent / "toy2"
     from tests.kit.toy_task import write_task
 
     task_dir = write_task(write_timeout, timeout=2)
-    nodes = run_scripted(task_dir, [program(body) for body, _ in cases.values()], tmp_path, store)
+    nodes = run_scripted(task_dir, [program(body) for body, _, _ in cases.values()], tmp_path, store)
     by_code = {node.code: node for node in nodes}
     assert len(by_code) == len(cases)
-    for name, (body, expected) in cases.items():
+    for name, (body, expected, kind) in cases.items():
         node = by_code[program(body)]
+        assert node.failure is kind, (name, node.failure, node.error)
         if expected is None:
             assert node.stage is Stage.EVALUATED, (name, node.error)
             assert node.score == pytest.approx(-0.25)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunPhase, RunRecord, Stage
 from kubevolve.store import SCHEMA_VERSION, NotFound, Store, StoreError, open_store
 
@@ -32,8 +33,8 @@ class StoreFactory:
     set_schema_version: Callable[[int], None]  # how to make the storage look written by another kubevolve
     opened: list[Store] = dataclasses.field(default_factory=list)
 
-    def __call__(self, tenant: str = "default") -> Store:
-        store = open_store(self.url, tenant=tenant)
+    def __call__(self, tenant: str = "default", *, read_only: bool = False) -> Store:
+        store = open_store(self.url, tenant=tenant, read_only=read_only)
         self.opened.append(store)
         return store
 
@@ -129,6 +130,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
         score=0.75,
         stage=Stage.EVALUATED,
         error="none",
+        failure=FailureKind.CPU_LIMIT,
         log_tail="ok\ndone",
         artifacts={"plot": "ascii art", "notes": "ünïcode ✓"},
         insight_id="ins1",
@@ -138,6 +140,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
         transcript=[
             {"purpose": "researcher", "messages": [{"role": "user", "content": "hi"}], "completion": "x"}
         ],
+        retrieved={"insights": ["ins0"], "cognition": ["cog1", "cog2"]},
         timings={"propose": 1.5, "full": 30.25},
         llm={"prompt_tokens": 1000.0, "cost_usd": 0.01},
         embedding=[0.5, -0.25, 1.0, 0.0],  # float32-exact values
@@ -150,7 +153,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
     store.add_node(node)
     assert node.seq == 0
     got = store.get_node(node.id)
-    assert got == node and isinstance(got.stage, Stage)
+    assert got == node and isinstance(got.stage, Stage) and got.failure is FailureKind.CPU_LIMIT
     assert store.list_nodes("r1") == [node]
     assert list(store.iter_nodes("r1")) == [node]
     assert store.best_node("r1") == node
@@ -271,27 +274,6 @@ def test_find_by_code_hash_returns_the_first_node(store: Store) -> None:
     assert store.find_by_code_hash("r2", first.code_hash) is None
 
 
-def test_near_nodes_ranks_by_cosine_with_stage_filter(store: Store) -> None:
-    exact = store.add_node(make_node(embedding=[2.0, 0.0, 0.0], stage=Stage.EVALUATED, score=1.0))
-    close = store.add_node(make_node(embedding=[1.0, 1.0, 0.0], stage=Stage.FAILED_QUICK))
-    ortho = store.add_node(make_node(embedding=[0.0, 0.0, 3.0], stage=Stage.EVALUATED, score=1.0))
-    opposite = store.add_node(make_node(embedding=[-1.0, 0.0, 0.0], stage=Stage.EVALUATED, score=1.0))
-    zero = store.add_node(make_node(embedding=[0.0, 0.0, 0.0], stage=Stage.EVALUATED, score=1.0))
-    store.add_node(make_node(embedding=None))
-    store.add_node(make_node("r2", embedding=[1.0, 0.0, 0.0]))
-    hits = store.near_nodes("r1", [1.0, 0.0, 0.0], k=10)
-    assert ids(n for n, _ in hits) == ids([exact, close, ortho, zero, opposite])
-    assert [s for _, s in hits] == pytest.approx([1.0, 2**-0.5, 0.0, 0.0, -1.0], abs=1e-6)
-    assert hits[0][0] == exact
-    assert ids(n for n, _ in store.near_nodes("r1", [1.0, 0.0, 0.0], k=2)) == ids([exact, close])
-    filtered = store.near_nodes("r1", [1.0, 0.1, 0.0], k=2, stages=[Stage.EVALUATED])
-    assert ids(n for n, _ in filtered) == ids([exact, ortho])
-    assert store.near_nodes("r1", [1.0, 0.0, 0.0], k=0) == []
-    assert store.near_nodes("r1", [1.0, 0.0, 0.0], k=3, stages=[]) == []
-    assert [s for _, s in store.near_nodes("r1", [0.0, 0.0, 0.0], k=2)] == [0.0, 0.0]
-    assert store.near_nodes("empty", [1.0, 0.0, 0.0], k=3) == []
-
-
 # insights and cognition
 
 
@@ -382,7 +364,6 @@ def test_two_runs_never_see_each_others_nodes(store: Store) -> None:
     )
     assert store.list_nodes("ra") == [a] and store.list_nodes("rb") == [b]
     assert store.best_node("ra") == a and store.find_by_code_hash("ra", a.code_hash) == a
-    assert [n for n, _ in store.near_nodes("ra", [1.0, 0.0], k=5)] == [a]
     assert store.count_nodes("ra") == {Stage.EVALUATED: 1}
 
 
@@ -403,7 +384,6 @@ def test_two_tenants_never_see_each_others_anything(store_factory: StoreFactory)
     assert a.get_node(node.id) == node
     assert b.list_nodes("r1") == [] and list(b.iter_nodes("r1")) == [] and b.count_nodes("r1") == {}
     assert b.best_node("r1") is None and b.find_by_code_hash("r1", node.code_hash) is None
-    assert b.near_nodes("r1", [1.0, 0.0], k=5) == []
     assert b.list_insights("r1") == [] and b.search_insights("r1", [1.0, 0.0], k=5) == []
     assert b.list_cognition("task") == [] and b.search_cognition("task", [1.0, 0.0], k=5) == []
     assert b.add_cognition([cognition("A", "alpha", [1.0, 0.0])]) == 1  # dedup is per tenant
@@ -432,11 +412,47 @@ def test_a_tenant_cannot_overwrite_another_tenants_objects(store_factory: StoreF
     b.add_insight(Insight(run_id="r1", text="b's lesson", id="shared-insight", embedding=[0.0, 1.0]))
     assert a.get_run("r1") == run_a and [r.spec for r in a.list_runs()] == [{"lab": "a"}]
     assert a.get_node(node.id) == node and a.list_nodes("r1") == [node] and a.best_node("r1") == node
-    assert [n for n, _ in a.near_nodes("r1", [1.0, 0.0], k=5)] == [node]
     assert a.list_insights("r1") == [insight]
     assert [i for i, _ in a.search_insights("r1", [0.0, 1.0], k=5)] == [insight]
     assert b.get_node(node.id).motivation == "b, updated" and b.best_node("r1").score == 99.0
     assert [i.text for i in b.list_insights("r1")] == ["b's lesson"]
+
+
+def test_a_read_only_store_follows_a_writer_and_writes_nothing(store_factory: StoreFactory) -> None:
+    writer = store_factory("lab")
+    run = RunRecord(id="r1", task="task", spec={"seed": 1})
+    writer.put_run(run)
+    first = writer.add_node(make_node(stage=Stage.EVALUATED, score=1.0, embedding=[1.0, 0.0]))
+    insight = writer.add_insight(Insight(run_id="r1", text="lesson", node_ids=[first.id]))
+    writer.add_cognition([cognition("A", "alpha", [1.0, 0.0])])
+    reader = store_factory("lab", read_only=True)
+    assert reader.list_runs() == [run] and reader.get_run("r1") == run
+    assert reader.get_node(first.id[:6]) == first and reader.best_node("r1") == first
+    assert reader.list_insights("r1") == [insight] and len(reader.list_cognition("task")) == 1
+    later = writer.add_node(make_node())  # committed while the reader is open
+    assert list(reader.iter_nodes("r1", after_seq=first.seq)) == [later]
+    assert reader.count_nodes("r1") == {Stage.EVALUATED: 1, Stage.PROPOSED: 1}
+    writes = [
+        lambda: reader.put_run(dataclasses.replace(run, message="hijack")),
+        lambda: reader.add_node(make_node()),
+        lambda: reader.update_node(dataclasses.replace(first, motivation="hijack")),
+        lambda: reader.add_insight(Insight(run_id="r1", text="hijack")),
+        lambda: reader.add_cognition([cognition("B", "beta", [0.0, 1.0])]),
+    ]
+    for write in writes:
+        with pytest.raises(StoreError, match="read-only"):
+            write()
+    assert writer.list_runs() == [run] and writer.list_nodes("r1") == [first, later]
+    assert writer.list_insights("r1") == [insight] and len(writer.list_cognition("task")) == 1
+
+
+def test_a_read_only_open_of_a_tenant_with_nothing_stored_creates_nothing(
+    store_factory: StoreFactory,
+) -> None:
+    store_factory("lab").put_run(RunRecord(id="r1", task="t", spec={}))
+    for _ in range(2):  # the first refused open left no tenant behind
+        with pytest.raises(StoreError, match="'other-lab' has nothing stored"):
+            store_factory("other-lab", read_only=True)
 
 
 # schema and lifecycle

@@ -84,6 +84,31 @@ def test_a_file_that_is_not_a_database_raises_store_error(tmp_path: Path) -> Non
         SQLiteStore(tmp_path / "junk.db")
 
 
+def test_read_only_opens_change_no_file_and_refuse_writes_below_kubevolve(tmp_path: Path) -> None:
+    """`read_only` is SQLite's own read-only mode, not only a check in kubevolve: even SQL on the reader's
+    connection cannot write, and a missing, unmigrated or newer file is refused without being touched."""
+    missing = tmp_path / "none" / "s.db"
+    with pytest.raises(StoreError, match="no store at"):
+        open_store(str(missing), read_only=True)
+    assert not missing.parent.exists()
+    path = tmp_path / "s.db"
+    writer = SQLiteStore(path, tenant="lab")
+    node = writer.add_node(Node(run_id="r", code="x = 1"))
+    writer.close()  # the last close checkpoints the WAL into the file
+    before = path.read_bytes()
+    reader = open_store(f"sqlite://{path}", tenant="lab", read_only=True)
+    assert reader.get_node(node.id) == node and list(reader.iter_nodes("r")) == [node]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader._conn().execute("DELETE FROM nodes")
+    reader.close()
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(StoreError, match="older than this kubevolve"):
+        SQLiteStore(path, tenant="lab", read_only=True)
+
+
 def test_hot_queries_are_index_lookups(tmp_path: Path) -> None:
     """Trace the SQL the hot calls really run, and check each plan uses an index, never a scan or a sort."""
     store = SQLiteStore(tmp_path / "s.db")

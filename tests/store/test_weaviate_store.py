@@ -5,17 +5,22 @@ become properties, and a real refused connection. The behaviour against a server
 from __future__ import annotations
 
 import inspect
+import json
 import socket
 import struct
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
 from weaviate import exceptions as wex
 from weaviate.collections.filters import _FilterToGRPC
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
-from kubevolve.store import Store, StoreError, open_store
+from kubevolve.store import SCHEMA_VERSION, Store, StoreError, open_store
+from kubevolve.store.codec import node_from_row
 from kubevolve.store.weaviate import WeaviateStore, node_filter, node_props, schema
 from kubevolve.store.weaviate import operations as weaviate_ops
 from kubevolve.store.weaviate.connection import (
@@ -27,6 +32,7 @@ from kubevolve.store.weaviate.connection import (
 )
 from kubevolve.store.weaviate.operations import all_of, blob_of, eq, vector_props
 from kubevolve.store.weaviate.schema import KINDS, META, VECTOR, _properties, collection_config
+from tests.kit.version_1 import VERSION_1_MESSAGES, version_1_node
 
 # settings from a URL
 
@@ -430,14 +436,20 @@ def test_every_store_call_is_accepted_by_the_installed_client(
     from weaviate.classes.data import DataObject
 
     client = _unconnected_client(version)
+    migrating = client.collections.use("KubevolveNode").with_tenant("lab-a")
     for fails in (
         lambda: schema.ensure_schema(client, "Kubevolve", "w"),
         lambda: schema.ensure_tenant(client, "Kubevolve", "lab-a"),
         lambda: schema._create(client, "KubevolveNode", "Node", _properties()["Node"]),
         lambda: schema._add_missing_properties(client, "KubevolveNode", _properties()["Node"]),
         lambda: schema.read_version(client, "Kubevolve"),
+        lambda: schema.check_readable(client, "Kubevolve", "w", "lab-a"),
         lambda: schema.write_version(client, "Kubevolve", 1),
         lambda: schema.drop_collections(client, "Kubevolve"),
+        lambda: schema.fill_failure_kinds(client, "Kubevolve"),
+        # the calls fill_failure_kinds makes once the server has listed the tenants
+        lambda: next(iter(migrating.iterator(return_properties=["stage", "data"]))),
+        lambda: migrating.data.update(uuid=object_uuid("lab-a", "node", "n1"), properties={"data": "{}"}),
     ):
         _fails_only_at_the_network(fails)
     monkeypatch.setattr(weaviate_ops, "connect", lambda settings: client)
@@ -464,8 +476,6 @@ def test_every_store_call_is_accepted_by_the_installed_client(
             lambda: store.count_nodes("r1"),
             lambda: store.best_node("r1"),
             lambda: store.find_by_code_hash("r1", node.code_hash),
-            lambda: store.near_nodes("r1", [1.0, 0.0], 3, stages=[Stage.EVALUATED]),
-            lambda: store.near_nodes("r1", [0.0, 0.0], 3),
             lambda: store.add_insight(Insight(run_id="r1", text="i", embedding=[1.0, 0.0])),
             lambda: store.list_insights("r1"),
             lambda: store.search_insights("r1", [1.0, 0.0], 2),
@@ -484,5 +494,146 @@ def test_every_store_call_is_accepted_by_the_installed_client(
             lambda: store._insert_all_or_nothing([DataObject(properties=props, uuid=uid, vector=vector)]),
         ):
             _fails_only_at_the_network(call)
+    finally:
+        store.close()
+
+
+# migrating a store version 1 wrote, against an in-memory stand-in for the calls the schema code makes
+
+
+class _Data:
+    def __init__(self, objects: dict[Any, dict[str, Any]]):
+        self.objects = objects
+        self.updates = 0
+
+    def exists(self, uuid: Any) -> bool:
+        return uuid in self.objects
+
+    def insert(self, properties: dict[str, Any], uuid: Any) -> None:
+        self.objects[uuid] = dict(properties)
+
+    def replace(self, uuid: Any, properties: dict[str, Any]) -> None:
+        self.objects[uuid] = dict(properties)
+
+    def update(self, uuid: Any, properties: dict[str, Any]) -> None:  # a PATCH: merges, keeps the vector
+        self.objects[uuid] |= properties
+        self.updates += 1
+
+
+class _Collection:
+    """One collection: properties, and objects per tenant (None for a collection without tenants)."""
+
+    def __init__(self, props: list[Any]):
+        self.props = [p.name for p in props]
+        self.objects: dict[str | None, dict[Any, dict[str, Any]]] = {None: {}}
+        self.scoped: dict[str | None, _Data] = {}
+        self.config = SimpleNamespace(
+            get=lambda: SimpleNamespace(properties=[SimpleNamespace(name=n) for n in self.props]),
+            add_property=lambda prop: self.props.append(prop.name),
+        )
+        self.tenants = SimpleNamespace(get=lambda: {t: SimpleNamespace(name=t) for t in self.objects if t})
+        self.data = self._data(None)
+        self.query = SimpleNamespace(
+            fetch_object_by_id=lambda uid: (
+                SimpleNamespace(properties=self.objects[None][uid]) if uid in self.objects[None] else None
+            )
+        )
+
+    def _data(self, tenant: str | None) -> _Data:
+        if tenant not in self.scoped:
+            self.scoped[tenant] = _Data(self.objects.setdefault(tenant, {}))
+        return self.scoped[tenant]
+
+    def with_tenant(self, tenant: str) -> SimpleNamespace:
+        data = self._data(tenant)
+
+        def iterator(return_properties: list[str]):
+            for uid, props in list(data.objects.items()):
+                yield SimpleNamespace(uuid=uid, properties={k: props[k] for k in return_properties})
+
+        return SimpleNamespace(data=data, iterator=iterator)
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.made: dict[str, _Collection] = {}
+        self.collections = SimpleNamespace(
+            exists=lambda name: name in self.made,
+            use=lambda name: self.made[name],
+            create=lambda name, **config: self.made.setdefault(name, _Collection(config["properties"])),
+        )
+
+
+def test_opening_a_version_1_weaviate_store_gives_its_failed_nodes_their_kinds_once() -> None:
+    client = _Client()
+    schema.ensure_schema(client, "Kubevolve", "w", current=1)  # the collections as version 1 made them
+    assert schema.read_version(client, "Kubevolve") == 1
+    nodes = client.collections.use("KubevolveNode")
+    expected = {}
+    for tenant in ("lab-a", "lab-b"):
+        stored = nodes.with_tenant(tenant).data
+        for i, (stage, error, kind) in enumerate(VERSION_1_MESSAGES):
+            node = version_1_node(f"{tenant}-{i}", stage, error)
+            stored.insert({"stage": str(stage), "seq": i, "data": json.dumps(node)}, uuid=node["id"])
+            expected[tenant, node["id"]] = kind
+    written = {key: dict(nodes.objects[key[0]][key[1]]) for key in expected}
+
+    schema.ensure_schema(client, "Kubevolve", "w")  # this kubevolve opens it
+    assert schema.read_version(client, "Kubevolve") == SCHEMA_VERSION
+    for (tenant, uid), kind in expected.items():
+        props = nodes.objects[tenant][uid]
+        assert node_from_row((props["seq"], props["data"], None)).failure is kind, (uid, props)
+        if kind is None:  # evaluated and proposed nodes are not written at all
+            assert props == written[tenant, uid]
+    failed = sum(1 for (tenant, _), kind in expected.items() if kind is not None and tenant == "lab-a")
+    assert nodes.scoped["lab-a"].updates == failed and nodes.scoped["lab-b"].updates == failed
+
+    schema.ensure_schema(client, "Kubevolve", "w")  # version 2 now: nothing is migrated again
+    assert schema.fill_failure_kinds(client, "Kubevolve") == 0  # and nor would a second run change anything
+    assert nodes.scoped["lab-a"].updates == failed
+
+
+def test_a_new_weaviate_store_has_nothing_to_migrate(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_migration(*args: Any) -> int:
+        raise AssertionError("a store created by this kubevolve was migrated")
+
+    monkeypatch.setattr(schema, "fill_failure_kinds", no_migration)
+    client = _Client()
+    schema.ensure_schema(client, "Kubevolve", "w")
+    schema.ensure_schema(client, "Kubevolve", "w")
+    assert schema.read_version(client, "Kubevolve") == SCHEMA_VERSION
+    node = Node(run_id="r", code="x", stage=Stage.FAILED_QUICK, failure=FailureKind.TIMEOUT, error="t")
+    props, _ = node_props(node, 0)
+    assert node_from_row((0, props["data"], None)).failure is FailureKind.TIMEOUT
+
+
+def test_a_read_only_store_creates_nothing_and_refuses_writes_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = _unconnected_client("1.32.0")
+    checked = []
+
+    def must_not_write(*args):
+        raise AssertionError("a read-only open created or migrated something")
+
+    monkeypatch.setattr(weaviate_ops, "connect", lambda settings: client)
+    monkeypatch.setattr(weaviate_ops, "ensure_schema", must_not_write)
+    monkeypatch.setattr(weaviate_ops, "ensure_tenant", must_not_write)
+    monkeypatch.setattr(weaviate_ops, "check_readable", lambda *args: checked.append(args[1:]))
+    store = open_store("weaviate://127.0.0.1:1?retry=1", tenant="lab-a", read_only=True)
+    try:
+        assert checked == [("Kubevolve", store.settings.url, "lab-a")]
+        node = Node(run_id="r1", code="x = 1")
+        entry = CognitionEntry(collection="c", title="t", text="x", source="s")
+        for write in (
+            lambda: store.put_run(RunRecord(id="r1", task="t", spec={})),
+            lambda: store.add_node(node),
+            lambda: store.update_node(node),
+            lambda: store.add_insight(Insight(run_id="r1", text="i")),
+            lambda: store.add_cognition([entry]),
+        ):
+            with pytest.raises(StoreError, match="read-only"):  # not the closed client: no request was built
+                write()
+        _fails_only_at_the_network(lambda: store.get_run("r1"))  # reads go ahead
     finally:
         store.close()

@@ -38,3 +38,14 @@ weaviate://{{ include "kubevolve.fullname" . }}-weaviate.{{ .Release.Namespace }
 {{- if .Values.weaviate.apiKey.enabled }}{{ .Values.weaviate.apiKey.existingSecret }}{{ end -}}
 {{- else -}}{{ .Values.store.external.apiKeySecret.name }}{{- end -}}
 {{- end -}}
+
+{{/* The store API key as a container env entry, when the store has one (the operator's, and the run browser's). */}}
+{{- define "kubevolve.storeKeyEnv" -}}
+{{- with include "kubevolve.storeSecret" . -}}
+- name: KUBEVOLVE_STORE_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ ternary "api-key" $.Values.store.external.apiKeySecret.key (eq $.Values.store.mode "bundled") }}
+{{- end }}
+{{- end -}}

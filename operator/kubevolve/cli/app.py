@@ -7,47 +7,82 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from kubevolve import api
 from kubevolve.cli import render
 from kubevolve.cli.cognition_cmd import cognition_app
-from kubevolve.cli.common import JsonOpt, RunArg, StoreOpt, TenantOpt, console, err_console, fail, get_store
+from kubevolve.cli.common import (
+    JsonOpt,
+    RunArg,
+    StoreOpt,
+    TenantOpt,
+    console,
+    err_console,
+    fail,
+    get_store,
+    resolve_run,
+)
 from kubevolve.cli.lab_cmd import lab_app
 from kubevolve.cli.live import ProgressDisplay
 from kubevolve.cli.operator_cmd import operator as operator_command
 from kubevolve.cli.report_cmd import report
 from kubevolve.cli.step import step_app
-from kubevolve.core.models import Node
+from kubevolve.cli.ui_cmd import ui
+from kubevolve.core.models import Node, RunRecord
 from kubevolve.core.spec import SpecError
 from kubevolve.core.task import TaskError
-from kubevolve.loop.agents import Agents, choose_run_id, kubevolve_home, load_target, make_agents
-from kubevolve.loop.engineer.sandbox import resolve_mode
+from kubevolve.loop.agents import Agents
+from kubevolve.loop.engineer.pool import EvaluatorUnavailable
+from kubevolve.observe.report.data import run_settings
 from kubevolve.observe.run_metrics import serve_run_metrics
 from kubevolve.runtime.local import Evolution
 from kubevolve.store.base import NotFound, Store, StoreError
 
+# the order a user meets them: run one, watch it, look at what it found, share it, then the cluster's commands
+COMMAND_ORDER = (
+    "run",
+    "status",
+    "runs",
+    "best",
+    "show",
+    "insights",
+    "lineage",
+    "export",
+    "report",
+    "cognition",
+    "ui",
+    "lab",
+    "operator",
+    "step",
+)
+
+
+class InOrderOfUse(TyperGroup):
+    """`kubevolve --help` lists the commands in COMMAND_ORDER, not in the order they happen to be registered;
+    a command missing from it comes last rather than not at all."""
+
+    def list_commands(self, ctx: Any) -> list[str]:  # a context of typer's own copy of click
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Evolve programs with the ASI-Evolve loop."
+    cls=InOrderOfUse,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Evolve programs with the ASI-Evolve loop.",
 )
 app.add_typer(step_app, name="step")
 app.add_typer(cognition_app, name="cognition")
 app.add_typer(lab_app, name="lab")
 app.command()(report)
+app.command()(ui)
 app.command("operator")(operator_command)
-
-
-def resolve_run(store: Store, run_id: str | None) -> str:
-    if run_id:
-        try:
-            return store.get_run(run_id).id
-        except NotFound:
-            fail(f"no run {run_id!r} in this store")
-    runs = store.list_runs()
-    if not runs:
-        fail("no runs yet: start one with `kubevolve run tasks/circle_packing`")
-    return runs[0].id
 
 
 def get_node(store: Store, node_id: str) -> Node:
@@ -55,7 +90,6 @@ def get_node(store: Store, node_id: str) -> Node:
         return store.get_node(node_id)
     except (NotFound, StoreError) as err:
         fail(str(err))
-        raise
 
 
 @app.command()
@@ -80,66 +114,56 @@ def run(
 ) -> None:
     """Run (or resume) an evolution locally, with a live progress display."""
     try:
-        spec, task = load_target(target)
-        if max_candidates is not None:
-            spec.budget.max_candidates = max_candidates
-        if evaluators is not None:
-            spec.parallelism.evaluators = evaluators
-        if seed is not None:
-            spec.seed = seed
-        if sandbox is not None:
-            spec.sandbox = sandbox
-        store = get_store(store_url, tenant)
-        spec.name, resumed = choose_run_id(spec, task, store, new=new)
-        agents = make_agents(spec)
-    except (SpecError, TaskError, ValueError) as err:
+        prepared = api.prepare_run(
+            target,
+            store=store_url,
+            tenant=tenant,
+            new=new,
+            max_candidates=max_candidates,
+            evaluators=evaluators,
+            seed=seed,
+            sandbox=sandbox,
+        )
+    except (SpecError, TaskError, StoreError, ValueError) as err:
         fail(str(err))
-        return
-    if resumed:
-        err_console.print(f"resuming run {spec.name}")
-    if spec.sandbox == "auto" and resolve_mode("auto") == "none":
-        err_console.print(
-            "[yellow]warning:[/] bubblewrap is not available here; candidates run with resource limits and "
-            "timeouts but without namespaces (install the 'bubblewrap' package for the full sandbox)"
-        )
-    workspace = kubevolve_home() / "work"
-    with ProgressDisplay(err_console if as_json else console) as display:
-        evolution = Evolution(
-            spec,
-            task,
-            store,
-            agents.proposer,
-            workspace,
-            on_progress=display,
-            analyzer=agents.analyzer,
-            embedder=agents.embedder,
-            bandit=agents.bandit,
-        )
-        if metrics_port is not None:  # wraps on_progress: the display, then the metrics recorder
+    if prepared.resumed:
+        err_console.print(f"resuming run {prepared.spec.name}")
+    warning = prepared.sandbox_warning()
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    with ProgressDisplay(err_console if as_json else console, prepared.spec.budget.max_candidates) as display:
+        evolution = prepared.evolution(observers=[display])
+        if metrics_port is not None:  # the metrics recorder observes the run after the display
             try:
                 serve_run_metrics(evolution, metrics_port, metrics_addr)
             except OSError as err:
                 fail(f"cannot serve metrics on {metrics_addr}:{metrics_port}: {err}")
-        record = asyncio.run(_run_until_signal(evolution, agents))
-    best = store.best_node(record.id)
+        try:
+            record = asyncio.run(_run_until_signal(evolution, prepared.agents))
+        except EvaluatorUnavailable as err:  # the task's evaluate.py, not kubevolve: its file and line
+            fail(str(err), code=1)
+    store = prepared.store
+    result = api.run_result(store, record)
+    best = result.best
     if as_json:
-        render.print_json(render.run_summary(record, store.count_nodes(record.id), best))
-    elif best is not None:
+        render.print_json(render.run_summary(result))
+    elif best is not None and best.score is not None:
         console.print(f"\n[bold]best program[/] (node {best.id}, score {best.score:.6g}):")
         render.print_node(console, best, diff=False)
         initial = store.list_nodes(record.id, limit=1)[0]
-        if initial.score is not None:
+        if initial.score is not None and best.score is not None:
             console.print(
                 f"\n[bold]{record.id}[/]: initial score {initial.score:.6g} → best {best.score:.6g} "
-                f"({best.score - initial.score:+.6g}) in {sum(store.count_nodes(record.id).values())} candidates"
+                f"({best.score - initial.score:+.6g}) in {result.candidates} candidates"
             )
     if record.phase == "Failed":
         raise typer.Exit(1)
 
 
-async def _run_until_signal(evolution: Evolution, agents: Agents):
+async def _run_until_signal(evolution: Evolution, agents: Agents) -> RunRecord:
     """SIGTERM (as from Kubernetes or `kill`) stops the run cleanly, like Ctrl-C."""
     task = asyncio.current_task()
+    assert task is not None, "called from asyncio.run"
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
@@ -155,21 +179,26 @@ async def _run_until_signal(evolution: Evolution, agents: Agents):
 def runs(store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False) -> None:
     """List the runs in the store, newest first."""
     store = get_store(store_url, tenant)
-    rows = [render.run_summary(r, store.count_nodes(r.id), store.best_node(r.id)) for r in store.list_runs()]
+    rows = [render.run_summary(r) for r in api.list_runs(store=store)]
     if as_json:
         render.print_json(rows)
     else:
-        console.print(render.runs_table(rows))
+        render.print_runs(console, rows)
 
 
 @app.command()
 def status(
     run_id: RunArg = None, store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False
 ) -> None:
-    """Where a run stands: phase, candidates by outcome, best score."""
+    """Where a run stands: phase (a dead local run as such), sampler, outcomes, failures, best score."""
     store = get_store(store_url, tenant)
-    rid = resolve_run(store, run_id)
-    summary = render.run_summary(store.get_run(rid), store.count_nodes(rid), store.best_node(rid))
+    try:
+        result = api.run_status(run_id, store=store)
+    except NotFound as err:
+        fail(str(err))
+    summary = render.run_summary(result)
+    summary["sampler"] = run_settings(result.run).sampler_kind
+    summary["failures"] = render.failure_summary(store.iter_nodes(result.id))
     if as_json:
         render.print_json(summary)
     else:
@@ -183,10 +212,9 @@ def best(
     """The best node of a run, with its program."""
     store = get_store(store_url, tenant)
     rid = resolve_run(store, run_id)
-    node = store.best_node(rid)
+    node = api.best_node(rid, store=store)
     if node is None:
         fail(f"run {rid} has no evaluated node yet", code=1)
-        return
     if as_json:
         render.print_json(node.to_dict())
     else:
@@ -203,17 +231,36 @@ def show(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """One node: code, diff, metrics, error and log tail (and with --prompts, its LLM transcript)."""
-    node = get_node(get_store(store_url, tenant), node_id)
+    """One node: code, diff, metrics, error, log tail, insight (with --prompts, its LLM transcript)."""
+    store = get_store(store_url, tenant)
+    node = get_node(store, node_id)
+    insight = render.insight_of(node, store.list_insights(node.run_id))
     if as_json:
         data = node.to_dict()
         if not prompts:
             data.pop("transcript")
+        data["insight"] = None if insight is None else render.insight_summary(insight)
         render.print_json(data)
         return
-    render.print_node(console, node)
+    render.print_node(console, node, insight=insight)
     if prompts:
         render.print_transcript(console, node)
+
+
+@app.command()
+def insights(
+    run_id: RunArg = None, store_url: StoreOpt = None, tenant: TenantOpt = "default", as_json: JsonOpt = False
+) -> None:
+    """The Analyzer's insights of a run, newest first, each with the nodes it is about."""
+    store = get_store(store_url, tenant)
+    rid = resolve_run(store, run_id)
+    found = sorted(store.list_insights(rid), key=lambda i: i.created_at, reverse=True)
+    if as_json:
+        render.print_json([render.insight_summary(i) for i in found])
+    elif not found:
+        err_console.print(f"run {rid} has no insights yet (the Analyzer writes one per analysed candidate)")
+    else:
+        render.print_insights(console, found)
 
 
 @app.command()
@@ -231,7 +278,6 @@ def lineage(
         node = store.best_node(resolve_run(store, None))
         if node is None:
             fail("the latest run has no evaluated node yet", code=1)
-            return
     else:
         node = get_node(store, node_id)
     chain = [node]
@@ -241,7 +287,7 @@ def lineage(
     if as_json:
         render.print_json([render.node_summary(n) for n in chain])
     else:
-        console.print(render.lineage_tree(chain))
+        render.print_lineage(console, chain)
 
 
 @app.command()

@@ -1,17 +1,18 @@
 """`kubevolve cognition add|list|search|promote`: the cognition base of human priors, per collection.
 
 A collection is usually a task's name: `add tasks/circle_packing` stores that task's `cognition/` folder in the
-collection `circle_packing`. `list` and `search` always name their collection (the store keeps many), and
-`promote` copies an Analyzer insight into one.
+collection `circle_packing`. `list` and `search` always name their collection (the store keeps many), either
+directly or as `--task` (a task's name or folder), and `promote` copies an Analyzer insight into one.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from kubevolve.cli import render
 from kubevolve.cli.common import JsonOpt, StoreOpt, TenantOpt, console, err_console, fail, get_store
@@ -35,6 +36,52 @@ cognition_app = typer.Typer(
 CollectionOpt = Annotated[
     str, typer.Option("--collection", "-c", help="Collection name (usually the task's name).")
 ]
+TaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        "-t",
+        help="Use the task's collection: a task name, or a task folder (its task.yaml's name).",
+    ),
+]
+
+
+def task_collection(task: str) -> str:
+    """The collection of a task given by name or by folder: a folder with a task.yaml gives its task's name."""
+    folder = Path(task)
+    if (folder / "task.yaml").is_file():
+        try:
+            return load_task(folder).name
+        except TaskError as err:
+            fail(str(err))
+    return task
+
+
+def chosen_collection(collection: str | None, task: str | None) -> str:
+    """Exactly one of a collection name and --task."""
+    if collection and task:
+        fail("name a collection or --task, not both")
+    if not (collection or task):
+        fail("name a collection (usually the task's name) or --task")
+    return collection or task_collection(task or "")
+
+
+_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
+
+
+def short_source(source: str) -> str:
+    """A source as a table shows it: its first citation as "Author et al. YEAR" (or "A and B YEAR") when it
+    reads 'Authors, "Title", venue YEAR', else as written, and "(+N)" for N further citations (--json has all)."""
+    citations = [c.strip() for c in source.split(";") if c.strip()] or [source]
+    first = citations[0]
+    authors, quote, _ = first.partition('"')
+    authors = authors.strip(" ,")
+    year = _YEAR.search(first)
+    if quote and authors and year and not re.search(r"\d", authors):
+        names = re.split(r",| and ", authors)
+        lead = authors if len(names) <= 2 and "," not in authors else names[0].strip() + " et al."
+        first = f"{lead} {year.group()}"
+    return first + (f" (+{len(citations) - 1})" if len(citations) > 1 else "")
 
 
 def entry_dict(entry: CognitionEntry, score: float | None = None) -> dict[str, Any]:
@@ -75,25 +122,21 @@ def add(
             task = load_task(path)
         except TaskError as err:
             fail(str(err))
-            return
         source = task.cognition_dir
         collection = collection or task.name
         if not source.exists():
             fail(f"task {task.name!r} has no cognition folder ({source} does not exist)")
     elif not collection:
         fail(f"{path} is not a task folder, so --collection is required")
-        return
     try:
         entries = load_cognition(source, collection)
     except CognitionError as err:
         fail(str(err))
-        return
     store = get_store(store_url, tenant)
     try:
         added = sync_cognition(store, entries, get_embedder()) if entries else 0
     except (EmbeddingError, StoreError) as err:
         fail(str(err))
-        return
     if as_json:
         render.print_json({"collection": collection, "entries": len(entries), "added": added})
     elif not entries:
@@ -108,12 +151,16 @@ def add(
 
 @cognition_app.command("list")
 def list_(
-    collection: Annotated[str, typer.Argument(help="Collection name (usually the task's name).")],
+    collection: Annotated[
+        str | None, typer.Argument(help="Collection name (usually the task's name); or use --task.")
+    ] = None,
+    task: TaskOpt = None,
     store_url: StoreOpt = None,
     tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
-    """The entries of one collection, in the order they were added."""
+    """The entries of one collection, in the order they were added: title, first source, tags."""
+    collection = chosen_collection(collection, task)
     entries = get_store(store_url, tenant).list_cognition(collection)
     if as_json:
         render.print_json([entry_dict(e) for e in entries])
@@ -124,16 +171,26 @@ def list_(
             highlight=False,
         )
         return
-    table = Table("title", "source", "tags", "id")
-    for e in entries:
-        table.add_row(e.title, e.source, ", ".join(e.tags), e.id)
+    tagged = any(e.tags for e in entries)
+    table = Table(
+        Column("#", justify="right"),
+        "title",
+        Column("source", max_width=36),
+        *(["tags"] if tagged else []),
+        title=f"{len(entries)} entries in collection {collection!r} (--json for their text, sources and ids)",
+    )
+    for number, e in enumerate(entries, start=1):
+        table.add_row(str(number), e.title, short_source(e.source), *([", ".join(e.tags)] if tagged else []))
     console.print(table)
 
 
 @cognition_app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What the Researcher is looking for, in words.")],
-    collection: CollectionOpt,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Collection name (usually the task's name).")
+    ] = None,
+    task: TaskOpt = None,
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="How many entries at most.")] = 5,
     min_score: Annotated[
         float, typer.Option("--min-score", min=-1.0, max=1.0, help="Lowest cosine similarity shown.")
@@ -143,6 +200,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """The entries most similar to QUERY (cosine similarity of MiniLM embeddings), best first."""
+    collection = chosen_collection(collection, task)
     store = get_store(store_url, tenant)
     if not store.list_cognition(collection):
         fail(f"collection {collection!r} is empty or does not exist", code=1)
@@ -150,16 +208,15 @@ def search(
         hits = retrieve_cognition(store, collection, query, get_embedder(), k=k, min_score=min_score)
     except (EmbeddingError, StoreError) as err:
         fail(str(err))
-        return
     if as_json:
         render.print_json([entry_dict(e, score) for e, score in hits])
         return
     if not hits:
         err_console.print(f"no entry of {collection!r} scores {min_score:g} or more", highlight=False)
         return
-    table = Table("score", "title", "source")
+    table = Table("score", "title", Column("source", max_width=36))
     for entry, score in hits:
-        table.add_row(f"{score:.3f}", entry.title, entry.source)
+        table.add_row(f"{score:.3f}", entry.title, short_source(entry.source))
     console.print(table)
 
 
@@ -181,7 +238,6 @@ def promote(
         entry = promote_insight(store, insight, collection, get_embedder(), title=title)
     except (CognitionError, EmbeddingError, StoreError) as err:
         fail(str(err))
-        return
     if as_json:
         render.print_json(entry_dict(entry))
     else:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from kubevolve.loop.agents import kubevolve_home
-from kubevolve.store import open_store
-from kubevolve.store.base import Store, StoreError
+from kubevolve.api import find_run, open_store
+from kubevolve.store.base import NotFound, Store, StoreError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -29,15 +29,24 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the most recent run).")]
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` on stderr and exit (2: bad input)."""
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    err_console.print(
+        f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=not err_console.is_terminal
+    )
     raise typer.Exit(code)
 
 
 def get_store(url: str | None, tenant: str = "default") -> Store:
     try:
-        return open_store(url or str(kubevolve_home() / "kubevolve.db"), tenant=tenant)
+        return open_store(url, tenant)
     except StoreError as err:
         fail(str(err))
-        raise
+
+
+def resolve_run(store: Store, run_id: str | None) -> str:
+    """The run named, or the most recent one; a clear error when there is none."""
+    try:
+        return find_run(store, run_id).id
+    except NotFound as err:
+        fail(str(err))

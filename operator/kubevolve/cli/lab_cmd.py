@@ -22,6 +22,7 @@ import typer
 import yaml
 
 from kubevolve.cli.common import console, fail
+from kubevolve.errors import KubevolveError
 from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
 
 LAB_LABEL = "kubevolve.io/lab"
@@ -41,7 +42,7 @@ lab_app = typer.Typer(
 )
 
 
-class LabError(ValueError):
+class LabError(KubevolveError, ValueError):
     pass
 
 
@@ -254,7 +255,6 @@ def create(
         applied = apply_manifests(docs)
     except LabError as err:
         fail(str(err))
-        return
     for item in applied:
         console.print(f"applied {item}", highlight=False)
     queue = "" if no_queue else f"; its runs set spec.queueName: {LOCAL_QUEUE}"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kubevolve.cli.common import RunArg, StoreOpt, TenantOpt, err_console, get_store
+from kubevolve.cli.common import RunArg, StoreOpt, TenantOpt, err_console, get_store, resolve_run
 
 
 def report(
@@ -17,7 +17,6 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """Write a run's report as one HTML file that opens offline in any browser."""
-    from kubevolve.cli.app import resolve_run  # app imports this module: resolve lazily
     from kubevolve.observe.report.page import write_report
 
     store = get_store(store_url, tenant)

@@ -2,23 +2,40 @@
 
 Each prints the node (or insight) it produced as JSON on stdout. A candidate that fails is a result, not an
 error: the exit status is non-zero only when the step itself could not run (bad store, unknown run or node).
+`parse_step_command` reads a Job's command line with this same parser (the test kit's fake pods use it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from kubevolve.cli import render
 from kubevolve.cli.common import StoreOpt, TenantOpt, fail, get_store
+from kubevolve.core.kinds import Role
 from kubevolve.core.spec import SpecError
 from kubevolve.core.task import TaskError
-from kubevolve.loop.agents import kubevolve_home, make_agents
-from kubevolve.loop.steps import StepError, analyze_step, evaluate_step, load_context, propose_step
+from kubevolve.loop.agents import Agents, make_agents
+from kubevolve.loop.engineer.engineer import OneSlotEngineer
+from kubevolve.loop.steps import (
+    StepContext,
+    StepError,
+    analyze_step,
+    evaluate_step,
+    load_context,
+    propose_step,
+)
+from kubevolve.runtime.targets import kubevolve_home
 from kubevolve.store.base import NotFound, StoreError
+
+T = TypeVar("T")
 
 step_app = typer.Typer(
     no_args_is_help=True, help="Run one engine step (used by the Kubernetes operator's Jobs)."
@@ -27,7 +44,7 @@ step_app = typer.Typer(
 RunOpt = Annotated[str, typer.Option("--run", help="Run id.")]
 
 
-def _context(store_url: str | None, tenant: str, run_id: str):
+def _context(store_url: str | None, tenant: str, run_id: str) -> StepContext:
     store = get_store(store_url, tenant)
     try:
         return load_context(store, run_id)
@@ -35,14 +52,14 @@ def _context(store_url: str | None, tenant: str, run_id: str):
         fail(str(err))
 
 
-def _run(coro):
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except (NotFound, StepError, StoreError) as err:
         fail(str(err))
 
 
-async def _with_agents(ctx, step):
+async def _with_agents(ctx: StepContext, step: Callable[[Agents], Awaitable[T]]) -> T:
     agents = make_agents(ctx.spec)
     try:
         return await step(agents)
@@ -50,7 +67,7 @@ async def _with_agents(ctx, step):
         await agents.close()
 
 
-@step_app.command()
+@step_app.command(Role.PROPOSE)
 def propose(
     run_id: RunOpt,
     node_id: Annotated[
@@ -68,7 +85,7 @@ def propose(
     render.print_json(render.node_summary(node))
 
 
-@step_app.command()
+@step_app.command(Role.EVALUATE)
 def evaluate(
     run_id: RunOpt,
     node_id: Annotated[str, typer.Option("--node", help="The PROPOSED node to evaluate.")],
@@ -80,11 +97,12 @@ def evaluate(
 ) -> None:
     """Evaluate a proposed node through the task's stages and store the result."""
     ctx = _context(store_url, tenant, run_id)
-    node = _run(evaluate_step(ctx, node_id, workspace or kubevolve_home() / "work"))
+    engineer = OneSlotEngineer(ctx.task, ctx.spec, workspace or kubevolve_home() / "work")
+    node = _run(evaluate_step(ctx, node_id, engineer))
     render.print_json(render.node_summary(node))
 
 
-@step_app.command()
+@step_app.command(Role.ANALYZE)
 def analyze(
     run_id: RunOpt,
     node_id: Annotated[str, typer.Option("--node", help="The finished node to analyse.")],
@@ -95,3 +113,45 @@ def analyze(
     ctx = _context(store_url, tenant, run_id)
     insight = _run(_with_agents(ctx, lambda agents: analyze_step(ctx, node_id, agents)))
     render.print_json(None if insight is None else {"id": insight.id, "text": insight.text})
+
+
+# ---- reading a Job's command line ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepCommand:
+    """`kubevolve step ROLE ...` as the step sees it: its role and options (by their parameter names)."""
+
+    role: Role
+    run_id: str
+    node_id: str | None
+    store_url: str | None
+    tenant: str
+    retry_of: str | None = None
+    workspace: Path | None = None
+
+
+@functools.cache
+def _step_group() -> TyperGroup:
+    group = typer.main.get_command(step_app)
+    assert isinstance(group, TyperGroup)
+    return group
+
+
+def parse_step_command(argv: Sequence[str]) -> StepCommand:
+    """A Job's `kubevolve step ROLE --run R ...` command line, read by the parser of `kubevolve step` itself
+    (options' environment variables included). A command that parser refuses raises ValueError."""
+    if list(argv[:2]) != ["kubevolve", "step"] or len(argv) < 3:
+        raise ValueError(f"not a `kubevolve step` command: {list(argv)}")
+    try:
+        role = Role(argv[2])
+    except ValueError:
+        raise ValueError(f"unknown step {argv[2]!r} in {list(argv)}") from None
+    group = _step_group()
+    try:
+        with group.make_context("kubevolve step", list(argv[2:])) as parent:
+            command = group.get_command(parent, role)
+            assert command is not None
+            with command.make_context(role, list(argv[3:]), parent=parent) as ctx:
+                params: dict[str, Any] = dict(ctx.params)
+    except typer.TyperException as err:
+        raise ValueError(f"bad `kubevolve step` command {list(argv)}: {err}") from None
+    return StepCommand(role=role, **params)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kubevolve.errors import KubevolveError
+
 START = "EVOLVE-BLOCK-START"
 END = "EVOLVE-BLOCK-END"
 
 
-class BlockError(ValueError):
+class BlockError(KubevolveError, ValueError):
     pass
 
 

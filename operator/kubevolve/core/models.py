@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from kubevolve.core.kinds import FailureKind
+
 
 class Stage(StrEnum):
     """How far a candidate got. Every node ends in exactly one of these."""
@@ -63,7 +65,8 @@ class Node:
     metrics: dict[str, float] = field(default_factory=dict)
     score: float | None = None
     stage: Stage = Stage.PROPOSED
-    error: str = ""  # one line: why it failed or was rejected
+    error: str = ""  # one line: why it failed or was rejected, for a person
+    failure: FailureKind | None = None  # the same as a kind, for machines; None unless it failed
     log_tail: str = ""  # the last lines of the evaluator's output
     artifacts: dict[str, str] = field(default_factory=dict)  # text the evaluator returned for the Researcher
     insight_id: str | None = None
@@ -71,6 +74,8 @@ class Node:
     retry_of: str | None = None  # the failed attempt this debug retry repairs
     attempt: int = 0  # 0 for a fresh proposal, k for the k-th debug retry
     transcript: list[dict[str, Any]] = field(default_factory=list)  # every prompt and completion, in order
+    # ids of what retrieval put into the proposal's prompt: {"insights": [...], "cognition": [...]}
+    retrieved: dict[str, list[str]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step: propose, static, quick, full
     llm: dict[str, float] = field(default_factory=dict)  # prompt_tokens, completion_tokens, cost_usd
     embedding: list[float] | None = None
@@ -80,9 +85,15 @@ class Node:
     def code_hash(self) -> str:
         return code_hash(self.code)
 
+    def fail(self, stage: Stage, failure: FailureKind, error: str) -> Node:
+        """Settle the node as failed or rejected at `stage`: the kind for machines, the message for people."""
+        self.stage, self.failure, self.error = stage, failure, error
+        return self
+
     def to_dict(self, *, with_embedding: bool = False) -> dict[str, Any]:
         data = asdict(self)
         data["stage"] = str(self.stage)
+        data["failure"] = None if self.failure is None else str(self.failure)
         if not with_embedding:
             data.pop("embedding")
         return data
@@ -92,7 +103,18 @@ class Node:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["stage"] = Stage(kwargs.get("stage", Stage.PROPOSED))
+        kwargs["failure"] = _read_failure(kwargs.get("failure"))
         return cls(**kwargs)
+
+
+def _read_failure(value: str | None) -> FailureKind | None:
+    """A stored kind. One this kubevolve does not know (a newer one wrote it) reads as UNKNOWN, not an error."""
+    if value is None:
+        return None
+    try:
+        return FailureKind(value)
+    except ValueError:
+        return FailureKind.UNKNOWN
 
 
 @dataclass
@@ -133,6 +155,17 @@ class RunPhase(StrEnum):
 
 
 @dataclass
+class RunOwner:
+    """The process running a local run, and when it last said so (`runtime/owner.py` writes and judges it):
+    a run killed with `kill -9` cannot record that it stopped, so readers tell it from this."""
+
+    host: str
+    pid: int
+    process_started_at: float | None  # when that process started (epoch seconds): tells a reused pid apart
+    heartbeat_at: float  # renewed every few seconds while the run goes
+
+
+@dataclass
 class RunRecord:
     """A run: its name, the spec it was started with (RunSpec as a dict) and where it stands."""
 
@@ -145,3 +178,5 @@ class RunRecord:
     updated_at: float = field(default_factory=time.time)
     # the task as the image running the steps sees it (`Task.summary`): written by the steps, read by the operator
     task_facts: dict[str, Any] = field(default_factory=dict)
+    # the local process running it; None on a cluster, where the operator writes the record
+    owner: RunOwner | None = None

@@ -15,11 +15,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from kubevolve.errors import KubevolveError
+
 API_VERSION = "kubevolve.io/v1alpha1"
 KIND = "EvolutionRun"
 
 
-class SpecError(ValueError):
+StageName = Literal["quick", "full"]  # the stages a task may define, in the order they run
+
+
+class SpecError(KubevolveError, ValueError):
     """A run configuration is invalid; the message names every offending field."""
 
 
@@ -109,6 +114,11 @@ class LLMSpec(_Model):
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.8
     max_tokens: Annotated[int, Field(ge=1)] = 4096
     timeout_seconds: Annotated[float, Field(gt=0)] = 120
+
+    @property
+    def configured(self) -> bool:
+        """An endpoint is set (here or on a model of the ensemble): the LLM Researcher and Analyzer are used."""
+        return bool(self.endpoint or any(m.endpoint for m in self.models or []))
 
 
 class EngineerSpec(_Model):
@@ -209,7 +219,7 @@ class RunSpec(_Model):
     llm: LLMSpec = Field(default_factory=LLMSpec)
     engineer: EngineerSpec = Field(default_factory=EngineerSpec)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
-    stages: list[Literal["quick", "full"]] | None = None  # None: every stage the task defines
+    stages: list[StageName] | None = None  # None: every stage the task defines
     sandbox: Literal["auto", "bwrap", "none"] = "auto"  # "none": the pod is the sandbox (Kubernetes)
     # Kubernetes only (an EvolutionRun): image, Kueue queue, suspend, store, per-Job pod settings, retries.
     image: str | None = None  # None: the operator's default image (tasks are paths inside it)

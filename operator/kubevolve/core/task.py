@@ -17,10 +17,13 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from kubevolve.core import evolve_block
-from kubevolve.core.spec import SamplerSpec, _Model, format_validation_error
+from kubevolve.core.spec import SamplerSpec, StageName, _Model, format_validation_error
+from kubevolve.errors import KubevolveError
+
+STAGE_ORDER: tuple[StageName, ...] = ("quick", "full")
 
 
-class TaskError(ValueError):
+class TaskError(KubevolveError, ValueError):
     """A task folder is invalid; the message names the file and the field."""
 
 
@@ -61,7 +64,7 @@ class TaskSpec(_Model):
     metric: str
     direction: Literal["maximize", "minimize"] = "maximize"
     evolve_block: EvolveMarkers = Field(default_factory=EvolveMarkers)
-    stages: dict[Literal["quick", "full"], StageSpec]
+    stages: dict[StageName, StageSpec]
     checks: Checks = Field(default_factory=Checks)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     cognition: str = "cognition"
@@ -100,8 +103,8 @@ class Task:
         return self.root / self.spec.cognition
 
     @property
-    def stage_names(self) -> list[str]:
-        return [s for s in ("quick", "full") if s in self.spec.stages]
+    def stage_names(self) -> list[StageName]:
+        return [s for s in STAGE_ORDER if s in self.spec.stages]
 
     def summary(self) -> dict[str, Any]:
         """What an orchestrator needs of the task without its files: the metric and its direction, and what
@@ -116,6 +119,7 @@ class Task:
             "memory_mb": max(s.resources.memory_mb for s in stages),
             "gpus": max(s.resources.gpus for s in stages),
             "timeout_seconds": sum(s.timeout_seconds for s in stages),
+            "sampler": self.spec.sampler.kind,  # what a run uses whose spec names no sampler
         }
 
     def score_of(self, metrics: dict[str, float]) -> float:

@@ -1,64 +1,20 @@
-"""From what a user typed (`kubevolve run TASK_DIR|RUN.yaml`) to a ready Evolution: spec, task, run id, proposer.
-
-Resuming is the default: running the same run again (same name, or the same task folder with no name) picks
-up the unfinished run from the store instead of starting over, which is what makes `kill -9` harmless.
-"""
+"""Who proposes and who analyses in a run: the LLM Researcher and Analyzer when the spec configures an
+endpoint, the offline pair otherwise, and what they share (the LLM client, embeddings, the model bandit)."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubevolve.core.models import RunPhase
-from kubevolve.core.spec import RunSpec, SpecError, load_run_spec
-from kubevolve.core.task import Task, load_task
+from kubevolve.core.spec import RunSpec
 from kubevolve.loop.analyze.analyzer import Analyzer, OfflineAnalyzer
 from kubevolve.loop.learn.embeddings import Embedder, get_embedder
 from kubevolve.loop.research.offline import OfflineProposer
 from kubevolve.loop.research.proposal import Proposer
-from kubevolve.store.base import NotFound, Store
 
 if TYPE_CHECKING:  # the LLM stack (openai) is imported only by runs that use it: pods start faster
     from kubevolve.loop.llm.client import LLMClient
     from kubevolve.loop.llm.ensemble import CostAwareBandit
-
-UNFINISHED = (RunPhase.PENDING, RunPhase.RUNNING, RunPhase.STOPPED)
-
-
-def kubevolve_home() -> Path:
-    return Path(os.environ.get("KUBEVOLVE_HOME", "~/.kubevolve")).expanduser()
-
-
-def load_target(target: str | Path) -> tuple[RunSpec, Task]:
-    """A task folder (run with defaults) or a run YAML file."""
-    path = Path(target)
-    if path.is_dir():
-        spec = RunSpec(task=str(path.resolve()))
-    elif path.is_file():
-        spec = load_run_spec(path)
-    else:
-        raise SpecError(f"{target}: no such task folder or run file")
-    return spec, load_task(spec.task)
-
-
-def choose_run_id(spec: RunSpec, task: Task, store: Store, *, new: bool) -> tuple[str, bool]:
-    """The run to use and whether it resumes an existing one."""
-    if spec.name:
-        try:
-            store.get_run(spec.name)
-        except NotFound:
-            return spec.name, False
-        if new:
-            raise SpecError(f"run {spec.name!r} already exists; choose another name to start a new run")
-        return spec.name, True
-    if not new:
-        for run in store.list_runs():
-            if run.task == task.name and run.spec.get("task") == spec.task and run.phase in UNFINISHED:
-                return run.id, True
-    return f"{task.name}-{secrets.token_hex(3)}", False
 
 
 @dataclass
@@ -78,7 +34,7 @@ class Agents:
 
 def make_agents(spec: RunSpec) -> Agents:
     """The LLM Researcher and Analyzer when an endpoint is configured; the offline pair otherwise."""
-    if not spec.llm.endpoint and not any(m.endpoint for m in spec.llm.models or []):
+    if not spec.llm.configured:
         return Agents(OfflineProposer(), OfflineAnalyzer())
     from kubevolve.loop.analyze.llm_analyzer import LLMAnalyzer
     from kubevolve.loop.llm.client import LLMClient, models_of
@@ -99,7 +55,3 @@ def make_agents(spec: RunSpec) -> Agents:
         bandit=bandit,
         client=client,
     )
-
-
-def make_proposer(spec: RunSpec) -> Proposer:
-    return make_agents(spec).proposer

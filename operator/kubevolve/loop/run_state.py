@@ -1,5 +1,9 @@
-"""The Researcher's supporting state during a run: retrieval, the novelty filter, the model ensemble's
-bandit and the money spent. Everything here is rebuilt from the stored nodes on resume (`observe`).
+"""A run's state as the steps see it: the sampler, retrieval, the novelty filter, the model ensemble's bandit,
+and the counters the budget reads (nodes, proposals, consecutive failures, best score, money spent).
+
+All of it is derived from the stored nodes: `replay` rebuilds it by observing every node in `seq` order. The
+local runtime builds it once per run and feeds it each node it stores (`observe`); a Kubernetes step pod
+rebuilds it for its one step (`RunState.load`). Either way the same history gives the same state.
 
 Without an embedder (the offline default) retrieval and the embedding novelty filter are off: the offline
 proposer cannot read a prompt, and its literal tweaks are near-duplicates by design.
@@ -7,49 +11,89 @@ proposer cannot read a prompt, and its literal tweaks are near-duplicates by des
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from kubevolve.core.models import Insight, Node, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
+from kubevolve.loop.budget import BudgetVerdict, analysis_cost, check_budget, failure_streak, llm_cost
 from kubevolve.loop.engineer.novelty import NoveltyFilter
-from kubevolve.loop.learn.cognition import load_cognition, sync_cognition
-from kubevolve.loop.learn.retrieval import Retriever
+from kubevolve.loop.learn.embeddings import Embedder
+from kubevolve.loop.learn.retrieval import RetrievedContext, Retriever
 from kubevolve.loop.llm.ensemble import CostAwareBandit
-from kubevolve.loop.sample.base import Selection
+from kubevolve.loop.sample import make_sampler, sampler_settings
+from kubevolve.loop.sample.base import Sampler, Selection
 from kubevolve.store.base import NotFound, Store
 
 
-def llm_cost(node: Node) -> float:
-    return node.llm.get("cost_usd", 0.0) + node.llm.get("analysis_cost_usd", 0.0)
+class RunState:
+    """One run's state for the steps: what `observe` has seen, and what `propose` asks of it."""
 
-
-class ResearchKit:
     def __init__(
         self,
         spec: RunSpec,
         task: Task,
         store: Store,
         run_id: str,
-        embedder=None,
+        *,
+        embedder: Embedder | None = None,
         bandit: CostAwareBandit | None = None,
     ):
         self.spec = spec
+        self.task = task
         self.store = store
+        self.run_id = run_id
         self.embedder = embedder
         self.bandit = bandit
+        sampler_spec, features = sampler_settings(spec, task)
+        self.sampler: Sampler = make_sampler(sampler_spec, features, spec.seed)
+        self.observed = 0  # nodes observed (stored), any stage
+        self.proposals = 0  # proposal indices handed out; each seeds one proposal (`proposal_seed`)
+        self.consecutive_failures = 0
+        self.best_score: float | None = None
         self.spent_usd = 0.0
-        self._scores: dict[str, float | None] = {}
+        self._scores: dict[str, float | None] = {}  # node id -> score, for the bandit's reward
         self.retriever: Retriever | None = None
         self.novelty: NoveltyFilter | None = None
         if embedder is not None:
-            if task.cognition_dir.is_dir():
-                sync_cognition(store, load_cognition(task.cognition_dir, task.name), embedder)
             self.retriever = Retriever(store, task, run_id, spec.retrieval, embedder)
             self.novelty = NoveltyFilter(
                 task, embedder, spec.engineer.novelty_threshold, spec.engineer.novelty_window
             )
 
+    @classmethod
+    def load(
+        cls,
+        spec: RunSpec,
+        task: Task,
+        store: Store,
+        run_id: str,
+        *,
+        embedder: Embedder | None = None,
+        bandit: CostAwareBandit | None = None,
+    ) -> RunState:
+        """The state after every stored node of the run (a step pod's view, built for one step)."""
+        state = cls(spec, task, store, run_id, embedder=embedder, bandit=bandit)
+        for _ in state.replay():
+            pass
+        return state
+
+    def replay(self) -> Iterator[Node]:
+        """Observe the run's stored nodes in `seq` order, yielding each for the caller's own bookkeeping."""
+        for node in self.store.iter_nodes(self.run_id):
+            self.observe(node)
+            yield node
+
+    # ---- what the run has done -------------------------------------------------------------------------
     def observe(self, node: Node) -> None:
-        """A committed node (live, or replayed on resume)."""
+        """A stored node (live, or replayed): every count and model that depends on the run's history."""
+        self.sampler.observe(node)
+        self.observed += 1
+        self.proposals = max(self.proposals, self.observed)
+        self.consecutive_failures = failure_streak(self.consecutive_failures, node)
+        evaluated = node.stage is Stage.EVALUATED
+        if evaluated and node.score is not None and (self.best_score is None or node.score > self.best_score):
+            self.best_score = node.score
         self.spent_usd += llm_cost(node)
         self._scores[node.id] = node.score if node.stage is Stage.EVALUATED else None
         if self.novelty is not None:
@@ -60,6 +104,12 @@ class ResearchKit:
             self.bandit.update(
                 node.proposer[4:], gain if node.stage is Stage.EVALUATED else 0.0, llm_cost(node)
             )
+
+    def observe_insight(self, insight: Insight, node: Node) -> None:
+        """The analysis of an observed node was stored: its cost counts, and retrieval can find it."""
+        self.spent_usd += analysis_cost(node)
+        if self.retriever is not None:
+            self.retriever.remember(insight)
 
     def _parent_score(self, node: Node) -> float | None:
         if not node.parent_ids:
@@ -73,15 +123,36 @@ class ResearchKit:
                 self._scores[pid] = None
         return self._scores[pid]
 
-    def observe_insight(self, insight: Insight, node: Node) -> None:
-        self.spent_usd += node.llm.get("analysis_cost_usd", 0.0)
-        if self.retriever is not None:
-            self.retriever.remember(insight)
+    # ---- what the steps ask ----------------------------------------------------------------------------
+    def next_proposal(self) -> int:
+        """The index of the next proposal (its seed derives from it), counted."""
+        index = self.proposals
+        self.proposals += 1
+        return index
 
-    def context(self, selection: Selection):
+    def context(self, selection: Selection) -> RetrievedContext | None:
+        """What the Researcher is told about a selection besides the programs (None: retrieval is off)."""
         if self.retriever is None:
             return None
         return self.retriever.context([*selection.parents, *selection.inspirations])
 
     def novelty_reason(self, node: Node) -> str | None:
         return None if self.novelty is None else self.novelty.check(node)
+
+    def target_score(self) -> float | None:
+        """`budget.targetScore` in score units (higher is better)."""
+        target = self.spec.budget.target_score
+        return None if target is None else self.task.score_of({self.task.spec.metric: target})
+
+    def verdict(self, started_at: float, now: float | None = None) -> BudgetVerdict | None:
+        """Why the run must stop now (its budget), or None."""
+        return check_budget(
+            self.spec.budget,
+            candidates=self.observed,
+            started_at=started_at,
+            best_score=self.best_score,
+            target_score=self.target_score(),
+            consecutive_failures=self.consecutive_failures,
+            llm_cost=self.spent_usd,
+            now=now,
+        )

@@ -1,39 +1,131 @@
-"""The engine's steps as functions from store state to store writes: what `kubevolve step ...` runs in a pod.
+"""The engine's steps, written once for both runtimes: propose, evaluate, analyze.
 
-On Kubernetes the operator runs each step as a Job; every step reads what it needs from the store and writes
-its result back, so a step can run anywhere, be retried, and never depends on another process's memory:
-- propose: rebuild the sampler from the run's nodes, select, propose, pre-check; store a PROPOSED node
-  (or a rejected one). The first proposal of a run is the task's initial program.
-- evaluate: run a PROPOSED node through the task's stages; store the final node.
-- analyze: write the insight of a finished node.
-Each step is idempotent: a node id that is already stored (propose) or already final (evaluate) or already
-analysed (analyze) makes it a no-op that returns the stored state.
+The local runtime (runtime/local.py) keeps one `RunState` in memory for the whole run and pipelines the steps;
+a Kubernetes Job runs one step (`kubevolve step ROLE`, the `*_step` functions below), rebuilding the state from
+the store first. The runtimes differ only in when they store: a step pod stores a candidate PROPOSED and its
+result later, while the local runtime stores a candidate once it is final (so that a killed run resumes with
+nothing half-done and nothing evaluated twice).
+
+The `*_step` functions are idempotent given the id of what they produce: a node already stored (propose), a
+node already final (evaluate) or already analysed (analyze) is returned as it is stored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Insight, Node, RunRecord, Stage
 from kubevolve.core.spec import RunSpec, parse_run_spec
 from kubevolve.core.task import Task, load_task
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.agents import Agents
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, analyze_and_store
-from kubevolve.loop.engineer.engineer import Engineer, precheck
-from kubevolve.loop.engineer.pool import EvaluatorPool
+from kubevolve.loop.budget import wants_debug_retry
+from kubevolve.loop.engineer.engineer import Evaluator, precheck
+from kubevolve.loop.learn.cognition import sync_task_cognition
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
-from kubevolve.loop.run_state import ResearchKit
-from kubevolve.loop.sample import make_sampler
+from kubevolve.loop.run_state import RunState
 from kubevolve.loop.sample.base import Selection
-from kubevolve.runtime.local import sampler_settings
 from kubevolve.store.base import NotFound, Store
 
 
-class StepError(RuntimeError):
-    pass
+class StepError(KubevolveError, RuntimeError):
+    """A step cannot run: an unknown run or node, or nothing to build on yet."""
 
 
+@dataclass
+class Candidate:
+    """A proposed node and the selection it was made from, which a debug retry of it builds on again."""
+
+    node: Node
+    selection: Selection | None = None  # None: the run's initial program
+
+
+# ---- the steps -----------------------------------------------------------------------------------------
+async def propose(
+    state: RunState,
+    agents: Agents,
+    *,
+    retry_of: Candidate | None = None,
+    node_id: str | None = None,
+    in_flight: Container[str] = frozenset(),
+) -> Candidate:
+    """One candidate: select parents (or take back the failed attempt `retry_of`, with its error), ask the
+    proposer, pre-check it (static and exact-duplicate checks) and filter near-duplicates. The run's first
+    candidate is its initial program. `in_flight`: code hashes of candidates being evaluated and not stored
+    yet, which count as duplicates too.
+
+    The node comes back PROPOSED (to evaluate) or final (rejected, the reason in `error`). Nothing is stored.
+    """
+    if retry_of is None and state.observed == 0:
+        state.next_proposal()
+        node = seed_node(state.run_id, state.task, node_id)
+        precheck(state.task, state.store, node, None)
+        return Candidate(node)
+    if retry_of is not None:
+        failed, selection = retry_of.node, retry_of.selection
+    else:
+        failed, selection = None, state.sampler.select()
+    if selection is None or not selection.parents:
+        raise StepError(f"run {state.run_id} has no evaluated node to build on yet")
+    node = await propose_candidate(
+        state.task,
+        state.run_id,
+        selection,
+        state.sampler.island_for_child(selection),
+        agents.proposer,
+        proposal_seed(state.spec.seed, state.next_proposal()),
+        node_id=node_id,
+        context=state.context(selection),
+        retry_of=failed,
+    )
+    rejected = (
+        node if node.stage.is_final else precheck(state.task, state.store, node, selection.parents[0].code)
+    )
+    if rejected is None and node.code_hash in in_flight:
+        node.stage, node.failure, node.error = (
+            Stage.REJECTED_NOVELTY,
+            FailureKind.DUPLICATE,
+            "identical to a candidate already being evaluated",
+        )
+        rejected = node
+    if rejected is None:
+        reason = state.novelty_reason(node)
+        if reason:
+            node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
+    return Candidate(node, selection)
+
+
+async def evaluate(evaluator: Evaluator, node: Node) -> Node:
+    """Take a PROPOSED node through the task's stages; a final node is returned as it is."""
+    if node.stage.is_final:
+        return node
+    return await evaluator.evaluate(node)
+
+
+async def analyze(store: Store, task: Task, agents: Agents, node: Node) -> Insight | None:
+    """The insight of a stored, finished node, written and linked from the node if it has none yet. None for
+    nodes that are not analysed (rejected ones)."""
+    if node.stage not in ANALYSED_STAGES:
+        return None
+    if node.insight_id:
+        return next((i for i in store.list_insights(node.run_id) if i.id == node.insight_id), None)
+    return await analyze_and_store(store, agents.analyzer, task, node, agents.embedder)
+
+
+def wants_retry(candidate: Candidate, spec: RunSpec, agents: Agents) -> bool:
+    """A finished candidate goes back to the proposer with its error (`budget.wants_debug_retry`)."""
+    return candidate.selection is not None and wants_debug_retry(
+        candidate.node,
+        spec.engineer,
+        proposer_reads_feedback=getattr(agents.proposer, "accepts_feedback", False),
+    )
+
+
+# ---- one step of a stored run (a Kubernetes Job) ---------------------------------------------------------
 @dataclass
 class StepContext:
     store: Store
@@ -42,13 +134,22 @@ class StepContext:
     task: Task
 
 
-def load_context(store: Store, run_id: str) -> StepContext:
+def load_context(
+    store: Store,
+    run_id: str,
+    task_root: Path | None = None,
+    *,
+    task_loader: Callable[[Path], Task] = load_task,
+) -> StepContext:
+    """The run as stored, and its task (a relative task path is resolved from `task_root`, by default the
+    working directory, which is the operator's task root in a step pod). Records the task's summary in the
+    run record, for an operator that cannot read the task itself."""
     try:
         run = store.get_run(run_id)
     except NotFound:
         raise StepError(f"run {run_id!r} is not in the store (tenant {store.tenant!r})") from None
     spec = parse_run_spec(run.spec)
-    task = load_task(spec.task)
+    task = task_loader(Path(task_root or ".") / spec.task)
     summary = task.summary()
     if run.task_facts != summary:  # re-read first: keep what the operator wrote meanwhile (phase, message)
         run = store.get_run(run_id)
@@ -66,88 +167,53 @@ def _existing(store: Store, node_id: str | None) -> Node | None:
         return None
 
 
+def stored_candidate(state: RunState, node_id: str) -> Candidate:
+    """A stored node of the run with its selection rebuilt from the store (its parents and inspirations that
+    are still stored, and its island): what a debug retry of it needs."""
+    node = _existing(state.store, node_id)
+    if node is None or node.run_id != state.run_id:
+        raise StepError(f"node {node_id} (to retry) is not in run {state.run_id}")
+
+    def stored(ids: list[str]) -> list[Node]:
+        return [n for n in (_existing(state.store, i) for i in ids) if n is not None]
+
+    selection = Selection(
+        parents=stored(node.parent_ids), inspirations=stored(node.inspiration_ids), island=node.island
+    )
+    return Candidate(node, selection)
+
+
 async def propose_step(
     ctx: StepContext, agents: Agents, *, node_id: str | None = None, retry_of: str | None = None
 ) -> Node:
     """Store one new candidate of the run and return it (PROPOSED, or final when rejected). With `retry_of`,
-    the candidate is a debug retry of that failed node: same parents, and its error as feedback."""
+    the candidate is a debug retry of that failed node: same parents, and its error as feedback. The run's
+    first step (its initial program) also stores the task's cognition, once per run."""
     existing = _existing(ctx.store, node_id)
     if existing is not None:
         return existing
-    nodes = list(ctx.store.iter_nodes(ctx.run.id))
-    if not nodes:
-        return ctx.store.add_node(seed_node(ctx.run.id, ctx.task, node_id))
-    sampler_spec, features = sampler_settings(ctx.spec, ctx.task)
-    sampler = make_sampler(sampler_spec, features, ctx.spec.seed)
-    kit = ResearchKit(ctx.spec, ctx.task, ctx.store, ctx.run.id, agents.embedder, agents.bandit)
-    by_id = {}
-    for node in nodes:
-        sampler.observe(node)
-        kit.observe(node)
-        by_id[node.id] = node
-    failed = None
-    if retry_of:
-        failed = by_id.get(retry_of)
-        if failed is None:
-            raise StepError(f"node {retry_of} (to retry) is not in run {ctx.run.id}")
-        selection = Selection(
-            parents=[by_id[i] for i in failed.parent_ids if i in by_id],
-            inspirations=[by_id[i] for i in failed.inspiration_ids if i in by_id],
-            island=failed.island,
-        )
-    else:
-        selection = sampler.select()
-    if selection is None or not selection.parents:
-        raise StepError(f"run {ctx.run.id} has no evaluated node to build on yet")
-    seed = proposal_seed(ctx.spec.seed, len(nodes))
-    node = await propose_candidate(
-        ctx.task,
-        ctx.run.id,
-        selection,
-        sampler.island_for_child(selection),
-        agents.proposer,
-        seed,
-        node_id=node_id,
-        context=kit.context(selection),
-        retry_of=failed,
+    state = RunState.load(
+        ctx.spec, ctx.task, ctx.store, ctx.run.id, embedder=agents.embedder, bandit=agents.bandit
     )
-    if not node.stage.is_final and precheck(ctx.task, ctx.store, node, selection.parents[0].code) is None:
-        reason = kit.novelty_reason(node)
-        if reason:
-            node.stage, node.error = Stage.REJECTED_NOVELTY, reason
-    return ctx.store.add_node(node)
+    if state.observed == 0 and agents.embedder is not None:
+        sync_task_cognition(ctx.store, ctx.task, agents.embedder)
+    retry = stored_candidate(state, retry_of) if retry_of else None
+    candidate = await propose(state, agents, retry_of=retry, node_id=node_id)
+    return ctx.store.add_node(candidate.node)
 
 
-async def evaluate_step(ctx: StepContext, node_id: str, workspace: Path) -> Node:
-    """Evaluate a PROPOSED node in a one-slot pool and store the result."""
+async def evaluate_step(ctx: StepContext, node_id: str, evaluator: Evaluator) -> Node:
+    """Evaluate a PROPOSED node of the run and store the result."""
     node = ctx.store.get_node(node_id)
     if node.run_id != ctx.run.id:
         raise StepError(f"node {node_id} belongs to run {node.run_id}, not {ctx.run.id}")
     if node.stage.is_final:
         return node
-    pool = EvaluatorPool(ctx.task, 1, workspace / ctx.run.id / node.id, ctx.spec.sandbox)
-    await pool.start()
-    try:
-        engineer = Engineer(ctx.task, pool, ctx.store, ctx.spec.stages)
-        if not node.parent_ids and engineer.precheck(node, None) is not None:
-            ctx.store.update_node(node)
-            return node
-        node = await engineer.evaluate(node)
-    finally:
-        await pool.close()
+    node = await evaluate(evaluator, node)
     ctx.store.update_node(node)
     return node
 
 
 async def analyze_step(ctx: StepContext, node_id: str, agents: Agents) -> Insight | None:
     """Write the insight of a finished node (None for nodes that are not analysed, e.g. rejected ones)."""
-    node = ctx.store.get_node(node_id)
-    if node.stage not in ANALYSED_STAGES:
-        return None
-    if node.insight_id:
-        return next((i for i in ctx.store.list_insights(ctx.run.id) if i.id == node.insight_id), None)
-    return await analyze_and_store(ctx.store, agents.analyzer, ctx.task, node, agents.embedder)
-
-
-def pending_nodes(store: Store, run_id: str) -> list[Node]:
-    return store.list_nodes(run_id, stages=[Stage.PROPOSED])
+    return await analyze(ctx.store, ctx.task, agents, ctx.store.get_node(node_id))

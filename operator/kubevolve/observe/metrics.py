@@ -3,17 +3,16 @@
 Naming follows the Prometheus conventions: a `kubevolve_` prefix, base units in the name (`_seconds`, `_usd`,
 `_ratio`), `_total` on counters. Labels keep cardinality bounded: `namespace` and `run` (a run is one series
 family, never one per candidate), `model` for LLM metrics, and values from fixed sets for `outcome` (a node's
-final stage), `stage` (quick | full), `reason` (`progress.failure_reason`), `purpose`, `type`, `phase`,
+final stage), `stage` (quick | full), `reason` (a `FailureKind` value), `purpose`, `type`, `phase`,
 `result` and `job`. Node ids never become labels.
 
-`run_metrics.RunMetrics` feeds one run's series: the local runner and `kubevolve run --metrics-port` as nodes
-are committed, the operator from the store (`k8s/telemetry.py`), so the same dashboards work on a laptop and
-on a cluster. `serve()` starts the exporter.
+`run_metrics.RunMetrics` feeds one run's series: the local runtime and `kubevolve run --metrics-port` as nodes
+are committed, the operator from the store (`runtime/kubernetes/telemetry.py`), so the same dashboards work on
+a laptop and on a cluster. `serve()` starts the exporter.
 """
 
 from __future__ import annotations
 
-import builtins
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -27,18 +26,12 @@ from prometheus_client import (
 )
 
 from kubevolve.core.models import Node, RunPhase
-from kubevolve.observe.progress import failure_reason
+from kubevolve.observe.progress import failure_kind
 
 if TYPE_CHECKING:
     from kubevolve.core.task import Task
 
 LOCAL_NAMESPACE = "local"
-JOB_KINDS = ("propose", "evaluate", "analyze")  # the operator's Jobs, for the admission-wait histogram
-_BUILTIN_EXCEPTIONS = {
-    name
-    for name, value in vars(builtins).items()
-    if isinstance(value, type) and issubclass(value, BaseException)
-}
 
 # seconds: from a sub-second toy evaluation to a multi-hour GPU training run
 EVALUATION_BUCKETS = (
@@ -182,16 +175,15 @@ class Metrics:
             self.runs.labels(namespace, str(phase)).set(counts.get(str(phase), 0))
 
 
-METRICS = Metrics()  # the process-wide families, in prometheus_client's default registry
+# Process-wide on purpose: a process has one default Prometheus registry, which the exporter (`serve`) serves
+# and where each family can be registered only once; every run of the process (the operator's many, or a local
+# run) adds its own labelled series to these families. Tests pass `Metrics(CollectorRegistry())` instead.
+METRICS = Metrics()
 
 
 def metric_reason(node: Node) -> str:
-    """`failure_reason`, with exception names outside Python's builtins folded into one label value: a
-    candidate may raise a class it invented, and each such name must not become a new series."""
-    reason = failure_reason(node)
-    if reason.startswith("raised ") and reason[len("raised ") :] not in _BUILTIN_EXCEPTIONS:
-        return "raised other"
-    return reason
+    """The `reason` label of a failed node: its FailureKind's value (`timeout`, `forbidden_import`, ...)."""
+    return str(failure_kind(node))
 
 
 RUN_FAMILIES = (  # the families a RunMetrics feeds (admission waits are the operator's, per Job)

@@ -1,18 +1,19 @@
-"""One run's series in the metric families of `metrics.py`: a progress callback for the local runtime, and
-the recorder the operator feeds from the store.
+"""One run's series in the metric families of `metrics.py`: an observer of a local run, and the recorder the
+operator feeds from the store.
 
     metrics = RunMetrics("packing-1", namespace="lab-a")
     serve(9108)                         # /metrics on 127.0.0.1:9108
-    evolution = Evolution(..., on_progress=metrics)
+    evolution = Evolution(..., observers=[metrics.bind(pool)])
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from kubevolve.core.models import Node, RunPhase, Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.core.task import Task
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES
 from kubevolve.observe.metrics import (
     LOCAL_NAMESPACE,
@@ -23,17 +24,40 @@ from kubevolve.observe.metrics import (
     serve,
     stage_gpus,
 )
-from kubevolve.observe.progress import RunProgress
-
-if TYPE_CHECKING:
-    from kubevolve.runtime.local import Evolution
+from kubevolve.observe.progress import RunObserver, RunProgress
 
 EVALUATION_STAGES = ("quick", "full")
 _PURPOSES = {"researcher": "researcher", "debug retry": "debug_retry", "analyzer": "analyzer"}
 
 
+class Slots(Protocol):
+    """Evaluation slots read at scrape time (an EvaluatorPool): how many, how many busy, and the occupancy."""
+
+    size: int
+
+    def busy(self) -> int: ...
+
+    def occupancy(self) -> float: ...
+
+
+class RunningEvolution(Protocol):
+    """What `serve_run_metrics` reads of a local run (runtime.local's `Evolution`), described here so that
+    observe/ needs nothing from runtime/."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def spec(self) -> RunSpec: ...
+    @property
+    def task(self) -> Task: ...
+    @property
+    def pool(self) -> Slots: ...
+    @property
+    def observers(self) -> list[RunObserver]: ...
+
+
 class RunMetrics:
-    """Records one run's progress into the metric families; pass it (or `tee`) as `on_progress`.
+    """Records one run's progress into the metric families: a `RunObserver` of a local run.
 
     LLM usage is read from each node's transcript, one entry per completed request. The Analyzer's request for a
     node finishes after the node is committed, so nodes awaiting analysis are kept (by reference, never as a
@@ -57,7 +81,7 @@ class RunMetrics:
         self._labels = (namespace, run_id)
         self._phase: str | None = None
         self._counted: dict[str, tuple[Node, int]] = {}  # node id -> (node, transcript entries counted)
-        self._bound: Evolution | None = None
+        self._slots: Slots | None = None  # read live at scrape time, once bound
         self._max_pending = 1000  # analyses in flight are far fewer; one that failed is dropped from here
         for stage in Stage:  # every outcome exists from the start, so increase() counts the first one too
             if stage is not Stage.PROPOSED:
@@ -65,26 +89,13 @@ class RunMetrics:
         if slots is not None:
             self.m.slots.labels(*self._labels).set(slots)
 
-    # ---- callback -----------------------------------------------------------------------------------
+    # ---- observer -----------------------------------------------------------------------------------
     def __call__(self, progress: RunProgress, node: Node | None) -> None:
         if node is not None:
             self.observe_node(node)
         self.observe_progress(progress)
-        if node is None and self._bound is not None:
-            with contextlib.suppress(Exception):  # the run's final phase, which the runner just stored
-                self.set_phase(str(self._bound.store.get_run(self.run_id).phase))
-
-    def tee(
-        self, other: Callable[[RunProgress, Node | None], Any] | None
-    ) -> Callable[[RunProgress, Node | None], None]:
-        """A callback that calls `other` (e.g. the progress display) and then records."""
-
-        def both(progress: RunProgress, node: Node | None) -> None:
-            if other is not None:
-                other(progress, node)
-            self(progress, node)
-
-        return both
+        if node is None and progress.phase:  # the run ended
+            self.set_phase(progress.phase)
 
     # ---- recording ----------------------------------------------------------------------------------
     def observe_node(self, node: Node) -> None:
@@ -127,7 +138,7 @@ class RunMetrics:
             self.set_phase(str(RunPhase.RUNNING))
         if progress.best_score is not None:
             self.m.best_score.labels(*self._labels).set(progress.best_score)
-        if self._bound is None:
+        if self._slots is None:
             self.m.occupancy.labels(*self._labels).set(progress.occupancy)
         self._sweep()
 
@@ -140,26 +151,23 @@ class RunMetrics:
         self.m.runs.labels(self.namespace, phase).inc()
         self._phase = phase
 
-    def bind(self, evolution: Evolution) -> RunMetrics:
-        """Read evaluator slots (busy, total) and occupancy live from a running Evolution at scrape time."""
-        self._bound = evolution
+    def bind(self, slots: Slots) -> RunMetrics:
+        """Read the evaluator slots (total, busy) and occupancy live at scrape time, e.g. from a run's pool."""
+        self._slots = slots
         labels = self._labels
 
-        def pool_value(read: Callable[[Any], float]) -> Callable[[], float]:
+        def live(read: Callable[[Slots], float]) -> Callable[[], float]:
             def value() -> float:
-                pool = getattr(evolution, "pool", None)
-                if pool is None or not pool.slots:
-                    return 0.0
                 try:
-                    return float(read(pool))
+                    return float(read(slots))
                 except Exception:  # a scrape must never fail because the pool is starting or closing
                     return 0.0
 
             return value
 
-        self.m.slots.labels(*labels).set(evolution.spec.parallelism.evaluators)
-        self.m.slots_busy.labels(*labels).set_function(pool_value(lambda pool: max(0, pool.busy())))
-        self.m.occupancy.labels(*labels).set_function(pool_value(lambda pool: pool.occupancy()))
+        self.m.slots.labels(*labels).set(slots.size)
+        self.m.slots_busy.labels(*labels).set_function(live(lambda s: max(0, s.busy())))
+        self.m.occupancy.labels(*labels).set_function(live(lambda s: s.occupancy()))
         return self
 
     def remove(self) -> None:
@@ -192,15 +200,15 @@ class RunMetrics:
 
 
 def serve_run_metrics(
-    evolution: Evolution, port: int, addr: str = "127.0.0.1", namespace: str = LOCAL_NAMESPACE
+    evolution: RunningEvolution, port: int, addr: str = "127.0.0.1", namespace: str = LOCAL_NAMESPACE
 ) -> RunMetrics:
-    """`kubevolve run --metrics-port`: record `evolution` (its progress callback keeps working) and serve it."""
+    """`kubevolve run --metrics-port`: record `evolution` (as one more of its observers) and serve it."""
     metrics = RunMetrics(
         evolution.run_id,
         namespace,
         gpus=stage_gpus(evolution.task),
         slots=evolution.spec.parallelism.evaluators,
-    ).bind(evolution)
+    ).bind(evolution.pool)
     serve(port, addr)
-    evolution.on_progress = metrics.tee(evolution.on_progress)
+    evolution.observers.append(metrics)
     return metrics

@@ -14,35 +14,33 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
-from kubevolve.core.spec import FeatureAxis, RunSpec, SamplerSpec
+from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
-from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer, analyze_and_store
-from kubevolve.loop.budget import BudgetVerdict, check_budget
+from kubevolve.loop.agents import Agents
+from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer
+from kubevolve.loop.budget import BudgetVerdict, StopCause
 from kubevolve.loop.engineer.engineer import Engineer
-from kubevolve.loop.engineer.pool import EvaluatorPool
+from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable
+from kubevolve.loop.learn.cognition import sync_task_cognition
+from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.loop.llm.ensemble import CostAwareBandit
-from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.research.proposal import Proposer
-from kubevolve.loop.run_state import ResearchKit
-from kubevolve.loop.sample import make_sampler
-from kubevolve.loop.sample.base import Sampler, Selection
-from kubevolve.observe.progress import RunProgress
+from kubevolve.loop.run_state import RunState
+from kubevolve.loop.steps import Candidate, analyze, evaluate, propose, wants_retry
+from kubevolve.observe.progress import RunObserver, RunProgress
+from kubevolve.runtime import owner
 from kubevolve.store.base import NotFound, Store
-
-ProgressCallback = Callable[[RunProgress, Node | None], None]
-
-
-def sampler_settings(spec: RunSpec, task: Task) -> tuple[SamplerSpec, list[FeatureAxis]]:
-    sampler = spec.sampler or task.spec.sampler
-    features = sampler.features or task.spec.sampler.features
-    return sampler, features or [FeatureAxis(name="code_length", min=0, max=20_000, bins=10)]
 
 
 class Evolution:
+    """One local run. Its state (`state`, a RunState) and evaluator pool (`pool`) exist from construction, so
+    that what observes the run (`observers`, e.g. the metrics recorder reading the pool's occupancy) can be
+    attached before `run()`; `run()` starts the pool and closes it when the run ends."""
+
     def __init__(
         self,
         spec: RunSpec,
@@ -50,37 +48,32 @@ class Evolution:
         store: Store,
         proposer: Proposer,
         workspace: Path,
-        on_progress: ProgressCallback | None = None,
+        *,
+        observers: Iterable[RunObserver] = (),
         analyzer: Analyzer | None = None,
-        embedder=None,
+        embedder: Embedder | None = None,
         bandit: CostAwareBandit | None = None,
+        pool: EvaluatorPool | None = None,
     ):
         self.spec = spec
         self.task = task
         self.store = store
-        self.proposer = proposer
         self.workspace = workspace
-        self.on_progress = on_progress or (lambda progress, node: None)
-        self.analyzer: Analyzer = analyzer or OfflineAnalyzer()
+        self.run_id = spec.name or ""
+        self.agents = Agents(proposer, analyzer or OfflineAnalyzer(), embedder, bandit)
+        self.state = RunState(spec, task, store, self.run_id, embedder=embedder, bandit=bandit)
+        self.pool = pool or EvaluatorPool(
+            task, spec.parallelism.evaluators, workspace / self.run_id, spec.sandbox
+        )
+        self.engineer = Engineer(task, self.pool, spec.stages)
+        self.observers: list[RunObserver] = list(observers)
+        self.progress = RunProgress(self.run_id)
         self._analyses: set[asyncio.Task] = set()
         self._unanalysed: list[Node] = []
-        self.run_id = spec.name or ""
-        self.kit = ResearchKit(spec, task, store, self.run_id, embedder, bandit)
-        self._retries: deque[tuple[Node, Selection]] = deque()  # failed attempts awaiting a debug retry
-        self.progress = RunProgress(self.run_id)
-        sampler_spec, features = sampler_settings(spec, task)
-        self.sampler: Sampler = make_sampler(sampler_spec, features, spec.seed)
-        self.target = (
-            None
-            if spec.budget.target_score is None
-            else task.score_of({task.spec.metric: spec.budget.target_score})
-        )
+        self._retries: deque[Candidate] = deque()  # failed attempts awaiting a debug retry
         self.started_at = time.time()
-        self.committed = 0
         self.in_flight = 0
         self.in_flight_hashes: set[str] = set()
-        self.consecutive_failures = 0
-        self.proposals = 0
         self.verdict: BudgetVerdict | None = None
         self._stop = asyncio.Event()
 
@@ -91,50 +84,49 @@ class Evolution:
         except NotFound:
             record = RunRecord(id=self.run_id, task=self.task.name, spec=self.spec.to_dict())
         record.phase, record.message, record.updated_at = RunPhase.RUNNING, "", time.time()
+        owner.claim(record)
         self.store.put_run(record)
         self.started_at = record.created_at
         return record
 
     def _replay(self) -> None:
-        """Rebuild the sampler and counters from the stored nodes (a resumed run continues exactly)."""
-        for node in self.store.iter_nodes(self.run_id):
+        """Rebuild the state from the stored nodes (a resumed run continues exactly)."""
+        for node in self.state.replay():
             if node.stage in ANALYSED_STAGES and not node.insight_id:
                 self._unanalysed.append(node)  # committed just before an interruption
-            self.sampler.observe(node)
-            self.kit.observe(node)
             self.progress.record(node, live=False)
-            self.committed += 1
-        self.proposals = self.committed
+
+    def _notify(self, node: Node | None) -> None:
+        for observer in self.observers:
+            observer(self.progress, node)
 
     def _finish(self, record: RunRecord, phase: RunPhase, message: str) -> RunRecord:
         record.phase, record.message, record.updated_at = phase, message, time.time()
         self.store.put_run(record)
-        self.progress.message = message
-        self.on_progress(self.progress, None)
+        self.progress.message, self.progress.phase = message, str(phase)
+        self._notify(None)
         return record
 
     # ---- committing ----------------------------------------------------------------------------------
-    def _commit(self, node: Node) -> None:
-        node = self.store.add_node(node)
-        self.sampler.observe(node)
-        self.kit.observe(node)
-        self.committed += 1
+    def _commit(self, candidate: Candidate) -> None:
+        """Store a final candidate; it feeds the next selections, its analysis, and a debug retry if due."""
+        node = self.store.add_node(candidate.node)
+        self.state.observe(node)
         self.progress.record(node)
         if node.stage in ANALYSED_STAGES:
             self._analyse(node)
-        if node.stage is Stage.EVALUATED:
-            self.consecutive_failures = 0
-        elif node.stage is not Stage.REJECTED_NOVELTY:  # a duplicate is not a failure of the candidate
-            self.consecutive_failures += 1
-        self.on_progress(self.progress, node)
+        if wants_retry(candidate, self.spec, self.agents):
+            self._retries.append(Candidate(node, candidate.selection))
+        self._notify(node)
         self._check_budget()
 
     def _analyse(self, node: Node) -> None:
         """Analysis runs beside the pipeline: it never holds an evaluation slot or a proposal."""
 
         async def analyse() -> None:
-            insight = await analyze_and_store(self.store, self.analyzer, self.task, node, self.kit.embedder)
-            self.kit.observe_insight(insight, node)
+            insight = await analyze(self.store, self.task, self.agents, node)
+            if insight is not None:
+                self.state.observe_insight(insight, node)
 
         task = asyncio.create_task(analyse())
         self._analyses.add(task)
@@ -145,15 +137,7 @@ class Evolution:
             await asyncio.gather(*self._analyses, return_exceptions=True)
 
     def _check_budget(self) -> None:
-        verdict = check_budget(
-            self.spec.budget,
-            candidates=self.committed,
-            started_at=self.started_at,
-            best_score=self.progress.best_score,
-            target_score=self.target,
-            consecutive_failures=self.consecutive_failures,
-            llm_cost=self.kit.spent_usd,
-        )
+        verdict = self.state.verdict(self.started_at)
         if verdict and not self._stop.is_set():
             self.verdict = verdict
             self._stop.set()
@@ -164,7 +148,7 @@ class Evolution:
         if self._stop.is_set():
             return False
         limit = self.spec.budget.max_candidates
-        if limit is not None and self.committed + self.in_flight >= limit:
+        if limit is not None and self.state.observed + self.in_flight >= limit:
             return False
         self.in_flight += 1
         return True
@@ -174,54 +158,17 @@ class Evolution:
         if code_hash:
             self.in_flight_hashes.discard(code_hash)
 
-    def _wants_retry(self, node: Node) -> bool:
-        """A failed static check or quick stage goes back to a proposer that can read the error."""
-        return (
-            getattr(self.proposer, "accepts_feedback", False)
-            and node.stage in (Stage.REJECTED_STATIC, Stage.FAILED_QUICK)
-            and node.attempt < self.spec.engineer.debug_retries
-        )
-
-    async def _propose_one(self) -> tuple[Node, Selection] | None:
-        """Select (or take a debug retry), propose and pre-check one candidate. Returns it for evaluation, or
-        None if it was settled (rejected and committed) here."""
-        if self._retries:
-            failed, selection = self._retries.popleft()
-        else:
-            failed, selection = None, self.sampler.select()
-        assert selection is not None, "a seeded run always has a candidate to select"
-        seed = proposal_seed(self.spec.seed, self.proposals)
-        self.proposals += 1
-        node = await propose_candidate(
-            self.task,
-            self.run_id,
-            selection,
-            self.sampler.island_for_child(selection),
-            self.proposer,
-            seed,
-            context=self.kit.context(selection),
-            retry_of=failed,
-        )
-        rejected = node if node.stage.is_final else self.engineer.precheck(node, selection.parents[0].code)
-        if rejected is None and node.code_hash in self.in_flight_hashes:
-            node.stage, node.error = (
-                Stage.REJECTED_NOVELTY,
-                "identical to a candidate already being evaluated",
-            )
-            rejected = node
-        if rejected is None:
-            reason = self.kit.novelty_reason(node)
-            if reason:
-                node.stage, node.error = Stage.REJECTED_NOVELTY, reason
-                rejected = node
-        if rejected is not None:
+    async def _propose_one(self) -> Candidate | None:
+        """Propose one candidate (a debug retry first, if one waits). Returns it for evaluation, or None if it
+        was settled (rejected and committed) here."""
+        retry = self._retries.popleft() if self._retries else None
+        candidate = await propose(self.state, self.agents, retry_of=retry, in_flight=self.in_flight_hashes)
+        if candidate.node.stage.is_final:
             self._release()
-            self._commit(rejected)
-            if self._wants_retry(rejected):
-                self._retries.append((rejected, selection))
+            self._commit(candidate)
             return None
-        self.in_flight_hashes.add(node.code_hash)
-        return node, selection
+        self.in_flight_hashes.add(candidate.node.code_hash)
+        return candidate
 
     async def _settled(self) -> None:
         """Sequential mode (proposalsAhead: 0): wait until nothing is in flight, analyses included, so each
@@ -229,7 +176,7 @@ class Evolution:
         while self.in_flight or self._analyses:
             await asyncio.sleep(0.005)
 
-    async def _proposer_loop(self, queue: asyncio.Queue) -> None:
+    async def _proposer_loop(self, queue: asyncio.Queue[Candidate]) -> None:
         sequential = self.spec.parallelism.proposals_ahead == 0
         while not self._stop.is_set():
             if sequential:
@@ -240,40 +187,38 @@ class Evolution:
             if item is not None:
                 await queue.put(item)
 
-    async def _evaluator_loop(self, queue: asyncio.Queue) -> None:
+    async def _evaluator_loop(self, queue: asyncio.Queue[Candidate]) -> None:
         while not self._stop.is_set():
-            node, selection = await queue.get()
+            candidate = await queue.get()
             try:
-                node = await self.engineer.evaluate(node)
+                candidate.node = await evaluate(self.engineer, candidate.node)
             finally:
-                self._release(node.code_hash)
+                self._release(candidate.node.code_hash)
             self.progress.occupancy = self.pool.occupancy()
-            self._commit(node)
-            if self._wants_retry(node):
-                self._retries.append((node, selection))
+            self._commit(candidate)
             if (
                 self.spec.budget.max_candidates is not None
-                and self.committed >= self.spec.budget.max_candidates
+                and self.state.observed >= self.spec.budget.max_candidates
             ):
                 return
 
     async def _seed(self) -> Node:
-        node = await self.engineer.run(seed_node(self.run_id, self.task), None)
-        self._commit(node)
-        return node
+        candidate = await propose(self.state, self.agents)
+        candidate.node = await evaluate(self.engineer, candidate.node)
+        self._commit(candidate)
+        return candidate.node
 
     async def run(self) -> RunRecord:
         record = self._load_or_create_run()
+        if self.agents.embedder is not None:
+            sync_task_cognition(self.store, self.task, self.agents.embedder)  # once per run, as it starts
         self._replay()
-        self.pool = EvaluatorPool(
-            self.task, self.spec.parallelism.evaluators, self.workspace / self.run_id, self.spec.sandbox
-        )
-        self.engineer = Engineer(self.task, self.pool, self.store, self.spec.stages)
         tasks: list[asyncio.Task] = []
+        heartbeat = asyncio.create_task(owner.keep_alive(self.store, record))
         try:
             await self.pool.start()
             self.progress.sandbox = self.pool.mode
-            if self.committed == 0:
+            if self.state.observed == 0:
                 seed = await self._seed()
                 if seed.stage is not Stage.EVALUATED:
                     return self._finish(record, RunPhase.FAILED, f"the initial program failed: {seed.error}")
@@ -284,7 +229,7 @@ class Evolution:
                 self._analyse(node)
             self.pool.reset_accounting()
             ahead = self.spec.parallelism.proposals_ahead or self.spec.parallelism.evaluators
-            queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, ahead))
+            queue: asyncio.Queue[Candidate] = asyncio.Queue(maxsize=max(1, ahead))
             tasks = [
                 asyncio.create_task(self._proposer_loop(queue))
                 for _ in range(self.spec.parallelism.proposers)
@@ -297,16 +242,19 @@ class Evolution:
             await _cancel_all(tasks)
             await self._drain_analyses()
             if not self._stop.is_set():
-                self.verdict = BudgetVerdict("every budgeted candidate is done")
-            return self._finish(record, self._phase(), self.verdict.reason)
+                self.verdict = BudgetVerdict("every budgeted candidate is done", cause=StopCause.CANDIDATES)
+            return self._finish(record, self._phase(), self.verdict.reason if self.verdict else "")
         except (asyncio.CancelledError, KeyboardInterrupt):
             self._finish(record, RunPhase.STOPPED, "interrupted; `kubevolve run` again resumes it")
+            raise
+        except EvaluatorUnavailable as err:  # the task's evaluator is at fault, not kubevolve: no "internal"
+            self._finish(record, RunPhase.FAILED, str(err))
             raise
         except Exception as err:
             self._finish(record, RunPhase.FAILED, f"internal error: {type(err).__name__}: {err}")
             raise
         finally:
-            await _cancel_all([*tasks, *self._analyses])
+            await _cancel_all([*tasks, *self._analyses, heartbeat])
             await self.pool.close()
 
     async def _wait_for_stop(self, tasks: list[asyncio.Task]) -> None:
@@ -324,8 +272,9 @@ class Evolution:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 for task in done:
-                    if task is not stopper and task.exception():
-                        raise task.exception()
+                    error = None if task is stopper else task.exception()
+                    if error is not None:
+                        raise error
                 self._check_budget()
         finally:
             stopper.cancel()

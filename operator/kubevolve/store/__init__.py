@@ -56,22 +56,25 @@ def _sqlite_path(url: str) -> Path:
     return Path(rest).expanduser()
 
 
-def open_store(url: str, tenant: str = "default") -> Store:
-    """Open the store that `url` names, for `tenant`; a SQLite file's parent folders are created."""
+def open_store(url: str, tenant: str = "default", *, read_only: bool = False) -> Store:
+    """Open the store that `url` names, for `tenant`; a SQLite file's parent folders are created.
+
+    `read_only=True` (for viewers such as `kubevolve ui`) writes nothing, not even the schema or the tenant:
+    the store and the tenant must exist, and every write method raises StoreError."""
     url = url.strip()
     if not url:
         raise StoreError("empty store URL (expected sqlite:///abs/path.db or a file path)")
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else ""
     if scheme == "sqlite":
-        return SQLiteStore(_sqlite_path(url), tenant=tenant)
+        return SQLiteStore(_sqlite_path(url), tenant=tenant, read_only=read_only)
     if scheme in ("weaviate", "http", "https"):
         from kubevolve.store.weaviate import (
             WeaviateStore,  # weaviate-client itself is imported only when connecting
         )
 
-        return WeaviateStore(url, tenant=tenant)
+        return WeaviateStore(url, tenant=tenant, read_only=read_only)
     if scheme and (len(scheme) > 1 or url[len(scheme) + 1 :].startswith("//")):
         # a one-letter "scheme" without // is a Windows drive (C:\...), i.e. a plain path
         raise StoreError(f"unsupported store URL {url!r} (expected sqlite:///abs/path.db or a file path)")
-    return SQLiteStore(Path(url).expanduser(), tenant=tenant)
+    return SQLiteStore(Path(url).expanduser(), tenant=tenant, read_only=read_only)

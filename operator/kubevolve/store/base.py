@@ -1,6 +1,6 @@
 """The Store protocol: what the engine needs from persistent state, whatever holds it.
 
-Two implementations pass one contract suite (tests/test_store_contract.py): `SQLiteStore`, the embedded
+Two implementations pass one contract suite (tests/store/test_store_contract.py): `SQLiteStore`, the embedded
 default for one machine, and `WeaviateStore`, the store on a cluster. A store is opened for one *tenant* (a
 Kubernetes namespace, "default" locally) and never returns another tenant's data; within a tenant every node
 query is scoped to one run, so many runs share one store without seeing each other's nodes.
@@ -14,11 +14,12 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
+from kubevolve.errors import KubevolveError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: nodes carry `failure` (sqlite/schema.py and weaviate/schema.py migrate 1)
 
 
-class StoreError(RuntimeError):
+class StoreError(KubevolveError, RuntimeError):
     """A store operation failed; the message says which and why. Nothing already stored is lost."""
 
 
@@ -72,11 +73,6 @@ class Store(Protocol):
 
     def find_by_code_hash(self, run_id: str, code_hash: str) -> Node | None:
         """The first node of the run whose program has this hash (exact-duplicate check)."""
-
-    def near_nodes(
-        self, run_id: str, vector: Sequence[float], k: int, *, stages: Sequence[Stage] | None = None
-    ) -> list[tuple[Node, float]]:
-        """The k nodes with an embedding most similar to `vector`, as (node, cosine similarity), best first."""
 
     # insights
     def add_insight(self, insight: Insight) -> Insight: ...

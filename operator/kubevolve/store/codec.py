@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from kubevolve.core.models import CognitionEntry, Insight, Node, RunPhase, RunRecord, Stage
+from kubevolve.core.models import CognitionEntry, Insight, Node, RunOwner, RunPhase, RunRecord, Stage
 from kubevolve.store.base import StoreError
 from kubevolve.store.vectors import decode_vector, encode_vector
 
@@ -41,7 +41,27 @@ def run_to_json(run: RunRecord) -> str:
 def run_from_json(data: str) -> RunRecord:
     fields = _known_fields(RunRecord, json.loads(data))
     fields["phase"] = RunPhase(fields.get("phase", RunPhase.PENDING))
+    fields["owner"] = _owner(fields.get("owner"))
     return RunRecord(**fields)
+
+
+def _owner(data: Any) -> RunOwner | None:
+    """The run's owner as stored; None for records written before owners existed or by the operator, and for
+    one this kubevolve cannot read (the owner only ever informs a reader, it never decides anything)."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        owner = RunOwner(**_known_fields(RunOwner, data))
+    except TypeError:
+        return None
+    number = (int, float)
+    well_typed = (
+        isinstance(owner.host, str)
+        and isinstance(owner.pid, int)
+        and isinstance(owner.heartbeat_at, number)
+        and (owner.process_started_at is None or isinstance(owner.process_started_at, number))
+    )
+    return owner if well_typed else None
 
 
 def stage_value(stage: Stage | str) -> str:

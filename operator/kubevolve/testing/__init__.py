@@ -24,6 +24,7 @@ import kmock
 from kmock._internal import enums
 from kmock._internal.k8s import KubernetesError
 
+from kubevolve.errors import KubevolveError
 from kubevolve.runtime.kubernetes import (
     GROUP,
     PLURAL,
@@ -48,7 +49,7 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
     honoured (kopf's events). The resourceVersion never changes (as in kmock): kopf then cannot tell its own
     patches from stale events and repeats a few bookkeeping patches, which a real API server would not see."""
 
-    async def _handle(self, request):
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         resource = request.resource
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
@@ -63,6 +64,7 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
             and resource.plural == PLURAL
             and request.action == enums.action.UPDATE
             and request.subresource is None
+            and request.name is not None
             and isinstance(request.data, dict)
             and "spec" in request.data
         ):  # a spec change bumps the generation, as the API server does
@@ -166,7 +168,7 @@ class Api:
             raise
 
 
-class ApiError(Exception):
+class ApiError(KubevolveError):
     def __init__(self, status: int, message: str):
         super().__init__(f"HTTP {status}: {message}")
         self.status, self.message = status, message

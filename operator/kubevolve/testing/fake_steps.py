@@ -1,78 +1,121 @@
-"""In-process stand-ins for `kubevolve step ...`, with the same store effects and the same idempotency, for
-tests of the operator's own behaviour and for the scale benchmark (where a real evaluation would only
-measure the evaluator). They read the exact command line the Job carries."""
+"""In-process stand-ins for the pods of `kubevolve step ...`, for tests of the operator's own behaviour and for
+the scale benchmark, where a real evaluation would only measure the evaluator.
+
+A fake pod reads the Job's command line with the parser of `kubevolve step` itself and runs the real steps
+(loop/steps.py: the same store writes, the same idempotency) with stand-in agents: `ScriptedProposer`, which
+makes every proposal a new program deterministically, the offline Analyzer, and `ScoringEvaluator`, which
+scores a candidate without running it (by its `seq`, so later candidates score higher, unless a score function
+is given).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from kubevolve.core.models import Insight, Node, Stage
+from kubevolve.cli.step import StepCommand, parse_step_command
+from kubevolve.core.kinds import Role
+from kubevolve.core.models import Node, Stage
+from kubevolve.core.spec import RunSpec
+from kubevolve.core.task import Task, load_task
+from kubevolve.loop.agents import Agents
+from kubevolve.loop.analyze.analyzer import OfflineAnalyzer
+from kubevolve.loop.engineer.engineer import run_stages
+from kubevolve.loop.research.proposal import Proposal, ProposalRequest
+from kubevolve.loop.steps import StepContext, analyze_step, evaluate_step, load_context, propose_step
 from kubevolve.store import open_store
-from kubevolve.store.base import NotFound
+from kubevolve.store.base import Store
 
-Score = Callable[[Node], float]
-
-
-def parse_command(argv: list[str]) -> dict[str, str]:
-    """`kubevolve step ROLE --run R --node-id N ...` -> {"role": ROLE, "run": R, "node": N, ...}."""
-    if argv[:2] != ["kubevolve", "step"] or len(argv) < 3:
-        raise ValueError(f"not a step command: {argv}")
-    out = {"role": argv[2]}
-    it = iter(argv[3:])
-    for flag in it:
-        out[flag.lstrip("-").replace("node-id", "node")] = next(it)
-    return out
+Score = Callable[[Node], float]  # a node -> its score (higher is better)
+STAGE_SECONDS = 0.001  # the duration a stand-in evaluation records for each stage
 
 
-_STORES: dict[tuple[str, str], object] = {}
-_LOCK = threading.Lock()
+class ScriptedProposer:
+    """Appends a comment naming the proposal's seed to the parent's last evolve block: a valid child (the static
+    check passes) that no other proposal repeats, at no cost."""
+
+    name = "scripted"
+    accepts_feedback = False
+
+    async def propose(self, request: ProposalRequest) -> Proposal:
+        parent = request.parents[0]
+        split = request.task.split(parent.code)
+        blocks = [*split.blocks[:-1], f"{split.blocks[-1]}# scripted proposal {request.seed:016x}\n"]
+        return Proposal(
+            code=split.join(blocks), motivation=f"scripted proposal {request.seed:016x}", proposer=self.name
+        )
 
 
-def run_fake_step(argv: list[str], score: Score | None = None) -> None:
-    args = parse_command(argv)
-    with _LOCK:  # one open store per URL and tenant, shared by the fake pods (SQLiteStore is thread-safe)
-        store = _STORES.get((args["store"], args["tenant"]))
-        if store is None:
-            store = _STORES[(args["store"], args["tenant"])] = open_store(
-                args["store"], tenant=args["tenant"]
-            )
-    {"propose": _propose, "evaluate": _evaluate, "analyze": _analyze}[args["role"]](store, args, score)
+class ScoringEvaluator:
+    """Evaluates without a sandbox: the node scores `score(node)`, by default its `seq`, in every stage of the
+    run (each recorded as taking `STAGE_SECONDS`)."""
+
+    def __init__(self, task: Task, spec: RunSpec, score: Score | None = None):
+        self.task, self.spec, self.score = task, spec, score
+
+    async def evaluate(self, node: Node) -> Node:
+        value = self.score(node) if self.score is not None else float(node.seq)
+        maximize = self.task.spec.direction == "maximize"
+        node.metrics = {self.task.spec.metric: value if maximize else -value}
+        node.score = self.task.score_of(node.metrics)
+        for stage in run_stages(self.task, self.spec.stages):
+            node.timings[stage] = STAGE_SECONDS
+        node.stage, node.error, node.failure = Stage.EVALUATED, "", None
+        return node
 
 
-def _propose(store, args, score) -> None:
-    try:
-        store.get_node(args["node"])
-        return  # idempotent, like the real step
-    except NotFound:
-        pass
-    run = args["run"]
-    best = store.best_node(run)
-    if best is None and store.count_nodes(run):
-        raise RuntimeError(f"run {run} has no evaluated node to build on yet")
-    parents = [best.id] if best else []
-    code = f"# {args['node']}\nx = {store.count_nodes(run) and sum(store.count_nodes(run).values())}\n"
-    node = Node(run_id=run, code=code, id=args["node"], parent_ids=parents, stage=Stage.PROPOSED)
-    node.timings["propose"] = 0.001
-    store.add_node(node)
+class FakeSteps:
+    """Runs Jobs' step commands in this process. It owns the stores the commands name (one per URL and tenant,
+    shared by the fake pods' threads: SQLiteStore is thread-safe); `close` closes them."""
 
+    def __init__(self, score: Score | None = None):
+        self.score = score
+        self.agents = Agents(ScriptedProposer(), OfflineAnalyzer())
+        self._stores: dict[tuple[str, str], Store] = {}
+        self._tasks: dict[tuple[Path, float], Task] = {}  # a pod's image holds its tasks: each read once
+        self._lock = threading.Lock()
 
-def _evaluate(store, args, score) -> None:
-    node = store.get_node(args["node"])
-    if node.stage.is_final:
-        return
-    value = score(node) if score else float(node.seq)
-    node.stage, node.score, node.metrics = Stage.EVALUATED, value, {"f": value}
-    node.timings["full"] = 0.001
-    store.update_node(node)
+    def store(self, url: str | None, tenant: str) -> Store:
+        if not url:
+            raise ValueError("a fake step needs the Job's --store (the operator always passes it)")
+        with self._lock:
+            store = self._stores.get((url, tenant))
+            if store is None:
+                store = self._stores[(url, tenant)] = open_store(url, tenant=tenant)
+            return store
 
+    def task(self, path: Path) -> Task:
+        """The task folder at `path`, read again only when its task.yaml changes."""
+        key = (path.resolve(), (path / "task.yaml").stat().st_mtime)
+        with self._lock:
+            task = self._tasks.get(key)
+        if task is None:
+            task = load_task(path)
+            with self._lock:
+                self._tasks[key] = task
+        return task
 
-def _analyze(store, args, score) -> None:
-    node = store.get_node(args["node"])
-    if node.insight_id or node.stage not in (Stage.EVALUATED, Stage.FAILED_QUICK, Stage.FAILED_FULL):
-        return
-    insight = store.add_insight(
-        Insight(run_id=node.run_id, text=f"node {node.id}: {node.score}", node_ids=[node.id])
-    )
-    node.insight_id = insight.id
-    store.update_node(node)
+    def run(self, argv: Sequence[str], task_root: Path | None = None) -> None:
+        """Run one Job's `kubevolve step ...` command; `task_root`: the pod's working directory."""
+        command = parse_step_command(argv)
+        store = self.store(command.store_url, command.tenant)
+        ctx = load_context(store, command.run_id, task_root, task_loader=self.task)
+        asyncio.run(self._step(command, ctx))
+
+    async def _step(self, command: StepCommand, ctx: StepContext) -> None:
+        if command.role is Role.PROPOSE:
+            await propose_step(ctx, self.agents, node_id=command.node_id, retry_of=command.retry_of)
+            return
+        assert command.node_id is not None  # the parser requires --node for the other steps
+        if command.role is Role.EVALUATE:
+            await evaluate_step(ctx, command.node_id, ScoringEvaluator(ctx.task, ctx.spec, self.score))
+        else:
+            await analyze_step(ctx, command.node_id, self.agents)
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()

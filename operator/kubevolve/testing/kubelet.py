@@ -5,8 +5,13 @@ In `process` mode a Job's command runs as a local process exactly as written in 
 ...`, with the pod's env and working directory; emptyDir mounts become temp folders), so the end-to-end
 test exercises the real step code and the real store writes. In `image` mode the Job's pod runs in its built
 image through a `PodRunner` (pods.py): read-only root, the pod's uid, volumes and network policy, as a real
-kubelet runs it. In `fake` mode the fake steps run in-process.
+kubelet runs it. In `fake` mode the command runs in-process (fake_steps.py: the real steps with stand-in
+agents and a stand-in evaluation).
 Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen Jobs fail like a crashed pod.
+
+A container that names no working directory (a TrainJob's trainer) runs in its image's WORKDIR, which in
+kubevolve's images is the task root the operator's Jobs name as their `workingDir`: the kubelet uses the last
+one a Job named.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubevolve.cli.step import parse_step_command
+from kubevolve.core.kinds import Role
 from kubevolve.runtime.kubernetes import QUEUE_LABEL
 from kubevolve.runtime.kubernetes.observe import format_time
 from kubevolve.testing import JOBS, TRAINJOBS, Api
-from kubevolve.testing.fake_steps import Score, run_fake_step
+from kubevolve.testing.fake_steps import FakeSteps, Score
 from kubevolve.testing.pods import PodError, PodResult, PodRunner
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the kubevolve package
@@ -57,13 +64,15 @@ class Kubelet:
             raise ValueError("mode 'image' runs pods through a PodRunner: pass pods=")
         self.pods = pods
         self.pod_results: dict[str, PodResult] = {}  # image mode: each Job's pod as it ran
-        self.api, self.mode, self.fail, self.score, self.kueue = api, mode, fail, score, kueue
+        self.api, self.mode, self.fail, self.kueue = api, mode, fail, kueue
+        self.fake = FakeSteps(score) if mode == "fake" else None
+        self.image_workdir: str | None = None  # see the module's docstring
         self.slots = asyncio.Semaphore(concurrency)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubelet-"))
         self.seen: set[tuple] = set()  # (kind, namespace, name, uid) of the Jobs already started
         self._held: dict[tuple, dict] = {}  # queued Jobs waiting for Kueue's admission
         self.started: Counter[str] = Counter()  # Job name -> times started
-        self.ran: Counter[tuple[str, str]] = Counter()  # (role, node id) -> times its step ran
+        self.ran: Counter[tuple[Role, str]] = Counter()  # (role, node id) -> times its step ran
         self.admitted: set[str] = set()
         self.kueue_budget: int | None = 0  # Jobs Kueue may still admit (None: all)
         self.outputs: dict[str, str] = {}
@@ -78,6 +87,8 @@ class Kubelet:
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+        if self.fake is not None:
+            self.fake.close()
 
     def admit(self, limit: int | None = None) -> None:
         """Let Kueue admit waiting Jobs: all from now on, or `limit` more."""
@@ -158,15 +169,12 @@ class Kubelet:
     async def _execute(self, job: dict) -> tuple[bool, str]:
         container = _container(job)
         argv = list(container["command"]) + list(container.get("args") or [])
-        self.ran[
-            (
-                argv[2],
-                argv[argv.index("--node") + 1] if "--node" in argv else argv[argv.index("--node-id") + 1],
-            )
-        ] += 1
-        if self.mode == "fake":
+        command = parse_step_command(argv)
+        self.ran[(command.role, command.node_id or "")] += 1
+        workdir = self.image_workdir = container.get("workingDir") or self.image_workdir
+        if self.fake is not None:
             try:
-                await asyncio.to_thread(run_fake_step, argv, self.score)
+                await asyncio.to_thread(self.fake.run, argv, Path(workdir) if workdir else None)
                 return True, ""
             except Exception as err:
                 return False, f"{type(err).__name__}: {err}"
@@ -221,7 +229,7 @@ class Kubelet:
             argv = [sys.executable, "-m", "kubevolve", *argv[1:]]
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            cwd=container.get("workingDir") or None,
+            cwd=container.get("workingDir") or self.image_workdir,
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from kubevolve.cli.step import parse_step_command
+from kubevolve.core.kinds import Role
 from kubevolve.core.spec import parse_run_spec
+from kubevolve.core.task import load_task
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job
 from kubevolve.runtime.kubernetes.names import (
@@ -18,8 +23,9 @@ from kubevolve.runtime.kubernetes.names import (
     run_label,
 )
 from kubevolve.runtime.kubernetes.observe import job_info
-from kubevolve.runtime.kubernetes.resources import TaskFacts
+from kubevolve.runtime.kubernetes.resources import TaskFacts, read_task, reported_facts
 from kubevolve.runtime.kubernetes.trainjob import build_trainjob
+from tests.kit.toy_task import write_task
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
 CONFIG = OperatorConfig(image="registry.lab/kubevolve:1", store_url="weaviate://weaviate.kv:8080")
@@ -231,3 +237,43 @@ def test_config_from_environment():
 def test_a_bad_setting_names_its_variable(variable, value):
     with pytest.raises(ValueError, match=f"{variable}='{value}'"):
         OperatorConfig.from_env({variable: value})
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_the_step_parser_reads_every_command_the_operator_writes(role):
+    retry = "packing-1-c00004" if role is Role.PROPOSE else None
+    req = JobRequest(role, "00004d1" if retry else "00004", retry_of=retry)
+    command = container(build_job(RUN, spec(), CONFIG, CPU_TASK, req))["command"]
+    parsed = parse_step_command(command)
+    assert (
+        parsed.role is role and parsed.run_id == "packing-1" and parsed.node_id == node_id(RUN.name, req.key)
+    )
+    assert (
+        parsed.store_url == CONFIG.store_url and parsed.tenant == RUN.namespace and parsed.retry_of == retry
+    )
+    assert (parsed.workspace is not None) == (role is Role.EVALUATE)
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["kubevolve", "run", "x"], "not a `kubevolve step` command"),
+        (["kubevolve", "step", "train", "--run", "r"], "unknown step 'train'"),
+        (["kubevolve", "step", "evaluate", "--run", "r"], "Missing parameter: node_id"),
+        (
+            ["kubevolve", "step", "analyze", "--run", "r", "--node", "n", "--rm", "-rf"],
+            "No such option: --rm",
+        ),
+    ],
+)
+def test_the_step_parser_names_what_is_wrong_with_a_command(argv, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        parse_step_command(argv)
+
+
+def test_the_operator_reads_a_task_whose_summary_holds_more_than_it_uses(tmp_path):
+    task = load_task(write_task(tmp_path / "toy"))
+    assert set(task.summary()) > set(TaskFacts.__dataclass_fields__) - {"error"}  # e.g. the sampler's kind
+    facts = read_task(tmp_path / "toy")
+    assert facts.error == "" and facts.name == "toy" and facts.metric == "f" and facts.maximize
+    assert reported_facts(task.summary(), CPU_TASK) == facts

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Stage
 from kubevolve.runtime.kubernetes import QUEUE_LABEL
 from kubevolve.runtime.kubernetes.names import node_id
@@ -67,6 +68,7 @@ async def test_failing_evaluation_is_retried_then_recorded_failed(
     node = open_store(store_url, tenant=NAMESPACE).get_node(node_id("retry", "00002"))
     assert node.stage is Stage.FAILED_QUICK
     assert "evaluation Job failed 2 times" in node.error and "OOMKilled" in node.error
+    assert node.failure is FailureKind.JOB_FAILED
     status = run_status(kmock, "retry")
     assert status["candidates"]["failedQuick"] == 1 and status["candidates"]["total"] == 5
     assert status["jobs"]["failed"] == 1  # its failed Jobs are kept for `kubectl describe`

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
 from kubevolve.observe.metrics import Metrics
 from kubevolve.runtime.kubernetes.telemetry import RunFeed
@@ -48,15 +49,12 @@ def test_nodes_are_counted_once_when_they_become_final(tmp_path):
     assert sample(registry, "kubevolve_evaluation_gpu_seconds_total", stage="full") == 20.0
     assert running.id in feed.pending
 
-    running.stage, running.error = Stage.FAILED_QUICK, "Traceback ...\nValueError: bad"
+    running.fail(Stage.FAILED_QUICK, FailureKind.RAISED, "Traceback ...\nValueError: bad")
     store.update_node(running)
     feed.read(store, {})
     assert sample(registry, "kubevolve_candidates_total", outcome="failed_quick") == 1
     assert (
-        sample(
-            registry, "kubevolve_candidate_failures_total", outcome="failed_quick", reason="raised ValueError"
-        )
-        == 1
+        sample(registry, "kubevolve_candidate_failures_total", outcome="failed_quick", reason="raised") == 1
     )
     assert not feed.pending
 

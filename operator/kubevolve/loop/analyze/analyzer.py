@@ -8,10 +8,14 @@ embedded default keeps the same data flow: every evaluated or failed candidate g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kubevolve.core.models import Insight, Node, Stage
 from kubevolve.core.task import Task
+from kubevolve.store.base import Store
+
+if TYPE_CHECKING:  # the operator imports this module for ANALYSED_STAGES: no numpy for it
+    from kubevolve.loop.learn.embeddings import Embedder
 
 ANALYSED_STAGES = (Stage.EVALUATED, Stage.FAILED_QUICK, Stage.FAILED_FULL)
 
@@ -29,7 +33,7 @@ class Analysis:
     text: str
     analyzer: str
     llm: dict[str, float] = field(default_factory=dict)
-    transcript: list[dict] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Analyzer(Protocol):
@@ -88,7 +92,9 @@ class OfflineAnalyzer:
         return Analysis(text=" ".join(lines), analyzer=self.name)
 
 
-async def analyze_and_store(store, analyzer: Analyzer, task: Task, node: Node, embedder=None) -> Insight:
+async def analyze_and_store(
+    store: Store, analyzer: Analyzer, task: Task, node: Node, embedder: Embedder | None = None
+) -> Insight:
     """Analyse a committed node, store the insight (embedded, for retrieval) and link it from the node."""
     parent = store.get_node(node.parent_ids[0]) if node.parent_ids else None
     best = store.best_node(node.run_id)

@@ -1,14 +1,21 @@
-"""The Engineer: takes a proposed node through static check, duplicate check and the task's stages.
+"""The Engineer: the checks that need no evaluator (`precheck`: static and exact-duplicate) and the task's
+stages in a sandboxed slot (`Engineer.evaluate`).
 
-Every way a candidate can go wrong ends as a node in a final stage with a one-line `error` and the log tail;
-nothing here raises for a bad candidate. Only a broken task (an evaluator that cannot even be imported) raises.
+Every way a candidate can go wrong ends as a node in a final stage with its `failure` kind, a one-line `error`
+and the log tail; nothing here raises for a bad candidate. Only a broken task (an evaluator that cannot even
+be imported) raises.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
+from kubevolve.core.spec import RunSpec, StageName
 from kubevolve.core.task import Task
 from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
 from kubevolve.loop.engineer.pool import EvaluatorPool
@@ -18,7 +25,7 @@ from kubevolve.store.base import Store
 FAILED_STAGE = {"quick": Stage.FAILED_QUICK, "full": Stage.FAILED_FULL}
 
 
-def threshold_failure(task: Task, stage: str, metrics: dict[str, float]) -> str | None:
+def threshold_failure(task: Task, stage: StageName, metrics: dict[str, float]) -> str | None:
     """Early rejection: the first threshold of this stage the metrics miss, described."""
     spec = task.spec.stages[stage]
     for name, bound in spec.reject_below.items():
@@ -36,25 +43,33 @@ def precheck(task: Task, store: Store, node: Node, parent_code: str | None) -> N
     problem = static_check(task, node.code, parent_code if parent_code is not None else node.code)
     node.timings["static"] = time.monotonic() - started
     if problem:
-        node.stage, node.error = Stage.REJECTED_STATIC, problem
-        return node
+        return node.fail(Stage.REJECTED_STATIC, problem.kind, problem.message)
     duplicate = store.find_by_code_hash(node.run_id, node.code_hash)
     if duplicate is not None and duplicate.id != node.id:
-        node.stage = Stage.REJECTED_NOVELTY
-        node.error = f"identical to node {duplicate.id} (same program text)"
-        return node
+        message = f"identical to node {duplicate.id} (same program text)"
+        return node.fail(Stage.REJECTED_NOVELTY, FailureKind.DUPLICATE, message)
     return None
 
 
+def run_stages(task: Task, stages: Sequence[StageName] | None) -> list[StageName]:
+    """The task's stages a run evaluates (the spec's `stages`, None: all), in the task's order."""
+    return [s for s in task.stage_names if stages is None or s in stages]
+
+
+class Evaluator(Protocol):
+    """Takes a PROPOSED node through the task's stages; it comes back evaluated or failed, never raises for a
+    bad candidate. The Engineer is one; the test kit has a stand-in that scores without a sandbox."""
+
+    async def evaluate(self, node: Node) -> Node: ...
+
+
 class Engineer:
-    def __init__(self, task: Task, pool: EvaluatorPool, store: Store, stages: list[str] | None = None):
+    """Evaluates candidates in the slots of a pool, through the run's stages of the task."""
+
+    def __init__(self, task: Task, pool: EvaluatorPool, stages: Sequence[StageName] | None = None):
         self.task = task
         self.pool = pool
-        self.store = store
-        self.stages = [s for s in task.stage_names if stages is None or s in stages]
-
-    def precheck(self, node: Node, parent_code: str | None) -> Node | None:
-        return precheck(self.task, self.store, node, parent_code)
+        self.stages = run_stages(task, stages)
 
     async def evaluate(self, node: Node) -> Node:
         """Run the stages in one slot; the node leaves evaluated or failed at the stage that stopped it."""
@@ -65,24 +80,32 @@ class Engineer:
                 node.log_tail = outcome.log_tail
                 failed = FAILED_STAGE[stage]
                 if not outcome.ok:
-                    node.stage, node.error = failed, f"{stage} stage: {outcome.error}"
-                    return node
+                    kind = outcome.failure or FailureKind.CRASHED
+                    return node.fail(failed, kind, f"{stage} stage: {outcome.error}")
                 try:
                     metrics, artifacts = validate_metrics(outcome.result, self.task.spec.metric)
                 except MetricsError as err:
-                    node.stage, node.error = failed, f"{stage} stage: bad metrics: {err}"
-                    return node
+                    return node.fail(failed, FailureKind.BAD_METRICS, f"{stage} stage: bad metrics: {err}")
                 node.metrics, node.artifacts = metrics, artifacts
                 node.score = self.task.score_of(metrics)
                 reason = threshold_failure(self.task, stage, metrics)
                 if reason:
-                    node.stage, node.error = failed, reason
-                    return node
-        node.stage, node.error = Stage.EVALUATED, ""
+                    return node.fail(failed, FailureKind.EARLY_REJECTION, reason)
+        node.stage, node.error, node.failure = Stage.EVALUATED, "", None
         return node
 
-    async def run(self, node: Node, parent_code: str | None) -> Node:
-        rejected = self.precheck(node, parent_code)
-        if rejected is not None:
-            return rejected
-        return await self.evaluate(node)
+
+class OneSlotEngineer:
+    """An Engineer with a fresh one-slot pool per evaluation, under `workspace/RUN/NODE`: how a step pod, which
+    evaluates one node and exits, evaluates."""
+
+    def __init__(self, task: Task, spec: RunSpec, workspace: Path):
+        self.task, self.spec, self.workspace = task, spec, workspace
+
+    async def evaluate(self, node: Node) -> Node:
+        pool = EvaluatorPool(self.task, 1, self.workspace / node.run_id / node.id, self.spec.sandbox)
+        await pool.start()
+        try:
+            return await Engineer(self.task, pool, self.spec.stages).evaluate(node)
+        finally:
+            await pool.close()

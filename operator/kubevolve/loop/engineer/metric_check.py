@@ -17,10 +17,12 @@ import math
 from numbers import Real
 from typing import Any
 
+from kubevolve.errors import KubevolveError
+
 MAX_ARTIFACT_CHARS = 8000
 
 
-class MetricsError(ValueError):
+class MetricsError(KubevolveError, ValueError):
     pass
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.task import Task
+from kubevolve.loop.learn.embeddings import Embedder
 
 ELITES = 8
 
@@ -27,7 +28,7 @@ def novelty_text(task: Task, node: Node) -> str:
 
 
 class NoveltyFilter:
-    def __init__(self, task: Task, embedder, threshold: float, window: int):
+    def __init__(self, task: Task, embedder: Embedder, threshold: float, window: int):
         self.task = task
         self.embedder = embedder
         self.threshold = threshold

@@ -10,18 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import itertools
 import json
 import math
 import os
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.task import StageSpec, Task
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_worker_launch
 from kubevolve.loop.engineer.worker import LOG_NAME
 
@@ -31,7 +35,7 @@ PR_SET_DUMPABLE = 4
 PROTOCOL_GRACE = 30.0  # seconds beyond a job's timeout before the worker itself is presumed hung
 
 
-class EvaluatorUnavailable(RuntimeError):
+class EvaluatorUnavailable(KubevolveError, RuntimeError):
     """The evaluator cannot run at all (e.g. evaluate.py fails to import): a task error, not a candidate's."""
 
 
@@ -39,28 +43,67 @@ class EvaluatorUnavailable(RuntimeError):
 class StageOutcome:
     ok: bool
     result: Any = None  # the raw dict evaluate() returned, when ok
-    status: str = "ok"  # ok | error | timeout | cpu_limit | file_limit | crashed
+    status: str = "ok"  # ok | error | timeout | cpu_limit | file_limit | crashed | sandbox_failed
     error: str = ""
     log_tail: str = ""
     duration: float = 0.0
+    failure: FailureKind | None = None  # why it failed, when not ok
 
 
-def explain(error: str, spec: StageSpec) -> str:
+# the worker's status of a job that did not return -> the kind of failure ("error" is told by its exception)
+_STATUS_KINDS = {
+    "timeout": FailureKind.TIMEOUT,
+    "cpu_limit": FailureKind.CPU_LIMIT,
+    "file_limit": FailureKind.FILE_LIMIT,
+    "crashed": FailureKind.CRASHED,
+    "sandbox_failed": FailureKind.SANDBOX_FAILED,
+}
+# the errno of what the candidate raised -> the limit or sandbox wall it ran into
+_ERRNO_KINDS = {
+    errno.EAGAIN: FailureKind.PROCESS_LIMIT,  # fork / thread creation under RLIMIT_NPROC
+    errno.EFBIG: FailureKind.FILE_LIMIT,
+    errno.EROFS: FailureKind.WROTE_OUTSIDE,
+    errno.ENETUNREACH: FailureKind.NETWORK,
+    socket.EAI_AGAIN: FailureKind.NETWORK,  # "Temporary failure in name resolution": no DNS in the sandbox
+}
+
+
+def raised_kind(exception_classes: Any, error_number: Any) -> FailureKind:
+    """The kind of an exception the candidate raised, from its class names (its own and its bases) and errno
+    as the worker reports them. The child writes that report, so anything malformed counts as plain RAISED."""
+    if isinstance(exception_classes, list) and "MemoryError" in exception_classes:
+        return FailureKind.MEMORY_LIMIT
+    if isinstance(error_number, int):
+        return _ERRNO_KINDS.get(error_number, FailureKind.RAISED)
+    return FailureKind.RAISED
+
+
+def explain(kind: FailureKind, error: str, spec: StageSpec) -> str:
     """Name the limit behind an error the candidate saw only as an exception."""
     res = spec.resources
-    if error.startswith("MemoryError"):
-        return f"memory limit exceeded ({res.memory_mb} MiB): {error}"
-    if "[Errno 11] Resource temporarily unavailable" in error:
-        return f"process limit reached ({res.max_processes} processes): {error}"
-    if "[Errno 27] File too large" in error:
-        return f"file size limit exceeded ({res.max_file_mb} MiB): {error}"
-    if "[Errno 30] Read-only file system" in error:
-        return f"wrote outside its work dir (the sandbox is read-only there): {error}"
-    if "[Errno 101] Network is unreachable" in error or "Temporary failure in name resolution" in error:
-        return f"tried the network (evaluations have none): {error}"
-    return error
+    limits = {
+        FailureKind.MEMORY_LIMIT: f"memory limit exceeded ({res.memory_mb} MiB)",
+        FailureKind.PROCESS_LIMIT: f"process limit reached ({res.max_processes} processes)",
+        FailureKind.FILE_LIMIT: f"file size limit exceeded ({res.max_file_mb} MiB)",
+        FailureKind.WROTE_OUTSIDE: "wrote outside its work dir (the sandbox is read-only there)",
+        FailureKind.NETWORK: "tried the network (evaluations have none)",
+    }
+    return f"{limits[kind]}: {error}" if kind in limits else error
 
 
+def reply_failure(reply: dict[str, Any], spec: StageSpec) -> tuple[FailureKind | None, str]:
+    """(kind, message) of a worker's reply: (None, "") when the job returned."""
+    if reply.get("ok"):
+        return None, ""
+    status, error = reply.get("status", "crashed"), str(reply.get("error", ""))
+    if status != "error":
+        return _STATUS_KINDS.get(status, FailureKind.CRASHED), error
+    kind = raised_kind(reply.get("exception_classes"), reply.get("errno"))
+    return kind, explain(kind, error, spec)
+
+
+# Process-wide on purpose: the count is a fact about the host (all processes of a uid), the same for every pool
+# and slot of this process, and a /proc scan is what the cache saves.
 _PROCESS_COUNTS: dict[int, tuple[float, int]] = {}
 
 
@@ -129,7 +172,8 @@ class Worker:
         raw = await self.proc.stdout.readline()
         if not raw:
             raise ConnectionError("evaluation worker exited")
-        return json.loads(raw)
+        reply: dict[str, Any] = json.loads(raw)
+        return reply
 
     @property
     def alive(self) -> bool:
@@ -159,7 +203,7 @@ class Slot:
     worker: Worker
     busy_seconds: float = 0.0
     jobs: int = 0
-    _ids: itertools.count = field(default_factory=itertools.count)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def run_stage(self, task: Task, code: str, stage: str, spec: StageSpec) -> StageOutcome:
         """Evaluate `code` at `stage` in a fresh work dir inside this slot's scratch folder."""
@@ -194,13 +238,15 @@ class Slot:
             elapsed = time.monotonic() - started
             self.busy_seconds += elapsed
             self.jobs += 1
+        failure, error = reply_failure(reply, spec)
         outcome = StageOutcome(
             ok=bool(reply.get("ok")),
             result=reply.get("result"),
             status=reply.get("status", "crashed"),
-            error=explain(reply.get("error", ""), spec),
+            error=error,
             log_tail=_log_tail(workdir / LOG_NAME),
             duration=reply.get("duration", elapsed),
+            failure=failure,
         )
         shutil.rmtree(workdir, ignore_errors=True)
         return outcome

@@ -18,11 +18,14 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import site
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from kubevolve.errors import KubevolveError
 
 SandboxMode = Literal["auto", "bwrap", "none"]
 SANDBOX_UID = 65534  # nobody
@@ -30,7 +33,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder that holds the 
 HIDDEN = ("/tmp", "/root", "/home", "/run/secrets", "/var/run/secrets")
 
 
-class SandboxError(RuntimeError):
+class SandboxError(KubevolveError, RuntimeError):
     pass
 
 
@@ -105,6 +108,13 @@ class WorkerLaunch:
     notes: list[str] = field(default_factory=list)
 
 
+def _installed() -> bool:
+    """kubevolve lives in a site-packages folder, which the worker's interpreter reads anyway. Putting that
+    folder on PYTHONPATH would place every installed package before the standard library."""
+    site_dirs = {*site.getsitepackages(), site.getusersitepackages()}
+    return any(Path(d).resolve() == PACKAGE_ROOT for d in site_dirs)
+
+
 def worker_env(threads: int, drop_to_uid: int | None) -> dict[str, str]:
     """The worker's whole environment: nothing of the host's (no API keys), a few settings it needs."""
     env = {
@@ -115,9 +125,9 @@ def worker_env(threads: int, drop_to_uid: int | None) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
-        # the worker imports the same kubevolve as the engine that starts it (a checkout, a worktree, a venv)
-        "PYTHONPATH": str(PACKAGE_ROOT),
     }
+    if not _installed():  # a checkout or a worktree: the worker imports the same kubevolve as the engine
+        env["PYTHONPATH"] = str(PACKAGE_ROOT)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     for var in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):

@@ -38,6 +38,24 @@ def _load_evaluator(path: str, task_root: str) -> Any:
     return module
 
 
+def describe_import_error(err: BaseException, evaluator_path: str, task_root: str) -> str:
+    """Why the evaluator cannot be imported, in a few lines a task author can act on: the exception and the
+    traceback frames in the task's own files (the evaluator and its helpers), not the worker's or importlib's."""
+    root = os.path.realpath(task_root)
+
+    def in_task(filename: str) -> bool:
+        path = os.path.realpath(filename)
+        return path == os.path.realpath(evaluator_path) or path.startswith(root + os.sep)
+
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if in_task(f.filename)]
+    # the first line says it all for one-line displays (a table, a status line); the frames follow
+    lines = [f"cannot import the evaluator: {type(err).__name__}: {err}"]
+    lines += [line.rstrip("\n") for line in traceback.format_list(frames)]
+    if isinstance(err, SyntaxError):  # in a module the evaluator imports: its file, line and a caret
+        lines += [line.rstrip("\n") for line in traceback.format_exception_only(err)[:-1]]
+    return "\n".join(lines)
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy and torch scalars
         return value.item()
@@ -56,6 +74,31 @@ def _set_limits(job: dict[str, Any]) -> None:
     nproc = job["max_processes"]
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _errno_of(err: BaseException | None) -> int | None:
+    """The errno of an OSError, or of the one it wraps (urllib's URLError keeps it in `reason`) or was raised
+    from: what tells a limit or the sandbox apart from a bug, whatever the message says."""
+    for _ in range(8):  # bounded: a chain of causes can be a cycle
+        if err is None:
+            return None
+        if isinstance(err, OSError) and isinstance(err.errno, int):
+            return err.errno
+        reason = getattr(err, "reason", None)
+        err = reason if isinstance(reason, BaseException) else err.__cause__ or err.__context__
+    return None
+
+
+def _failure(err: BaseException, status: str, message: str) -> dict[str, Any]:
+    """The reply for a raised exception: the message for people; its class and base class names and its errno,
+    from which the pool tells the kind of failure (`pool.reply_failure`)."""
+    return {
+        "ok": False,
+        "status": status,
+        "error": message,
+        "exception_classes": [cls.__name__ for cls in type(err).__mro__],  # MemoryError's subclasses too
+        "errno": _errno_of(err),
+    }
 
 
 def _send(result_fd: int, payload: dict[str, Any]) -> None:
@@ -93,14 +136,15 @@ def _run_child(evaluator: Any, job: dict[str, Any], result_fd: int, protocol_fd:
         try:
             _enter_sandbox(job, protocol_fd)
         except BaseException as err:
-            _send(result_fd, {"ok": False, "error": f"sandbox setup failed: {type(err).__name__}: {err}"})
+            message = f"sandbox setup failed: {type(err).__name__}: {err}"
+            _send(result_fd, _failure(err, "sandbox_failed", message))
             raise
         try:
             result = evaluator.evaluate(job["program_path"], job["stage"])
             payload = {"ok": True, "result": result}
         except BaseException as err:  # the candidate's failure, reported, not raised
             traceback.print_exc()
-            payload = {"ok": False, "error": f"{type(err).__name__}: {err}"[:2000]}
+            payload = _failure(err, "error", f"{type(err).__name__}: {err}"[:2000])
         _send(result_fd, payload)
         status = 0
     except BaseException:
@@ -200,7 +244,8 @@ def run_job(evaluator: Any, job: dict[str, Any], protocol_fd: int) -> dict[str, 
         if len(body) == length:
             try:
                 payload = json.loads(body)
-                reply.update(payload, status="ok" if payload.get("ok") else "error")
+                failed = "sandbox_failed" if payload.get("status") == "sandbox_failed" else "error"
+                reply.update(payload, status="ok" if payload.get("ok") else failed)
                 return reply
             except ValueError:
                 reply.update(ok=False, status="crashed", error="the evaluation result was not valid JSON")
@@ -218,7 +263,7 @@ def main(argv: list[str]) -> int:
     try:
         evaluator = _load_evaluator(evaluator_path, task_root)
     except BaseException as err:
-        out.write(json.dumps({"fatal": f"cannot import the evaluator: {type(err).__name__}: {err}"}) + "\n")
+        out.write(json.dumps({"fatal": describe_import_error(err, evaluator_path, task_root)}) + "\n")
         return 2
     out.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     for line in sys.stdin:

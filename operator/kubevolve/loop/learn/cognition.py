@@ -10,8 +10,17 @@ A task's `cognition/` folder holds markdown files and/or JSONL files:
 - JSONL: one object per line with `title`, `text`, `source` and optional `tags` (a list of strings or a
   comma-separated string); blank lines are skipped, other keys ignored.
 
+Every entry is checked on load, and a bad one stops the load with an error naming the file and the entry (its
+heading line or JSONL line, and its title): a missing or empty source, no text, a title used twice in the
+folder (compared case- and space-insensitively), or more than MAX_ENTRY_WORDS words of title and text.
+
 Entries are embedded as "title\\ntext" and stored per collection (usually the task's name); the store skips
-entries whose (collection, title, text) it already holds.
+entries whose (collection, title, text) it already holds. The embedder (MiniLM) reads the first 256 word
+pieces of that text and ignores the rest. MAX_ENTRY_WORDS keeps an entry near that window: the bundled
+bases run mostly 1.3 to 1.75 word pieces a word (median 1.47), so 180 words are about 256 pieces; an entry
+heavy with equations may still lose its last lines to truncation, which is why the title and the first
+sentences must name the idea. Retrieval ranks entries by that embedding; the Researcher's prompt gets the
+whole text.
 """
 
 from __future__ import annotations
@@ -22,13 +31,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubevolve.core.models import CognitionEntry, Insight
+from kubevolve.core.task import Task
+from kubevolve.errors import KubevolveError
 from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.store.base import Store
 
 SUFFIXES = (".md", ".jsonl")
+# Words of title and text together: about the 256 word pieces the embedder reads of an entry.
+MAX_ENTRY_WORDS = 180
 
 
-class CognitionError(ValueError):
+class CognitionError(KubevolveError, ValueError):
     """A cognition file is invalid, or an entry cannot be found; the message names the file and the entry."""
 
 
@@ -50,7 +63,7 @@ def load_cognition(path: Path, collection: str) -> list[CognitionEntry]:
         raise CognitionError(f"{path}: no such file or folder")
 
     entries: list[CognitionEntry] = []
-    seen: dict[str, str] = {}  # title -> file and line that defined it
+    seen: dict[str, str] = {}  # normalised title -> file and line that defined it
     for file in files:
         try:
             content = file.read_text(encoding="utf-8")
@@ -58,14 +71,27 @@ def load_cognition(path: Path, collection: str) -> list[CognitionEntry]:
             raise CognitionError(f"{file}: cannot be read: {err}") from None
         parse = _parse_jsonl if file.suffix.lower() == ".jsonl" else _parse_markdown
         for location, entry in parse(content, str(file), collection):
-            if entry.title in seen:
+            key = " ".join(entry.title.casefold().split())
+            if key in seen:
                 raise CognitionError(
-                    f"two entries are titled {entry.title!r} ({seen[entry.title]} and {location}); "
+                    f"two entries are titled {entry.title!r} ({seen[key]} and {location}); "
                     "titles must be unique"
                 )
-            seen[entry.title] = location
+            seen[key] = location
+            words = entry_words(entry)
+            if words > MAX_ENTRY_WORDS:
+                raise CognitionError(
+                    f"{location}, entry {entry.title!r}: {words} words of title and text, more than "
+                    f"{MAX_ENTRY_WORDS}: the embedder reads only the first 256 word pieces (about "
+                    f"{MAX_ENTRY_WORDS} words), so split it into entries of one idea each"
+                )
             entries.append(entry)
     return entries
+
+
+def entry_words(entry: CognitionEntry) -> int:
+    """Whitespace-separated words of the entry's title and text (its source and tags are not embedded)."""
+    return len(entry.title.split()) + len(entry.text.split())
 
 
 _HEADING = re.compile(r"^##(?!#)(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -115,10 +141,13 @@ def _parse_markdown(content: str, name: str, collection: str) -> list[tuple[str,
             else:
                 text_lines.append(line)
         if source is None:
-            raise CognitionError(f"{where}: no 'Source:' line")
+            raise CognitionError(f"{where}: no 'Source:' line; the section starts at line {heading_line}")
         text = "\n".join(text_lines).strip()
         if not text:
-            raise CognitionError(f"{where}: no text (the section holds only its metadata)")
+            raise CognitionError(
+                f"{where}: no text (the section holds only its metadata); "
+                f"the section starts at line {heading_line}"
+            )
         entry = CognitionEntry(collection=collection, title=title, text=text, source=source, tags=tags)
         result.append((f"{name} line {heading_line}", entry))
     return result
@@ -151,7 +180,13 @@ def _parse_jsonl(content: str, name: str, collection: str) -> list[tuple[str, Co
             tags = _split_tags(tags)
         elif not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise CognitionError(f"{where}: 'tags' must be a list of strings or a comma-separated string")
-        entry = CognitionEntry(collection=collection, tags=[t.strip() for t in tags if t.strip()], **fields)
+        entry = CognitionEntry(
+            collection=collection,
+            title=fields["title"],
+            text=fields["text"],
+            source=fields["source"],
+            tags=[t.strip() for t in tags if t.strip()],
+        )
         result.append((where, entry))
     return result
 
@@ -184,6 +219,14 @@ def sync_cognition(store: Store, entries: Sequence[CognitionEntry], embedder: Em
         for entry, vector in zip(missing, vectors, strict=True):
             entry.embedding = vector.tolist()
     return store.add_cognition(new) if new else 0
+
+
+def sync_task_cognition(store: Store, task: Task, embedder: Embedder) -> int:
+    """Store the entries of the task's `cognition/` folder that the store lacks: once per run, when it starts
+    (a run reads its cognition from the store, so the folder is parsed once, not for every proposal)."""
+    if not task.cognition_dir.is_dir():
+        return 0
+    return sync_cognition(store, load_cognition(task.cognition_dir, task.name), embedder)
 
 
 def retrieve_cognition(

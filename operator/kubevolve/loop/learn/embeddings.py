@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from kubevolve.errors import KubevolveError
 
-class EmbeddingError(RuntimeError):
+
+class EmbeddingError(KubevolveError, RuntimeError):
     """The embedding model could not be loaded or run; the message says why (e.g. which package is missing)."""
 
 
@@ -94,7 +96,7 @@ SMALL_BATCH = 8
 
 
 @contextlib.contextmanager
-def _torch_threads(count: int | None):
+def _torch_threads(count: int | None) -> Iterator[None]:
     if count is None:
         yield
         return
@@ -108,7 +110,7 @@ def _torch_threads(count: int | None):
         torch.set_num_threads(before)
 
 
-def _quiet_progress_bars():
+def _quiet_progress_bars() -> Callable[[], None]:
     """Hide transformers' "Loading weights" bar during the load; returns a function that restores it."""
     try:
         from transformers.utils import logging as tlogging
@@ -117,9 +119,12 @@ def _quiet_progress_bars():
     if not tlogging.is_progress_bar_enabled():
         return lambda: None
     tlogging.disable_progress_bar()
-    return tlogging.enable_progress_bar
+    restore: Callable[[], None] = tlogging.enable_progress_bar
+    return restore
 
 
+# Process-wide on purpose: the model takes seconds and ~100 MB to load, holds no run's state, and encodes under
+# its own lock; every run, retriever and novelty filter of a process shares the one instance.
 _shared: MiniLMEmbedder | None = None
 _shared_lock = threading.Lock()
 

@@ -12,14 +12,18 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import openai
 
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
 from kubevolve.core.spec import LLMModel, LLMSpec
+from kubevolve.errors import KubevolveError
 
 
-class LLMError(RuntimeError):
+class LLMError(KubevolveError, RuntimeError):
     """A request failed for good (after the SDK's retries); the message says what the endpoint answered."""
 
 
@@ -62,13 +66,13 @@ def models_of(spec: LLMSpec) -> list[LLMModel]:
 
 class LLMClient:
     def __init__(self, spec: LLMSpec):
-        if not spec.endpoint and not any(m.endpoint for m in spec.models or []):
+        if not spec.configured:
             raise ValueError("llm.endpoint is not set")
         self.spec = spec
         self.models = {m.name: m for m in models_of(spec)}
         # local servers (vLLM, Ollama) need no key; the SDK insists on a string
         api_key = os.environ.get(spec.api_key_env) or "no-key"
-        self._clients: dict[str, openai.AsyncOpenAI] = {}
+        self._clients: dict[str | None, openai.AsyncOpenAI] = {}  # None: the SDK's default base URL
         for model in self.models.values():
             base_url = model.endpoint or spec.endpoint
             if base_url not in self._clients:
@@ -79,8 +83,6 @@ class LLMClient:
                     max_retries=spec.max_retries,
                 )
         self._limit = asyncio.Semaphore(spec.max_concurrency)
-        self.spent_usd = 0.0
-        self.requests = 0
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         m = self.models.get(model)
@@ -99,7 +101,7 @@ class LLMClient:
             try:
                 response = await client.chat.completions.create(
                     model=name,
-                    messages=messages,
+                    messages=cast("list[ChatCompletionMessageParam]", messages),
                     temperature=self.spec.temperature,
                     max_tokens=self.spec.max_tokens,
                     seed=seed,
@@ -117,7 +119,6 @@ class LLMClient:
                 ) from None
             except openai.APIConnectionError as err:
                 raise LLMError(f"cannot reach the LLM endpoint {base_url}: {err}") from None
-        self.requests += 1
         if not response.choices:
             raise LLMError(f"LLM endpoint {base_url} returned no choices")
         text = response.choices[0].message.content or ""
@@ -125,7 +126,6 @@ class LLMClient:
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
         cost = self.cost(name, prompt_tokens, completion_tokens)
-        self.spent_usd += cost
         return Completion(
             text=text,
             model=name,

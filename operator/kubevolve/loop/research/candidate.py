@@ -9,6 +9,7 @@ import time
 
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.task import Task
+from kubevolve.loop.learn.retrieval import RetrievedContext
 from kubevolve.loop.research.proposal import ProposalError, ProposalRequest, Proposer
 from kubevolve.loop.sample.base import Selection
 
@@ -53,7 +54,7 @@ async def propose_candidate(
     seed: int,
     *,
     node_id: str | None = None,
-    context: tuple | None = None,
+    context: RetrievedContext | None = None,
     retry_of: Node | None = None,
 ) -> Node:
     """Ask the proposer for a child of `selection`. The node comes back PROPOSED, or REJECTED_STATIC with the
@@ -74,7 +75,12 @@ async def propose_candidate(
         task=task, parents=selection.parents, inspirations=selection.inspirations, seed=seed
     )
     if context is not None:
-        request.cognition, request.insights, request.analyses = context
+        request.cognition, request.insights = context.cognition, context.insights
+        request.analyses = context.analyses
+        node.retrieved = {
+            "insights": [i.id for i in request.insights],
+            "cognition": [e.id for e in request.cognition],
+        }
     if retry_of is not None:
         node.retry_of, node.attempt = retry_of.id, retry_of.attempt + 1
         request.feedback = debug_feedback(retry_of)
@@ -82,7 +88,7 @@ async def propose_candidate(
     try:
         proposal = await proposer.propose(request)
     except ProposalError as err:
-        node.stage, node.error = Stage.REJECTED_STATIC, f"proposal failed: {err}"
+        node.fail(Stage.REJECTED_STATIC, err.kind, f"proposal failed: {err}")
         node.llm, node.transcript = dict(err.llm), list(err.transcript)
         return node
     finally:

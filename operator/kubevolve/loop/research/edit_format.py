@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from kubevolve.core import evolve_block
+from kubevolve.core.kinds import FailureKind
 from kubevolve.loop.research.proposal import ProposalError
 
 SEARCH = re.compile(r"^<{5,9} ?SEARCH\s*$")
@@ -20,7 +21,9 @@ FENCE = re.compile(r"^```[\w+-]*\s*$")
 
 
 class EditError(ProposalError):
-    pass
+    """The LLM's answer is not in the edit format, or its edits do not apply to the parent."""
+
+    kind = FailureKind.MALFORMED_ANSWER
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,9 @@ def _edits(lines: list[str]) -> list[Edit]:
 
 
 def _code_blocks(lines: list[str]) -> list[str]:
-    blocks, current, inside = [], [], False
+    blocks: list[str] = []
+    current: list[str] = []
+    inside = False
     for line in lines:
         if FENCE.match(line):
             if inside:

@@ -269,13 +269,13 @@ def perturbed_text(
 ) -> str | None:
     """A new literal text of the same kind and sign, or None when the perturbation changed nothing."""
     if literal.is_int:
-        value = int(literal.value)
+        count = int(literal.value)
         step = int_step or (
-            1 if rng.random() < 0.7 else max(1, round(abs(value) * scale * abs(rng.gauss(0, 1))))
+            1 if rng.random() < 0.7 else max(1, round(abs(count) * scale * abs(rng.gauss(0, 1))))
         )
-        new_int = value + rng.choice((-1, 1)) * step
-        new_int = max(new_int, 1 if value >= 1 else 0)  # a positive count stays positive
-        return None if new_int == value else str(new_int)
+        new_int = count + rng.choice((-1, 1)) * step
+        new_int = max(new_int, 1 if count >= 1 else 0)  # a positive count stays positive
+        return None if new_int == count else str(new_int)
     value = float(literal.value)
     if value == 0.0:
         new = abs(rng.gauss(0.0, scale * 0.1))
@@ -323,9 +323,9 @@ def _first_line(split: Split, block: int) -> int:
 def find_literals(code: str, split: Split) -> list[NumericLiteral]:
     """Every decimal int/float NUMBER token inside the evolve blocks of `code` (which `split` cuts)."""
     spans, cursor = [], len(split.frozen[0])
-    for block, frozen in zip(split.blocks, split.frozen[1:], strict=True):
-        spans.append((cursor, cursor + len(block)))
-        cursor += len(block) + len(frozen)
+    for block_text, frozen in zip(split.blocks, split.frozen[1:], strict=True):
+        spans.append((cursor, cursor + len(block_text)))
+        cursor += len(block_text) + len(frozen)
     line_starts = [0]
     for line in io.StringIO(code).readlines():
         line_starts.append(line_starts[-1] + len(line))

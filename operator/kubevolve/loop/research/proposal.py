@@ -8,20 +8,34 @@ only the EVOLVE-BLOCK changed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import CognitionEntry, Insight, Node
 from kubevolve.core.task import Task
+from kubevolve.errors import KubevolveError
 
 
-class ProposalError(RuntimeError):
+class ProposalError(KubevolveError, RuntimeError):
     """The proposer could not produce a usable program (e.g. malformed LLM output). Recorded on a node,
-    with what the attempt cost and its transcript, so a failed LLM answer is still visible and paid for."""
+    with what the attempt cost and its transcript, so a failed LLM answer is still visible and paid for.
+    `kind` says which way it failed: the LLM call, its answer, or a proposer that found nothing to change."""
 
-    def __init__(self, message: str, *, llm: dict[str, float] | None = None, transcript: list | None = None):
+    kind = FailureKind.PROPOSAL_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        llm: dict[str, float] | None = None,
+        transcript: list[dict[str, Any]] | None = None,
+        kind: FailureKind | None = None,
+    ):
         super().__init__(message)
         self.llm = llm or {}
         self.transcript = transcript or []
+        if kind is not None:
+            self.kind = kind
 
 
 @dataclass
@@ -44,7 +58,9 @@ class Proposal:
     motivation: str
     proposer: str
     llm: dict[str, float] = field(default_factory=dict)  # prompt_tokens, completion_tokens, cost_usd
-    transcript: list[dict] = field(default_factory=list)  # prompts and completions, for `show --prompts`
+    transcript: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # prompts and completions, for `show --prompts`
 
 
 class Proposer(Protocol):

@@ -3,6 +3,7 @@ cognition and insights (and, on a debug retry, the failed attempt), asks the mod
 
 from __future__ import annotations
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node
 from kubevolve.core.spec import LLMSpec
 from kubevolve.loop.llm.client import LLMClient, LLMError
@@ -79,7 +80,7 @@ class Researcher:
         try:
             completion = await self.client.complete(messages, model=model, seed=request.seed % (2**31))
         except LLMError as err:
-            raise ProposalError(str(err)) from None
+            raise ProposalError(str(err), kind=FailureKind.LLM_ERROR) from None
         usage = {
             "prompt_tokens": float(completion.prompt_tokens),
             "completion_tokens": float(completion.completion_tokens),
@@ -91,7 +92,7 @@ class Researcher:
             answer = parse_answer(completion.text)
             code = apply_answer(request.parents[0].code, answer, markers.start, markers.end)
         except EditError as err:
-            raise ProposalError(str(err), llm=usage, transcript=transcript) from None
+            raise ProposalError(str(err), llm=usage, transcript=transcript, kind=err.kind) from None
         return Proposal(
             code=code,
             motivation=answer.motivation,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from kubevolve.core.spec import FeatureAxis, SamplerSpec
+from kubevolve.core.spec import FeatureAxis, RunSpec, SamplerSpec
+from kubevolve.core.task import Task
 from kubevolve.loop.sample.base import Sampler, Selection, TrackingSampler, feature_value, is_candidate
 from kubevolve.loop.sample.greedy import GreedySampler
 from kubevolve.loop.sample.map_elites import MapElitesSampler
@@ -24,6 +25,13 @@ def make_sampler(spec: SamplerSpec, features: list[FeatureAxis], seed: int) -> S
     return SAMPLERS[spec.kind](spec, list(features), random.Random(seed))
 
 
+def sampler_settings(spec: RunSpec, task: Task) -> tuple[SamplerSpec, list[FeatureAxis]]:
+    """The run's sampler (else the task's) and its feature axes (else the task's, else code length)."""
+    sampler = spec.sampler or task.spec.sampler
+    features = sampler.features or task.spec.sampler.features
+    return sampler, features or [FeatureAxis(name="code_length", min=0, max=20_000, bins=10)]
+
+
 __all__ = [
     "SAMPLERS",
     "GreedySampler",
@@ -36,4 +44,5 @@ __all__ = [
     "feature_value",
     "is_candidate",
     "make_sampler",
+    "sampler_settings",
 ]

@@ -70,7 +70,7 @@ class ElitePool:
         """Nodes best first (ties: earliest); only the first `limit` when given."""
         entries = self._entries.values()
         n = len(entries) if limit is None else min(limit, len(entries))
-        return [node for node, _ in heapq.nsmallest(n, entries, key=lambda e: (-e[0].score, e[1]))]
+        return [node for node, _ in heapq.nsmallest(n, entries, key=_best_first)]
 
 
 def unit_position(value: float, lo: float, hi: float) -> float:
@@ -102,3 +102,9 @@ def pick_inspirations(ranked: list[Node], taken: set[str], count: int, rng: rand
     extra = rng.sample(rest, min(count - len(chosen), len(rest)))
     taken.update(node.id for node in extra)
     return chosen + extra
+
+
+def _best_first(entry: tuple[Node, int]) -> tuple[float, int]:
+    """Sort key: higher score first, then the earlier entry (only scored nodes enter the pool)."""
+    node, order = entry
+    return (-node.score if node.score is not None else math.inf, order)

@@ -2,7 +2,7 @@
 
 Drawing here rather than with a JavaScript or plotting library keeps the page self-contained: it needs no
 network, no script library and no fonts, and opens offline or as an email attachment. The data comes
-digested from report_data.py; this module only turns it into markup.
+digested from data.py; this module only turns it into markup.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubevolve.core.models import Node, Stage
-from kubevolve.observe.report.data import RunData, best_so_far, metric_value, tree_layout, x_value
+from kubevolve.observe.report.data import (
+    RunData,
+    best_so_far,
+    finite,
+    metric_value,
+    tree_layout,
+    x_value,
+)
 
 # Tableau 10: distinguishable categorical colours for islands
 PALETTE = [
@@ -159,6 +166,21 @@ def score_colour(t: float) -> str:
     return "#006d2c"
 
 
+def score_range(data: RunData) -> tuple[float, float]:
+    """The lowest and highest score of the run: the ends of the score colour ramp."""
+    scores = [score for _, score in data.scored if math.isfinite(score)]
+    return (min(scores), max(scores)) if scores else (0.0, 1.0)
+
+
+def node_fill(node: Node, lo: float, hi: float) -> str:
+    """An evaluated node shaded by its score within [lo, hi]; any other one grey."""
+    if node.stage is not Stage.EVALUATED or node.score is None:
+        return FAILED
+    if not math.isfinite(node.score):
+        return score_colour(1.0 if node.score > 0 else 0.0)
+    return score_colour(0.5 if hi == lo else (node.score - lo) / (hi - lo))
+
+
 # ---- plots ---------------------------------------------------------------------------------------------
 def score_plot(data: RunData, width: int = 1100, height: int = 340) -> str:
     evaluated = data.evaluated
@@ -166,7 +188,7 @@ def score_plot(data: RunData, width: int = 1100, height: int = 340) -> str:
         return '<p class="empty">No candidate has a score yet.</p>'
     frame = Frame(width, height, bottom=52)
     xs = [float(n.seq) for n in data.nodes]
-    ys = [n.score for n in evaluated]
+    ys = [score for _, score in data.scored]
     x, y = frame.scales(xs, ys)
     body = [frame.axes(x, y, "candidate (commit order)", "score (higher is better)")]
     band = height - frame.bottom + 24  # failed candidates: ticks under the axis
@@ -187,8 +209,8 @@ def score_plot(data: RunData, width: int = 1100, height: int = 340) -> str:
     last = records[-1][1] if records else -math.inf
     steps.append(f"L{x(max(xs)):.1f},{y(last):.1f}")
     body.append(f'<path class="best-line" d="{"".join(steps)}" stroke="{ACCENT}"/>')
-    for n in evaluated:
-        body.append(_dot(n, x(n.seq), y(n.score), 3.2, PALETTE[n.island % len(PALETTE)]))
+    for n, score in data.scored:
+        body.append(_dot(n, x(n.seq), y(score), 3.2, PALETTE[n.island % len(PALETTE)]))
     if data.best is not None and data.best.score is not None:
         body.append(
             f'<circle class="best-ring" cx="{x(data.best.seq):.1f}" cy="{y(data.best.score):.1f}" r="7"'
@@ -208,8 +230,7 @@ def lineage_tree(data: RunData, width: int = 1100) -> str:
     py = lambda r: top + (r + 0.5) / max(rows, 1) * (height - top - bottom)  # noqa: E731
     path_ids = [n.id for n in data.best_path()]
     on_path = set(path_ids)
-    scores = [n.score for n in data.evaluated]
-    lo, hi = (min(scores), max(scores)) if scores else (0.0, 1.0)
+    lo, hi = score_range(data)
     radius = max(1.6, min(4.5, (height - top - bottom) / max(rows, 1) * 0.45))
     edges, dots = [], []
     for node_id, (depth, row) in pos.items():
@@ -220,8 +241,7 @@ def lineage_tree(data: RunData, width: int = 1100) -> str:
             xm = (x0 + x1) / 2
             edges.append(f"M{x0:.1f},{y0:.1f}C{xm:.1f},{y0:.1f} {xm:.1f},{y1:.1f} {x1:.1f},{y1:.1f}")
         if node.stage is Stage.EVALUATED and node.score is not None:
-            t = 0.5 if hi == lo else (node.score - lo) / (hi - lo)
-            dots.append(_dot(node, px(depth), py(row), radius, score_colour(t)))
+            dots.append(_dot(node, px(depth), py(row), radius, node_fill(node, lo, hi)))
         else:
             dots.append(_dot(node, px(depth), py(row), radius * 0.7, FAILED, " failed"))
     best_edges = []
@@ -244,6 +264,99 @@ def lineage_tree(data: RunData, width: int = 1100) -> str:
     return svg(width, height, body, "lineage tree", "plot tree-plot")
 
 
+def tree_json(data: RunData) -> dict[str, Any]:
+    """The lineage tree as data, for a page that draws and zooms it itself: the same layout and colours as
+    `lineage_tree`, one entry per node in columns (compact for thousands of nodes). `parent` is the index of
+    the first parent, -1 for a root; `hidden` counts the failed leaves left out of very large trees."""
+    pos, rows = tree_layout(data)
+    ids = list(pos)
+    index = {node_id: i for i, node_id in enumerate(ids)}
+    nodes = [data.by_id[i] for i in ids]
+    lo, hi = score_range(data)
+    return {
+        "rows": rows,
+        "depth": max((d for d, _ in pos.values()), default=0),
+        "id": ids,
+        "x": [pos[i][0] for i in ids],
+        "y": [pos[i][1] for i in ids],
+        "parent": [index.get(n.parent_ids[0], -1) if n.parent_ids else -1 for n in nodes],
+        "seq": [n.seq for n in nodes],
+        "stage": [str(n.stage) for n in nodes],
+        "score": [finite(n.score) for n in nodes],
+        "island": [n.island for n in nodes],
+        "fill": [node_fill(n, lo, hi) for n in nodes],
+        "best_path": [n.id for n in data.best_path() if n.id in index],
+        "hidden": len(data.nodes) - len(ids),
+        "colours": {
+            "islands": PALETTE,
+            "stages": {str(stage): colour for stage, colour in STAGE_COLOURS.items()},
+            "accent": ACCENT,
+        },
+    }
+
+
+def elites_grid(data: RunData, grids: list[dict[tuple[int, ...], Node]], width: int = 1100) -> str:
+    """Each island's MAP-Elites grid: a cell per bin of the first two feature axes, shaded by the score of
+    the elite it holds, from the lowest elite's to the highest's (with more axes, a cell shows the best
+    elite over the others)."""
+    axes = data.settings.features[:2]
+    cols = min(4, len(grids)) or 1
+    cell_w = width // cols
+    left, right, top, bottom = 44, 10, 24, 34
+    inner_w = cell_w - left - right
+    bins_x = axes[0].bins
+    bins_y = axes[1].bins if len(axes) > 1 else 1
+    size = max(4.0, min(inner_w / bins_x, 40.0 if bins_y > 1 else 30.0))
+    inner_h = size * bins_y
+    cell_h = int(top + inner_h + bottom)
+    scores = [
+        n.score for grid in grids for n in grid.values() if n.score is not None and math.isfinite(n.score)
+    ]
+    lo, hi = (min(scores), max(scores)) if scores else (0.0, 1.0)
+    panels = []
+    for i, grid in enumerate(grids):
+        best: dict[tuple[int, int], Node] = {}
+        for cell, node in grid.items():
+            key = (cell[0], cell[1] if len(cell) > 1 else 0)
+            if key not in best or node.score > best[key].score:  # type: ignore[operator]
+                best[key] = node
+        body = [
+            f'<text class="panel-title" x="{left}" y="15">island {i} · {len(grid)} of '
+            f"{math.prod(a.bins for a in data.settings.features)} cells</text>",
+            f'<rect class="plot-bg" x="{left}" y="{top}" width="{size * bins_x:.1f}" height="{inner_h:.1f}"/>',
+            '<path class="grid" d="'
+            + "".join(f"M{left + k * size:.1f},{top}v{inner_h:.1f}" for k in range(1, bins_x))
+            + "".join(f"M{left},{top + k * size:.1f}h{size * bins_x:.1f}" for k in range(1, bins_y))
+            + '"/>',
+        ]
+        for (cx, cy), node in sorted(best.items()):
+            x, y = left + cx * size, top + (bins_y - 1 - cy) * size  # higher bins of the 2nd axis on top
+            tip = f"#{node.seq} score {fmt(node.score)} · cell {cx}" + (f", {cy}" if bins_y > 1 else "")
+            body.append(
+                f'<rect class="cell node" data-id="{esc(node.id)}" x="{x:.1f}" y="{y:.1f}" width="{size:.1f}"'
+                f' height="{size:.1f}" fill="{node_fill(node, lo, hi)}"><title>{esc(tip)}</title></rect>'
+            )
+        base = top + inner_h
+        body.append(
+            f'<text class="tick" x="{left}" y="{base + 14:.0f}">{esc(fmt(axes[0].min, 4))}</text>'
+            f'<text class="tick" x="{left + size * bins_x:.1f}" y="{base + 14:.0f}" text-anchor="end">'
+            f"{esc(fmt(axes[0].max, 4))}</text>"
+            f'<text class="axis-label" x="{left + size * bins_x / 2:.1f}" y="{base + 28:.0f}"'
+            f' text-anchor="middle">{esc(axes[0].name)}</text>'
+        )
+        if bins_y > 1:
+            body.append(
+                f'<text class="tick" x="{left - 4}" y="{base:.0f}" text-anchor="end">{esc(fmt(axes[1].min, 4))}</text>'
+                f'<text class="tick" x="{left - 4}" y="{top + 9}" text-anchor="end">{esc(fmt(axes[1].max, 4))}</text>'
+                f'<text class="axis-label" transform="translate({left - 8} {top + inner_h / 2:.0f}) rotate(-90)"'
+                f' text-anchor="middle">{esc(axes[1].name)}</text>'
+            )
+        col, row = i % cols, i // cols
+        panels.append(f'<g transform="translate({col * cell_w} {row * cell_h})">{"".join(body)}</g>')
+    rows = math.ceil(len(grids) / cols)
+    return svg(width, rows * cell_h, "".join(panels), "MAP-Elites grid per island", "plot grid-plot")
+
+
 def island_scatter(data: RunData, xmetric: str, width: int = 1100) -> str:
     evaluated = data.evaluated
     islands = sorted({n.island for n in evaluated})
@@ -252,8 +365,11 @@ def island_scatter(data: RunData, xmetric: str, width: int = 1100) -> str:
     cols = min(4, len(islands))
     cell_w = width // cols
     cell_h = 250
-    points = [(n, x_value(n, xmetric), metric_value(data, n)) for n in evaluated]
-    points = [(n, xv, yv) for n, xv, yv in points if xv is not None and yv is not None]
+    points: list[tuple[Node, float, float]] = []
+    for n in evaluated:
+        xv, yv = x_value(n, xmetric), metric_value(data, n)
+        if xv is not None and yv is not None:
+            points.append((n, xv, yv))
     panels = []
     for i, island in enumerate(islands):
         frame = Frame(cell_w, cell_h, left=58, right=10, top=24, bottom=40)

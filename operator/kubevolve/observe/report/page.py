@@ -6,7 +6,7 @@ The page shows: a summary, score over time with the best-so-far line, the lineag
 initial program to the best highlighted, a metric scatter per island, the best program and its diff from the
 initial program, and failures by reason.
 
-Three modules, one job each: report_data.py reads the run from the store and digests it, report_charts.py
+Three modules, one job each: data.py reads the run from the store and digests it, charts.py
 draws the SVG plots, and this one writes the text sections and fills the page template (report.html beside this module).
 `load_run`, `render_report` and `write_report` are the entry points, all importable from here.
 """
@@ -113,6 +113,7 @@ def summary_cards(data: RunData) -> str:
     initial = metric_value(data, data.initial) if data.initial and data.initial.score is not None else None
     cards = [
         ("phase", str(data.record.phase)),
+        ("sampler", data.settings.sampler_kind or "—"),
         ("candidates", str(len(data.nodes))),
         ("evaluated", f"{n_eval} ({100 * n_eval / max(1, len(data.nodes)):.0f}%)"),
         (f"best {data.metric}", fmt(best)),
@@ -149,7 +150,8 @@ def _clean(value: Any) -> Any:
 
 # ---- the page ------------------------------------------------------------------------------------------
 def render_report(data: RunData) -> str:
-    template = resources.files(__package__).joinpath("report.html").read_text()
+    files = resources.files(__package__)
+    template = files.joinpath("report.html").read_text()
     choices = scatter_metrics(data)
     scatters = "".join(
         f'<div class="scatter" data-metric="{esc(m)}"{"" if i == 0 else " hidden"}>{island_scatter(data, m)}</div>'
@@ -170,6 +172,7 @@ def render_report(data: RunData) -> str:
     else:
         best_section = '<p class="empty">No candidate has a score yet.</p>'
     values = {
+        "style": files.joinpath("report.css").read_text(),
         "title": esc(f"kubevolve report · {data.record.id}"),
         "run": esc(data.record.id),
         "task": esc(data.record.task),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_IMAGE = "ghcr.io/kubevolve/kubevolve:0.1.0"
 
@@ -31,11 +32,11 @@ class OperatorConfig:
     metrics_port: int | None = None  # serve Prometheus metrics here (KUBEVOLVE_METRICS_PORT)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> OperatorConfig:
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> OperatorConfig:
         """The settings from KUBEVOLVE_OPERATOR_<FIELD> variables; a value that does not parse is a ValueError
         naming the variable."""
         env = dict(os.environ if env is None else env)
-        values: dict = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             variable = f"KUBEVOLVE_OPERATOR_{f.name.upper()}"
             if env.get(variable) is not None:
@@ -55,7 +56,7 @@ class OperatorConfig:
         return path if path.is_absolute() else Path(self.local_task_root or self.task_root) / path
 
 
-def _parse(variable: str, raw: str, name: str, kind: str):
+def _parse(variable: str, raw: str, name: str, kind: str) -> object:
     if name == "namespaces":
         return tuple(n.strip() for n in raw.split(",") if n.strip())
     if name == "trainjobs":

@@ -113,7 +113,8 @@ class OperatorContext:
     warned: set[tuple[str, str]] = field(default_factory=set)  # (run uid, message) already posted once
     spec_tokens: dict[tuple[str, str], str] = field(default_factory=dict)  # the last spec seen per run
     phases: dict[tuple[str, str], str] = field(default_factory=dict)  # for the runs-by-phase metric
-    started_jobs: set[tuple[str, str]] = field(default_factory=set)  # Jobs whose start wait was measured
+    # Jobs whose start wait was measured, by (namespace, name) as their metadata gives them
+    started_jobs: set[tuple[str | None, str | None]] = field(default_factory=set)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)  # one reconcile per run at once
     feeds: dict[tuple[str, str], RunFeed] = field(default_factory=dict)  # runs' metrics read from the store
 

@@ -48,7 +48,7 @@ def _convert(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if nullable:
             out["nullable"] = True
         return _describe(out, schema)
-    out: dict[str, Any] = {}
+    out = {}
     for key, value in schema.items():
         if key in _DROP or key == "description":
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.spec import RunSpec
 from kubevolve.runtime.kubernetes import (
     API_VERSION,
@@ -44,7 +45,7 @@ class RunRef:
 class JobRequest:
     """One Job to create: a role for a candidate, its attempt, and for a debug retry the failed node."""
 
-    role: str
+    role: Role
     key: str
     attempt: int = 0
     retry_of: str | None = None
@@ -56,11 +57,11 @@ def store_url(spec: RunSpec, config: OperatorConfig) -> str | None:
 
 def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobRequest) -> list[str]:
     nid = node_id(run.name, req.key)
-    command = ["kubevolve", "step", req.role, "--run", run.name]
-    command += ["--node-id", nid] if req.role == "propose" else ["--node", nid]
+    command = ["kubevolve", "step", str(req.role), "--run", run.name]
+    command += ["--node-id", nid] if req.role == Role.PROPOSE else ["--node", nid]
     url = store_url(spec, config)
     command += (["--store", url] if url else []) + ["--tenant", run.namespace]
-    if req.role == "evaluate":
+    if req.role == Role.EVALUATE:
         command += ["--workspace", WORKSPACE]
     if req.retry_of:
         command += ["--retry-of", req.retry_of]
@@ -70,10 +71,10 @@ def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobReq
 def labels(run: RunRef, spec: RunSpec, req: JobRequest) -> dict[str, str]:
     out = {
         "app.kubernetes.io/name": "kubevolve",
-        "app.kubernetes.io/component": req.role,
+        "app.kubernetes.io/component": str(req.role),
         "app.kubernetes.io/managed-by": "kubevolve-operator",
         RUN_LABEL: run_label(run.name),
-        ROLE_LABEL: req.role,
+        ROLE_LABEL: str(req.role),
         CANDIDATE_LABEL: req.key,
         ATTEMPT_LABEL: str(req.attempt),
     }
@@ -105,7 +106,7 @@ def _secret_env(name: str, secret: Any) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}
 
 
-def step_env(role: str, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]]:
+def step_env(role: Role, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]]:
     env = [
         {"name": "KUBEVOLVE_HOME", "value": SCRATCH},
         {"name": "HOME", "value": "/tmp"},
@@ -116,16 +117,16 @@ def step_env(role: str, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]]
     ]
     if spec.store and spec.store.api_key_secret:
         env.append(_secret_env("KUBEVOLVE_STORE_API_KEY", spec.store.api_key_secret))
-    if role != "evaluate" and spec.llm.api_key_secret:
+    if role != Role.EVALUATE and spec.llm.api_key_secret:
         env.append(_secret_env(spec.llm.api_key_env, spec.llm.api_key_secret))
     return env
 
 
-def image(role: str, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -> str:
+def image(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -> str:
     """The run's image, else the operator's GPU image for GPU evaluations, else its default image."""
     if spec.image:
         return spec.image
-    if role == "evaluate" and config.gpu_image and evaluation_gpus(spec, facts) > 0:
+    if role == Role.EVALUATE and config.gpu_image and evaluation_gpus(spec, facts) > 0:
         return config.gpu_image
     return config.image
 
@@ -153,11 +154,11 @@ def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFac
     }
 
 
-def _needs_shm(role: str, spec: RunSpec, facts: TaskFacts) -> bool:
-    return role == "evaluate" and evaluation_gpus(spec, facts) > 0  # NCCL and data loaders use /dev/shm
+def _needs_shm(role: Role, spec: RunSpec, facts: TaskFacts) -> bool:
+    return role == Role.EVALUATE and evaluation_gpus(spec, facts) > 0  # NCCL and data loaders use /dev/shm
 
 
-def volumes(role: str, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -> list[dict[str, Any]]:
+def volumes(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -> list[dict[str, Any]]:
     out = [
         {"name": "scratch", "emptyDir": {"sizeLimit": config.scratch_size}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},

@@ -139,7 +139,9 @@ class Kube:
     ) -> list[dict]:
         """The Jobs (and TrainJobs) whose labels match `selector`, filtered here too."""
         label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
-        calls = [(self.batch.list_namespaced_job, (namespace,))]
+        calls: list[tuple[Callable[..., Any], tuple[str, ...]]] = [
+            (self.batch.list_namespaced_job, (namespace,))
+        ]
         if trainjobs:
             calls.append(
                 (

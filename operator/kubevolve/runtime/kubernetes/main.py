@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
 
@@ -94,7 +95,7 @@ async def start_operator(
     if login is not None:
 
         @kopf.on.login(id="login", registry=registry)
-        def kubevolve_login(**_):
+        def kubevolve_login(**_: Any) -> kopf.ConnectionInfo:
             return login
 
     logging.getLogger("kopf").setLevel(logging.WARNING)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-ROLES = ("propose", "evaluate", "analyze")
-_ROLE_WORD = {"propose": "propose", "evaluate": "eval", "analyze": "analyze"}
+from kubevolve.core.kinds import Role
+
+_ROLE_WORD = {Role.PROPOSE: "propose", Role.EVALUATE: "eval", Role.ANALYZE: "analyze"}
 _KEY = re.compile(r"^(\d+)(?:d(\d+))?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 BASE_MAX = 40  # room for "-analyze-0000123d10-a9" within the 63 characters of a Job name
@@ -65,7 +66,7 @@ def key_of_node(run: str, node: str) -> str | None:
     return key if _KEY.match(key) else None
 
 
-def job_name(run: str, role: str, key: str, attempt: int = 0) -> str:
+def job_name(run: str, role: Role, key: str, attempt: int = 0) -> str:
     name = f"{base_name(run)}-{_ROLE_WORD[role]}-{key}" + (f"-a{attempt}" if attempt else "")
     if len(name) > 63:  # only for absurd keys; still deterministic
         name = f"{base_name(run)[:20]}-{_digest(name)}-{attempt}"

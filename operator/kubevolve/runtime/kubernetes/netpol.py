@@ -2,12 +2,15 @@
 
 They may reach DNS and the store (the evaluate step reads the candidate and writes its result there), nothing
 else: no internet, no other pod, no API server. No ingress at all. The Helm chart renders the same policy for
-its namespaces (tests/test_helm_chart.py checks the two agree); `kubevolve lab create` adds it to new labs.
+its namespaces (tests/deploy/test_helm_chart.py checks the two agree); `kubevolve lab create` adds it to new labs.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from kubevolve.core.kinds import Role
+from kubevolve.runtime.kubernetes import ROLE_LABEL
 
 POLICY_NAME = "kubevolve-evaluation-egress"
 STORE_PORTS = (8080, 50051)  # Weaviate HTTP and gRPC
@@ -35,7 +38,7 @@ def evaluation_network_policy(
         "kind": "NetworkPolicy",
         "metadata": {"name": POLICY_NAME, "namespace": namespace, "labels": dict(labels or {})},
         "spec": {
-            "podSelector": {"matchLabels": {"kubevolve.io/role": "evaluate"}},
+            "podSelector": {"matchLabels": {ROLE_LABEL: str(Role.EVALUATE)}},
             "policyTypes": ["Egress", "Ingress"],
             "ingress": [],
             "egress": [dns, {"to": store_peers, "ports": ports}],

@@ -7,10 +7,12 @@ run's Jobs without an API request. States: `waiting` (suspended, e.g. by Kueue u
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.runtime.kubernetes import (
     ATTEMPT_LABEL,
     CANDIDATE_LABEL,
@@ -25,7 +27,7 @@ WAITING, ACTIVE, SUCCEEDED, FAILED = "waiting", "active", "succeeded", "failed"
 @dataclass(frozen=True)
 class JobInfo:
     name: str
-    role: str
+    role: Role
     key: str
     attempt: int
     node_id: str
@@ -53,14 +55,14 @@ def format_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _condition(status: dict[str, Any], *types: str) -> dict[str, Any] | None:
+def _condition(status: Mapping[str, Any], *types: str) -> dict[str, Any] | None:
     for cond in status.get("conditions") or []:
         if cond.get("type") in types and cond.get("status") == "True":
             return cond
     return None
 
 
-def job_state(body: dict[str, Any]) -> tuple[str, float | None, str]:
+def job_state(body: Mapping[str, Any]) -> tuple[str, float | None, str]:
     """(state, finished_at, reason) of a batch/v1 Job or a trainer.kubeflow.org TrainJob."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
     done = _condition(status, "Complete", "SuccessCriteriaMet")
@@ -77,12 +79,16 @@ def job_state(body: dict[str, Any]) -> tuple[str, float | None, str]:
     return ACTIVE, None, ""
 
 
-def job_info(body: dict[str, Any]) -> JobInfo | None:
-    """None for an object that lacks the labels the operator puts on its Jobs."""
+def job_info(body: Mapping[str, Any]) -> JobInfo | None:
+    """None for an object that lacks the labels the operator puts on its Jobs (or names no step it knows)."""
     meta = body.get("metadata") or {}
     labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
-    role, key = labels.get(ROLE_LABEL), labels.get(CANDIDATE_LABEL)
-    if not role or not key:
+    key = labels.get(CANDIDATE_LABEL)
+    try:
+        role = Role(labels.get(ROLE_LABEL, ""))
+    except ValueError:
+        return None
+    if not key:
         return None
     state, finished_at, reason = job_state(body)
     return JobInfo(

@@ -16,11 +16,13 @@ No memory of earlier passes is needed, which is what makes the operator level-tr
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import FailurePolicySpec, RunSpec
-from kubevolve.loop.budget import BudgetVerdict, check_budget
+from kubevolve.loop.budget import BudgetVerdict, StopCause, check_budget, wants_debug_retry
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
 from kubevolve.runtime.kubernetes.names import key_of_node, make_key, node_id, parse_key, retry_key
 from kubevolve.runtime.kubernetes.observe import FAILED, SUCCEEDED, WAITING, JobInfo
@@ -28,6 +30,14 @@ from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.snapshot import Snapshot, needs_analysis
 
 SEED_KEY = make_key(0)
+# the reason of the Succeeded / Failed condition, by the budget limit that stopped the run (None: a runtime's own)
+CONDITION_REASONS: dict[StopCause | None, str] = {
+    StopCause.CANDIDATES: "MaxCandidatesReached",
+    StopCause.TARGET: "TargetReached",
+    StopCause.DEADLINE: "DeadlineReached",
+    StopCause.FAILURES: "TooManyFailures",
+    StopCause.LLM_COST: "MaxLlmCostReached",
+}
 
 
 @dataclass
@@ -51,7 +61,7 @@ class Plan:
     reason: str = "Running"  # the reason of the Succeeded / Failed condition
     message: str = ""
     requeue: float | None = None  # seconds until a timed action (a backoff, the deadline)
-    running: dict[str, int] = field(default_factory=lambda: {"propose": 0, "evaluate": 0, "analyze": 0})
+    running: dict[Role, int] = field(default_factory=lambda: dict.fromkeys(Role, 0))
     waiting: int = 0  # Jobs suspended until Kueue admits them
     failed_jobs: int = 0  # Jobs that used up their attempts
 
@@ -60,17 +70,10 @@ class Plan:
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
 
 
-def llm_mode(spec: RunSpec) -> bool:
-    return bool(spec.llm.endpoint or any(m.endpoint for m in spec.llm.models or []))
-
-
 def wants_retry(spec: RunSpec, node: Node | None) -> bool:
-    """A failed static check or quick stage goes back to an LLM proposer with the error (engineer.debugRetries)."""
-    return (
-        node is not None
-        and llm_mode(spec)
-        and node.stage in (Stage.REJECTED_STATIC, Stage.FAILED_QUICK)
-        and node.attempt < spec.engineer.debug_retries
+    """The debug-retry rule, for the proposer the step pods make: the LLM Researcher when one is configured."""
+    return node is not None and wants_debug_retry(
+        node, spec.engineer, proposer_reads_feedback=spec.llm.configured
     )
 
 
@@ -111,9 +114,7 @@ def _verdict(
     )
     if verdict is None:
         return None
-    reasons = {"budget": "MaxCandidatesReached", "target": "TargetReached", "deadline": "DeadlineReached"}
-    reason = "TooManyFailures" if verdict.failed else reasons.get(verdict.reason.split()[0], "BudgetReached")
-    return verdict, reason
+    return verdict, CONDITION_REASONS.get(verdict.cause, "BudgetReached")
 
 
 class _Planner:
@@ -121,7 +122,7 @@ class _Planner:
         self.inp, self.spec, self.snap, self.run = inp, inp.spec, inp.snap, inp.run.name
         self.policy = inp.spec.failure_policy or FailurePolicySpec()
         self.plan = Plan()
-        self.groups: dict[tuple[str, str], list[JobInfo]] = defaultdict(list)
+        self.groups: dict[tuple[Role, str], list[JobInfo]] = defaultdict(list)
         for job in inp.jobs:
             self.groups[(job.role, job.key)].append(job)
         for jobs in self.groups.values():
@@ -133,7 +134,7 @@ class _Planner:
         self.evaluating = {
             k
             for (r, k), jobs in self.groups.items()
-            if r == "evaluate" and not jobs[-1].done and not self._final(k)
+            if r == Role.EVALUATE and not jobs[-1].done and not self._final(k)
         }
         self.exhausted = {
             rk
@@ -150,17 +151,17 @@ class _Planner:
         node = self.node(key)
         return node is not None and node.stage.is_final
 
-    def create(self, role: str, key: str, attempt: int = 0) -> None:
-        retry_of = previous_node(self.run, key) if role == "propose" else None
+    def create(self, role: Role, key: str, attempt: int = 0) -> None:
+        retry_of = previous_node(self.run, key) if role == Role.PROPOSE else None
         self.plan.create.append(JobRequest(role, key, attempt, retry_of))
         self.plan.running[role] += 1
-        if role == "evaluate":
+        if role == Role.EVALUATE:
             self.evaluating.add(key)
 
     def may_create(self) -> bool:
         return not (self.suspended or self.stopped)
 
-    def retry_failed(self, role: str, key: str, jobs: list[JobInfo], *, slot_free: bool = True) -> bool:
+    def retry_failed(self, role: Role, key: str, jobs: list[JobInfo], *, slot_free: bool = True) -> bool:
         """Schedule the next attempt of a failed group. False when its attempts are used up."""
         failures = jobs[-1].attempt + 1
         if (role, key) in self.exhausted or failures >= self.policy.max_attempts:
@@ -174,22 +175,22 @@ class _Planner:
 
     def follow_ups(self, key: str, node: Node, *, analysis: bool) -> bool:
         """Create what a finished candidate leads to; False when that has to wait (the run is suspended)."""
-        needed = []
-        if analysis and needs_analysis(node) and ("analyze", key) not in self.groups:
-            needed.append(("analyze", key))
+        needed: list[tuple[Role, str]] = []
+        if analysis and needs_analysis(node) and (Role.ANALYZE, key) not in self.groups:
+            needed.append((Role.ANALYZE, key))
         rkey = retry_key(key)
         if (
             not self.stopped
             and wants_retry(self.spec, node)
-            and ("propose", rkey) not in self.groups
+            and (Role.PROPOSE, rkey) not in self.groups
             and self.node(rkey) is None
         ):
-            needed.append(("propose", rkey))
+            needed.append((Role.PROPOSE, rkey))
         if needed and self.suspended:
             return False
         for role, k in needed:
             self.create(role, k)
-            if role == "propose":
+            if role == Role.PROPOSE:
                 self.inflight_proposals += 1
         return True
 
@@ -197,8 +198,13 @@ class _Planner:
     def settle(self) -> None:
         """Settle every group of Jobs. The store is the authority: a candidate whose result is stored is
         done, even if its Job has not been reported finished yet (the step writes, then exits)."""
+        settle = {
+            Role.PROPOSE: self._settle_propose,
+            Role.EVALUATE: self._settle_evaluate,
+            Role.ANALYZE: self._settle_analyze,
+        }
         for (role, key), jobs in sorted(self.groups.items()):
-            running = getattr(self, f"_settle_{role}")(key, jobs, any(not j.done for j in jobs))
+            running = settle[role](key, jobs, any(not j.done for j in jobs))
             if running:
                 self.plan.running[role] += 1
                 self.plan.waiting += sum(1 for j in jobs if j.state == WAITING and j.queued)
@@ -209,7 +215,7 @@ class _Planner:
             if self.follow_ups(key, node, analysis=False):
                 self.plan.delete += jobs
             return False
-        if running or self.retry_failed("propose", key, jobs):
+        if running or self.retry_failed(Role.PROPOSE, key, jobs):
             self.inflight_proposals += 1
         return running
 
@@ -218,11 +224,11 @@ class _Planner:
         if node is None:
             self.plan.delete += jobs  # the candidate is gone from the store: nothing to do
         elif node.stage.is_final:
-            if self.follow_ups(key, node, analysis=True) and ("evaluate", key) not in self.exhausted:
+            if self.follow_ups(key, node, analysis=True) and (Role.EVALUATE, key) not in self.exhausted:
                 self.plan.delete += jobs
         elif running:
             return True
-        elif not self.retry_failed("evaluate", key, jobs, slot_free=self.free_slots() > 0):
+        elif not self.retry_failed(Role.EVALUATE, key, jobs, slot_free=self.free_slots() > 0):
             attempts = jobs[-1].attempt + 1
             reason = jobs[-1].reason if jobs[-1].state == FAILED else "finished without storing a result"
             stage = Stage.FAILED_QUICK if "quick" in self.stages() else Stage.FAILED_FULL
@@ -236,10 +242,10 @@ class _Planner:
             self.plan.delete += jobs
             return False
         if not running and jobs[-1].state != SUCCEEDED:
-            self.retry_failed("analyze", key, jobs)
+            self.retry_failed(Role.ANALYZE, key, jobs)
         return running
 
-    def stages(self) -> list[str]:
+    def stages(self) -> Sequence[str]:
         return self.spec.stages or ["quick", "full"]
 
     def free_slots(self) -> int:
@@ -248,18 +254,18 @@ class _Planner:
     def evaluate_proposed(self) -> None:
         for node in self.snap.proposed:
             key = key_of_node(self.run, node.id)
-            if key is None or ("evaluate", key) in self.groups or key in self.evaluating:
+            if key is None or (Role.EVALUATE, key) in self.groups or key in self.evaluating:
                 continue
             if self.free_slots() <= 0 or not self.may_create():
                 return
-            self.create("evaluate", key)
+            self.create(Role.EVALUATE, key)
 
     def propose(self) -> None:
         if not self.may_create():
             return
-        if self.snap.total == 0 and ("propose", SEED_KEY) not in self.groups:
+        if self.snap.total == 0 and (Role.PROPOSE, SEED_KEY) not in self.groups:
             if self.inflight_proposals == 0:
-                self.create("propose", SEED_KEY)
+                self.create(Role.PROPOSE, SEED_KEY)
                 self.plan.next_index = max(self.plan.next_index, 1)
             return
         if self.snap.best is None:
@@ -277,15 +283,15 @@ class _Planner:
         if limit is not None:
             room = min(room, limit - self.snap.total - self.inflight_proposals)
         for _ in range(max(room, 0)):
-            self.create("propose", make_key(self.plan.next_index))
+            self.create(Role.PROPOSE, make_key(self.plan.next_index))
             self.plan.next_index += 1
             self.inflight_proposals += 1
 
     def stop_running(self) -> None:
         """The run is over: the proposals and evaluations still running (with no result yet) are not needed."""
         for (role, key), jobs in self.groups.items():
-            unfinished = (role == "propose" and self.node(key) is None) or (
-                role == "evaluate" and not self._final(key)
+            unfinished = (role == Role.PROPOSE and self.node(key) is None) or (
+                role == Role.EVALUATE and not self._final(key)
             )
             running = [j for j in jobs if not j.done and j not in self.plan.delete]
             if unfinished and running:
@@ -303,7 +309,7 @@ class _Planner:
 def make_plan(inp: PlanInput) -> Plan:
     p = _Planner(inp)
     p.plan.next_index = p.first_index()
-    seed_lost = inp.snap.total == 0 and ("propose", SEED_KEY) in p.exhausted
+    seed_lost = inp.snap.total == 0 and (Role.PROPOSE, SEED_KEY) in p.exhausted
     found = _verdict(inp, p.plan.failed_jobs, seed_lost, p.policy)
     p.stopped = found is not None
     p.settle()

@@ -11,18 +11,19 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.spec import FailurePolicySpec, RunSpec, SpecError, parse_run_spec
-from kubevolve.runtime.kubernetes.context import OperatorContext
+from kubevolve.runtime.kubernetes.context import Expectations, OperatorContext
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job, store_url
 from kubevolve.runtime.kubernetes.kube import API_WAIT
 from kubevolve.runtime.kubernetes.names import job_name, make_key, node_id, retry_key, run_label
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
 from kubevolve.runtime.kubernetes.policy import in_cluster, policy_problem
-from kubevolve.runtime.kubernetes.resources import read_task, reported_facts
+from kubevolve.runtime.kubernetes.resources import TaskFacts, read_task, reported_facts
 from kubevolve.runtime.kubernetes.snapshot import record_failed, set_phase, take_snapshot
 from kubevolve.runtime.kubernetes.status import (
     TERMINAL,
@@ -40,7 +41,7 @@ Post = Callable[[str, str, str], None]  # (type, reason, message) -> a Kubernete
 STORE_RETRY_SECONDS = 10.0
 
 
-def parse_spec(body: dict[str, Any]) -> RunSpec:
+def parse_spec(body: Mapping[str, Any]) -> RunSpec:
     raw = copy.deepcopy(dict(body.get("spec") or {}))
     if "name" in raw:
         raise SpecError("invalid run spec:\n  spec.name: unknown field (the run's name is metadata.name)")
@@ -49,7 +50,9 @@ def parse_spec(body: dict[str, Any]) -> RunSpec:
     return spec
 
 
-async def reconcile(ctx: OperatorContext, body: dict[str, Any], jobs: Iterable[JobInfo], post: Post) -> float:
+async def reconcile(
+    ctx: OperatorContext, body: Mapping[str, Any], jobs: Iterable[JobInfo], post: Post
+) -> float:
     """Reconcile once; return the seconds until the next pass is due (a Job event may come sooner)."""
     meta = body["metadata"]
     lock = ctx.lock(meta["namespace"], meta["name"])
@@ -65,7 +68,9 @@ async def reconcile(ctx: OperatorContext, body: dict[str, Any], jobs: Iterable[J
             ctx.stats.record(time.perf_counter() - started, tally[0])
 
 
-async def _problem(ctx, body, post, reason: str, message: str, *, failed: bool) -> None:
+async def _problem(
+    ctx: OperatorContext, body: Mapping[str, Any], post: Post, reason: str, message: str, *, failed: bool
+) -> None:
     meta, old = body["metadata"], dict(body.get("status") or {})
     new = problem_status(
         old, reason, message, failed=failed, generation=meta.get("generation"), now=time.time()
@@ -79,7 +84,7 @@ async def _problem(ctx, body, post, reason: str, message: str, *, failed: bool) 
 
 
 async def _reconcile(
-    ctx: OperatorContext, body: dict[str, Any], observed: list[JobInfo], post: Post
+    ctx: OperatorContext, body: Mapping[str, Any], observed: list[JobInfo], post: Post
 ) -> float:
     config = ctx.config
     meta = body["metadata"]
@@ -128,7 +133,7 @@ async def _reconcile(
         post("Warning", "TaskUnreadable", message + " to report it from the run's image")
     plan = make_plan(PlanInput(run, spec, facts, jobs, snap, int(old.get("nextCandidate") or 0), now))
     if facts.error:  # no evaluation is sized from defaults: the first proposal reports the task
-        plan.create = [req for req in plan.create if req.role != "evaluate"]
+        plan.create = [req for req in plan.create if req.role != Role.EVALUATE]
 
     for nid, error, stage in plan.record_failed:
         if await asyncio.to_thread(record_failed, store, nid, error, stage):
@@ -164,7 +169,16 @@ async def _reconcile(
     return min(plan.requeue or config.resync_seconds, config.resync_seconds)
 
 
-async def _create(ctx, run, spec, facts, req: JobRequest, expect, post, policy) -> None:
+async def _create(
+    ctx: OperatorContext,
+    run: RunRef,
+    spec: RunSpec,
+    facts: TaskFacts,
+    req: JobRequest,
+    expect: Expectations,
+    post: Post,
+    policy: FailurePolicySpec,
+) -> None:
     trainjob = uses_trainjob(spec, req.role)
     build = build_trainjob if trainjob else build_job
     body = build(run, spec, ctx.config, facts, req)

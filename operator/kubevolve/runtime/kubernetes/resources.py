@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.spec import EvaluationJobOverrides, JobOverrides, RunSpec
 from kubevolve.core.task import TaskError, load_task
 
@@ -23,7 +24,7 @@ CPU_ROLE_DEFAULTS = {  # propose / analyze: the LLM client and the embedding mod
     "requests": {"cpu": "250m", "memory": "1Gi"},
     "limits": {"cpu": "1", "memory": "2Gi"},
 }
-DEADLINES = {"propose": 1800, "analyze": 900}
+DEADLINES = {Role.PROPOSE: 1800, Role.ANALYZE: 900}
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,20 @@ class TaskFacts:
         return score if self.maximize else -score
 
 
+def _known(summary: dict) -> dict:
+    """The fields of a task's summary (`Task.summary`) that TaskFacts holds; a summary carries more."""
+    return {f: summary[f] for f in TaskFacts.__dataclass_fields__ if f in summary and f != "error"}
+
+
 @lru_cache(maxsize=256)
 def _read(path: str, mtime: float) -> TaskFacts:
-    return TaskFacts(**load_task(path).summary())
+    return TaskFacts(**_known(load_task(path).summary()))
 
 
 def reported_facts(summary: dict, fallback: TaskFacts) -> TaskFacts:
     """The facts a step recorded in the run record (the image that evaluates is the authority on its task);
     `fallback` where the record has none or one this operator cannot read."""
-    known = {f: summary[f] for f in TaskFacts.__dataclass_fields__ if f in summary and f != "error"}
+    known = _known(summary)
     try:
         return TaskFacts(**known) if "name" in known else fallback
     except TypeError:
@@ -93,9 +99,9 @@ def evaluation_gpus(spec: RunSpec, facts: TaskFacts) -> int:
     return ev.gpus if ev is not None and ev.gpus is not None else facts.gpus
 
 
-def pod_resources(role: str, spec: RunSpec, facts: TaskFacts) -> dict[str, dict[str, str]]:
+def pod_resources(role: Role, spec: RunSpec, facts: TaskFacts) -> dict[str, dict[str, str]]:
     overrides = getattr(spec.jobs, role, None) if spec.jobs else None
-    if role != "evaluate":
+    if role != Role.EVALUATE:
         return _merge(CPU_ROLE_DEFAULTS, overrides)
     ev: EvaluationJobOverrides = overrides or EvaluationJobOverrides()
     amounts = {
@@ -108,10 +114,10 @@ def pod_resources(role: str, spec: RunSpec, facts: TaskFacts) -> dict[str, dict[
     return _merge({"requests": amounts, "limits": dict(amounts)}, ev)
 
 
-def active_deadline(role: str, spec: RunSpec, facts: TaskFacts) -> int:
+def active_deadline(role: Role, spec: RunSpec, facts: TaskFacts) -> int:
     overrides = getattr(spec.jobs, role, None) if spec.jobs else None
     if overrides is not None and overrides.active_deadline_seconds:
         return overrides.active_deadline_seconds
-    if role == "evaluate":
+    if role == Role.EVALUATE:
         return int(facts.timeout_seconds * 2 + 600)  # both stages, the worker's start and the store
     return DEADLINES[role]

@@ -11,9 +11,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES
+from kubevolve.loop.budget import failure_streak, llm_cost
 from kubevolve.runtime.kubernetes.names import key_of_node, parse_key
 from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.store.base import NotFound, Store
@@ -80,13 +82,12 @@ def set_phase(store: Store, record: RunRecord, phase: str, message: str) -> None
 
 
 def _consecutive_failures(store: Store, run: str, total: int, window: int) -> int:
-    count = 0
-    for node in reversed(store.list_nodes(run, after_seq=total - window - 1)):
-        if node.stage is Stage.EVALUATED:
-            return count
-        if node.stage not in (Stage.PROPOSED, Stage.REJECTED_NOVELTY):
-            count += 1
-    return count
+    """The failure streak at the end of the run, counted over its last `window` nodes (enough for the
+    `maxFailures` rule: a longer streak is still at least `maxFailures`)."""
+    streak = 0
+    for node in store.list_nodes(run, after_seq=total - window - 1):
+        streak = failure_streak(streak, node)
+    return streak
 
 
 def take_snapshot(
@@ -122,7 +123,7 @@ def take_snapshot(
         )
     if spec.budget.max_llm_cost is not None or scan_indices:
         for node in store.iter_nodes(run):
-            snap.llm_cost += node.llm.get("cost_usd", 0.0) + node.llm.get("analysis_cost_usd", 0.0)
+            snap.llm_cost += llm_cost(node)
             key = key_of_node(run, node.id)
             if key is not None:
                 snap.max_index = max(snap.max_index, parse_key(key)[0])
@@ -134,7 +135,7 @@ def record_failed(store: Store, node_id: str, error: str, stage: Stage) -> Node 
     node = store.get_node(node_id)
     if node.stage.is_final:
         return None
-    node.stage, node.error = stage, error[:500]
+    node.fail(stage, FailureKind.JOB_FAILED, error[:500])
     node.log_tail = node.log_tail or error
     store.update_node(node)
     return node

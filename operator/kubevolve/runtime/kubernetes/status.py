@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node, Stage
 from kubevolve.runtime.kubernetes.observe import format_time
 from kubevolve.runtime.kubernetes.plan import Plan
@@ -38,7 +39,10 @@ def merge_conditions(old: list[dict], new: list[dict], now: str, generation: int
     for cond in new:
         prev = before.get(cond["type"])
         same = prev is not None and prev.get("status") == cond["status"]
-        cond = {**cond, "lastTransitionTime": prev.get("lastTransitionTime", now) if same else now}
+        cond = {
+            **cond,
+            "lastTransitionTime": prev.get("lastTransitionTime", now) if prev is not None and same else now,
+        }
         if generation is not None:
             cond["observedGeneration"] = generation
         out.append(cond)
@@ -60,9 +64,9 @@ def _progress_message(plan: Plan, snap: Snapshot, limit: int | None) -> str:
     busy = ", ".join(
         f"{n} {w}"
         for w, n in (
-            ("proposing", running["propose"]),
-            ("evaluating", running["evaluate"]),
-            ("analyzing", running["analyze"]),
+            ("proposing", running[Role.PROPOSE]),
+            ("evaluating", running[Role.EVALUATE]),
+            ("analyzing", running[Role.ANALYZE]),
         )
         if n
     )
@@ -139,9 +143,9 @@ def build_status(
         "bestNode": snap.best.id if snap.best else None,
         "nextCandidate": plan.next_index,
         "jobs": {
-            "proposing": plan.running["propose"],
-            "evaluating": plan.running["evaluate"],
-            "analyzing": plan.running["analyze"],
+            "proposing": plan.running[Role.PROPOSE],
+            "evaluating": plan.running[Role.EVALUATE],
+            "analyzing": plan.running[Role.ANALYZE],
             "waitingAdmission": plan.waiting,
             "failed": plan.failed_jobs,
         },

@@ -18,12 +18,15 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node
 from kubevolve.core.spec import RunSpec
 from kubevolve.observe.metrics import METRICS, Metrics, drop_run_series
 from kubevolve.observe.run_metrics import RunMetrics
+from kubevolve.runtime.kubernetes.context import OperatorContext
 from kubevolve.runtime.kubernetes.observe import ACTIVE, JobInfo, parse_time
 from kubevolve.runtime.kubernetes.resources import TaskFacts, evaluation_gpus
 from kubevolve.runtime.kubernetes.snapshot import PHASES, Snapshot
@@ -36,13 +39,13 @@ log = logging.getLogger("kubevolve.operator")
 SEQ_MARGIN = 64
 
 
-def observe_reconcile(ctx, namespace: str, name: str, seconds: float, result: str) -> None:
+def observe_reconcile(ctx: OperatorContext, namespace: str, name: str, seconds: float, result: str) -> None:
     """One pass of a run's loop; the run's phase was noted in `ctx.phases` by the pass itself."""
     METRICS.observe_reconcile(namespace, seconds, result)
     publish_phases(ctx, namespace)
 
 
-def forget_run(ctx, namespace: str, name: str) -> None:
+def forget_run(ctx: OperatorContext, namespace: str, name: str) -> None:
     ctx.phases.pop((namespace, name), None)
     feed = ctx.feeds.pop((namespace, name), None)
     if feed is not None:
@@ -50,12 +53,12 @@ def forget_run(ctx, namespace: str, name: str) -> None:
     publish_phases(ctx, namespace)
 
 
-def publish_phases(ctx, namespace: str) -> None:
+def publish_phases(ctx: OperatorContext, namespace: str) -> None:
     counts = Counter(str(PHASES[p]) for (ns, _), p in ctx.phases.items() if ns == namespace and p in PHASES)
     METRICS.set_runs_by_phase(namespace, dict(counts))
 
 
-def observe_job(ctx, body: dict[str, Any], event_type: str, run: str, role: str) -> None:
+def observe_job(ctx: OperatorContext, body: Mapping[str, Any], event_type: str, run: str, role: str) -> None:
     """Once per Job: the seconds from its creation to its start (status.startTime)."""
     meta = body.get("metadata") or {}
     key = (meta.get("namespace"), meta.get("name"))
@@ -71,7 +74,7 @@ def observe_job(ctx, body: dict[str, Any], event_type: str, run: str, role: str)
 
 
 async def feed_run(
-    ctx,
+    ctx: OperatorContext,
     store: Store,
     namespace: str,
     spec: RunSpec,
@@ -83,6 +86,7 @@ async def feed_run(
 ) -> None:
     """Bring the run's candidate metrics up to date with the store (`over`: the run has finished); a store
     error only delays them."""
+    assert spec.name is not None, "parse_spec names every run after its object"
     key = (namespace, spec.name)
     gpus, slots = evaluation_gpus(spec, facts), spec.parallelism.evaluators
     feed = ctx.feeds.get(key)
@@ -93,7 +97,7 @@ async def feed_run(
         await asyncio.to_thread(feed.read, store, snap.nodes, snap.total)
     except StoreError as err:
         log.warning(f"metrics of {namespace}/{spec.name} not updated: {err}")
-    busy = sum(1 for j in jobs if j.role == "evaluate" and j.state == ACTIVE)
+    busy = sum(1 for j in jobs if j.role == Role.EVALUATE and j.state == ACTIVE)
     feed.observe(snap.best, busy, slots, time.time(), over=over)
 
 
@@ -133,15 +137,15 @@ class RunFeed:
         floor = self.top_seq - SEQ_MARGIN
         self.seen = {nid: seq for nid, seq in self.seen.items() if seq > floor}
         for nid in list(self.pending):
-            node = known.get(nid) or _get(store, nid)
-            if node is None or node.stage.is_final:
+            pending = known.get(nid) or _get(store, nid)
+            if pending is None or pending.stage.is_final:
                 self.pending.discard(nid)
-            if node is not None and node.stage.is_final:
-                self.metrics.observe_node(node)
+            if pending is not None and pending.stage.is_final:
+                self.metrics.observe_node(pending)
         for nid in self.metrics.awaiting_analysis():
-            node = known.get(nid) or _get(store, nid)
-            if node is not None:
-                self.metrics.observe_update(node)
+            analysed = known.get(nid) or _get(store, nid)
+            if analysed is not None:
+                self.metrics.observe_update(analysed)
 
     def observe(self, best: Node | None, busy: int, slots: int, now: float, *, over: bool = False) -> None:
         """The best score and the evaluation slots at this pass; once the run is `over`, occupancy stays at

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.spec import RunSpec
 from kubevolve.runtime.kubernetes import TRAINER_GROUP, TRAINER_VERSION
 from kubevolve.runtime.kubernetes.config import OperatorConfig
@@ -28,12 +29,12 @@ def build_trainjob(
         raise ValueError("spec.jobs.evaluate.trainJob is not set")
     gpus = evaluation_gpus(spec, facts)
     trainer: dict[str, Any] = {
-        "image": image("evaluate", spec, config, facts),
+        "image": image(Role.EVALUATE, spec, config, facts),
         "command": step_command(run, spec, config, req),
-        "env": step_env("evaluate", spec, facts)
+        "env": step_env(Role.EVALUATE, spec, facts)
         + [{"name": "KUBEVOLVE_NUM_NODES", "value": str(tj.num_nodes)}],
         "numNodes": tj.num_nodes,
-        "resourcesPerNode": pod_resources("evaluate", spec, facts),
+        "resourcesPerNode": pod_resources(Role.EVALUATE, spec, facts),
     }
     if tj.num_proc_per_node or gpus:
         trainer["numProcPerNode"] = tj.num_proc_per_node or gpus
@@ -48,5 +49,5 @@ def build_trainjob(
     }
 
 
-def uses_trainjob(spec: RunSpec, role: str) -> bool:
-    return role == "evaluate" and bool(spec.jobs and spec.jobs.evaluate and spec.jobs.evaluate.train_job)
+def uses_trainjob(spec: RunSpec, role: Role) -> bool:
+    return role == Role.EVALUATE and bool(spec.jobs and spec.jobs.evaluate and spec.jobs.evaluate.train_job)

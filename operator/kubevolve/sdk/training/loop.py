@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kubevolve.errors import KubevolveError
 from kubevolve.sdk.training.curve import Curve
 from kubevolve.sdk.training.step_budget import Budget
 from kubevolve.sdk.training.steppers import Stepper
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(KubevolveError, RuntimeError):
     """The loss became NaN or infinite: the message names the step, which teaches the next proposal."""
 
 

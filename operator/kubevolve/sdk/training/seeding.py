@@ -25,7 +25,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # a module property
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     generator = torch.Generator()

@@ -21,8 +21,10 @@ from typing import Any
 
 import yaml
 
+from kubevolve.errors import KubevolveError
 
-class SettingsError(ValueError):
+
+class SettingsError(KubevolveError, ValueError):
     pass
 
 

@@ -12,10 +12,11 @@ import functools
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunRecord, Stage
 from kubevolve.store.base import SCHEMA_VERSION, NotFound, StoreError
@@ -31,9 +32,9 @@ from kubevolve.store.codec import (
     run_to_json,
     stage_values,
 )
-from kubevolve.store.sqlite.schema import apply_schema
+from kubevolve.store.sqlite.schema import apply_schema, check_readable
 from kubevolve.store.sqlite.vector_cache import VectorCache
-from kubevolve.store.vectors import query_vector, rank
+from kubevolve.store.vectors import query_vector
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's transaction before giving up
 ITER_CHUNK = 500  # nodes per query when streaming a run
@@ -43,14 +44,20 @@ MIN_PREFIX = 4  # shortest id prefix get_node resolves
 WAL_CHECKPOINT_PAGES = 4000
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
-def _translated(action: str) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
-    """Turn sqlite3 errors (locked past the timeout, disk full, not a database) into StoreError."""
+def _translated(
+    action: str,
+) -> Callable[[Callable[Concatenate[SQLiteStore, _P], _T]], Callable[Concatenate[SQLiteStore, _P], _T]]:
+    """Turn sqlite3 errors (locked past the timeout, disk full, not a database) into StoreError; the method
+    keeps its signature."""
 
-    def decorate(fn: Callable[..., _T]) -> Callable[..., _T]:
+    def decorate(
+        fn: Callable[Concatenate[SQLiteStore, _P], _T],
+    ) -> Callable[Concatenate[SQLiteStore, _P], _T]:
         @functools.wraps(fn)
-        def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> _T:
+        def wrapper(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
             try:
                 return fn(self, *args, **kwargs)
             except sqlite3.Error as exc:
@@ -72,22 +79,31 @@ def _prefix_upper_bound(prefix: str) -> str | None:
 
 
 class SQLiteStore:
-    """The Store protocol over one SQLite file, scoped to one tenant. Usable from several threads at once."""
+    """The Store protocol over one SQLite file, scoped to one tenant. Usable from several threads at once.
 
-    def __init__(self, path: str | Path, tenant: str = "default") -> None:
+    `read_only=True` opens the file with SQLite's read-only mode: the file, its schema and the tenant must
+    exist already (nothing is created or migrated) and every write fails with StoreError. Readers still see
+    what a writer commits meanwhile (WAL), which is how `kubevolve ui` follows a run."""
+
+    def __init__(self, path: str | Path, tenant: str = "default", *, read_only: bool = False) -> None:
         if not tenant:
             raise StoreError("a store needs a non-empty tenant name")
         if str(path) in ("", ":memory:"):
             raise StoreError("SQLiteStore needs a file path: each thread opens its own connection to it")
         self.path = Path(path).expanduser()
         self.tenant = tenant
+        self.read_only = read_only
         self._local = threading.local()
         self._lock = threading.Lock()
         self._vectors = VectorCache()
         self._conns: list[tuple[int, sqlite3.Connection]] = []
         self._closed = False
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if read_only:
+                if not self.path.is_file():
+                    raise StoreError(f"no store at {self.path}: nothing has been stored there yet")
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open_schema()
         except BaseException:
             self.close()
@@ -95,10 +111,14 @@ class SQLiteStore:
 
     @_translated("opening the store")
     def _open_schema(self) -> None:
-        apply_schema(self._conn(), SCHEMA_VERSION, self.path)
+        if self.read_only:
+            check_readable(self._conn(), SCHEMA_VERSION, self.path, self.tenant)
+        else:
+            apply_schema(self._conn(), SCHEMA_VERSION, self.path)
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({str(self.path)!r}, tenant={self.tenant!r})"
+        ro = ", read_only=True" if self.read_only else ""
+        return f"SQLiteStore({str(self.path)!r}, tenant={self.tenant!r}{ro})"
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -115,17 +135,22 @@ class SQLiteStore:
         pid = os.getpid()
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != pid:
+            target: str | Path = self.path
+            uri = False
+            if self.read_only:  # SQLite refuses every write on this connection, whatever the caller does
+                target, uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro", True
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, uri=uri
             )
             with self._lock:
                 self._conns.append(
                     (pid, conn)
                 )  # registered first, so close() reaches it even if a pragma fails
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            if not self.read_only:  # a reader follows the writer's journal mode
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             self._local.conn, self._local.pid = conn, pid
         return conn
 
@@ -135,6 +160,8 @@ class SQLiteStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction holding the write lock from the start, so a read-then-write is atomic."""
+        if self.read_only:
+            raise StoreError(f"{self!r} was opened read-only: it cannot write")
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -301,37 +328,6 @@ class SQLiteStore:
         )
         return None if row is None else node_from_row(row)
 
-    @_translated("near_nodes")
-    def near_nodes(
-        self, run_id: str, vector: Sequence[float], k: int, *, stages: Sequence[Stage] | None = None
-    ) -> list[tuple[Node, float]]:
-        """Ranks only (id, embedding) of the run's nodes, then loads the k winners whole.
-
-        Nodes without an embedding, or with one of another dimension, are not candidates.
-        """
-        query = query_vector(vector)
-        sql = (
-            "SELECT id, embedding FROM nodes WHERE tenant = ? AND run_id = ?"
-            " AND typeof(embedding) = 'blob' AND length(embedding) = ?"
-        )
-        params: list[Any] = [self.tenant, run_id, query.nbytes]
-        if stages is not None:
-            values = stage_values(stages)
-            sql += f" AND stage IN ({_placeholders(values)})" if values else " AND 0"
-            params += values
-        conn = self._conn()
-        rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
-        ranked = [(rows[i][0], sim) for i, sim in rank(query, [blob for _, blob in rows], k)]
-        if not ranked:
-            return []
-        ids = [node_id for node_id, _ in ranked]
-        found = conn.execute(
-            f"SELECT id, {NODE_COLS} FROM nodes WHERE tenant = ? AND id IN ({_placeholders(ids)})",
-            [self.tenant, *ids],
-        )
-        nodes = {row[0]: node_from_row(row[1:]) for row in found}
-        return [(nodes[node_id], sim) for node_id, sim in ranked if node_id in nodes]
-
     # insights
 
     @_translated("add_insight")
@@ -402,7 +398,16 @@ class SQLiteStore:
     ) -> list[tuple[CognitionEntry, float]]:
         return self._search("cognition", "collection", collection, vector, k, min_score, cognition_from_row)
 
-    def _search(self, table: str, scope_column: str, scope: str, vector, k: int, min_score: float, from_row):
+    def _search(
+        self,
+        table: str,
+        scope_column: str,
+        scope: str,
+        vector: Sequence[float],
+        k: int,
+        min_score: float,
+        from_row: Callable[[Any], _T],
+    ) -> list[tuple[_T, float]]:
         """Rank from the in-memory cache of the table's embeddings, then load the winning rows whole."""
         conn = self._conn()
         ranked = self._vectors.search(

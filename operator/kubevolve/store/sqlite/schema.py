@@ -8,11 +8,13 @@ the node write, so per-stage counts cost a few index lookups instead of a scan o
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from kubevolve.store.base import StoreError
+from kubevolve.store.legacy_failures import FAILED_STAGES, with_legacy_failure
 
-_SCHEMA_V1 = [
+_SCHEMA_V1: list[Migration] = [
     """CREATE TABLE IF NOT EXISTS runs (
         tenant TEXT NOT NULL, id TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL,
         PRIMARY KEY (tenant, id))""",
@@ -53,8 +55,33 @@ _SCHEMA_V1 = [
         PRIMARY KEY (tenant, id), UNIQUE (tenant, collection, content_key))""",
 ]
 
-# version -> statements that bring a file from the previous version to it. Each runs once, in order.
-MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1}
+MIGRATION_BATCH = 500  # nodes read at a time: a migration never holds a whole run's programs in memory
+
+
+def _fill_failure_kinds(conn: sqlite3.Connection) -> None:
+    """Version 2: nodes carry `failure` (a FailureKind) in their JSON. A failed node written by version 1 gets
+    the kind its message names (`legacy_failures`: the only information an old row has), UNKNOWN when the
+    message names none; evaluated and proposed nodes read as `failure: None` without any change."""
+    marks = ", ".join("?" for _ in FAILED_STAGES)
+    after = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT rowid, data FROM nodes WHERE rowid > ? AND stage IN ({marks}) ORDER BY rowid LIMIT ?",
+            (after, *FAILED_STAGES, MIGRATION_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        for rowid, data in rows:
+            filled = with_legacy_failure(data)
+            if filled is not None:
+                conn.execute("UPDATE nodes SET data = ? WHERE rowid = ?", (filled, rowid))
+        after = rows[-1][0]
+
+
+Migration = str | Callable[[sqlite3.Connection], None]  # a statement, or a step that needs Python
+
+# version -> what brings a file from the previous version to it. Each runs once, in order, in one transaction.
+MIGRATIONS: dict[int, list[Migration]] = {1: _SCHEMA_V1, 2: [_fill_failure_kinds]}
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _GET_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
@@ -86,8 +113,11 @@ def apply_schema(conn: sqlite3.Connection, current: int, path: Path) -> None:
         version = _stored_version(conn)  # another process may have migrated while we waited for the lock
         _refuse_newer(version, current, path)
         for target in range(version + 1, current + 1):
-            for statement in MIGRATIONS[target]:
-                conn.execute(statement)
+            for step in MIGRATIONS[target]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -97,3 +127,19 @@ def apply_schema(conn: sqlite3.Connection, current: int, path: Path) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def check_readable(conn: sqlite3.Connection, current: int, path: Path, tenant: str) -> None:
+    """What a read-only open needs, checked without writing: this kubevolve's schema, and the tenant's data."""
+    version = _stored_version(conn)
+    _refuse_newer(version, current, path)
+    if version < current:
+        raise StoreError(
+            f"{path} has store schema version {version}, older than this kubevolve's {current}: open it once "
+            "without read-only (any kubevolve command that writes) to migrate it"
+        )
+    if not any(
+        conn.execute(f"SELECT 1 FROM {table} WHERE tenant = ? LIMIT 1", (tenant,)).fetchone()
+        for table in ("runs", "nodes", "insights", "cognition")
+    ):
+        raise StoreError(f"tenant {tenant!r} has nothing stored in {path} yet")

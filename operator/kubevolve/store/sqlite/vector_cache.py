@@ -35,7 +35,7 @@ class _Rows:
     def append(self, rowids: list[int], blobs: list[bytes]) -> None:
         vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), self.dim)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.where(norms == 0.0, 1.0, norms)
+        unit = vectors / np.where(norms == 0.0, 1.0, norms)
         needed = self.size + len(rowids)
         if needed > len(self.rowids):  # double the buffer: appends cost O(new rows) on average
             capacity = max(needed, 2 * len(self.rowids), 64)
@@ -44,7 +44,7 @@ class _Rows:
             ids = np.zeros(capacity, dtype=np.int64)
             ids[: self.size] = self.rowids[: self.size]
             self.matrix, self.rowids = matrix, ids
-        self.matrix[self.size : needed] = vectors
+        self.matrix[self.size : needed] = unit
         self.rowids[self.size : needed] = rowids
         self.size, self.last_rowid = needed, rowids[-1]
 

@@ -61,7 +61,6 @@ CLAIM_WINDOW = 64  # slots below the highest seq searched for a free one
 MAX_CLAIMS = 60  # attempts to claim a seq before add_node gives up (and removes its node)
 MIN_PREFIX = 4  # shortest id prefix get_node resolves
 BATCH = 200  # cognition entries per insert_many
-NODE_ORDER = ("seq", "node_id")
 
 
 def node_props(node: Node, seq: int) -> tuple[Props, Any]:
@@ -70,7 +69,7 @@ def node_props(node: Node, seq: int) -> tuple[Props, Any]:
     props, vector = vector_props(blob)
     props |= {"node_id": node.id, "run_id": node.run_id, "seq": seq, "stage": stage, "island": island}
     props |= {"code_hash": code_hash, "data": data, "scored": score is not None and not math.isnan(score)}
-    if props["scored"]:
+    if score is not None and props["scored"]:
         props["score"] = max(min(float(score), 1.7e308), -1.7e308)  # +-inf sort as the extremes
     return props, vector
 
@@ -81,6 +80,7 @@ class WeaviateStore(TenantCollections):
     # runs
 
     def put_run(self, run: RunRecord) -> None:
+        self._writable("put_run")
         uid = self._uuid("run", run.id)
         data = run_to_json(run)
         stored = self._get(self._runs, "put_run", uid, ["position"])
@@ -152,6 +152,7 @@ class WeaviateStore(TenantCollections):
         return any(o.uuid != uid for o in objs)
 
     def add_node(self, node: Node) -> Node:
+        self._writable("add_node")
         props, vector = node_props(node, -1)
         uid, what = self._uuid("node", node.id), f"node {node.id}"
         with self._add_lock:
@@ -170,6 +171,7 @@ class WeaviateStore(TenantCollections):
         raise StoreError(f"{what}: no free seq in run {node.run_id!r} after {MAX_CLAIMS} tries; not added")
 
     def update_node(self, node: Node) -> None:
+        self._writable("update_node")
         props, vector = node_props(node, -1)
         uid = self._uuid("node", node.id)
         stored = self._get(self._nodes, "update_node", uid, ["run_id", "seq"])
@@ -272,16 +274,10 @@ class WeaviateStore(TenantCollections):
         objs = self._call("find_by_code_hash", self._fetch, self._nodes, where, sort=[("seq", True)], limit=1)
         return self._node(objs[0].properties) if objs else None
 
-    def near_nodes(
-        self, run_id: str, vector: Sequence[float], k: int, *, stages: Sequence[Stage] | None = None
-    ) -> list[tuple[Node, float]]:
-        where = node_filter(run_id, stages=stages)
-        hits = self._near("near_nodes", self._nodes, where, vector, k, NODE_ORDER)
-        return [(self._node(p), sim) for p, sim in hits]
-
     # insights
 
     def add_insight(self, insight: Insight) -> Insight:
+        self._writable("add_insight")
         data, blob = doc_columns(insight, "insight")
         props, vector = vector_props(blob)
         props |= {"insight_id": insight.id, "run_id": insight.run_id, "position": now_us(), "data": data}
@@ -312,6 +308,7 @@ class WeaviateStore(TenantCollections):
     def add_cognition(self, entries: Sequence[CognitionEntry]) -> int:
         """All or nothing: every entry is checked before any is written, and a batch that Weaviate refuses in
         part is removed again, so one bad entry adds none of the batch."""
+        self._writable("add_cognition")
         from weaviate.classes.data import DataObject
 
         prepared = []
@@ -328,7 +325,8 @@ class WeaviateStore(TenantCollections):
         taken_keys = self._stored_cognition(Filter.by_id().contains_any, uids, 1, "content_key")
         ids = list({p["entry_id"] for _, p, _ in prepared})
         taken_ids = self._stored_cognition(Filter.by_property("entry_id").contains_any, ids, 4, "entry_id")
-        new, base = [], now_us()
+        new: list[Any] = []  # weaviate's DataObjects
+        base = now_us()
         for uid, props, vector in prepared:
             if props["content_key"] in taken_keys:
                 continue

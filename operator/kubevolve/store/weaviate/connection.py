@@ -1,6 +1,6 @@
 """How WeaviateStore reaches a server: URL parsing, object ids, connecting, and retrying transient failures.
 
-Nothing here needs a running server, so it is all tested offline (tests/test_weaviate_store.py).
+Nothing here needs a running server, so it is all tested offline (tests/store/test_weaviate_store.py).
 
 A store URL names the HTTP endpoint and, in its query, everything else:
 

@@ -1,5 +1,5 @@
 """WeaviateStore's plumbing: filters, how embeddings become properties, and one tenant's collection handles
-with retried calls, paging and exact vector search. The Store methods themselves are in weaviate.py.
+with retried calls, paging and exact vector search. The Store methods themselves are in store/weaviate/__init__.py.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 
@@ -23,7 +23,14 @@ from kubevolve.store.weaviate.connection import (
     object_uuid,
     with_retries,
 )
-from kubevolve.store.weaviate.schema import KINDS, VECTOR, collection_name, ensure_schema, ensure_tenant
+from kubevolve.store.weaviate.schema import (
+    KINDS,
+    VECTOR,
+    check_readable,
+    collection_name,
+    ensure_schema,
+    ensure_tenant,
+)
 
 PAGE = 1000  # objects per page when listing insights, cognition entries and runs
 NEAR_MARGIN = 16  # extra candidates fetched beyond k, re-ranked exactly
@@ -93,31 +100,52 @@ def blob_of(props: Props) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
+def embedding_of(props: Props) -> bytes:
+    """The embedding of an object a vector query selected by its vec_dim, which every embedded object has."""
+    blob = blob_of(props)
+    if blob is None:
+        raise StoreError(f"an object with vec_dim={props.get('vec_dim')} has no embedding_f32")
+    return blob
+
+
 def now_us() -> int:
     return time.time_ns() // 1000  # below 2**53: exact in JSON
 
 
 class TenantCollections:
-    """One tenant's four collections on one Weaviate, and the retried calls every store method is built from."""
+    """One tenant's four collections on one Weaviate, and the retried calls every store method is built from.
 
-    def __init__(self, url_or_settings: str | WeaviateSettings, tenant: str = "default") -> None:
+    `read_only=True` creates and migrates nothing (the schema and the tenant must exist) and refuses every
+    write with StoreError."""
+
+    def __init__(
+        self, url_or_settings: str | WeaviateSettings, tenant: str = "default", *, read_only: bool = False
+    ) -> None:
         if isinstance(url_or_settings, WeaviateSettings):
             self.settings = url_or_settings.checked()
         else:
             self.settings = WeaviateSettings.from_url(url_or_settings)
         self.tenant = check_tenant(tenant)
+        self.read_only = read_only
         self._closed = False
         self._add_lock = threading.Lock()
         self._seq_hint: dict[str, int] = {}
         self._client = connect(self.settings)
         try:
-            prefix = self.settings.prefix
-            self._call("opening the store", ensure_schema, self._client, prefix, self.settings.url)
-            self._call("creating the tenant", ensure_tenant, self._client, prefix, self.tenant)
+            prefix, where = self.settings.prefix, self.settings.url
+            if read_only:
+                self._call("opening the store", check_readable, self._client, prefix, where, self.tenant)
+            else:
+                self._call("opening the store", ensure_schema, self._client, prefix, where)
+                self._call("creating the tenant", ensure_tenant, self._client, prefix, self.tenant)
             self._runs, self._nodes, self._insights, self._cognition = (self._handle(k) for k in KINDS)
         except BaseException:
             self._client.close()
             raise
+
+    def _writable(self, action: str) -> None:
+        if self.read_only:
+            raise StoreError(f"{action}: {self!r} was opened read-only: it cannot write")
 
     def _handle(self, kind: str) -> Any:
         from weaviate.classes.config import ConsistencyLevel
@@ -132,7 +160,7 @@ class TenantCollections:
         where, prefix = self.settings.url, self.settings.prefix
         return f"{type(self).__name__}({where!r}, prefix={prefix!r}, tenant={self.tenant!r})"
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -154,7 +182,14 @@ class TenantCollections:
         return object_uuid(self.tenant, kind, key)
 
     @staticmethod
-    def _fetch(handle: Any, filters: Any, *, sort: Sequence[tuple[str, bool]] = (), limit: int, props=None):
+    def _fetch(
+        handle: Any,
+        filters: Any,
+        *,
+        sort: Sequence[tuple[str, bool]] = (),
+        limit: int,
+        props: Sequence[str] | None = None,
+    ) -> list[Any]:
         from weaviate.classes.query import Sort
 
         sorting = None
@@ -165,7 +200,7 @@ class TenantCollections:
         res = handle.query.fetch_objects(filters=filters, sort=sorting, limit=limit, return_properties=props)
         return res.objects
 
-    def _get(self, handle: Any, action: str, uid: Any, props=None) -> Props | None:
+    def _get(self, handle: Any, action: str, uid: Any, props: Sequence[str] | None = None) -> Props | None:
         obj = self._call(action, handle.query.fetch_object_by_id, uid, return_properties=props)
         return None if obj is None else obj.properties
 
@@ -186,9 +221,10 @@ class TenantCollections:
         """Every matching object sorted by `order` (position, id), in pages: keyset on position, de-duplicated
         at the page boundary (objects sharing one position must number fewer than a page)."""
         Filter = filter_class()
-        last, seen = None, set()
+        last: Any = None
+        seen: set[Any] = set()
         while True:
-            after = None if last is None else Filter.by_property(order[0]).greater_or_equal(last)
+            after: Any = None if last is None else Filter.by_property(order[0]).greater_or_equal(last)
             objs = self._call(
                 action,
                 self._fetch,
@@ -237,7 +273,7 @@ class TenantCollections:
 
         def ranked() -> list[tuple[Props, float]]:
             cands = sorted(found.values(), key=lambda p: tuple(p[o] for o in order))
-            return [(cands[i], s) for i, s in rank(query, [blob_of(p) for p in cands], k, min_score)]
+            return [(cands[i], s) for i, s in rank(query, [embedding_of(p) for p in cands], k, min_score)]
 
         hits = ranked()
         if min_score <= 0.0 and (len(hits) < k or hits[-1][1] <= 0.0):  # zero vectors tie at 0.0

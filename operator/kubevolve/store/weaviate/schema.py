@@ -8,8 +8,9 @@ float32 embedding is base64 in `embedding_f32` beside the `embedding` vector tha
 index may normalise what it stores; the property gives back exactly what was written).
 
 `ensure_schema` is safe to run from many pods at once and any number of times: it refuses a store written by
-a newer kubevolve before touching anything, creates what is missing, and adds properties a newer schema
-declares to collections that lack them (additive migrations; Weaviate cannot drop or retype a property).
+a newer kubevolve before touching anything, creates what is missing, adds properties a newer schema declares
+to collections that lack them (additive migrations; Weaviate cannot drop or retype a property), and migrates
+data a newer version reads differently (version 2: `fill_failure_kinds`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from kubevolve.store.base import SCHEMA_VERSION, StoreError
+from kubevolve.store.legacy_failures import FAILED_STAGES, with_legacy_failure
 from kubevolve.store.weaviate.connection import object_uuid
 
 KINDS = ("Run", "Node", "Insight", "Cognition")  # the multi-tenant collections
 META = "Meta"
 VECTOR = "embedding"  # the named vector of Node, Insight and Cognition
 _VERSION_KEY = "schema_version"
+FAILURE_KINDS_VERSION = 2  # from this version on, a node's JSON carries `failure`
 
 
 def collection_name(prefix: str, kind: str) -> str:
@@ -143,6 +146,27 @@ def _add_missing_properties(client: Any, name: str, props: list[Any]) -> None:
                 raise
 
 
+def fill_failure_kinds(client: Any, prefix: str) -> int:
+    """Migration to version 2: give every failed node written by version 1 its `failure`, classified once from
+    its message (`legacy_failures`; UNKNOWN where the message names no kind), in every tenant. Returns how
+    many nodes changed. Each node is patched alone (its `data` property; the vector stays), and a node that
+    already has the key is left alone, so pods migrating at once, or a migration cut short and run again,
+    change nothing twice. A pod of version 1 still writing during the upgrade can overwrite a node it holds;
+    that node then reads as having no kind (`progress.failure_kind`: UNKNOWN) until it is written again."""
+    nodes = client.collections.use(collection_name(prefix, "Node"))
+    changed = 0
+    for tenant in nodes.tenants.get():
+        scoped = nodes.with_tenant(tenant)
+        for obj in scoped.iterator(return_properties=["stage", "data"]):
+            if obj.properties.get("stage") not in FAILED_STAGES:
+                continue
+            filled = with_legacy_failure(obj.properties["data"])
+            if filled is not None:
+                scoped.data.update(uuid=obj.uuid, properties={"data": filled})
+                changed += 1
+    return changed
+
+
 def ensure_schema(client: Any, prefix: str, where: str, current: int = SCHEMA_VERSION) -> None:
     """Create or migrate the collections up to `current`; refuse (touching nothing) a newer store."""
     version = read_version(client, prefix)
@@ -157,8 +181,25 @@ def ensure_schema(client: Any, prefix: str, where: str, current: int = SCHEMA_VE
             _add_missing_properties(client, name, props)
         else:
             _create(client, name, kind, props)
+    if 0 < version < FAILURE_KINDS_VERSION <= current:
+        fill_failure_kinds(client, prefix)
     if version < current:
         write_version(client, prefix, current)
+
+
+def check_readable(client: Any, prefix: str, where: str, tenant: str, current: int = SCHEMA_VERSION) -> None:
+    """What a read-only open needs, checked without writing: this kubevolve's schema, and the tenant."""
+    version = read_version(client, prefix)
+    if version != current:
+        why = "newer" if version > current else "older, or nothing was stored yet"
+        raise StoreError(
+            f"the Weaviate store at {where} (prefix {prefix!r}) has schema version {version} ({why}); this "
+            f"kubevolve reads version {current} read-only"
+        )
+    for kind in KINDS:
+        name = collection_name(prefix, kind)
+        if not client.collections.exists(name) or not client.collections.use(name).tenants.exists(tenant):
+            raise StoreError(f"tenant {tenant!r} has nothing stored in the Weaviate store at {where} yet")
 
 
 def ensure_tenant(client: Any, prefix: str, tenant: str) -> None:

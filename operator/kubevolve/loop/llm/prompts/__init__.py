@@ -9,9 +9,10 @@ from importlib import resources
 from string import Template
 
 from kubevolve.core.task import Task
+from kubevolve.errors import KubevolveError
 
 
-class PromptError(ValueError):
+class PromptError(KubevolveError, ValueError):
     pass
 
 

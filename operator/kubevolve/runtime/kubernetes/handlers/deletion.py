@@ -4,11 +4,13 @@ owner references (and sooner where one does). The store keeps the run's nodes: r
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import kopf
 
 from kubevolve.core.spec import SpecError
 from kubevolve.runtime.kubernetes import GROUP, PLURAL, RUN_LABEL, VERSION, telemetry
+from kubevolve.runtime.kubernetes.context import OperatorContext
 from kubevolve.runtime.kubernetes.handlers.jobs import indexed_jobs
 from kubevolve.runtime.kubernetes.jobs import store_url
 from kubevolve.runtime.kubernetes.names import run_label
@@ -19,7 +21,10 @@ from kubevolve.store.base import NotFound, StoreError
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry)
-    async def kubevolve_run_deleted(body, name, namespace, memo, logger, **kwargs) -> None:
+    async def kubevolve_run_deleted(
+        body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+    ) -> None:
+        assert namespace is not None  # EvolutionRuns and Jobs are namespaced
         ctx = memo.kubevolve
         label = run_label(name)
         targets = {(j.name, j.kind) for j in indexed_jobs(kwargs, namespace, label)}
@@ -36,7 +41,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         await _mark_stopped(ctx, body, name, namespace)
 
 
-async def _mark_stopped(ctx, body, name: str, namespace: str) -> None:
+async def _mark_stopped(ctx: OperatorContext, body: kopf.Body, name: str, namespace: str) -> None:
     """The store's run record says the run was deleted (unless it had finished); errors are not fatal."""
     try:
         spec = parse_spec(body)

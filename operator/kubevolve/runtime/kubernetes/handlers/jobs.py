@@ -3,6 +3,9 @@ initial listing after a restart, before any handler runs) and a wake-up of the r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import kopf
 
 from kubevolve.runtime.kubernetes import (
@@ -13,17 +16,21 @@ from kubevolve.runtime.kubernetes import (
     TRAINJOB_PLURAL,
     telemetry,
 )
-from kubevolve.runtime.kubernetes.observe import ACTIVE, job_info
+from kubevolve.runtime.kubernetes.observe import ACTIVE, JobInfo, job_info
 
 OWNED = {RUN_LABEL: kopf.PRESENT}
 
 
-def _index(namespace: str, labels: dict, body: dict) -> dict:
+def _index(
+    namespace: str, labels: Mapping[str, str], body: Mapping[str, Any]
+) -> dict[tuple[str, str], JobInfo]:
     info = job_info(body)
     return {} if info is None else {(namespace, labels[RUN_LABEL]): info}
 
 
-def _wake(namespace: str, labels: dict, memo: kopf.Memo, body: dict, event_type: str) -> None:
+def _wake(
+    namespace: str, labels: Mapping[str, str], memo: kopf.Memo, body: Mapping[str, Any], event_type: str
+) -> None:
     """Wake the run's loop, except for the news it already has (a Job it just created, still running)."""
     ctx = getattr(memo, "kubevolve", None)
     if ctx is None:
@@ -37,11 +44,17 @@ def _wake(namespace: str, labels: dict, memo: kopf.Memo, body: dict, event_type:
 
 def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:
     @kopf.index("batch", "v1", "jobs", id="kubevolve_jobs", labels=OWNED, registry=registry)
-    def kubevolve_jobs(namespace, labels, body, **_):
+    def kubevolve_jobs(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], JobInfo]:
+        assert namespace is not None  # EvolutionRuns and Jobs are namespaced
         return _index(namespace, labels, body)
 
     @kopf.on.event("batch", "v1", "jobs", id="job_changed", labels=OWNED, registry=registry)
-    def kubevolve_job_changed(namespace, labels, memo, body, type, **_):
+    def kubevolve_job_changed(
+        namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, body: kopf.Body, type: str, **_: Any
+    ) -> None:
+        assert namespace is not None  # EvolutionRuns and Jobs are namespaced
         _wake(namespace, labels, memo, body, type)
 
     if not trainjobs:
@@ -55,7 +68,10 @@ def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:
         labels=OWNED,
         registry=registry,
     )
-    def kubevolve_trainjobs(namespace, labels, body, **_):
+    def kubevolve_trainjobs(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], JobInfo]:
+        assert namespace is not None  # EvolutionRuns and Jobs are namespaced
         return _index(namespace, labels, body)
 
     @kopf.on.event(
@@ -66,13 +82,16 @@ def register(registry: kopf.OperatorRegistry, *, trainjobs: bool) -> None:
         labels=OWNED,
         registry=registry,
     )
-    def kubevolve_trainjob_changed(namespace, labels, memo, body, type, **_):
+    def kubevolve_trainjob_changed(
+        namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, body: kopf.Body, type: str, **_: Any
+    ) -> None:
+        assert namespace is not None  # EvolutionRuns and Jobs are namespaced
         _wake(namespace, labels, memo, body, type)
 
 
-def indexed_jobs(kwargs: dict, namespace: str, run_label: str) -> list:
+def indexed_jobs(kwargs: Mapping[str, Any], namespace: str, run_label: str) -> list[JobInfo]:
     """The JobInfos of one run from the Job index (and the TrainJob index, when it is on)."""
-    out = []
+    out: list[JobInfo] = []
     for index_name in ("kubevolve_jobs", "kubevolve_trainjobs"):
         index = kwargs.get(index_name)
         if index is not None and (namespace, run_label) in index:

@@ -6,6 +6,7 @@ while store reads may still be finishing in worker threads."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
 
@@ -30,7 +31,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.startup(id="startup", registry=registry)
-    async def kubevolve_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    async def kubevolve_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
         if getattr(memo, "kubevolve", None) is None:
             memo.kubevolve = OperatorContext(OperatorConfig.from_env(), Kube.from_environment())

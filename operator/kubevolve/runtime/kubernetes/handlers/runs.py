@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import kopf
 
@@ -35,7 +36,16 @@ async def nap(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) 
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0, registry=registry)
-    async def kubevolve_run(body, name, namespace, memo, stopped, logger, **kwargs) -> None:
+    async def kubevolve_run(
+        body: kopf.Body,
+        name: str,
+        namespace: str | None,
+        memo: kopf.Memo,
+        stopped: kopf.DaemonStopped,
+        logger: kopf.Logger,
+        **kwargs: Any,
+    ) -> None:
+        assert namespace is not None  # EvolutionRuns and Jobs are namespaced
         ctx = memo.kubevolve
         label = run_label(name)
         wake = ctx.wakers.event(namespace, label)
@@ -57,8 +67,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
             await nap(wake, stopped, delay)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id="spec_changed", registry=registry)
-    def kubevolve_run_changed(body, name, namespace, memo, **_) -> None:
+    def kubevolve_run_changed(
+        body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
+    ) -> None:
         """Wake the loop when the spec changes (not on the loop's own status patches)."""
+        assert namespace is not None  # EvolutionRuns and Jobs are namespaced
         ctx = getattr(memo, "kubevolve", None)
         if ctx is None:
             return
