@@ -254,10 +254,9 @@ def identity(
         gid = int(group) if group.isdigit() else 0
     if uid == 0 and (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
         raise PodError("CreateContainerConfigError", "container has runAsNonRoot and image will run as root")
-    extra = ([pod_sc["fsGroup"]] if "fsGroup" in pod_sc else []) + list(
-        pod_sc.get("supplementalGroups") or []
-    )
-    return int(uid), int(gid), list(dict.fromkeys(int(g) for g in extra))
+    groups = [pod_sc["fsGroup"]] if "fsGroup" in pod_sc else []
+    groups += pod_sc.get("supplementalGroups") or []
+    return int(uid), int(gid), list(dict.fromkeys(int(g) for g in groups))
 
 
 class PodRunner:
