@@ -118,7 +118,7 @@ async def test_the_entrypoint_runs_as_65532_on_a_read_only_root(name, args, torc
         await runner.close()
     command = "kubevolve operator" if name == "operator" else "kubevolve step"
     assert entry.exit_code == 0 and "Usage:" in entry.output and command in entry.output, entry.output
-    assert entry.uid == 65532  # from the image's USER: the pod spec does not set runAsUser
+    assert entry.container("step").uid == 65532  # from the image's USER: the pod spec does not set runAsUser
     assert probe.exit_code == 0, probe.output
     facts = last_json(probe.output)
     assert facts["uid"] == facts["gid"] == 65532 and facts["hostname"] == f"{name}-probe"

@@ -1,10 +1,14 @@
 """The pod runner: its reading of a pod spec (which uid, which command, which network), then, marked `images`,
-pods run in a built image: env and Secrets, emptyDirs, the NetworkPolicy, a real uid, pods that cannot start."""
+pods run in a built image: env and Secrets, emptyDirs, the NetworkPolicy, a real uid, pods that cannot start,
+pods of several containers (init containers first; containers side by side, each its own uid, sharing the
+pod's volumes, loopback, hostname and /dev/shm)."""
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +16,10 @@ from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
 from kubevolve.testing import Api, declare_resources
 from kubevolve.testing.pods import (
     NETWORK_POLICIES,
+    ContainerResult,
     ImageConfig,
     PodError,
+    PodResult,
     PodRunner,
     command_line,
     declare_network_policies,
@@ -85,6 +91,19 @@ def test_pods_the_kubelet_or_this_runner_refuses(pod, container, user, message):
     image = ImageConfig(["kubevolve"], [], {}, user, "/")
     with pytest.raises(PodError, match=message):
         identity(pod, {"securityContext": container}, image)
+
+
+def test_a_pod_succeeds_only_when_every_container_does():
+    judge, candidate = (
+        ContainerResult("judge", 0, "scored\n", 65532),
+        ContainerResult("candidate", 0, "", 2000),
+    )
+    ok = PodResult((judge, candidate), network=False)
+    assert ok.exit_code == 0 and ok.container("candidate").uid == 2000
+    assert ok.output == "== judge (exit 0)\nscored\n== candidate (exit 0)\n"
+    failed = PodResult((judge, ContainerResult("candidate", 3, "boom\n", 2000)), network=False)
+    assert failed.exit_code == 3 and "== candidate (exit 3)\nboom" in failed.output
+    assert PodResult((judge,), network=True).output == "scored\n"  # one container: its output as it is
 
 
 def test_the_evaluation_policy_cuts_evaluation_pods_off_and_nothing_else():
@@ -219,3 +238,136 @@ async def test_pods_that_cannot_start(lab_api):
             await runner.run("lab-a", "p", {}, as_root)
     finally:
         await runner.close()
+
+
+# A judge and a candidate, as issue 13's evaluation pods may run them: an init container lays out the work,
+# the judge (uid 65532) serves on the pod's loopback, the candidate (uid 2000, a uid of its own) reads the
+# work from the shared emptyDir, reaches the judge over loopback and leaves a file in /dev/shm; all under
+# the evaluation NetworkPolicy (no network beyond the pod). JSON facts on each container's last line.
+PREPARE = """
+import json, os
+open("/shared/work", "w").write("21")
+print(json.dumps({"uid": os.getuid()}))
+"""
+JUDGE = """
+import json, os, socket
+server = socket.create_server(("127.0.0.1", 8765))
+server.settimeout(30)
+conn, _ = server.accept()
+got = int(conn.makefile().readline())
+# the judge's own file: the candidate's uid cannot read it
+os.write(os.open("/shared/verdict", os.O_WRONLY | os.O_CREAT, 0o600), str(got * 2).encode())
+print(json.dumps({"uid": os.getuid(), "hostname": socket.gethostname(), "got": got}))
+"""
+CANDIDATE = """
+import json, os, socket, time
+work = open("/shared/work").read()
+open("/dev/shm/left-by-candidate", "w").write("x")
+for _ in range(300):
+    try:
+        conn = socket.create_connection(("127.0.0.1", 8765))
+        break
+    except OSError:
+        time.sleep(0.1)
+conn.sendall((work + "\\n").encode())
+conn.close()
+interfaces = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:])
+print(json.dumps({"uid": os.getuid(), "hostname": socket.gethostname(), "interfaces": interfaces}))
+"""
+SHOW_SHARED = """
+import json, os, time
+while not os.path.exists("/shared/verdict"):
+    time.sleep(0.05)
+try:
+    verdict = open("/shared/verdict").read()
+except OSError as err:
+    verdict = err.strerror
+facts = {"uid": os.getuid(), "verdict": verdict, "shm": os.listdir("/dev/shm")}
+print(json.dumps(facts | {"pids": sorted(os.listdir("/proc"))}))
+"""
+
+
+def judged_pod(image: str) -> dict:
+    pod = hardened_pod(image)
+    pod["volumes"].append({"name": "shared", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}})
+    base = pod["containers"][0]
+    base["volumeMounts"].append({"name": "shared", "mountPath": "/shared"})
+
+    def container(name: str, code: str, uid: int | None = None) -> dict:
+        made = copy.deepcopy(base) | {"name": name, "command": ["python", "-c", code]}
+        if uid is not None:
+            made["securityContext"] = {**made["securityContext"], "runAsUser": uid, "runAsGroup": uid}
+        return made
+
+    pod["initContainers"] = [container("prepare", PREPARE, uid=1000)]
+    pod["containers"] = [
+        container("judge", JUDGE),
+        container("candidate", CANDIDATE, uid=2000),
+        container("observer", SHOW_SHARED, uid=2000),
+    ]
+    return pod
+
+
+@pytest.mark.slow
+@pytest.mark.images
+async def test_a_pod_of_several_containers_shares_volumes_loopback_and_shm(lab_api):
+    await lab_api.create(
+        NETWORK_POLICIES, evaluation_network_policy("lab-a", store_namespace="kubevolve-system")
+    )
+    runner = PodRunner(lab_api)
+    try:
+        result = await runner.run(
+            "lab-a", "toy-evaluate-7", {"kubevolve.io/role": "evaluate"}, judged_pod(built_image("operator"))
+        )
+        pods_dir = runner.workdir / "pods"
+        left_mounted = [
+            line for line in Path("/proc/mounts").read_text().splitlines() if str(pods_dir) in line
+        ]
+    finally:
+        await runner.close()
+    assert result.exit_code == 0, result.output
+    assert [c.name for c in result.containers] == ["prepare", "judge", "candidate", "observer"]
+    facts = {c.name: json.loads(c.output.strip().splitlines()[-1]) for c in result.containers}
+    assert {name: c.uid for name, c in zip(facts, result.containers, strict=True)} == {
+        "prepare": 1000,
+        "judge": 65532,
+        "candidate": 2000,
+        "observer": 2000,
+    }
+    assert all(facts[name]["uid"] == result.container(name).uid for name in facts)
+    assert facts["judge"]["got"] == 21  # the init container's file, through the candidate, over loopback
+    assert facts["judge"]["hostname"] == facts["candidate"]["hostname"] == "toy-evaluate-7"
+    assert not result.network and facts["candidate"]["interfaces"] == ["lo"]  # the pod's loopback only
+    assert facts["observer"]["verdict"] == "Permission denied"  # each container's uid is a real uid
+    assert facts["observer"]["shm"] == ["left-by-candidate"]  # one /dev/shm per pod
+    assert (
+        "1" in facts["observer"]["pids"] and len([p for p in facts["observer"]["pids"] if p.isdigit()]) == 1
+    )
+    assert left_mounted == []  # the pod's tmpfs volumes and /dev/shm are unmounted when it ends
+
+
+@pytest.mark.slow
+@pytest.mark.images
+async def test_a_failing_init_container_ends_the_pod_and_a_failing_container_fails_it(lab_api):
+    image = built_image("operator")
+    pod = hardened_pod(image, name="main", command=["python", "-c", "print('main ran')"])
+    pod["initContainers"] = [dict(pod["containers"][0], name="init", command=["sh", "-c", "echo no; exit 4"])]
+    failing = copy.deepcopy(pod)
+    del failing["initContainers"]
+    failing["containers"].append(dict(pod["containers"][0], name="other", command=["sh", "-c", "exit 5"]))
+    runner = PodRunner(lab_api)
+    try:
+        ended = await runner.run("lab-a", "p1", {}, pod)
+        failed = await runner.run("lab-a", "p2", {}, failing)
+        with pytest.raises(PodError, match="unique"):
+            twice = copy.deepcopy(failing)
+            twice["containers"][1]["name"] = "main"
+            await runner.run("lab-a", "p3", {}, twice)
+        with pytest.raises(PodError, match="sidecar"):
+            sidecar = copy.deepcopy(pod)
+            sidecar["initContainers"][0]["restartPolicy"] = "Always"
+            await runner.run("lab-a", "p4", {}, sidecar)
+    finally:
+        await runner.close()
+    assert ended.exit_code == 4 and [c.name for c in ended.containers] == ["init"]  # main never started
+    assert failed.exit_code == 5 and failed.container("main").output == "main ran\n"  # the other still ran

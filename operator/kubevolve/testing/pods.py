@@ -1,18 +1,23 @@
-"""Run a pod's container in a locally built image, as a kubelet would, with no container daemon: buildah
-mounts the image's root filesystem, bubblewrap runs the container in it.
+"""Run a pod in a locally built image, as a kubelet would, with no container daemon: buildah mounts each
+container's image, bubblewrap runs the container in it.
 
-What the pod gets, from its spec: the image's root filesystem, read-only; the container's command and args
-(over the image's entrypoint and cmd) and env (over the image's, Secret references read when it starts); the
-uid, gid and groups of its securityContext, as a real uid on the host (a file the image leaves unreadable
-stays unreadable); emptyDir volumes as fresh folders (mode 0777, as the kubelet makes them; tmpfs for medium
-Memory); Secret volumes as files; its own pid, ipc and uts namespaces, hostname the pod's name, a 64 MiB
-/dev/shm; no capabilities, no new privileges, no user namespaces inside. Network: none at all (only
-loopback) when a NetworkPolicy restricts the pod's egress, the host's otherwise.
+What a pod gets, from its spec: its init containers one after another, then its containers side by side, each
+in its own image's root filesystem, read-only; each container's command and args (over the image's
+entrypoint and cmd) and env (over the image's, Secret references read when it starts); the uid, gid and
+groups of its securityContext, as a real uid on the host (a file the image leaves unreadable stays
+unreadable), so two containers of one pod can run as two uids; the pod's volumes, made once and shared by the
+containers that mount them: emptyDirs as fresh folders (mode 0777, as the kubelet makes them; a tmpfs for
+medium Memory), Secrets as files; the pod's network, ipc and uts namespaces, shared by its containers
+(hostname the pod's name, one 64 MiB /dev/shm), and a pid and mount namespace of each container's own; no
+capabilities, no new privileges, no user namespaces inside. Network: none at all (only the pod's loopback)
+when a NetworkPolicy restricts the pod's egress, the host's otherwise.
 
 Not emulated: resource limits (no cgroups), seccomp beyond refusing user namespaces, the peers a NetworkPolicy
 allows (a restricted pod reaches none of them; the tests' SQLite store is a file bound in with
-`host_mounts`), image pulls (the image must be built here), writable root filesystems (refused).
-Needs root (buildah mount, setpriv), buildah, bubblewrap and unprivileged user namespaces: see `unavailable`.
+`host_mounts`), image pulls (the image must be built here), writable root filesystems, sidecar init
+containers and shareProcessNamespace (all refused).
+Needs root (buildah mount, nsenter, setpriv), buildah, bubblewrap and unprivileged user namespaces: see
+`unavailable`.
 """
 
 from __future__ import annotations
@@ -32,21 +37,23 @@ from pathlib import Path
 from typing import Any
 
 import kmock
+from kubernetes.utils import parse_quantity
 
+from kubevolve.errors import KubevolveError
 from kubevolve.testing import Api, ApiError
 
 NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
-# bwrap: the pod's namespaces (a new user namespace too, which the pod may not nest: RuntimeDefault's seccomp
-# refuses that as well), the command as pid 1 as in a container (the evaluation worker's sweep of its pid
-# namespace spares pid 1: the step); a container runtime's default 64 MiB /dev/shm
-NAMESPACES = ["--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent"]
-NAMESPACES += ["--new-session"]
-SHM = ["--size", str(64 << 20), "--perms", "1777", "--tmpfs", "/dev/shm"]
-TOOLS = ("buildah", "bwrap", "setpriv", "mount", "umount")
+# bwrap, per container: a user namespace (which the container may not nest: RuntimeDefault's seccomp refuses
+# that as well), its own pid and mount namespaces, the command as pid 1 as in a container (the evaluation
+# worker's sweep of its pid namespace spares pid 1: the step). Network, ipc and uts are the pod's (PodSandbox).
+NAMESPACES = ["--unshare-user", "--unshare-pid", "--unshare-cgroup-try", "--disable-userns", "--as-pid-1"]
+NAMESPACES += ["--die-with-parent", "--new-session"]
+SHM_BYTES = 64 << 20  # a container runtime's default /dev/shm
+TOOLS = ("buildah", "bwrap", "setpriv", "nsenter", "mount", "umount")
 
 
-class PodError(Exception):
-    """The container could not start; `reason` is what the kubelet would report (e.g. ErrImageNeverPull)."""
+class PodError(KubevolveError):
+    """A container could not start; `reason` is what the kubelet would report (e.g. ErrImageNeverPull)."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -178,11 +185,34 @@ class ImageMounts:
 
 
 @dataclass(frozen=True)
-class PodResult:
+class ContainerResult:
+    name: str
     exit_code: int
     output: str  # stdout and stderr, interleaved
+    uid: int  # the uid it ran as
+
+
+@dataclass(frozen=True)
+class PodResult:
+    containers: tuple[
+        ContainerResult, ...
+    ]  # the init containers that ran, then the containers, in spec order
     network: bool  # whether the pod had the host's network (no NetworkPolicy restricted its egress)
-    uid: int
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every container that ran exited 0 (the pod Succeeded), else the first non-zero status."""
+        return next((c.exit_code for c in self.containers if c.exit_code), 0)
+
+    @property
+    def output(self) -> str:
+        """The one container's output; with several, each under a line naming the container and its status."""
+        if len(self.containers) == 1:
+            return self.containers[0].output
+        return "".join(f"== {c.name} (exit {c.exit_code})\n{c.output}" for c in self.containers)
+
+    def container(self, name: str) -> ContainerResult:
+        return next(c for c in self.containers if c.name == name)
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -259,10 +289,49 @@ def identity(
     return int(uid), int(gid), list(dict.fromkeys(int(g) for g in groups))
 
 
+class PodSandbox:
+    """The pod's shared namespaces, as the pause container holds them: network (a fresh one with only
+    loopback, or the host's), ipc and uts (the pod's hostname). Its containers join them with nsenter."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], pid: int):
+        self._proc, self.pid = proc, pid
+
+    @classmethod
+    def start(cls, hostname: str, *, network: bool) -> PodSandbox:
+        read, write = os.pipe()
+        argv = ["bwrap", "--unshare-ipc", "--unshare-uts", *([] if network else ["--unshare-net"])]
+        argv += ["--hostname", hostname, "--die-with-parent", "--ro-bind", "/", "/"]
+        argv += ["--info-fd", str(write), "--", "sleep", "infinity"]
+        try:
+            proc = subprocess.Popen(argv, pass_fds=(write,), stderr=subprocess.PIPE)
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        with os.fdopen(read, "rb") as info:
+            data = info.read()  # bwrap writes its JSON and closes the fd (or exits, having failed)
+        try:
+            return cls(proc, int(json.loads(data)["child-pid"]))
+        except (ValueError, KeyError):
+            proc.kill()
+            _, err = proc.communicate()
+            raise PodError(
+                "CreatePodSandboxError", f"bwrap: {err.decode(errors='replace').strip()}"
+            ) from None
+
+    def enter(self) -> list[str]:
+        return ["nsenter", f"--target={self.pid}", "--net", "--ipc", "--uts", "--"]
+
+    def stop(self) -> None:
+        self._proc.kill()  # its child dies with it (--die-with-parent)
+        self._proc.communicate()
+
+
 class PodRunner:
     """Runs pods in local images. `api` (the emulated API server) serves Secrets and NetworkPolicies;
-    `host_mounts` (host folder -> path in the pod) are bound read-write into every pod: the tests' stand-in
-    for a service the pods would reach over the network, such as the store."""
+    `host_mounts` (host folder -> path in the pod) are bound read-write into every container: the tests'
+    stand-in for a service the pods would reach over the network, such as the store."""
 
     def __init__(
         self,
@@ -276,7 +345,7 @@ class PodRunner:
             raise RuntimeError(reason)
         self.api = api
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubevolve-pods-"))
-        self.workdir.chmod(0o755)  # the pods' uid must reach their volumes and the images below it
+        self.workdir.chmod(0o755)  # the pods' uids must reach their volumes and the images below it
         self.host_mounts = dict(host_mounts or {})
         self.images = ImageMounts(self.workdir)
 
@@ -285,31 +354,81 @@ class PodRunner:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def run(self, namespace: str, name: str, labels: dict[str, str], pod: dict[str, Any]) -> PodResult:
-        """Run the pod's container to completion. A PodError means it could not start."""
-        containers = pod.get("containers") or []
-        if len(containers) != 1 or pod.get("initContainers"):
-            raise PodError("CreateContainerConfigError", "this runner runs pods of exactly one container")
-        container = containers[0]
-        image = await asyncio.to_thread(self.images.get, container["image"])
-        uid, gid, groups = identity(pod, container, image.config)
+        """Run the pod to completion: its init containers in order (the first that fails ends the pod), then
+        its containers together. A PodError means a container could not start; none ran then."""
+        init, containers = list(pod.get("initContainers") or []), list(pod.get("containers") or [])
+        if not containers:
+            raise PodError("CreateContainerConfigError", "the pod has no containers")
+        names = [c.get("name") for c in init + containers]
+        if len(set(names)) != len(names) or not all(names):
+            raise PodError("CreateContainerConfigError", f"container names must be set and unique: {names}")
+        if any(c.get("restartPolicy") for c in init):
+            raise PodError("CreateContainerConfigError", "sidecar init containers are not run by this runner")
+        if pod.get("shareProcessNamespace") or pod.get("hostNetwork") or pod.get("hostPID"):
+            raise PodError(
+                "CreateContainerConfigError", "shared or host pid and host network are not run by this runner"
+            )
+        network = not egress_restricted(await self._policies(namespace), labels)
         pod_dir = self.workdir / "pods" / f"{name}-{uuid.uuid4().hex[:6]}"
         pod_dir.mkdir(parents=True, mode=0o755)
-        mounts = await self._mount_args(namespace, pod, container, image, pod_dir)
+        sandbox: PodSandbox | None = None
+        tmpfs: list[Path] = []  # what the pod mounted on the host: unmounted when it ends
+        try:
+            volumes = await self._volumes(namespace, pod, pod_dir, tmpfs)
+            shm = self._tmpfs(pod_dir / "shm", SHM_BYTES, tmpfs)
+            argvs = [
+                await self._container_argv(namespace, name, pod, c, volumes, shm, network)
+                for c in init + containers
+            ]
+            sandbox = await asyncio.to_thread(PodSandbox.start, name[:63], network=network)
+            ran: list[ContainerResult] = []
+            for container, (argv, uid) in zip(init, argvs, strict=False):
+                ran.append(await self._run_container(container["name"], sandbox.enter() + argv, uid))
+                if ran[-1].exit_code:
+                    return PodResult(tuple(ran), network)
+            together = [
+                self._run_container(c["name"], sandbox.enter() + argv, uid)
+                for c, (argv, uid) in zip(containers, argvs[len(init) :], strict=True)
+            ]
+            return PodResult((*ran, *await asyncio.gather(*together)), network)
+        finally:
+            if sandbox is not None:
+                await asyncio.to_thread(sandbox.stop)
+            for path in reversed(tmpfs):
+                subprocess.run(["umount", str(path)], capture_output=True)
+            shutil.rmtree(pod_dir, ignore_errors=True)  # emptyDirs go with the pod
+
+    async def _container_argv(
+        self,
+        namespace: str,
+        name: str,
+        pod: dict[str, Any],
+        container: dict[str, Any],
+        volumes: dict[str, tuple[str, Path]],
+        shm: Path,
+        network: bool,
+    ) -> tuple[list[str], int]:
+        """The command line that runs `container` (after nsenter into the pod's namespaces), and its uid."""
+        image = await asyncio.to_thread(self.images.get, container["image"])
+        uid, gid, groups = identity(pod, container, image.config)
         env = {**image.config.env, "HOSTNAME": name, **await self._env(namespace, container)}
-        network = not egress_restricted(await self._policies(namespace), labels)
         argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}"]
         argv += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
-        argv += ["bwrap", *NAMESPACES, *(["--share-net"] if network else []), "--hostname", name[:63]]
-        argv += ["--ro-bind", str(image.root), "/", "--proc", "/proc", "--dev", "/dev", *SHM]
+        argv += ["bwrap", *NAMESPACES, "--ro-bind", str(image.root), "/", "--proc", "/proc", "--dev", "/dev"]
+        argv += ["--bind", str(shm), "/dev/shm"]
         if network:  # the kubelet gives a pod the node's resolver
             for path in ("/etc/resolv.conf", "/etc/hosts"):
                 if Path(path).is_file():
                     image.ensure_mount_point(path, is_file=True)
                     argv += ["--ro-bind", path, path]
-        argv += mounts + ["--chdir", container.get("workingDir") or image.config.workdir, "--clearenv"]
+        argv += self._mount_args(container, image, volumes)
+        argv += ["--chdir", container.get("workingDir") or image.config.workdir, "--clearenv"]
         for key, value in env.items():
             argv += ["--setenv", key, value]
-        argv += ["--", *command_line(container, image.config)]
+        return [*argv, "--", *command_line(container, image.config)], uid
+
+    @staticmethod
+    async def _run_container(name: str, argv: list[str], uid: int) -> ContainerResult:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/", env={}
         )
@@ -320,10 +439,8 @@ class PodRunner:
                 proc.kill()
             await proc.wait()
             raise
-        finally:
-            shutil.rmtree(pod_dir, ignore_errors=True)  # emptyDirs go with the pod
         assert proc.returncode is not None
-        return PodResult(proc.returncode, out.decode(errors="replace"), network, uid)
+        return ContainerResult(name, proc.returncode, out.decode(errors="replace"), uid)
 
     async def _secret(self, namespace: str, name: str) -> dict[str, str] | None:
         secret = await self.api.get("v1/secrets", namespace, name) if self.api else None
@@ -367,13 +484,52 @@ class PodRunner:
                 return []
             raise
 
-    async def _mount_args(
-        self, namespace: str, pod: dict, container: dict, image: MountedImage, pod_dir: Path
-    ) -> list[str]:
-        """bwrap's arguments for the pod's volumes and the host mounts, parents before what they contain (as
-        runc orders them: a host folder under /tmp is bound inside the /tmp emptyDir)."""
-        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    async def _volumes(
+        self, namespace: str, pod: dict, pod_dir: Path, tmpfs: list[Path]
+    ) -> dict[str, tuple[str, Path]]:
+        """The pod's volumes, each made once on the host for all its containers: {name: (kind, folder)}."""
         fs_group = (pod.get("securityContext") or {}).get("fsGroup")
+        made: dict[str, tuple[str, Path]] = {}
+        for volume in pod.get("volumes") or []:
+            name = volume["name"]
+            folder = pod_dir / "volumes" / name
+            if name in made:
+                raise PodError("CreateContainerConfigError", f"volume {name!r} is declared twice")
+            if "emptyDir" in volume:
+                empty_dir = volume["emptyDir"] or {}
+                if empty_dir.get("medium") == "Memory":  # one tmpfs, shared by the containers
+                    limit = empty_dir.get("sizeLimit")
+                    self._tmpfs(folder, int(parse_quantity(limit)) if limit else None, tmpfs)
+                else:
+                    folder.mkdir(parents=True)
+                folder.chmod(0o777)
+                if fs_group is not None:
+                    os.chown(folder, -1, int(fs_group))
+                made[name] = ("emptyDir", folder)
+            elif "secret" in volume:
+                await self._secret_volume(namespace, volume["secret"], folder, fs_group)
+                made[name] = ("secret", folder)
+            else:
+                kind = next(iter(k for k in volume if k != "name"), "?")
+                raise PodError(
+                    "CreateContainerConfigError", f"volume {name!r}: {kind} volumes are not supported"
+                )
+        return made
+
+    @staticmethod
+    def _tmpfs(folder: Path, size: int | None, mounted: list[Path]) -> Path:
+        """A tmpfs on the host at `folder` (world-writable and sticky), noted in `mounted` for the unmount."""
+        folder.mkdir(parents=True)
+        options = "mode=1777" + (f",size={size}" if size else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+        mounted.append(folder)
+        return folder
+
+    def _mount_args(
+        self, container: dict, image: MountedImage, volumes: dict[str, tuple[str, Path]]
+    ) -> list[str]:
+        """bwrap's arguments for the container's volume mounts and the host mounts, parents before what they
+        contain (as runc orders them: a host folder under /tmp is bound inside the /tmp emptyDir)."""
         mounts: list[tuple[str, list[str]]] = [
             (path, ["--bind", host, path]) for host, path in self.host_mounts.items()
         ]
@@ -381,24 +537,9 @@ class PodRunner:
             path, volume = mount["mountPath"], volumes.get(mount["name"])
             if volume is None:
                 raise PodError("CreateContainerConfigError", f"volumeMount {mount['name']!r}: no such volume")
-            if "emptyDir" in volume and (volume["emptyDir"] or {}).get("medium") == "Memory":
-                mounts.append((path, ["--perms", "1777", "--tmpfs", path]))
-            elif "emptyDir" in volume:
-                folder = pod_dir / "volumes" / mount["name"]
-                folder.mkdir(parents=True, exist_ok=True)
-                folder.chmod(0o777)
-                if fs_group is not None:
-                    os.chown(folder, -1, int(fs_group))
-                mounts.append((path, ["--ro-bind" if mount.get("readOnly") else "--bind", str(folder), path]))
-            elif "secret" in volume:
-                folder = await self._secret_volume(namespace, volume, pod_dir, fs_group)
-                mounts.append((path, ["--ro-bind", str(folder), path]))
-            else:
-                kind = next(iter(k for k in volume if k != "name"), "?")
-                raise PodError(
-                    "CreateContainerConfigError",
-                    f"volume {mount['name']!r}: {kind} volumes are not supported",
-                )
+            kind, folder = volume
+            read_only = kind == "secret" or mount.get("readOnly")
+            mounts.append((path, ["--ro-bind" if read_only else "--bind", str(folder), path]))
         args: list[str] = []
         for path, mount_args in sorted(mounts, key=lambda m: len(Path(m[0]).parts)):
             if not path.startswith(("/dev/", "/proc/")):
@@ -406,13 +547,11 @@ class PodRunner:
             args += mount_args
         return args
 
-    async def _secret_volume(self, namespace: str, volume: dict, pod_dir: Path, fs_group: int | None) -> Path:
-        source = volume["secret"]
+    async def _secret_volume(self, namespace: str, source: dict, folder: Path, fs_group: int | None) -> None:
         data = await self._secret(namespace, source["secretName"])
         if data is None and not source.get("optional"):
             raise PodError("CreateContainerConfigError", f"secret {source['secretName']!r} not found")
         items = source.get("items") or [{"key": k, "path": k} for k in data or {}]
-        folder = pod_dir / "secrets" / volume["name"]
         folder.mkdir(parents=True)
         folder.chmod(0o755)
         for item in items:
@@ -431,4 +570,3 @@ class PodRunner:
             target.chmod(item.get("mode", source.get("defaultMode", 0o644)))
             if fs_group is not None:
                 os.chown(target, -1, int(fs_group))
-        return folder

@@ -78,7 +78,8 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
     assert kubelet.pod_results and set(kubelet.pod_results) == set(kubelet.started)
     for name, result in kubelet.pod_results.items():
         role = kubelet.bodies[name]["metadata"]["labels"][ROLE_LABEL]
-        assert result.exit_code == 0 and result.uid == operator_config.run_as_user == 65532, result.output
+        uid = result.container("step").uid
+        assert result.exit_code == 0 and uid == operator_config.run_as_user == 65532, result.output
         assert result.network is (role != "evaluate"), f"{name}: evaluations run without network"
     roles = {job["metadata"]["labels"][ROLE_LABEL] for job in kubelet.bodies.values()}
     assert roles == {"propose", "evaluate", "analyze"}
