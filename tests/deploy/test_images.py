@@ -127,6 +127,36 @@ async def test_the_entrypoint_runs_as_65532_on_a_read_only_root(name, args, torc
     assert facts["torch_cuda"] == torch_cuda  # the worker's torch is the CPU build, the trainer's CUDA 13
 
 
+# what the zygote does to each candidate before its code runs, here in a worker pod (uid 65532, no root): the
+# seccomp filter is a BPF program handed to prctl through ctypes (libc only, no libseccomp in the image)
+SECCOMP = """
+import errno, json, socket
+from kubevolve.loop.engineer import confine
+confine.no_new_privileges()
+installed = confine.deny_network()
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    inet = "opened"
+except OSError as err:
+    inet = errno.errorcode[err.errno]
+unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).family == socket.AF_UNIX
+print(json.dumps({"installed": installed, "inet": inet, "unix": unix}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.images
+async def test_the_candidates_seccomp_filter_works_in_a_worker_pod():
+    runner = PodRunner()
+    try:
+        pod = hardened_pod(built_image("worker"), command=["python", "-c", SECCOMP])
+        result = await runner.run("lab-a", "toy-evaluate-seccomp", {}, pod)
+    finally:
+        await runner.close()
+    assert result.exit_code == 0, result.output
+    assert last_json(result.output) == {"installed": True, "inet": "ENETUNREACH", "unix": True}
+
+
 @pytest.mark.slow
 @pytest.mark.images
 async def test_the_trainer_smoke_test_passes_on_the_cpu():

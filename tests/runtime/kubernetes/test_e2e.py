@@ -44,8 +44,10 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
     """The same run with every Job's pod in the worker image (plus the toy task, as a lab's own image adds
     its task), as the kubelet runs it: uid 65532, read-only root, emptyDirs, the lab's NetworkPolicy. The
     operator reads the task from a local copy; the SQLite store is bound into the pods (the stand-in for the
-    store they reach over the network)."""
+    store they reach over the network). The toy task is judged: each evaluation pod runs the judge and its
+    zygote (sandbox "none", as uid 65532), which forks each candidate under the seccomp filter."""
     write_task(tmp_path / "tasks" / "toy")
+    assert (tmp_path / "tasks" / "toy" / "run.py").is_file()  # judged, not a legacy evaluator
     image = derived_image(
         built_image("worker"), {tmp_path / "tasks" / "toy": ("/opt/kubevolve/tasks/toy", None)}
     )
@@ -137,8 +139,14 @@ async def run_across_a_restart(
             assert kubelet.ran[("evaluate", node.id)] == 1
             assert kubelet.ran[("analyze", node.id)] == 1 and node.insight_id
     assert nodes[0].id == node_id(run, "00000") and not nodes[0].parent_ids
-    events = {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)}
-    assert {"Started", "NewBest", "BudgetReached"} <= events
+
+    # kopf posts events from a queue of its own, after the pass that patched the status: wait for them
+    wanted = {"Started", "NewBest", "BudgetReached"}
+    await until(
+        lambda: wanted <= {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)},
+        10,
+        f"the events {sorted(wanted)}",
+    )
 
     # the operator exports the run's metrics from the store, at its totals after the restart (not doubled)
     def metric(name: str, **labels: str) -> float | None:
