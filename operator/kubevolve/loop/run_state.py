@@ -156,25 +156,28 @@ class RunState:
         return self.retriever.context([*selection.parents, *selection.inspirations], feedback)
 
     def neighbours(self, node: Node, k: int, selection: Selection) -> list[tuple[Node, float | None]]:
-        """The k earlier candidates most like `node` by embedding (cosine similarity, most similar first),
-        among the latest final nodes and the selection's; without embeddings, the selection's parents and
-        inspirations in order, with no similarity."""
+        """The k earlier candidates most like `node`: by embedding (cosine similarity, most similar first)
+        among the latest final nodes and the selection's, then the selection's parents and inspirations that
+        have no embedding (the initial program, or every node when embeddings are off), with no similarity."""
         if k <= 0:
             return []
-        pool = {n.id: n for n in [*self._embedded, *selection.parents, *selection.inspirations]}
-        pool.pop(node.id, None)
+        relatives = [*selection.parents, *selection.inspirations]
+        pool = {n.id: n for n in [*self._embedded, *relatives] if n.id != node.id}
         vector = node.embedding
         if vector is None and self.novelty is not None:
             vector = self.novelty.embed(node)
-        if vector is None:
-            return [(n, None) for n in [*selection.parents, *selection.inspirations][:k]]
-        query = np.asarray(vector, dtype=np.float32)
-        scored: list[tuple[Node, float | None]] = [
-            (n, float(np.asarray(n.embedding, dtype=np.float32) @ query))
-            for n in pool.values()
-            if n.embedding is not None and len(n.embedding) == len(query)
-        ]
-        scored.sort(key=lambda pair: -(pair[1] or 0.0))
+        scored: list[tuple[Node, float | None]] = []
+        if vector is not None:
+            query = np.asarray(vector, dtype=np.float32)
+            scored = [
+                (n, float(np.asarray(n.embedding, dtype=np.float32) @ query))
+                for n in pool.values()
+                if n.embedding is not None and len(n.embedding) == len(query)
+            ]
+            scored.sort(key=lambda pair: -(pair[1] or 0.0))
+        shown = {n.id for n, _ in scored}
+        related = {n.id for n in relatives}
+        scored += [(n, None) for n in pool.values() if n.id not in shown and n.id in related]
         return scored[:k]
 
     def novelty_reason(self, node: Node) -> str | None:
