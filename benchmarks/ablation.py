@@ -1,21 +1,21 @@
 """Ablation of the loop's plumbing: does each component reach the prompt when it should?
 
-A real local run (the toy task f(x, y) = -(x - 3)^2 - (y + 1)^2, the sandboxed evaluator, MiniLM retrieval,
+A real local run (a toy task, f(x, y, z) = -(x - 3)^2 - (y + 1)^2 - (z - 2)^2, the sandboxed evaluator, MiniLM retrieval,
 the SQLite store) against a scripted OpenAI-protocol server whose answers depend only on what each prompt
 contains, so every effect below is caused by what kubevolve put into a prompt:
 
-- the Researcher proposes the edit a cognition entry describes (set x to 3, set y to -1, ...) only when that
-  entry is in its prompt and the current program does not have it yet; otherwise it tweaks x blindly; every
-  fifth proposal imports a forbidden module (a rejected idea);
-- the Analyzer answers with a lesson token (LESSON-n) and a NEXT line that names the coordinate still to fix,
-  which is what the next prompt's retrieval query is made of;
-- the LLM judge (in the judge row) rejects a candidate whose motivation one of its neighbours already had.
+- the Researcher proposes the edit a cognition entry describes (set x to 3, set y to -1, set z to 2) only when
+  that entry is in its prompt and the current program does not have it yet; otherwise it nudges x blindly;
+  every fifth proposal imports a forbidden module (an idea the static check rejects);
+- the Analyzer answers with a lesson token (LESSON-n) and a NEXT line that names the first coordinate the
+  candidate still has wrong: the text the next prompts' retrieval queries are made of;
+- the LLM judge (in its row) rejects a blind nudge when one of the neighbours it is shown was one already.
 
 Each row turns one component off (or on). The columns count what reached the prompts and what came of it.
 This measures the plumbing (what the engine puts where), not the science: the scripted model is not a
 researcher, and no row says anything about how well a real LLM would use what it is shown.
 
-    python benchmarks/ablation.py [--candidates 16] [--dump DIR]   # DIR: one prompt of each kind, as sent
+    python benchmarks/ablation.py [--candidates 16] [--rows ...] [--dump DIR]   # DIR: a prompt of each kind
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from kubevolve.store.sqlite import SQLiteStore  # noqa: E402
 TASK_YAML = """\
 name: ablation
 description: >
-  Maximise f(x, y) = -(x - 3)^2 - (y + 1)^2 by editing the numbers solve() returns. Only the evolve block may
-  change, and the program must not use the network.
+  Maximise f(x, y, z) = -(x - 3)^2 - (y + 1)^2 - (z - 2)^2 by editing the numbers solve() returns. Only the
+  evolve block may change, and the program must not use the network.
 metric: f
 stages:
   quick:
@@ -58,9 +58,15 @@ checks:
   requiredNames: [solve]
 sampler: {kind: greedy, numInspirations: 1}
 """
-PROGRAM = (
-    "# EVOLVE-BLOCK-START\ndef solve():\n    x = 0.5\n    y = 0.5\n    return x, y\n# EVOLVE-BLOCK-END\n"
-)
+PROGRAM = """\
+# EVOLVE-BLOCK-START
+def solve():
+    x = 0.5
+    y = 0.5
+    z = 0.5
+    return x, y, z
+# EVOLVE-BLOCK-END
+"""
 EVALUATOR = """\
 import importlib.util
 
@@ -69,14 +75,16 @@ def evaluate(program_path, stage):
     spec = importlib.util.spec_from_file_location("candidate", program_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    x, y = module.solve()
-    return {"f": -(x - 3) ** 2 - (y + 1) ** 2, "x": x, "y": y}
+    x, y, z = module.solve()
+    return {"f": -(x - 3) ** 2 - (y + 1) ** 2 - (z - 2) ** 2, "x": x, "y": y, "z": z}
 """
 # Each entry's edit: (the coordinate, the value it sets). The distractors describe no edit.
+OPTIMUM = {"x": 3.0, "y": -1.0, "z": 2.0}
 EDITS = {
-    "Set x to its optimum 3": ("x", 3.0),
-    "x = 3 maximises the first term": ("x", 3.0),  # a near-copy of the first: MMR's business
-    "Set y to its optimum -1": ("y", -1.0),
+    "Set x to its optimum 3": "x",
+    "x = 3 maximises the first term": "x",  # a near-copy of the first: MMR's business
+    "Set y to its optimum -1": "y",
+    "Set z to its optimum 2": "z",
 }
 COGNITION = """\
 ## Set x to its optimum 3
@@ -89,6 +97,10 @@ Source: elementary calculus (the vertex of a parabola), reworded
 
 ## Set y to its optimum -1
 The second term of f, -(y + 1)^2, is largest at y = -1: set y = -1.0 in solve() to remove it.
+Source: elementary calculus (the vertex of a parabola)
+
+## Set z to its optimum 2
+The third term of f, -(z - 2)^2, is largest at z = 2: set z = 2.0 in solve() to remove it.
 Source: elementary calculus (the vertex of a parabola)
 
 ## Caching repeated computations
@@ -118,11 +130,11 @@ def write_task(root: Path) -> Path:
     return root
 
 
-def current_values(prompt: str) -> dict[str, float]:
-    """x and y of the current program, as the prompt shows it."""
-    block = prompt.split("# Current program", 1)[1]
+def current_values(prompt: str, heading: str = "# Current program") -> dict[str, float]:
+    """x, y and z of the program under `heading`, as the prompt shows it."""
+    block = prompt.split(heading, 1)[1]
     return {
-        name: float(m.group(1)) for name in "xy" if (m := re.search(rf"^    {name} = (\S+)", block, re.M))
+        name: float(m.group(1)) for name in OPTIMUM if (m := re.search(rf"^    {name} = (\S+)", block, re.M))
     }
 
 
@@ -158,11 +170,12 @@ class ScriptedModel:
             if "# Relevant knowledge" in prompt
             else ""
         )
-        for title, (name, value) in EDITS.items():
-            if title in knowledge and values.get(name) != value:
+        for title, name in EDITS.items():
+            if title in knowledge and values.get(name) != OPTIMUM[name]:
                 self.from_cognition += 1
-                return self.edit(name, values[name], value, f"apply '{title}' from the priors")
-        return self.edit("x", values["x"], round(values["x"] + 0.1, 3), "blind tweak: nudge x up")
+                return self.edit(name, values[name], OPTIMUM[name], f"apply '{title}' from the priors")
+        step = 0.1 * (self.proposals % 4 + 1)
+        return self.edit("x", values["x"], round(values["x"] + step, 3), f"blind nudge: x up by {step:.1f}")
 
     @staticmethod
     def edit(name: str, old: float, new: float, why: str) -> str:
@@ -170,21 +183,21 @@ class ScriptedModel:
 
     @staticmethod
     def analyse(prompt: str, n: int) -> str:
-        """A lesson whose NEXT names the coordinate the candidate still has wrong: the next query."""
-        values = current_values(prompt.replace("## The candidate's evolve block", "# Current program"))
-        todo = [name for name, value in (("x", 3.0), ("y", -1.0)) if values.get(name) != value]
-        next_step = f"set {todo[0]} to its optimum {3 if todo[0] == 'x' else -1}" if todo else "nothing left"
+        """A lesson whose NEXT names the first coordinate the candidate still has wrong: the next query."""
+        values = current_values(prompt, "## The candidate's evolve block")
+        todo = [name for name, value in OPTIMUM.items() if values.get(name) != value]
+        next_step = f"set {todo[0]} to its optimum {OPTIMUM[todo[0]]:g}" if todo else "nothing left to fix"
         return (
             f"WHAT CHANGED: see the motivation (LESSON-{n}).\nOBSERVED EFFECT: f moved.\n"
-            f"LIKELY CAUSE: f is a sum of two parabolas.\nNEXT: {next_step}."
+            f"LIKELY CAUSE: f is a sum of three parabolas.\nNEXT: {next_step}."
         )
 
     @staticmethod
     def judge(prompt: str) -> str:
         motivation = prompt.split("# The candidate\nMotivation: ", 1)[1].split("\n", 1)[0]
         neighbours = prompt.split("# Its nearest neighbours", 1)[1]
-        if f"Motivation: {motivation}" in neighbours:
-            return "VERDICT: REJECT\nREASON: a neighbour already had this idea."
+        if motivation.startswith("blind nudge") and "Motivation: blind nudge" in neighbours:
+            return "VERDICT: REJECT\nREASON: a neighbour was a blind nudge of x already."
         return "VERDICT: PASS\nREASON: new."
 
 
@@ -233,11 +246,24 @@ async def one_run(root: Path, url: str, name: str, fields: dict[str, Any], candi
     return {"nodes": nodes, "entries": entries, "seconds": time.monotonic() - started}
 
 
+NEXT = re.compile(r"^What to try next: set ([xyz]) ", re.M)
+
+
+def follows_an_analysis(prompt: str, titles: tuple[str, ...]) -> bool | None:
+    """Whether the first entry retrieved into the prompt is about a coordinate that an analysis in the prompt
+    (the parent's or an inspiration's) says to fix next; None when no analysis in it names one."""
+    named = set(NEXT.findall(prompt.split("# Relevant knowledge", 1)[0]))
+    if not named:
+        return None
+    return bool(titles) and EDITS.get(titles[0]) in named
+
+
 def measure(model: ScriptedModel, run: dict[str, Any]) -> dict[str, Any]:
     nodes, prompts = run["nodes"], model.prompts["researcher"]
-    proposed = [n for n in nodes if n.parent_ids]
-    cognition_sets = [
-        tuple(run["entries"].get(i, i) for i in n.retrieved.get("cognition", [])) for n in proposed
+    proposed = [n for n in nodes if n.parent_ids]  # in the order of the prompts (proposals are sequential)
+    cognition = [tuple(run["entries"].get(i, i) for i in n.retrieved.get("cognition", [])) for n in proposed]
+    followed = [
+        f for p, t in zip(prompts, cognition, strict=True) if (f := follows_an_analysis(p, t)) is not None
     ]
     rejected = [
         n for n in nodes if n.stage in (Stage.REJECTED_STATIC, Stage.REJECTED_NOVELTY) and n.motivation
@@ -245,9 +271,12 @@ def measure(model: ScriptedModel, run: dict[str, Any]) -> dict[str, Any]:
     best = max((n.score for n in nodes if n.score is not None), default=None)
     return {
         "prompts": len(prompts),
-        "with cognition": sum(1 for s in cognition_sets if s),
-        "distinct cognition sets": len({s for s in cognition_sets if s}),
-        "entries shown": len({title for s in cognition_sets for title in s}),
+        "with cognition": sum(1 for t in cognition if t),
+        "distinct cognition sets": len({frozenset(t) for t in cognition if t}),
+        "top entry follows an analysis": f"{sum(followed)} / {len(followed)}" if followed else "—",
+        "both x entries": sum(
+            1 for t in cognition if {"Set x to its optimum 3", "x = 3 maximises the first term"} <= set(t)
+        ),
         "edits from cognition": model.from_cognition,
         "with insights": sum(1 for p in prompts if "# Lessons from earlier experiments" in p),
         "analyses per prompt": sum(p.count("What changed:") for p in prompts) / max(len(prompts), 1),
@@ -263,7 +292,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names")
-    parser.add_argument("--dump", type=Path, help="write one prompt of each kind (from the first row) here")
+    parser.add_argument(
+        "--dump", type=Path, help="write one prompt of each kind here (as sent, user message)"
+    )
     args = parser.parse_args()
     results: list[tuple[str, dict[str, Any]]] = []
     for number, name in enumerate(args.rows.split(",")):
@@ -273,10 +304,10 @@ def main() -> None:
                 one_run(Path(tmp), server.url, f"row{number}", dict(ROWS[name]), args.candidates)
             )
         results.append((name, measure(model, run)))
-        if args.dump and number == 0:
+        if args.dump:  # the last prompt of each kind from the first row that has one: the most history in it
             args.dump.mkdir(parents=True, exist_ok=True)
             for kind, prompts in model.prompts.items():
-                if prompts:  # the last of each kind: the one with the most history in it
+                if prompts and not (args.dump / f"{kind}.md").exists():
                     (args.dump / f"{kind}.md").write_text(prompts[-1])
     table = Table(title=f"ablation: what reaches the prompts ({args.candidates} candidates per row)")
     columns = list(results[0][1])

@@ -27,13 +27,17 @@ ANALYSIS_LABELS = {
 
 
 def analysis_text(analysis: dict[str, str], sep: str = "\n") -> str:
-    """An analysis as text: a labelled sentence per part that is not empty, one a line (how prompts show a
-    parent's or an inspiration's analysis), or joined by `sep` (an insight's text is one line)."""
-    return sep.join(
-        f"{ANALYSIS_LABELS[name]}: {analysis[name].strip()}"
-        for name in ANALYSIS_FIELDS
-        if analysis.get(name, "").strip()
-    )
+    """An analysis as text: a labelled part per field that is not empty, one a line (how prompts show a
+    parent's or an inspiration's analysis), or joined by `sep` (an insight's text is one line; there each part
+    ends a sentence)."""
+    parts = []
+    for name in ANALYSIS_FIELDS:
+        text = analysis.get(name, "").strip()
+        if text:
+            if sep != "\n" and not text.endswith((".", "!", "?")):
+                text += "."
+            parts.append(f"{ANALYSIS_LABELS[name]}: {text}")
+    return sep.join(parts)
 
 
 class Stage(StrEnum):
