@@ -27,7 +27,7 @@ from kubevolve.runtime.kubernetes import (
     RUN_LABEL,
 )
 from kubevolve.runtime.kubernetes.config import OperatorConfig
-from kubevolve.runtime.kubernetes.names import job_name, node_id, run_label
+from kubevolve.runtime.kubernetes.names import job_name, node_id, parse_key, run_label
 from kubevolve.runtime.kubernetes.resources import TaskFacts, active_deadline, evaluation_gpus, pod_resources
 
 SCRATCH = "/scratch"  # KUBEVOLVE_HOME in the pod: the evaluation workspace lives under it
@@ -58,7 +58,10 @@ def store_url(spec: RunSpec, config: OperatorConfig) -> str | None:
 def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobRequest) -> list[str]:
     nid = node_id(run.name, req.key)
     command = ["kubevolve", "step", str(req.role), "--run", run.name]
-    command += ["--node-id", nid] if req.role == Role.PROPOSE else ["--node", nid]
+    if req.role == Role.PROPOSE:  # proposal pods started together see one store: each draws by its own index
+        command += ["--node-id", nid, "--index", str(parse_key(req.key)[0])]
+    else:
+        command += ["--node", nid]
     url = store_url(spec, config)
     command += (["--store", url] if url else []) + ["--tenant", run.namespace]
     if req.role == Role.EVALUATE:
