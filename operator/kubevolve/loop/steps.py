@@ -12,9 +12,11 @@ node already final (evaluate) or already analysed (analyze) is returned as it is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Insight, Node, RunRecord, Stage
@@ -22,14 +24,24 @@ from kubevolve.core.spec import RunSpec, parse_run_spec
 from kubevolve.core.task import Task, load_task
 from kubevolve.errors import KubevolveError
 from kubevolve.loop.agents import Agents
-from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, analyze_and_store
+from kubevolve.loop.analyze.analyzer import (
+    OfflineAnalyzer,
+    analyze_and_store,
+    is_analysed_rejection,
+    island_best,
+    wants_analysis,
+)
 from kubevolve.loop.budget import wants_debug_retry
 from kubevolve.loop.engineer.engineer import Evaluator, precheck
 from kubevolve.loop.learn.cognition import sync_task_cognition
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.run_state import RunState
+from kubevolve.loop.sample import sampler_settings
 from kubevolve.loop.sample.base import Selection
 from kubevolve.store.base import NotFound, Store
+
+if TYPE_CHECKING:  # the LLM stack (openai) is imported only by runs that use it
+    from kubevolve.loop.engineer.llm_judge import LLMJudge
 
 
 class StepError(KubevolveError, RuntimeError):
@@ -65,10 +77,11 @@ async def propose(
         node = seed_node(state.run_id, state.task, node_id)
         precheck(state.task, state.store, node, None)
         return Candidate(node)
+    index = state.next_proposal()
     if retry_of is not None:
         failed, selection = retry_of.node, retry_of.selection
     else:
-        failed, selection = None, state.sampler.select()
+        failed, selection = None, state.sampler.select(draw=index)
     if selection is None or not selection.parents:
         raise StepError(f"run {state.run_id} has no evaluated node to build on yet")
     node = await propose_candidate(
@@ -77,9 +90,9 @@ async def propose(
         selection,
         state.sampler.island_for_child(selection),
         agents.proposer,
-        proposal_seed(state.spec.seed, state.next_proposal()),
+        proposal_seed(state.spec.seed, index),
         node_id=node_id,
-        context=state.context(selection),
+        context=state.context(selection, failed),
         retry_of=failed,
     )
     rejected = (
@@ -96,7 +109,24 @@ async def propose(
         reason = state.novelty_reason(node)
         if reason:
             node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
+    if not node.stage.is_final and agents.judge is not None:
+        await judge(state, agents.judge, node, selection)
     return Candidate(node, selection)
+
+
+async def judge(state: RunState, llm_judge: LLMJudge, node: Node, selection: Selection) -> None:
+    """The LLM judge's verdict on a candidate that passed every other check: kept on the node with its cost
+    and transcript; a rejection settles the node (REJECTED_STATIC, LLM_JUDGE_REJECTED)."""
+    started = time.monotonic()
+    neighbours = state.neighbours(node, llm_judge.spec.neighbours, selection)
+    verdict = await llm_judge.judge(state.task, node, neighbours)
+    node.timings["judge"] = time.monotonic() - started
+    node.judge = {"verdict": verdict.verdict, "reason": verdict.reason}
+    for key, value in verdict.llm.items():
+        node.llm[f"judge_{key}"] = node.llm.get(f"judge_{key}", 0.0) + value
+    node.transcript.extend(verdict.transcript)
+    if verdict.rejects:
+        node.fail(Stage.REJECTED_STATIC, FailureKind.LLM_JUDGE_REJECTED, f"LLM judge: {verdict.reason}")
 
 
 async def evaluate(evaluator: Evaluator, node: Node) -> Node:
@@ -106,14 +136,20 @@ async def evaluate(evaluator: Evaluator, node: Node) -> Node:
     return await evaluator.evaluate(node)
 
 
-async def analyze(store: Store, task: Task, agents: Agents, node: Node) -> Insight | None:
+async def analyze(
+    store: Store, task: Task, agents: Agents, node: Node, *, island_best: Node | None = None
+) -> Insight | None:
     """The insight of a stored, finished node, written and linked from the node if it has none yet. None for
-    nodes that are not analysed (rejected ones)."""
-    if node.stage not in ANALYSED_STAGES:
+    nodes that are not analysed (a rejection with no idea in it, or any node when the analyzer is off). A
+    proposal rejected before evaluation is analysed offline, whatever the run's Analyzer."""
+    if agents.analyzer is None:
         return None
     if node.insight_id:
         return next((i for i in store.list_insights(node.run_id) if i.id == node.insight_id), None)
-    return await analyze_and_store(store, agents.analyzer, task, node, agents.embedder)
+    if not wants_analysis(node):
+        return None
+    analyzer = OfflineAnalyzer() if is_analysed_rejection(node) else agents.analyzer
+    return await analyze_and_store(store, analyzer, task, node, agents.embedder, island_best=island_best)
 
 
 def wants_retry(candidate: Candidate, spec: RunSpec, agents: Agents) -> bool:
@@ -184,22 +220,36 @@ def stored_candidate(state: RunState, node_id: str) -> Candidate:
 
 
 async def propose_step(
-    ctx: StepContext, agents: Agents, *, node_id: str | None = None, retry_of: str | None = None
+    ctx: StepContext,
+    agents: Agents,
+    *,
+    node_id: str | None = None,
+    retry_of: str | None = None,
+    index: int | None = None,
 ) -> Node:
     """Store one new candidate of the run and return it (PROPOSED, or final when rejected). With `retry_of`,
     the candidate is a debug retry of that failed node: same parents, and its error as feedback. The run's
-    first step (its initial program) also stores the task's cognition, once per run."""
+    first step (its initial program) also stores the task's cognition, once per run. `index`: the proposal's
+    index in the run, from which its parents' draw and its seed derive (default: the number of nodes stored);
+    proposal pods started together see the same store, so the operator gives each its own."""
     existing = _existing(ctx.store, node_id)
     if existing is not None:
         return existing
     state = RunState.load(
         ctx.spec, ctx.task, ctx.store, ctx.run.id, embedder=agents.embedder, bandit=agents.bandit
     )
+    if index is not None:
+        if index < 0:
+            raise StepError(f"a proposal index is not negative (got {index})")
+        state.proposals = index
     if state.observed == 0 and agents.embedder is not None:
         sync_task_cognition(ctx.store, ctx.task, agents.embedder)
     retry = stored_candidate(state, retry_of) if retry_of else None
     candidate = await propose(state, agents, retry_of=retry, node_id=node_id)
-    return ctx.store.add_node(candidate.node)
+    node = ctx.store.add_node(candidate.node)
+    if is_analysed_rejection(node):  # offline and at once: no analysis Job for a refused idea
+        await analyze(ctx.store, ctx.task, agents, node)
+    return node
 
 
 async def evaluate_step(ctx: StepContext, node_id: str, evaluator: Evaluator) -> Node:
@@ -215,5 +265,8 @@ async def evaluate_step(ctx: StepContext, node_id: str, evaluator: Evaluator) ->
 
 
 async def analyze_step(ctx: StepContext, node_id: str, agents: Agents) -> Insight | None:
-    """Write the insight of a finished node (None for nodes that are not analysed, e.g. rejected ones)."""
-    return await analyze(ctx.store, ctx.task, agents, ctx.store.get_node(node_id))
+    """Write the insight of a finished node (None for nodes that are not analysed)."""
+    node = ctx.store.get_node(node_id)
+    islands = sampler_settings(ctx.spec, ctx.task)[0].kind == "map_elites"
+    best_there = island_best(ctx.store, node.run_id, node.island) if islands and not node.insight_id else None
+    return await analyze(ctx.store, ctx.task, agents, node, island_best=best_there)
