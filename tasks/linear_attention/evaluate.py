@@ -123,7 +123,9 @@ def score_mqar(
         inputs, targets = mqar.batch(cfg["evalSequences"], length, pairs, cfg["vocab"], held_out)
         queries = torch.sort((targets != mqar.IGNORE).nonzero()[:, 1].view(len(inputs), pairs), dim=1).values
         inputs = hide_answers(inputs, queries)
-        rows, twin_pairs = judge_probes.add_twins(inputs, queries + 1, judge_probes.TWINS, cfg["vocab"], twins)
+        rows, twin_pairs = judge_probes.add_twins(
+            inputs, queries + 1, judge_probes.TWINS, cfg["vocab"], twins
+        )
         positions = torch.cat([queries, queries[[row for row, _ in twin_pairs]]])
         logits, spent = predict(candidate, "mqar", rows, positions, cfg["vocab"], twins)
         worst = max(
