@@ -9,16 +9,19 @@ candidate's TokenMixer in its sandboxed process and answers with data. Stage flo
    sub-quadratic cost from forward passes it times with its own clock;
 3. `train`: the sandbox trains a fresh MQAR model and a fresh LM (trainer.py) and keeps them;
 4. `predict`: the judge draws held-out MQAR sequences and held-out stories from a seed secret to candidates
-   (`judge_seed`: drawn per run by the engine; `EVAL_SEED` by hand and in tests), sends the inputs only, with
-   some rows twice (the copy changed after a cut: the causality check on the scored outputs), and receives the
-   logits at the positions it names. It computes the accuracy, the loss and the twins' verdict itself.
-Primary metric: `mqar_accuracy`, the mean accuracy over the evaluation lengths. `train_seconds`,
-`eval_seconds` and `tokens_per_second` are the judge's clock; `mixer_params`, `mqar_train_loss`,
-`cost_exponent` and the curves are the candidate's claims, reported for information.
+   (`judge_seed`: drawn per run by the engine; `EVAL_SEED` by hand and in tests), sends the inputs only (in
+   MQAR with the filler where a training sequence holds each query's answer, `hide_answers`), with some rows
+   twice (the copy changed after a cut: the causality check on the scored outputs), and receives the logits
+   at the positions it names. It computes the accuracy, the loss and the twins' verdict itself.
+Primary metric: `mqar_accuracy`, the mean accuracy over the evaluation lengths. `train_seconds` and
+`eval_seconds` are the judge's clock, and `tokens_per_second` divides the runner's token count by it;
+`mixer_params`, `mqar_train_loss`, `cost_exponent` and the curves are the candidate's claims, reported for
+information.
 
 Run by hand (the program in this process: trusted programs only):
     python tasks/linear_attention/evaluate.py --block tasks/linear_attention/baselines/linear_attention.py
-The full stage trains through DeepSpeed on several GPUs (run.py, `launcher` in training.yaml).
+With several GPUs the runner trains through DeepSpeed (run.py, `launcher` in training.yaml): by hand only,
+since the ranks meet over TCP, which the candidate's sandbox refuses (README.md).
 """
 
 from __future__ import annotations
