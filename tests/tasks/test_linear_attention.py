@@ -615,6 +615,30 @@ def test_quick_stage_through_the_engine_is_in_range_and_reproducible(tmp_path, m
     assert again["lm_loss"] == metrics["lm_loss"]
 
 
+NO_MIXING = """
+class TokenMixer(nn.Module):
+    \"\"\"Each position on its own: causal and linear, but nothing moves between tokens, so nothing is recalled.\"\"\"
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+"""
+
+
+def test_a_layer_that_learns_nothing_is_rejected_at_the_quick_stage(tmp_path):
+    """It passes every check and probe; the judge's accuracy is chance (1/32), under the quick stage's
+    rejectBelow (0.05), so it never reaches the full stage."""
+    task_dir = task_copy_with_settings(TASK_DIR, tmp_path, "quick", TINY)
+    node = evaluate_through_engine(
+        task_dir, load_task(task_dir).with_block(NO_MIXING), tmp_path, stages=("quick", "full")
+    )
+    assert node.failure is FailureKind.EARLY_REJECTION, node.error
+    assert node.metrics["mqar_accuracy"] < 0.05 and "full" not in node.timings
+
+
 def test_a_non_causal_candidate_fails_its_quick_stage_in_the_engine(tmp_path):
     task_dir = tmp_path / "task"
     shutil.copytree(TASK_DIR, task_dir, ignore=shutil.ignore_patterns("__pycache__"))
