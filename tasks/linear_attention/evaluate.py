@@ -134,7 +134,7 @@ def score_mqar(
         worst = max(
             worst,
             judge_probes.check_twins(
-                logits, positions.numpy(), twin_pairs, f"held-out MQAR sequence (length {length})"
+                logits, positions.numpy(), twin_pairs, f"held-out MQAR sequence of length {length}, row"
             ),
         )
         answers = targets.gather(1, queries)
@@ -176,7 +176,7 @@ def score_lm(
     rows, twin_pairs = judge_probes.add_twins(inputs, cuts, judge_probes.TWINS, vocab, twins)
     positions = torch.arange(length).expand(len(rows), -1)
     logits, seconds = predict(candidate, "lm", rows, None, vocab, twins)
-    worst = judge_probes.check_twins(logits, positions.numpy(), twin_pairs, "held-out story window")
+    worst = judge_probes.check_twins(logits, positions.numpy(), twin_pairs, "held-out story window, row")
     loss = float(
         F.cross_entropy(
             torch.from_numpy(logits[: len(inputs)]).reshape(-1, vocab).double(), targets.reshape(-1)

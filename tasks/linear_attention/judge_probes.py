@@ -190,8 +190,8 @@ def check_twins(logits: np.ndarray, positions: np.ndarray, pairs: list[tuple[int
         if relative > TWIN_TOLERANCE:
             position = int(positions[row][before][int(np.argmax(diff))])
             raise ProbeFailed(
-                f"not causal (the judge's check on the trained model's outputs): {what} {row} and its copy "
-                f"with the tokens from position {cut} on replaced gave logits differing by "
+                f"not causal (the judge's check on the trained model's outputs): {what} {row}, and its copy "
+                f"with the tokens from position {cut} on replaced, gave logits differing by "
                 f"{float(diff.max()):.2e} at position {position}"
             )
     return worst

@@ -341,7 +341,7 @@ def test_the_judge_checks_the_trained_models_outputs_for_causality(evaluator, pr
     rows among the scored held-out inputs catch it on the very logits that would have been scored."""
     with pytest.raises(
         probes.ProbeFailed,
-        match="not causal \\(the judge's check on the trained model's outputs\\): held-out MQAR sequence",
+        match="not causal \\(the judge's check on the trained model's outputs\\): held-out MQAR sequence of length 64, row",
     ):
         evaluator.run_experiment(program_with(tmp_path, PEEK), tiny_settings(), check=False)
 
@@ -577,7 +577,7 @@ for _module in list(_sys.modules.values()):
         ),
         (
             SKIP_SANDBOX_CHECKS + ANSWER_PROBES_CAUSALLY + PEEK,
-            "quick stage: ProbeFailed: not causal (the judge's check on the trained model's outputs): held-out MQAR sequence",
+            "quick stage: ProbeFailed: not causal (the judge's check on the trained model's outputs): held-out MQAR sequence of length",
         ),
     ],
     ids=["bidirectional", "softmax", "peek-that-fakes-the-probe"],
