@@ -27,6 +27,7 @@ since the ranks meet over TCP, which the candidate's sandbox refuses (README.md)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -217,8 +218,10 @@ def predict(
 
 
 def _derived(seed: int, salt: int) -> int:
-    """Another secret seed from the judge's (for the probes and the twins, apart from the held-out data)."""
-    return (seed * 1_000_003 + salt) % (1 << 63)
+    """Another seed from the judge's (for the probes and the twins, apart from the held-out data). One way:
+    the probes send theirs to the runner, which must not learn the held-out data's seed from it."""
+    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def _number(reply: Any, key: str) -> float:

@@ -396,6 +396,35 @@ def test_malformed_logits_are_refused(evaluator):
             evaluator.predict(_Replies(reply), "mqar", rows, None, 64, torch.Generator().manual_seed(0))
 
 
+class _Recorder:
+    """A Candidate that records every request before passing it on."""
+
+    def __init__(self, candidate):
+        self.candidate, self.requests = candidate, []
+
+    @property
+    def seconds(self):
+        return self.candidate.seconds
+
+    def request(self, request, *, timeout=None, max_bytes=None):
+        self.requests.append(request)
+        return self.candidate.request(request, timeout=timeout, max_bytes=max_bytes)
+
+
+def test_the_requests_do_not_reveal_the_held_out_seed(evaluator, monkeypatch):
+    """The probes send the runner seeds of their own; they are derived one way from the judge's, so the runner
+    cannot work back to the seed of the held-out data (an affine derivation, inverted, gave it exactly)."""
+    secret = 987_654_321_123
+    monkeypatch.setenv(SEED_VARIABLE, str(secret))
+    recorder = _Recorder(in_process_candidate(TASK_DIR, TASK_DIR / "initial.py"))
+    evaluator.judge_settings(recorder, tiny_settings())
+    sent = {request["seed"] for request in recorder.requests if "seed" in request}
+    assert sent and secret not in sent
+    inverse = pow(1_000_003, -1, 1 << 63)
+    assert all((seed - salt) * inverse % (1 << 63) != secret for seed in sent for salt in (1, 2, 3))
+    assert not any(secret in np.asarray(r.get("inputs", [])) for r in recorder.requests)
+
+
 # ---- candidates forging their score ---------------------------------------------------------------------
 # In one process with the judge each of these would be scored as it claims; across the boundary it patches
 # only its own process, and the judge scores what the trained model answers on inputs from a secret seed.
