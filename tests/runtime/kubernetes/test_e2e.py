@@ -12,6 +12,8 @@ from kubevolve.runtime.kubernetes.names import node_id
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
+from kubevolve.testing.strict import CONTROL_PLANE
+from tests.kit.cluster import CLUSTER_ADMIN, LAB_ADMIN, OPERATOR
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
 
@@ -36,6 +38,9 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp
         first = await until(lambda: run_jobs(kmock, "toy-e2e"), 30, "the first Job")
         command = first[0]["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command[:3] == ["kubevolve", "step", "propose"] and "--tenant" in command
+        # issue 14, defect 7: the step pods run as the lab's step ServiceAccount, with no token
+        pod = first[0]["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "kubevolve-step" and pod["automountServiceAccountToken"] is False
 
         await until(
             lambda: run_status(kmock, "toy-e2e").get("candidates", {}).get("evaluated", 0) >= 2,
@@ -74,6 +79,13 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp
             assert kubelet.ran[("evaluate", node.id)] == 1
             assert kubelet.ran[("analyze", node.id)] == 1 and node.insight_id
     assert nodes[0].id == node_id("toy-e2e", "00000") and not nodes[0].parent_ids
+    # the step pods never called the Kubernetes API (they had no token; anonymous calls would be refused)
+    assert set(kmock.policy.by_identity) <= {
+        OPERATOR.user,
+        LAB_ADMIN.user,
+        CLUSTER_ADMIN.user,
+        CONTROL_PLANE.user,
+    }
     events = {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)}
     assert {"Started", "NewBest", "BudgetReached"} <= events
 
