@@ -1,4 +1,4 @@
-"""Shared pieces of the engine benchmarks: a generated task with a simulated evaluator, a simulated proposer."""
+"""Shared pieces of the engine benchmarks: a generated task with a simulated evaluation, a simulated proposer."""
 
 from __future__ import annotations
 
@@ -13,30 +13,39 @@ from kubevolve.loop.research.proposal import Proposal, ProposalRequest
 
 TASK_YAML = """\
 name: simulated
-description: A benchmark task whose evaluator sleeps a fixed time.
+description: A benchmark task whose candidates sleep a fixed time.
 metric: score
+runner: run.py
 stages:
   quick: {{timeoutSeconds: 60, resources: {{memoryMb: 512}}}}
 checks: {{requiredNames: [VALUE]}}
 sampler: {{kind: {sampler}}}
 """
 PROGRAM = "# EVOLVE-BLOCK-START\nVALUE = 0\n# EVOLVE-BLOCK-END\n"
-EVALUATOR = """\
+# the evaluation time is spent on the candidate's side, in its sandboxed process; the judge only scores
+RUNNER = """\
 import time
 
 
-def evaluate(program_path, stage):
+def run(program, request):
     time.sleep({seconds})
-    value = int(open(program_path).read().split("VALUE = ")[1].split()[0])
+    return {{"value": program.VALUE}}
+"""
+JUDGE = """\
+def judge(candidate, stage):
+    value = int(candidate.request({{}})["value"])
     return {{"score": float(value % 1000)}}
 """
 
 
 def simulated_task(eval_seconds: float, sampler: str = "random") -> Task:
+    """A judged task (the engine's boundary is part of what the benchmarks measure) that sleeps
+    `eval_seconds` per evaluation in the candidate's process."""
     root = Path(tempfile.mkdtemp(prefix="kubevolve-bench-"))
     (root / "task.yaml").write_text(TASK_YAML.format(sampler=sampler))
     (root / "initial.py").write_text(PROGRAM)
-    (root / "evaluate.py").write_text(EVALUATOR.format(seconds=eval_seconds))
+    (root / "run.py").write_text(RUNNER.format(seconds=eval_seconds))
+    (root / "evaluate.py").write_text(JUDGE.format())
     return load_task(root)
 
 

@@ -1,14 +1,13 @@
-"""Evaluator for circle packing: run the candidate, check its packing exactly, score the sum of radii.
+"""The judge of circle packing: ask the candidate for its packing, check it exactly, score the sum of radii.
 
-The engine calls `evaluate(program_path, stage)` inside a sandboxed, resource-limited child process whose
-working directory is a scratch folder, so this module simply imports the candidate and calls `run_packing()`.
+This module runs in the engine's trusted judge process, where no candidate code ever executes; the candidate
+runs in its own sandboxed process (run.py calls its run_packing() there) and all that crosses over is two
+arrays, the centres and the radii. So nothing the candidate does can reach these checks: the sum is computed
+here, and validity is tested with plain float arithmetic on values copied out of those arrays.
 
-The checks never trust the candidate: the radii sum is recomputed here, and validity is tested with plain float
-arithmetic on values copied out of the returned arrays, using numpy functions bound before the candidate is
-imported (so a candidate that patches numpy cannot weaken the checker).
-
-Stages: "quick" runs the program once and checks the packing. "full" does the same and then runs the program
-a second time from a fresh import, rejecting it when the two packings differ (a score must be reproducible).
+Stages: "quick" asks for the packing once and checks it. "full" does the same, then restarts the candidate (a
+fresh process and a fresh import) and asks again, rejecting it when the two sums differ (a score must be
+reproducible).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import math
 
 from numpy import asarray, isfinite
 
-from kubevolve.sdk.evaluator_kit import load_program
+from kubevolve.sdk.judging import Candidate
 
 N_CIRCLES = 26
 REFERENCE_SUM = 2.635  # AlphaEvolve's published result for 26 circles
@@ -25,14 +24,15 @@ TOLERANCE = 1e-12  # the most a circle may poke out of the square or into anothe
 REPRODUCIBLE_WITHIN = 1e-9  # "full" stage: largest accepted difference between two runs' sums
 
 
-def evaluate(program_path: str, stage: str) -> dict:
+def judge(candidate: Candidate, stage: str) -> dict:
     if stage not in ("quick", "full"):
         raise ValueError(f"unknown stage {stage!r} (expected 'quick' or 'full')")
-    centers, radii = _run(program_path)
+    centers, radii = _packing(candidate.request({}))
     check_packing(centers, radii)
     total = math.fsum(radii)
     if stage == "full":
-        again_centers, again_radii = _run(program_path)
+        candidate.restart()
+        again_centers, again_radii = _packing(candidate.request({}))
         check_packing(again_centers, again_radii)
         again = math.fsum(again_radii)
         if abs(again - total) > REPRODUCIBLE_WITHIN:
@@ -49,13 +49,15 @@ def evaluate(program_path: str, stage: str) -> dict:
     }
 
 
-def _run(program_path: str) -> tuple[list[tuple[float, float]], list[float]]:
-    """Import the candidate under a fresh module name, call run_packing(), copy out plain floats."""
-    result = load_program(program_path, required=["run_packing"]).run_packing()
-    if not isinstance(result, tuple | list) or len(result) != 3:
-        raise ValueError("run_packing() must return a tuple (centers, radii, sum_radii)")
-    centers = asarray(result[0], dtype=float)
-    radii = asarray(result[1], dtype=float)
+def _packing(outputs: object) -> tuple[list[tuple[float, float]], list[float]]:
+    """The centres and radii the candidate sent, checked for shape and finiteness, as plain floats."""
+    if not isinstance(outputs, dict) or set(outputs) != {"centers", "radii"}:
+        raise ValueError("the runner must send exactly 'centers' and 'radii'")
+    try:
+        centers = asarray(outputs["centers"], dtype=float)
+        radii = asarray(outputs["radii"], dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"centers and radii must be arrays of numbers: {err}") from None
     if centers.shape != (N_CIRCLES, 2):
         raise ValueError(f"centers must have shape ({N_CIRCLES}, 2), got {centers.shape}")
     if radii.shape != (N_CIRCLES,):

@@ -1,12 +1,17 @@
-"""Evaluator for data_curation: curate the generated corpus with the candidate, train on it, probe.
+"""The judge of data_curation: send the candidate the scraped corpus, take its weights, train on them, probe.
 
-1. Generate the raw corpus (corpus.py; the same for every candidate) and call the candidate's `curate`.
+This module runs in the engine's trusted judge process; the candidate's `curate` runs in its own sandboxed
+process (run.py), which receives the documents, their scraped labels and sources, and returns weights. The
+ground truth, the probes, the training and the corpus's seed stay here:
+1. Generate the raw corpus (corpus.py) from a seed the candidate never learns (`judge_seed`: secret per run
+   in the engine; the documented `corpusSeed` when run by hand) and send it.
 2. Check the weights: one finite number >= 0 per document, at least `MIN_KEPT` documents kept.
 3. For each seed, train a fresh classifier (classifier.py) for a fixed budget of examples drawn with
    probability proportional to the weights.
 4. Score on clean, balanced held-out probes, one per source. Primary metric: `accuracy`, the mean over probes
-   and seeds. The evaluator also reports, from the ground truth it kept, where the curated mass went
-   (duplicates, junk, wrong labels, per-source shares): never shown to `curate`, but useful to the Researcher.
+   and seeds. The judge also reports, from the ground truth it kept, where the curated mass went (duplicates,
+   junk, wrong labels, per-source shares): never shown to `curate`, but useful to the Researcher.
+`curate_seconds` is the wall time of the request as the judge measured it.
 
 Run by hand:  python tasks/data_curation/evaluate.py --block tasks/data_curation/baselines/no_curation.py
 """
@@ -18,7 +23,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,8 @@ if str(TASK_DIR) not in sys.path:
 import classifier  # noqa: E402
 import corpus as corpus_lib  # noqa: E402
 
-from kubevolve.sdk.evaluator_kit import load_program, program_with_block  # noqa: E402
+from kubevolve.sdk.evaluator_kit import program_with_block  # noqa: E402
+from kubevolve.sdk.judging import Candidate, LocalJudge, judge_seed  # noqa: E402
 from kubevolve.sdk.training import (  # noqa: E402
     Budget,
     StepOutput,
@@ -48,26 +53,30 @@ PROBE_SEED = 777
 MIN_KEPT = 100
 
 
-def evaluate(program_path: str, stage: str) -> dict:
+def judge(candidate: Candidate, stage: str) -> dict:
     if stage not in ("quick", "full"):
         raise ValueError(f"unknown stage {stage!r} (expected 'quick' or 'full')")
-    return run_experiment(program_path, load_settings(SETTINGS, stage))
+    settings = load_settings(SETTINGS, stage)
+    raw, truth = corpus_lib.generate(settings["originals"], judge_seed(settings["corpusSeed"]))
+    reply = candidate.request(pack(raw))
+    if not isinstance(reply, dict) or "weights" not in reply:
+        raise ValueError("the runner must send {'weights': ...}")
+    return score_weights(raw, truth, reply["weights"], settings, curate_seconds=candidate.seconds)
 
 
-def run_experiment(program_path: str, settings: dict[str, Any], weights_fn=None) -> dict:
-    """`weights_fn(corpus, truth)` replaces the program (for reference figures such as the oracle). The
-    program gets a copy of the corpus: whatever it edits in place, training uses the documents as scraped."""
+def pack(raw: corpus_lib.Corpus) -> dict[str, np.ndarray]:
+    """The corpus as the runner receives it: every document's tokens end to end, and their lengths."""
+    return {
+        "tokens": np.fromiter((t for doc in raw.docs for t in doc), dtype=np.int32),
+        "lengths": np.array([len(doc) for doc in raw.docs], dtype=np.int64),
+        "labels": np.asarray(raw.labels, dtype=np.int64),
+        "sources": np.asarray(raw.sources, dtype=np.int64),
+    }
+
+
+def score_weights(raw, truth, weights: Any, settings: dict[str, Any], curate_seconds: float = 0.0) -> dict:
+    """Check the weights, train on them (one classifier per seed), probe; the metrics."""
     set_threads(settings["threads"])
-    raw, truth = corpus_lib.generate(settings["originals"], settings["corpusSeed"])
-    started = time.perf_counter()
-    if weights_fn is None:
-        program = load_program(program_path, required=["curate"])
-        weights = program.curate(
-            corpus_lib.Corpus([list(d) for d in raw.docs], list(raw.labels), list(raw.sources))
-        )
-    else:
-        weights = weights_fn(raw, truth)
-    curate_seconds = time.perf_counter() - started
     weights = check_weights(weights, len(raw))
     probes = corpus_lib.probes(settings["probePerClass"], PROBE_SEED)
     packed = classifier.PackedCorpus(raw.docs, raw.labels)
@@ -204,9 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         "--oracle", action="store_true", help="score the ground-truth oracle curation (reference)"
     )
     args = parser.parse_args(argv)
-    settings = load_settings(SETTINGS, args.stage)
-    program = str(program_with_block(TASK_DIR, args.block)) if args.block else args.program
-    metrics = run_experiment(program, settings, oracle_weights if args.oracle else None)
+    if args.oracle:
+        settings = load_settings(SETTINGS, args.stage)
+        raw, truth = corpus_lib.generate(settings["originals"], judge_seed(settings["corpusSeed"]))
+        metrics = score_weights(raw, truth, oracle_weights(raw, truth), settings)
+    else:
+        program = str(program_with_block(TASK_DIR, args.block)) if args.block else args.program
+        metrics = LocalJudge(TASK_DIR).evaluate(program, args.stage)  # trusted programs only: no sandbox
     print(metrics["artifacts"]["curated_mass"], metrics["artifacts"]["probes"], sep="\n\n")
     print(json.dumps({k: v for k, v in metrics.items() if k != "artifacts" and not math.isnan(v)}, indent=2))
     return 0

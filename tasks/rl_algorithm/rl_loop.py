@@ -6,7 +6,10 @@
    fresh problems, scores them with the verifiable reward, asks the candidate's `compute_advantages(rewards)`
    for advantages, records the sampling policy's log-probabilities (old) and the warm-start policy's (ref),
    then takes `updateEpochs` optimizer steps on the candidate's `policy_loss(batch)`.
-3. The held-out solve rate (greedy decoding, fixed problems) is the result.
+3. The policy's weights are the result: after the warm start, at every evaluation point, at the end. The
+   judge (evaluate.py) loads them into a policy of its own and measures the held-out solve rate (greedy
+   decoding, on problems only it knows) itself: `train_seed` runs in the candidate's sandbox,
+   `policy_from_weights`, `solve_rate` and `carry_rate` in the judge.
 
 Everything the candidate returns is checked: advantages must be a finite (prompts, group) tensor, the loss a
 finite scalar that carries a gradient. A violation raises with a message that names it.
@@ -66,17 +69,52 @@ def solve_rate(policy: DigitPolicy, problems: torch.Tensor, digits: int) -> floa
     return float(arithmetic.reward(completions, problems, digits).mean())
 
 
-def run_seed(program: Any, cfg: dict[str, Any], seed: int, held_out: torch.Tensor) -> dict[str, Any]:
+def weights_of(policy: DigitPolicy) -> dict[str, Any]:
+    """The policy's parameters as numpy arrays: what crosses from the sandbox to the judge."""
+    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in policy.state_dict().items()}
+
+
+def policy_from_weights(weights: Any, cfg: dict[str, Any]) -> DigitPolicy:
+    """A fresh policy of the stage's shape with `weights` (from the sandbox), checked name by name."""
+    policy = DigitPolicy(cfg["digits"], cfg["hidden"])
+    expected = policy.state_dict()
+    if not isinstance(weights, dict) or set(weights) != set(expected):
+        names = sorted(weights) if isinstance(weights, dict) else type(weights).__name__
+        raise ValueError(f"the policy's weights must be exactly {sorted(expected)}, got {names}")
+    state = {}
+    for name, tensor in expected.items():
+        value = torch.as_tensor(weights[name], dtype=torch.float32)
+        if value.shape != tensor.shape:
+            raise ValueError(f"weight {name} has shape {tuple(value.shape)}, expected {tuple(tensor.shape)}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"weight {name} is not finite")
+        state[name] = value
+    policy.load_state_dict(state)
+    return policy.eval()
+
+
+def carry_rate(policy: DigitPolicy, problems: torch.Tensor, digits: int) -> float:
+    """The solve rate on the problems that need a carry (the warm start's weakness)."""
+    carries = arithmetic.needs_carry(problems, digits)
+    completions = policy.generate(arithmetic.prompts(problems, digits), greedy=True)
+    solved = arithmetic.reward(completions, problems, digits)
+    return float(solved[carries].mean()) if carries.any() else solve_rate(policy, problems, digits)
+
+
+def train_seed(program: Any, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Warm start and RL with the candidate's objective, for one seed: the weights along the way (after the
+    warm start, at each evaluation point, at the end) and the training curve's text."""
     digits, group, count = cfg["digits"], cfg["groupSize"], cfg["prompts"]
     epochs, iterations = cfg["updateEpochs"], cfg["iterations"]
     generator = seed_everything(seed)
     policy = DigitPolicy(digits, cfg["hidden"])
     warm_start(policy, cfg, generator)
+    start = weights_of(policy)
     reference = copy.deepcopy(policy).requires_grad_(False)
-    start_rate = solve_rate(policy, held_out, digits)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg["lr"])
     stepper = TorchStepper(policy, optimizer, grad_clip=cfg.get("gradClip"))
     state: dict[str, Any] = {}
+    checkpoints: list[dict[str, Any]] = []
 
     def sample(step: int) -> None:
         problems = arithmetic.sample_problems(count, digits, generator)
@@ -122,27 +160,24 @@ def run_seed(program: Any, cfg: dict[str, Any], seed: int, held_out: torch.Tenso
         logs = {"reward": float(state["rewards"].mean()), "entropy": float(entropy.detach().mean())}
         return StepOutput(loss, tokens=tokens, logs=logs)
 
-    probe = held_out[: cfg["curveProblems"]]
+    def checkpoint() -> dict[str, float]:
+        checkpoints.append(weights_of(policy))
+        return {}
+
     result = train(
         stepper,
         step_fn,
         Budget(epochs * iterations, eval_every=epochs * cfg["evalEvery"]),
-        evaluate=lambda: {"solve_rate": solve_rate(policy, probe, digits)},
+        evaluate=checkpoint,
         log_every=epochs * max(1, iterations // 40),
     )
-    policy.eval()
-    final = solve_rate(policy, held_out, digits)
-    carries = arithmetic.needs_carry(held_out, digits)
-    completions = policy.generate(arithmetic.prompts(held_out, digits), greedy=True)
-    solved = arithmetic.reward(completions, held_out, digits)
     return {
-        "solve_rate": final,
-        "start_rate": start_rate,
-        "carry_rate": float(solved[carries].mean()) if carries.any() else final,
-        "curve_auc": _auc(result.curve.series("eval_solve_rate")),
-        "samples": result.tokens // (digits + 1),
-        "seconds": result.train_seconds,
-        "curve": result.curve,
+        "start": start,
+        "checkpoints": checkpoints,
+        "final": weights_of(policy),
+        "curve": result.curve.to_text(
+            f"seed {seed}: RL training (loss, reward, entropy, as the runner reports)"
+        ),
     }
 
 
@@ -167,6 +202,6 @@ def check_loss(loss: Any) -> None:
         )
 
 
-def _auc(series: list[tuple[float, float]]) -> float:
+def curve_auc(rates: list[float]) -> float:
     """Mean solve rate over the evaluation points: sample efficiency, not just the end point."""
-    return sum(value for _, value in series) / len(series) if series else 0.0
+    return sum(rates) / len(rates) if rates else 0.0

@@ -73,3 +73,20 @@ def test_a_syntax_error_in_an_imported_module_points_at_the_line(tmp_path):
         f'File "{task.resolve() / "helpers.py"}", line 1' in "\n".join(rest)
         and "def broken(:" in result.stderr
     )
+
+
+def test_a_judge_or_runner_that_raises_at_import_names_its_file_and_line(tmp_path):
+    """Judged tasks: the judge is imported by the judge process, the runner by the zygote in the sandbox; an
+    import error in either reads like the evaluator's."""
+    from tests.kit.toy_task import TOY_JUDGE, TOY_RUNNER
+
+    judge = write_task(tmp_path / "judge")
+    (judge / "evaluate.py").write_text(RAISES_AT_IMPORT + TOY_JUDGE)
+    runner_task = write_task(tmp_path / "runner", runner=RAISES_AT_IMPORT + TOY_RUNNER)
+    for task, file, what in ((judge, "evaluate.py", "the evaluator"), (runner_task, "run.py", "the runner")):
+        result = invoke("run", str(task), "--max-candidates", "3")
+        assert result.exit_code == 1
+        error = result.stderr
+        assert error.startswith(f"error: cannot import {what}: ZeroDivisionError: division by zero\n"), error
+        assert f'File "{task.resolve() / file}", line 8, in <module>' in error
+        assert "Traceback" not in error and "kubevolve/" not in error

@@ -49,7 +49,19 @@ def test_toy_task_loads(toy_task):
         (lambda root: (root / "evaluate.py").unlink(), "evaluator 'evaluate.py' not found"),
         (
             lambda root: (root / "evaluate.py").write_text("def score(p):\n    return {}\n"),
-            "must define a top-level function evaluate",
+            "must define a top-level function judge(candidate, stage)",
+        ),
+        (lambda root: (root / "run.py").unlink(), "runner 'run.py' not found"),
+        (lambda root: (root / "run.py").write_text("def go(p, r):\n    return {}\n"), "function run(program"),
+        (lambda root: (root / "run.py").write_text("def run(:\n"), "run.py: does not parse"),
+        (
+            lambda root: (
+                (root / "task.yaml").write_text(
+                    (root / "task.yaml").read_text().replace("runner: run.py", "")
+                ),
+                (root / "evaluate.py").write_text("def score(p):\n    return {}\n"),
+            ),
+            "must define a top-level function evaluate(program_path, stage)",
         ),
     ],
 )

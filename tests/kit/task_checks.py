@@ -39,6 +39,29 @@ def run_quick_through_engine(task_dir: Path, tmp_path: Path, *, run_id: str, tas
         store.close()
 
 
+def evaluate_through_engine(
+    task_dir: Path, code: str, tmp_path: Path, stages: tuple[str, ...] = ("quick",)
+) -> Node:
+    """`code` evaluated as the engine evaluates a candidate (a one-slot pool, the default sandbox), without
+    the static check: what the boundary alone does with it."""
+    from kubevolve.core.task import load_task
+    from kubevolve.loop.engineer.engineer import Engineer
+    from kubevolve.loop.engineer.pool import EvaluatorPool
+
+    task = load_task(task_dir)
+
+    async def run() -> Node:
+        pool = EvaluatorPool(task, 1, tmp_path / "work")
+        await pool.start()
+        try:
+            engineer = Engineer(task, pool, list(stages))
+            return await engineer.evaluate(Node(run_id="through-the-engine", code=code))
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
 def assert_cognition_sections_cite_sources(task_dir: Path) -> None:
     """Every section of the task's cognition files starts with a `## ` title and carries a `Source: ` line:
     a prior without a source cannot be checked or credited."""

@@ -1,4 +1,8 @@
-"""A tiny task written to a folder: the toy problem most engine tests evolve."""
+"""A tiny task written to a folder: the toy problem most engine tests evolve.
+
+By default it is judged: `run.py` calls the candidate's solve() in the sandbox and returns (x, y) as data, and
+`evaluate.py` scores them in the trusted judge. A test that passes its own `evaluator` (a legacy
+`evaluate(program_path, stage)`) gets a legacy task, without runner."""
 
 from __future__ import annotations
 
@@ -43,18 +47,38 @@ def evaluate(program_path, stage):
 """
 
 
+TOY_RUNNER = """\
+def run(program, request):
+    x, y = program.solve()
+    return {"x": x, "y": y}
+"""
+
+TOY_JUDGE = """\
+def judge(candidate, stage):
+    point = candidate.request({})
+    x, y = float(point["x"]), float(point["y"])
+    return {"f": -(x - 3) ** 2 - (y + 1) ** 2, "x": x, "artifacts": {"point": f"({x}, {y})"}}
+"""
+
+
 def write_task(
     root: Path,
     *,
     yaml_text: str | None = None,
     program: str = TOY_PROGRAM,
-    evaluator: str = TOY_EVALUATOR,
+    evaluator: str | None = None,
+    runner: str = TOY_RUNNER,
     timeout: float = 5,
 ) -> Path:
+    """The toy task in `root`: judged (TOY_JUDGE with `runner`) unless a legacy `evaluator` is given."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "task.yaml").write_text(
-        yaml_text if yaml_text is not None else TOY_TASK_YAML.format(timeout=timeout)
-    )
+    text = yaml_text if yaml_text is not None else TOY_TASK_YAML.format(timeout=timeout)
+    if evaluator is None:
+        evaluator = TOY_JUDGE
+        (root / "run.py").write_text(textwrap.dedent(runner))
+        if "\nrunner:" not in "\n" + text:
+            text += "runner: run.py\n"
+    (root / "task.yaml").write_text(text)
     (root / "initial.py").write_text(textwrap.dedent(program))
     (root / "evaluate.py").write_text(textwrap.dedent(evaluator))
     return root

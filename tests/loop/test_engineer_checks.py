@@ -65,6 +65,43 @@ def with_block(body: str) -> str:
             FailureKind.FORBIDDEN_IMPORT,
         ),
         (
+            with_block(
+                "def solve():\n    import importlib\n    importlib.import_module('socket')\n    return 1, 2"
+            ),
+            "imports 'socket'",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
+        (
+            with_block("def solve():\n    name = 'sock' + 'et'\n    __import__(name)\n    return 1, 2"),
+            "__import__() with a computed module name (line 6)",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
+        (
+            with_block("def solve():\n    import importlib as il\n    il.import_module(n)\n    return 1, 2"),
+            "computed at run time",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
+        (
+            with_block("def solve():\n    import builtins\n    return 1, 2"),
+            "the builtins module imported by name",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
+        (
+            with_block("def solve():\n    f = getattr(__builtins__, '__imp' + 'ort__')\n    return 1, 2"),
+            "computed at run time",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
+        (
+            with_block("def solve():\n    g = solve.__globals__\n    return 1, 2"),
+            "the attribute __globals__ (line 5)",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
+        (
+            with_block("def solve():\n    c = ().__class__.__base__.__subclasses__()\n    return 1, 2"),
+            "the attribute __subclasses__",
+            FailureKind.FORBIDDEN_IMPORT,
+        ),
+        (
             with_block("def other():\n    return 1, 2"),
             "required top-level name(s) missing: solve",
             FailureKind.MISSING_NAME,
@@ -90,6 +127,13 @@ def test_static_check_rejections(task, code, message, kind):
     rejection = static_check(task, code, task.initial_code)
     assert rejection is not None and message in rejection.message
     assert rejection.kind is kind
+
+
+def test_computed_imports_pass_where_the_task_forbids_nothing(task):
+    """The computed-import rule guards the forbidden list; with none, there is nothing for it to guard."""
+    task.spec.checks.forbidden_imports = []
+    code = with_block("def solve():\n    m = __import__('ma' + 'th')\n    return m.pi, 2")
+    assert static_check(task, code, task.initial_code) is None
 
 
 def test_static_check_accepts_a_change_inside_the_block(task):

@@ -49,7 +49,7 @@ metric: f
 stages:
   quick:
     timeoutSeconds: {timeout}
-    resources: {{memoryMb: 256, maxProcesses: 16, maxFileMb: 4}}
+    resources: {{memoryMb: 256, maxProcesses: 16, maxFileMb: 4, maxDiskMb: 16}}
     rejectBelow: {{f: -1000}}
 checks:
   forbiddenImports: [socket]
@@ -151,6 +151,19 @@ CASES = {
         "engineer",
         program("import urllib.request\nurllib.request.urlopen('http://192.0.2.1/', timeout=2)"),
         bwrap=True,
+    ),
+    "fills its scratch": Case(
+        FailureKind.DISK_QUOTA,
+        "engineer",
+        program("""
+            for i in range(100):
+                open(f'part-{i}', 'wb').write(b'x' * (1 << 20))
+        """),
+    ),
+    "garbles its reply": Case(  # a frame on its reply channel (fd 4) declaring a terabyte
+        FailureKind.PROTOCOL_VIOLATION,
+        "engineer",
+        program("import os\nos.write(4, (1 << 40).to_bytes(8, 'little'))\nreturn 1.0, 1.0"),
     ),
     "raises": Case(FailureKind.RAISED, "engineer", program("raise RuntimeError('kaput')")),
     "exits": Case(FailureKind.CRASHED, "engineer", program("import os\nos._exit(3)")),

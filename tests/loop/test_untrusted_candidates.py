@@ -82,10 +82,10 @@ def test_misbehaving_candidates_are_recorded_failures(toy_task, tmp_path, store,
             "wrote outside its work dir",
             FailureKind.WROTE_OUTSIDE,
         ),
-        "network": (  # its own namespace's loopback, where nothing listens: refused, not unreachable
+        "network": (  # seccomp refuses the socket itself (and its namespace's loopback has no listener)
             f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2)",
             "urlopen error",
-            FailureKind.RAISED,
+            FailureKind.NETWORK,
         ),
         "nan": ("return float('nan'), 0.0", "metric 'f' is not finite", FailureKind.BAD_METRICS),
         "big file": (
@@ -93,10 +93,13 @@ def test_misbehaving_candidates_are_recorded_failures(toy_task, tmp_path, store,
             "file size limit exceeded (4 MiB)",
             FailureKind.FILE_LIMIT,
         ),
-        "kills its worker": (
-            "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
-            "PermissionError",
-            FailureKind.RAISED,
+        # its parent is outside its pid namespace (getppid() is 0: there is no parent to kill) or, as root,
+        # another user's: the judge never notices, and the candidate is scored as if it had not tried
+        "kills its parent": (
+            "import os, signal\nparent = os.getppid()\ntry:\n    if parent:\n        os.kill(parent, signal.SIGKILL)\n"
+            "except PermissionError:\n    pass\nreturn 2.5, -1.0",
+            None,
+            None,
         ),
         "forbidden import": (
             "import socket\nreturn 1.0, 1.0",

@@ -1,9 +1,12 @@
-"""The circle-packing task: the task folder loads, the initial program scores in its documented range, and the
-evaluator rejects every kind of invalid packing with a message that names the problem."""
+"""The circle-packing task: the task folder loads, the initial program scores in its documented range, the
+judge rejects every kind of invalid packing with a message that names the problem, and a candidate that
+forges its score through the engine is caught.
+
+Most tests run the judge and the runner in this process (`evaluate_unsandboxed`): the same data crosses the
+same channel, without the sandbox's start-up. The engine tests go through the real boundary."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import textwrap
 from pathlib import Path
@@ -11,19 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kubevolve.core.models import Node, Stage
 from kubevolve.core.task import load_task
+from kubevolve.loop.engineer.static_check import static_check
+from kubevolve.sdk.judging import CandidateError, LocalJudge, evaluate_unsandboxed
 from tests.kit.paths import REPO
-from tests.kit.task_checks import assert_cognition_sections_cite_sources
+from tests.kit.task_checks import assert_cognition_sections_cite_sources, evaluate_through_engine
 
 TASK_DIR = REPO / "tasks" / "circle_packing"
 INITIAL_RANGE = (1.5, 2.2)  # documented in tasks/circle_packing/README.md (measured: 1.9253)
 
 
-def load_evaluator():
-    spec = importlib.util.spec_from_file_location("circle_packing_evaluate", TASK_DIR / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_evaluator() -> LocalJudge:
+    """The task's judge and runner in this process: `.evaluate(program_path, stage)`."""
+    return LocalJudge(TASK_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +126,7 @@ def test_touching_within_tolerance_is_accepted(evaluator, tmp_path):
 )
 def test_invalid_packings_are_rejected_with_a_specific_message(evaluator, tmp_path, body, message):
     path = write_program(tmp_path, body)
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises((ValueError, CandidateError)) as raised:  # the judge's checks, or the runner's
         evaluator.evaluate(path, "quick")
     assert message in str(raised.value)
 
@@ -130,7 +134,7 @@ def test_invalid_packings_are_rejected_with_a_specific_message(evaluator, tmp_pa
 def test_missing_entry_point_is_rejected(evaluator, tmp_path):
     path = tmp_path / "candidate.py"
     path.write_text("def construct():\n    return None\n")
-    with pytest.raises(ValueError, match="no callable run_packing"):
+    with pytest.raises(CandidateError, match="the program defines no run_packing"):
         evaluator.evaluate(str(path), "quick")
 
 
@@ -166,3 +170,46 @@ def test_initial_program_is_fast():
     start = time.perf_counter()
     evaluator.evaluate(str(TASK_DIR / "initial.py"), "quick")
     assert time.perf_counter() - start < 1.0
+
+
+# The attack of issue 13 as a twelve-line block without an import: walk up the stack from the candidate's own
+# function into the evaluator, replace its check and the radius function, and claim radii of 0.5 (a sum of
+# 13.0, where 2.636 is the physical maximum). In the judge's process it worked; across the boundary the
+# patches land in the candidate's own process and the judge's check sees 26 overlapping circles.
+FORGER = """
+def place_circles():
+    try:
+        raise RuntimeError
+    except RuntimeError as err:
+        frame = err.__traceback__.tb_frame
+    while frame is not None:
+        frame.f_globals["check_packing"] = lambda centers, radii: None
+        frame.f_globals["max_radii"] = lambda centers, hint=None: np.full(len(centers), 0.5)
+        frame = frame.f_back
+    return np.full((N_CIRCLES, 2), 0.5), None
+"""
+
+
+def _through_the_engine(tmp_path: Path, code: str, stages: tuple[str, ...] = ("quick",)) -> Node:
+    """Evaluate `code` as the engine does: the judge in its process, the candidate sandboxed."""
+    return evaluate_through_engine(TASK_DIR, code, tmp_path, stages)
+
+
+def test_a_candidate_forging_its_score_is_caught(tmp_path):
+    task = load_task(TASK_DIR)
+    code = task.with_block(FORGER)
+    node = _through_the_engine(tmp_path, code)
+    assert node.stage is Stage.FAILED_QUICK, (node.score, node.error)
+    assert "circles 0 and 1 overlap by 1.000e+00" in node.error
+    assert node.score is None
+    # and the static check, defence in depth, would not have let it run
+    rejection = static_check(task, code, task.initial_code)
+    assert rejection is not None and "computed at run time" in rejection.message
+
+
+def test_the_initial_program_scores_the_same_across_the_boundary(tmp_path):
+    node = _through_the_engine(tmp_path, load_task(TASK_DIR).initial_code, ("quick", "full"))
+    assert node.stage is Stage.EVALUATED, node.error
+    in_process = evaluate_unsandboxed(TASK_DIR, TASK_DIR / "initial.py", "full")
+    assert node.metrics["sum_radii"] == in_process["sum_radii"]
+    assert node.metrics["sum_radii"] == pytest.approx(1.9253, abs=5e-5)  # documented in the README

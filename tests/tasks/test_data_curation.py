@@ -1,6 +1,6 @@
 """The data_curation task: the generated corpus and its defects, the frozen tools, the checks on the
-weights a program returns, and the quick stage of the heuristic baseline, in process and through the
-engine's sandboxed worker."""
+weights a program returns, and the quick stage of the heuristic baseline, in process (LocalJudge) and through
+the engine (the judge in its process, curate() in the sandbox)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from kubevolve.core.models import Stage
 from kubevolve.core.task import load_task
 from kubevolve.loop.engineer.static_check import static_check
 from kubevolve.sdk.evaluator_kit import program_with_block
+from kubevolve.sdk.judging import SEED_VARIABLE, CandidateError, LocalJudge
 from kubevolve.sdk.training import load_settings
 from tests.kit.paths import REPO
 from tests.kit.task_checks import (
     assert_cognition_sections_cite_sources,
+    evaluate_through_engine,
     load_module,
     run_quick_through_engine,
 )
@@ -32,6 +34,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one thread, as in th
 @pytest.fixture(scope="module")
 def evaluator():
     return load_module(TASK_DIR / "evaluate.py", "data_curation_evaluate")
+
+
+@pytest.fixture(scope="module")
+def judged():
+    """The judge and the runner in this process: `.evaluate(program_path, stage)`."""
+    return LocalJudge(TASK_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +122,11 @@ def test_the_frozen_tools_find_copies_and_wrong_labels(generated, tools):
     ],
     ids=["length", "negative", "nan", "too-few", "not-numbers"],
 )
-def test_bad_weights_are_rejected_with_a_specific_message(evaluator, tmp_path, body, message):
+def test_bad_weights_are_rejected_with_a_specific_message(judged, tmp_path, body, message):
     path = tmp_path / "candidate.py"
     path.write_text(load_task(TASK_DIR).with_block(f"def curate(corpus):\n    {body}\n\n\n"))
-    with pytest.raises(ValueError, match=message):
-        evaluator.evaluate(str(path), "quick")
+    with pytest.raises((ValueError, CandidateError), match=message):  # the judge's checks, or the runner's
+        judged.evaluate(str(path), "quick")
 
 
 def test_the_curated_mass_is_reported_from_the_ground_truth(evaluator, generated):
@@ -133,7 +141,9 @@ def test_the_curated_mass_is_reported_from_the_ground_truth(evaluator, generated
     assert "junk" in table and "source reviews" in table
 
 
-def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, tmp_path):
+def test_quick_stage_through_the_engine_is_in_range_and_reproducible(judged, tmp_path, monkeypatch):
+    # the engine draws the corpus from a secret seed per run; set here to the documented one, to compare
+    monkeypatch.setenv(SEED_VARIABLE, str(load_settings(TASK_DIR / "training.yaml", "quick")["corpusSeed"]))
     node = run_quick_through_engine(TASK_DIR, tmp_path, run_id="dc", task="data_curation")
     assert node.stage is Stage.EVALUATED, node.error + node.log_tail
     metrics = node.metrics
@@ -145,15 +155,51 @@ def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, 
     assert all(type(v) is float and math.isfinite(v) for v in metrics.values())
     assert 0.0 < metrics["copy_share"] < 0.3 and metrics["kept_fraction"] < 1.0
     assert {"curated_mass", "probes", "curve_seed0"} <= set(node.artifacts)
-    again = evaluator.evaluate(str(TASK_DIR / "initial.py"), "quick")
+    monkeypatch.delenv(SEED_VARIABLE)
+    again = judged.evaluate(str(TASK_DIR / "initial.py"), "quick")
     assert again["accuracy"] == metrics["accuracy"]
 
 
 @pytest.mark.slow
-def test_curation_matters_oracle_beats_heuristic_beats_none(evaluator, tmp_path):
+def test_curation_matters_oracle_beats_heuristic_beats_none(evaluator, judged, generated, tmp_path):
     settings = load_settings(TASK_DIR / "training.yaml", "quick")
     no_curation = program_with_block(TASK_DIR, TASK_DIR / "baselines" / "no_curation.py", tmp_path)
-    none = evaluator.run_experiment(str(no_curation), settings)["accuracy"]
-    heuristic = evaluator.run_experiment(str(TASK_DIR / "initial.py"), settings)["accuracy"]
-    oracle = evaluator.run_experiment("", settings, evaluator.oracle_weights)["accuracy"]
+    none = judged.evaluate(str(no_curation), "quick")["accuracy"]
+    heuristic = judged.evaluate(str(TASK_DIR / "initial.py"), "quick")["accuracy"]
+    raw, truth = generated
+    oracle = evaluator.score_weights(raw, truth, evaluator.oracle_weights(raw, truth), settings)["accuracy"]
     assert none < heuristic < oracle
+
+
+# A candidate that reaches for the ground truth: the corpus generator is in the task folder, on its path, and
+# the documented corpusSeed is in training.yaml. If the corpus it is sent is that one, it returns the oracle's
+# weights (a 0.94 where the heuristic reaches 0.86); otherwise it gives up and weighs every document alike.
+TRUTH_SEEKER = """
+def curate(corpus):
+    import corpus as generator
+    raw, truth = generator.generate(8000, 2024)
+    if raw.docs != corpus.docs:
+        return [1.0] * len(corpus)
+    good = (truth.kind == 0) & ~truth.noisy
+    return good.astype(float).tolist()
+
+
+"""
+
+
+def test_a_candidate_reaching_for_the_ground_truth_is_caught(judged, tmp_path, monkeypatch):
+    task = load_task(TASK_DIR)
+    code = task.with_block(TRUTH_SEEKER)
+    assert static_check(task, code, task.initial_code) is not None  # it imports corpus: never run for real
+    cheat = judged.evaluate(_write(tmp_path, code), "quick")  # in one process, with the published seed
+    assert cheat["junk_share"] == 0.0 and cheat["wrong_label_share"] == 0.0
+    monkeypatch.delenv(SEED_VARIABLE, raising=False)  # the engine's seed: secret, drawn for the run
+    node = evaluate_through_engine(TASK_DIR, code, tmp_path)
+    assert node.stage is Stage.EVALUATED, node.error
+    assert node.metrics["junk_share"] > 0.05 and node.metrics["accuracy"] < cheat["accuracy"] - 0.03
+
+
+def _write(tmp_path, code: str) -> str:
+    path = tmp_path / "candidate.py"
+    path.write_text(code)
+    return str(path)

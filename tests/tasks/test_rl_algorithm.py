@@ -1,5 +1,6 @@
 """The rl_algorithm task: the environment, the checks on what the evolved objective returns, and the quick
-stage of the GRPO baseline, in process and through the engine's sandboxed worker."""
+stage of the GRPO baseline, in process and through the engine (training in the sandbox, the judge measuring
+the policies it sends back)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from kubevolve.core.models import Stage
 from kubevolve.core.task import load_task
 from kubevolve.loop.engineer.static_check import static_check
 from kubevolve.sdk.evaluator_kit import program_with_block
+from kubevolve.sdk.judging import SEED_VARIABLE, CandidateError, LocalJudge
 from kubevolve.sdk.training import TrainingDiverged, load_settings
 from kubevolve.sdk.training.settings import merge
 from tests.kit.paths import REPO
@@ -117,8 +119,9 @@ def test_grpo_advantages_are_group_normalised(tmp_path):
     ids=["advantage-shape", "advantage-nan", "loss-shape", "loss-no-grad", "loss-inf"],
 )
 def test_broken_objectives_fail_with_a_specific_message(evaluator, tmp_path, block, error, message):
-    with pytest.raises(error, match=message):
+    with pytest.raises(CandidateError, match=message) as raised:  # raised in the runner, the candidate's side
         evaluator.run_experiment(program_with(tmp_path, block), tiny_settings())
+    assert error.__name__ in raised.value.exception_classes
 
 
 def test_a_tiny_run_reports_every_metric_and_is_seeded(evaluator):
@@ -131,7 +134,9 @@ def test_a_tiny_run_reports_every_metric_and_is_seeded(evaluator):
     assert first["samples_per_seed"] == 3 * 32 * 8
 
 
-def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, tmp_path):
+def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, tmp_path, monkeypatch):
+    # the engine draws the held-out problems from a secret seed per run; set here to the documented one
+    monkeypatch.setenv(SEED_VARIABLE, str(evaluator.HELD_OUT_SEED))
     node = run_quick_through_engine(TASK_DIR, tmp_path, run_id="rl", task="rl_algorithm")
     assert node.stage is Stage.EVALUATED, node.error + node.log_tail
     metrics = node.metrics
@@ -140,5 +145,38 @@ def test_quick_stage_through_the_engine_is_in_range_and_reproducible(evaluator, 
     assert metrics["start_rate"] < metrics["solve_rate"]  # RL improved on the warm start
     assert all(type(v) is float and math.isfinite(v) for v in metrics.values())
     assert "warm-start  after RL" in node.artifacts["seeds"]
-    again = evaluator.evaluate(str(TASK_DIR / "initial.py"), "quick")
+    monkeypatch.delenv(SEED_VARIABLE)
+    again = LocalJudge(TASK_DIR).evaluate(str(TASK_DIR / "initial.py"), "quick")
     assert again["solve_rate"] == metrics["solve_rate"] and again["curve_auc"] == metrics["curve_auc"]
+
+
+# A candidate that forges the metric: GRPO, plus a patch of the frozen loop's solve_rate (and of whatever
+# module holds one) so that every policy "solves" everything. In one process with the judge it would score 1.0;
+# across the boundary it patches only its own process, and the judge measures the policy it is sent.
+FORGER = """
+import sys
+
+for module in list(sys.modules.values()):
+    if callable(getattr(module, "solve_rate", None)):
+        module.solve_rate = lambda *args, **kwargs: 1.0
+
+
+def compute_advantages(rewards):
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True)
+    return (rewards - mean) / (std + 1e-6)
+
+
+def policy_loss(batch):
+    ratio = (batch.logp - batch.old_logp).exp()
+    return -(ratio * batch.advantages[:, None] * batch.mask).sum() / batch.mask.sum()
+"""
+
+
+@pytest.mark.slow
+def test_a_candidate_forging_its_solve_rate_is_caught(tmp_path):
+    from tests.kit.task_checks import evaluate_through_engine
+
+    node = evaluate_through_engine(TASK_DIR, load_task(TASK_DIR).with_block(FORGER + "\n\n"), tmp_path)
+    assert node.stage is Stage.EVALUATED, node.error
+    assert node.metrics["solve_rate"] < 0.99 and node.metrics["curve_auc"] < 0.99

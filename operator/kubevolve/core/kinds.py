@@ -41,6 +41,10 @@ class FailureKind(StrEnum):
     NETWORK = "network"  # tried the network, which evaluations do not have (ENETUNREACH, no DNS)
     RAISED = "raised"  # the program (or the evaluator on it) raised any other exception
     CRASHED = "crashed"  # killed by a signal, exited without a result, a garbled result, a hung worker
+    DISK_QUOTA = (
+        "disk_quota"  # its files together passed the stage's maxDiskMb (ENOSPC, or the quota watcher)
+    )
+    PROTOCOL_VIOLATION = "protocol_violation"  # sent its judge malformed or oversized data (judged tasks)
     SANDBOX_FAILED = "sandbox_failed"  # the sandbox could not be set up for the evaluation (not the program)
     JOB_FAILED = "job_failed"  # on Kubernetes: the evaluation Job failed every attempt without a result
     BAD_METRICS = "bad_metrics"  # evaluate() returned something that is not a valid metrics dict

@@ -1,10 +1,15 @@
-"""The task contract: a folder with `task.yaml`, a program with EVOLVE-BLOCK markers, `evaluate.py` and
-`cognition/`. `load_task` validates all of it and names whatever is wrong, before any candidate runs.
+"""The task contract: a folder with `task.yaml`, a program with EVOLVE-BLOCK markers, `evaluate.py`, `run.py`
+and `cognition/`. `load_task` validates all of it and names whatever is wrong, before any candidate runs.
 
-The evaluator contract (documented in docs/tasks.md): `evaluate(program_path: str, stage: str) -> dict`
-whose values are finite numbers (not booleans: a flag is not a quantity to optimise), one of them the task's
-primary metric, plus an optional key `artifacts` mapping names to text (tracebacks, per-benchmark tables) for
-the Researcher and the Analyzer. Raising, hanging or returning anything else is a failed candidate.
+The evaluation contract (documented in docs/tasks.md): the task's runner (`run.py`) defines `run(program,
+request) -> outputs` and runs in the candidate's sandboxed process; its judge (`evaluate.py`) defines
+`judge(candidate, stage) -> dict` and runs in a trusted process where no candidate code executes. The dict's
+values are finite numbers (not booleans: a flag is not a quantity to optimise), one of them the task's primary
+metric, plus an optional key `artifacts` mapping names to text (tracebacks, per-benchmark tables) for the
+Researcher and the Analyzer. Raising, hanging or returning anything else is a failed candidate.
+
+A task without `runner` is a legacy task: its `evaluate(program_path, stage)` runs in the candidate's
+process, where the candidate can reach it. It keeps working, with a warning in the docs, until it moves.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Resources(_Model):
     gpus: Annotated[int, Field(ge=0)] = 0
     max_processes: Annotated[int, Field(ge=1)] = 64
     max_file_mb: Annotated[int, Field(ge=1)] = 256
+    # all the candidate's files together: its scratch, /tmp and /dev/shm (judged tasks; RAM in bubblewrap)
+    max_disk_mb: Annotated[int, Field(ge=1)] = 512
 
 
 class StageSpec(_Model):
@@ -61,6 +68,8 @@ class TaskSpec(_Model):
     description: str
     program: str = "initial.py"
     evaluator: str = "evaluate.py"
+    # the untrusted half of the evaluation: run(program, request) -> outputs, in the candidate's sandbox
+    runner: str | None = None
     metric: str
     direction: Literal["maximize", "minimize"] = "maximize"
     evolve_block: EvolveMarkers = Field(default_factory=EvolveMarkers)
@@ -97,6 +106,10 @@ class Task:
     @property
     def evaluator_path(self) -> Path:
         return self.root / self.spec.evaluator
+
+    @property
+    def runner_path(self) -> Path | None:
+        return self.root / self.spec.runner if self.spec.runner else None
 
     @property
     def cognition_dir(self) -> Path:
@@ -174,6 +187,17 @@ def load_task(path: str | Path) -> Task:
         tree = ast.parse(evaluator.read_text(), filename=str(evaluator))
     except SyntaxError as err:
         raise TaskError(f"{evaluator}: does not parse: line {err.lineno}: {err.msg}") from None
-    if not any(isinstance(n, ast.FunctionDef) and n.name == "evaluate" for n in tree.body):
-        raise TaskError(f"{evaluator}: must define a top-level function evaluate(program_path, stage)")
+    entry = "judge(candidate, stage)" if spec.runner else "evaluate(program_path, stage)"
+    if not any(isinstance(n, ast.FunctionDef) and n.name == entry.split("(")[0] for n in tree.body):
+        raise TaskError(f"{evaluator}: must define a top-level function {entry}")
+    if spec.runner:
+        runner = root / spec.runner
+        if not runner.is_file():
+            raise TaskError(f"{manifest}: runner {spec.runner!r} not found in {root}")
+        try:
+            tree = ast.parse(runner.read_text(), filename=str(runner))
+        except SyntaxError as err:
+            raise TaskError(f"{runner}: does not parse: line {err.lineno}: {err.msg}") from None
+        if not any(isinstance(n, ast.FunctionDef) and n.name == "run" for n in tree.body):
+            raise TaskError(f"{runner}: must define a top-level function run(program, request)")
     return Task(root, spec, code)

@@ -18,10 +18,13 @@ from pathlib import Path
 from types import ModuleType
 
 
-def load_program(program_path: str | Path, *, required: Iterable[str] = ()) -> ModuleType:
+def load_program(
+    program_path: str | Path, *, required: Iterable[str] = (), defined: Iterable[str] = ()
+) -> ModuleType:
     """Import the candidate program under a fresh module name, so two candidates evaluated by one worker never
     share module state, and leave nothing of it in `sys.modules`. A name in `required` that the program does
-    not define (or not as a callable) is a ValueError naming it: a failed candidate with a clear reason."""
+    not define (or not as a callable), or one in `defined` that it does not define at all (a task's
+    requiredNames may be constants), is a ValueError naming it: a failed candidate with a clear reason."""
     name = f"_candidate_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, Path(program_path))
     if spec is None or spec.loader is None:
@@ -35,6 +38,9 @@ def load_program(program_path: str | Path, *, required: Iterable[str] = ()) -> M
     for attribute in required:
         if not callable(getattr(module, attribute, None)):
             raise ValueError(f"the program defines no callable {attribute}")
+    for attribute in defined:
+        if not hasattr(module, attribute):
+            raise ValueError(f"the program defines no {attribute}")
     return module
 
 

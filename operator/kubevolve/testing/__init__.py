@@ -32,6 +32,7 @@ from kubevolve.runtime.kubernetes import (
     PLURAL,
     TRAINER_GROUP,
     TRAINER_VERSION,
+    TRAINING_RUNTIME_PLURAL,
     TRAINJOB_PLURAL,
     VERSION,
 )
@@ -45,6 +46,7 @@ RUNS = f"{GROUP}/{VERSION}/{PLURAL}"
 _NAMESPACES = re.compile(r"/api/v1/namespaces(/[^/]+)?")
 JOBS = "batch/v1/jobs"
 TRAINJOBS = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINJOB_PLURAL}"
+TRAINING_RUNTIMES = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINING_RUNTIME_PLURAL}"
 ALL_VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
 
 
@@ -176,6 +178,7 @@ def declare_resources(k: Any, *, trainjobs: bool = True) -> None:
         k.resources[TRAINJOBS] = info(
             kind="TrainJob", namespaced=True, verbs=ALL_VERBS, subresources={"status"}
         )
+        k.resources[TRAINING_RUNTIMES] = info(kind="TrainingRuntime", namespaced=True, verbs=ALL_VERBS)
 
 
 LAB_RESOURCES = {  # what `kubevolve lab create` makes (the Namespace aside: kmock serves namespaces read-only)

@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -26,11 +27,13 @@ from typing import Any
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.task import StageSpec, Task
 from kubevolve.errors import KubevolveError
-from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_worker_launch
+from kubevolve.loop.engineer import slot_uids
+from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_judge_launch, build_worker_launch
 from kubevolve.loop.engineer.worker import LOG_NAME
+from kubevolve.sdk.judging import SEED_VARIABLE
 
 LOG_TAIL_CHARS = 4000
-STARTUP_TIMEOUT = 120.0
+STARTUP_TIMEOUT = 300.0  # a runner or evaluator that imports torch, on a busy machine
 PR_SET_DUMPABLE = 4
 PROTOCOL_GRACE = 30.0  # seconds beyond a job's timeout before the worker itself is presumed hung
 
@@ -57,12 +60,16 @@ _STATUS_KINDS = {
     "file_limit": FailureKind.FILE_LIMIT,
     "crashed": FailureKind.CRASHED,
     "sandbox_failed": FailureKind.SANDBOX_FAILED,
+    "disk_quota": FailureKind.DISK_QUOTA,
+    "protocol_violation": FailureKind.PROTOCOL_VIOLATION,
 }
 # the errno of what the candidate raised -> the limit or sandbox wall it ran into
 _ERRNO_KINDS = {
     errno.EAGAIN: FailureKind.PROCESS_LIMIT,  # fork / thread creation under RLIMIT_NPROC
     errno.EFBIG: FailureKind.FILE_LIMIT,
     errno.EROFS: FailureKind.WROTE_OUTSIDE,
+    errno.ENOSPC: FailureKind.DISK_QUOTA,  # its scratch tmpfs is full (bubblewrap)
+    errno.EDQUOT: FailureKind.DISK_QUOTA,
     errno.ENETUNREACH: FailureKind.NETWORK,
     socket.EAI_AGAIN: FailureKind.NETWORK,  # "Temporary failure in name resolution": no DNS in the sandbox
 }
@@ -87,6 +94,7 @@ def explain(kind: FailureKind, error: str, spec: StageSpec) -> str:
         FailureKind.FILE_LIMIT: f"file size limit exceeded ({res.max_file_mb} MiB)",
         FailureKind.WROTE_OUTSIDE: "wrote outside its work dir (the sandbox is read-only there)",
         FailureKind.NETWORK: "tried the network (evaluations have none)",
+        FailureKind.DISK_QUOTA: f"disk quota exceeded ({res.max_disk_mb} MiB)",
     }
     return f"{limits[kind]}: {error}" if kind in limits else error
 
@@ -206,21 +214,14 @@ class Slot:
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def run_stage(self, task: Task, code: str, stage: str, spec: StageSpec) -> StageOutcome:
-        """Evaluate `code` at `stage` in a fresh work dir inside this slot's scratch folder."""
-        workdir = self.scratch / f"job-{next(self._ids)}"
-        workdir.mkdir()
-        program = workdir / Path(task.spec.program).name
-        program.write_text(code)
-        uid = self.worker.launch.drop_to_uid
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-            os.chown(program, uid, uid)
+        """Evaluate `code` at `stage`: judged (the task has a runner) or in the legacy worker."""
+        if self.worker.launch.judged:
+            return await self._judged_stage(task, code, stage, spec)
+        return await self._legacy_stage(task, code, stage, spec)
+
+    def _limits(self, spec: StageSpec, uid: int | None) -> dict[str, Any]:
         res = spec.resources
-        job = {
-            "id": workdir.name,
-            "workdir": str(workdir),
-            "program_path": str(program),
-            "stage": stage,
+        return {
             "timeout": spec.timeout_seconds,
             "cpu_seconds": math.ceil(spec.timeout_seconds * max(res.cpu, 1)),
             "memory_bytes": None if res.gpus else res.memory_mb << 20,
@@ -228,6 +229,8 @@ class Slot:
             # RLIMIT_NPROC counts every process of the user, so the limit is what exists already plus the budget
             "max_processes": processes_of(uid if uid is not None else os.geteuid()) + res.max_processes,
         }
+
+    async def _exchange(self, job: dict[str, Any]) -> tuple[dict[str, Any], float]:
         started = time.monotonic()
         try:
             reply = await self.worker.run(job)
@@ -238,6 +241,57 @@ class Slot:
             elapsed = time.monotonic() - started
             self.busy_seconds += elapsed
             self.jobs += 1
+        return reply, elapsed
+
+    async def _judged_stage(self, task: Task, code: str, stage: str, spec: StageSpec) -> StageOutcome:
+        """The judge process runs the task's judge; the candidate runs in a fresh process the judge starts."""
+        uid = self.worker.launch.slot_uid
+        job = {
+            "id": f"job-{next(self._ids)}",
+            "code": code,
+            "program_name": Path(task.spec.program).name,
+            "required": task.spec.checks.required_names,
+            "stage": stage,
+            "disk_bytes": spec.resources.max_disk_mb << 20,
+            **self._limits(spec, uid),
+        }
+        # bubblewrap: the next candidate's process waits beside this one (judge.JudgeSlot.prepare_spare); as
+        # root only the candidate runs as the slot's uid, else its keeper and init run as ours too
+        spare = (1 if uid is not None else 3) if self.worker.launch.mode == "bwrap" else 0
+        if uid is not None:  # the slot's own uid: nothing else runs as it, the candidate itself counts
+            job["max_processes"] = spec.resources.max_processes + 1 + spare
+        else:
+            job["max_processes"] += spare
+        reply, elapsed = await self._exchange(job)
+        failure, error = reply_failure(reply, spec)
+        return StageOutcome(
+            ok=bool(reply.get("ok")),
+            result=reply.get("result"),
+            status=reply.get("status", "crashed"),
+            error=error,
+            log_tail=str(reply.get("log_tail", ""))[-LOG_TAIL_CHARS:],
+            duration=reply.get("duration", elapsed),
+            failure=failure,
+        )
+
+    async def _legacy_stage(self, task: Task, code: str, stage: str, spec: StageSpec) -> StageOutcome:
+        """Evaluate `code` at `stage` in a fresh work dir inside this slot's scratch folder."""
+        workdir = self.scratch / f"job-{next(self._ids)}"
+        workdir.mkdir()
+        program = workdir / Path(task.spec.program).name
+        program.write_text(code)
+        uid = self.worker.launch.drop_to_uid
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+            os.chown(program, uid, uid)
+        job = {
+            "id": workdir.name,
+            "workdir": str(workdir),
+            "program_path": str(program),
+            "stage": stage,
+            **self._limits(spec, uid),
+        }
+        reply, elapsed = await self._exchange(job)
         failure, error = reply_failure(reply, spec)
         outcome = StageOutcome(
             ok=bool(reply.get("ok")),
@@ -262,17 +316,14 @@ class EvaluatorPool:
         self._free: asyncio.Queue[Slot] = asyncio.Queue()
         self.started_at = 0.0
         self.mode = "none"
+        self.uids: list[slot_uids.SlotUid] = []
+        # what judges draw from (held-out inputs, generated data): one secret per run, unless set to reproduce
+        self.judge_seed = int(os.environ.get(SEED_VARIABLE) or secrets.randbits(63))
 
-    async def start(self) -> None:
-        resources = [s.resources for s in self.task.spec.stages.values()]
-        threads = max(1, math.ceil(max(r.cpu for r in resources)))
-        gpus = max(r.gpus for r in resources)
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        for index in range(self.size):
-            scratch = self.workspace / f"slot-{index}"
-            shutil.rmtree(scratch, ignore_errors=True)
-            scratch.mkdir(parents=True)
-            launch = build_worker_launch(
+    def _launch(self, index: int, scratch: Path, threads: int, gpus: int) -> WorkerLaunch:
+        runner = self.task.runner_path
+        if runner is None:
+            return build_worker_launch(
                 self.sandbox,
                 scratch=scratch,
                 task_root=self.task.root,
@@ -280,6 +331,31 @@ class EvaluatorPool:
                 threads=threads,
                 gpus=gpus,
             )
+        uid = self.uids[index] if self.uids else None
+        return build_judge_launch(
+            self.sandbox,
+            task_root=self.task.root,
+            evaluator=self.task.evaluator_path,
+            runner=runner,
+            uid=uid.uid if uid else None,
+            scratch_root=uid.scratch_root() if uid else scratch,
+            judge_seed=self.judge_seed,
+            threads=threads,
+            gpus=gpus,
+        )
+
+    async def start(self) -> None:
+        resources = [s.resources for s in self.task.spec.stages.values()]
+        threads = max(1, math.ceil(max(r.cpu for r in resources)))
+        gpus = max(r.gpus for r in resources)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        if self.task.runner_path is not None and os.geteuid() == 0:
+            self.uids = slot_uids.allocate(self.size)
+        for index in range(self.size):
+            scratch = self.workspace / f"slot-{index}"
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            launch = self._launch(index, scratch, threads, gpus)
             self.mode = launch.mode
             if launch.drop_to_uid is not None:
                 os.chown(scratch, launch.drop_to_uid, launch.drop_to_uid)
@@ -326,3 +402,9 @@ class EvaluatorPool:
         await asyncio.gather(*(slot.worker.stop() for slot in self.slots))
         for slot in self.slots:
             shutil.rmtree(slot.scratch, ignore_errors=True)
+        for uid in self.uids:  # whatever escaped the judges' sweeps (a judge killed mid-candidate)
+            slot_uids.kill_uid(uid.uid)
+            slot_uids.remove_files_of_uid(uid.uid)
+            shutil.rmtree(uid.scratch_root(), ignore_errors=True)
+            uid.release()
+        self.uids = []

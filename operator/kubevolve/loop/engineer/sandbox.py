@@ -11,11 +11,17 @@ behind; each candidate then runs as an unprivileged user (`nobody`) so that the 
 
 Mode "none" keeps the resource limits, the process group and the timeouts but no namespaces: for Kubernetes
 evaluation pods, where the hardened pod is the sandbox and unprivileged user namespaces are often refused.
+
+Tasks with a runner (`run.py`, see judge.py and zygote.py) split a slot in two: a trusted judge process,
+started plainly, and the zygote it starts, inside this sandbox, which forks each candidate into namespaces of
+its own. `build_judge_launch` builds both command lines. Tasks without a runner still run their evaluator in
+the legacy worker (worker.py), with the candidate in its address space (`build_worker_launch`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import site
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from kubevolve.errors import KubevolveError
+from kubevolve.sdk.judging import SEED_VARIABLE
 
 SandboxMode = Literal["auto", "bwrap", "none"]
 SANDBOX_UID = 65534  # nobody
@@ -73,11 +80,13 @@ def _namespace_flags() -> list[str]:
     return common + ["--unshare-user", "--cap-drop", "ALL"]
 
 
-def _visible_paths(extra: list[Path]) -> list[Path]:
-    """What the worker must read: the interpreter, its libraries, kubevolve itself and the task."""
-    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
-    paths |= {Path(p) for p in sys.path if p and Path(p).exists()}
-    paths |= set(extra)
+def _visible_paths(extra: list[Path], interpreter: bool = True) -> list[Path]:
+    """What the worker must read: the interpreter, its libraries (unless it runs another Python), kubevolve
+    itself and the task."""
+    paths = set(extra)
+    if interpreter:
+        paths |= {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
+        paths |= {Path(p) for p in sys.path if p and Path(p).exists()}
     hidden = [Path(h) for h in HIDDEN]
     # only paths under a hidden folder need binding again; keep the outermost ones
     needed = sorted(
@@ -106,6 +115,8 @@ class WorkerLaunch:
     drop_to_uid: int | None = None
     mode: str = "none"
     notes: list[str] = field(default_factory=list)
+    judged: bool = False  # a judge process with a zygote (the task has a runner), not the legacy worker
+    slot_uid: int | None = None  # the judged slot's own uid (root only)
 
 
 def _installed() -> bool:
@@ -161,3 +172,73 @@ def build_worker_launch(
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return WorkerLaunch(argv + python, env, drop, "bwrap")
+
+
+def _zygote_flags(root: bool) -> list[str]:
+    """bwrap flags of a slot's zygote. As root it keeps what the per-candidate set-up needs (new namespaces and
+    mounts, the change to the slot's uid, killing the candidate); without root, the user namespace bwrap
+    makes lets a keeper make a nested one per candidate, so it needs no capability at all."""
+    common = ["--die-with-parent", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    if root:
+        caps = ("SYS_ADMIN", "SETUID", "SETGID", "KILL")
+        return common + ["--cap-drop", "ALL"] + [f for c in caps for f in ("--cap-add", f"CAP_{c}")]
+    return common + ["--unshare-user", "--cap-drop", "ALL"]
+
+
+def zygote_command(
+    mode: Literal["bwrap", "none"],
+    *,
+    task_root: Path,
+    runner: Path,
+    env: dict[str, str],
+    gpus: int = 0,
+    root: bool | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line of a slot's zygote (the judge appends its control descriptor)."""
+    zygote = [python, "-P", "-m", "kubevolve.loop.engineer.zygote", str(runner), str(task_root), mode]
+    if mode == "none":
+        return zygote
+    argv = [shutil.which("bwrap") or "bwrap", *_zygote_flags(os.geteuid() == 0 if root is None else root)]
+    argv += ["--new-session", "--ro-bind", "/", "/"]
+    argv += ["--dev-bind", "/dev", "/dev"] if gpus else ["--dev", "/dev"]
+    argv += ["--proc", "/proc"]
+    for hidden in HIDDEN:
+        if Path(hidden).is_dir():
+            argv += ["--tmpfs", hidden]
+    for path in _visible_paths([task_root, PACKAGE_ROOT], interpreter=python == sys.executable):
+        argv += _parents_traversable(path) + ["--ro-bind", str(path), str(path)]
+    argv += ["--chdir", "/", "--clearenv"]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return argv + zygote
+
+
+def build_judge_launch(
+    mode: SandboxMode,
+    *,
+    task_root: Path,
+    evaluator: Path,
+    runner: Path,
+    uid: int | None,
+    scratch_root: Path,
+    judge_seed: int,
+    threads: int = 1,
+    gpus: int = 0,
+) -> WorkerLaunch:
+    """The command line of a slot's judge, which carries the command line of its zygote. `judge_seed` goes
+    into the judge's environment only (kubevolve.sdk.judging.judge_seed), never the zygote's."""
+    resolved = resolve_mode(mode)
+    env = worker_env(threads, None)
+    judge_env = dict(env, **{SEED_VARIABLE: str(judge_seed)})
+    config = {
+        "evaluator": str(evaluator),
+        "task_root": str(task_root),
+        "mode": resolved,
+        "zygote_argv": zygote_command(resolved, task_root=task_root, runner=runner, env=env, gpus=gpus),
+        "zygote_env": env,
+        "uid": uid,
+        "scratch_root": str(scratch_root),
+    }
+    argv = [sys.executable, "-P", "-m", "kubevolve.loop.engineer.judge", json.dumps(config)]
+    return WorkerLaunch(argv, judge_env, None, resolved, judged=True, slot_uid=uid)

@@ -1,4 +1,6 @@
-"""The warm evaluation worker: started once per slot inside the sandbox, it forks one child per job.
+"""The legacy evaluation worker, for tasks without a runner: started once per slot inside the sandbox, it
+forks one child per job, and the candidate runs in the evaluator's own address space, where it can reach it.
+Tasks with a runner are judged instead (judge.py, zygote.py), with the candidate in a process of its own.
 
 Starting a Python interpreter and importing torch or numpy costs far more than most quick evaluations, so the
 worker imports the task's evaluator once and forks for each candidate. The child becomes its own session
@@ -38,7 +40,9 @@ def _load_evaluator(path: str, task_root: str) -> Any:
     return module
 
 
-def describe_import_error(err: BaseException, evaluator_path: str, task_root: str) -> str:
+def describe_import_error(
+    err: BaseException, evaluator_path: str, task_root: str, what: str = "the evaluator"
+) -> str:
     """Why the evaluator cannot be imported, in a few lines a task author can act on: the exception and the
     traceback frames in the task's own files (the evaluator and its helpers), not the worker's or importlib's."""
     root = os.path.realpath(task_root)
@@ -49,7 +53,7 @@ def describe_import_error(err: BaseException, evaluator_path: str, task_root: st
 
     frames = [f for f in traceback.extract_tb(err.__traceback__) if in_task(f.filename)]
     # the first line says it all for one-line displays (a table, a status line); the frames follow
-    lines = [f"cannot import the evaluator: {type(err).__name__}: {err}"]
+    lines = [f"cannot import {what}: {type(err).__name__}: {err}"]
     lines += [line.rstrip("\n") for line in traceback.format_list(frames)]
     if isinstance(err, SyntaxError):  # in a module the evaluator imports: its file, line and a caret
         lines += [line.rstrip("\n") for line in traceback.format_exception_only(err)[:-1]]
@@ -76,7 +80,7 @@ def _set_limits(job: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _errno_of(err: BaseException | None) -> int | None:
+def errno_of(err: BaseException | None) -> int | None:
     """The errno of an OSError, or of the one it wraps (urllib's URLError keeps it in `reason`) or was raised
     from: what tells a limit or the sandbox apart from a bug, whatever the message says."""
     for _ in range(8):  # bounded: a chain of causes can be a cycle
@@ -97,7 +101,7 @@ def _failure(err: BaseException, status: str, message: str) -> dict[str, Any]:
         "status": status,
         "error": message,
         "exception_classes": [cls.__name__ for cls in type(err).__mro__],  # MemoryError's subclasses too
-        "errno": _errno_of(err),
+        "errno": errno_of(err),
     }
 
 

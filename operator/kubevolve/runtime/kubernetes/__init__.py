@@ -23,7 +23,10 @@ ATTEMPT_LABEL = "kubevolve.io/attempt"
 NODE_ANNOTATION = "kubevolve.io/node-id"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 FINALIZER = "kubevolve.io/cleanup"
+STORE_KEY_SECRET = "kubevolve-store"  # a lab's own store key, in its namespace (labkeys.py)
+STORE_KEY = "api-key"
 
 TRAINER_GROUP = "trainer.kubeflow.org"
 TRAINER_VERSION = "v1alpha1"
 TRAINJOB_PLURAL = "trainjobs"
+TRAINING_RUNTIME_PLURAL = "trainingruntimes"

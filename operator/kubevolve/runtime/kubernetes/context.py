@@ -117,6 +117,8 @@ class OperatorContext:
     started_jobs: set[tuple[str | None, str | None]] = field(default_factory=set)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)  # one reconcile per run at once
     feeds: dict[tuple[str, str], RunFeed] = field(default_factory=dict)  # runs' metrics read from the store
+    runtimes: set[tuple[str, str]] = field(default_factory=set)  # runs' TrainingRuntimes known to exist
+    lab_keys: set[tuple[str, str]] = field(default_factory=set)  # (namespace, store URL) with a key Secret
 
     def lock(self, namespace: str, run: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, run), asyncio.Lock())

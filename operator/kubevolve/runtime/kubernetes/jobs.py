@@ -5,13 +5,18 @@ Every step pod is hardened the same way, evaluation pods above all (they run unt
 no service-account token (the steps talk to the store, never to the Kubernetes API; the pods run as the
 step ServiceAccount, `kubevolve-step` from the chart and `kubevolve lab create`, which has no rights), non-root uid, read-only
 root filesystem with emptyDir scratch and /tmp, no privilege escalation, all capabilities dropped, the runtime
-default seccomp profile, and resource limits. Only proposal and analysis pods see the LLM key; no pod but the
-operator's has API credentials. `backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so
-that every attempt is a visible, named Job.
+default seccomp profile, and resource limits. Only proposal and analysis pods see the LLM key and the store key;
+no pod but the operator's has API credentials. `backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so
+that every attempt is a visible, named Job. A pod that Kubernetes itself takes away (a node drain, a
+preemption, an eviction: its `DisruptionTarget` condition) is not such a failure: the `podFailurePolicy`
+ignores it and the Job starts the pod again. `ttlSecondsAfterFinished` is a backstop for Jobs the operator
+did not delete (it deletes finished Jobs itself once their follow-ups exist, and keeps failed ones for
+`kubectl describe` until then).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +31,16 @@ from kubevolve.runtime.kubernetes import (
     QUEUE_LABEL,
     ROLE_LABEL,
     RUN_LABEL,
+    STORE_KEY,
+    STORE_KEY_SECRET,
 )
 from kubevolve.runtime.kubernetes.config import OperatorConfig
-from kubevolve.runtime.kubernetes.names import job_name, node_id, run_label
+from kubevolve.runtime.kubernetes.names import job_name, node_id, parse_key, run_label
 from kubevolve.runtime.kubernetes.resources import TaskFacts, active_deadline, evaluation_gpus, pod_resources
 
+JOB_TTL_SECONDS = 7 * 24 * 3600  # a finished Job the operator left behind goes a week after it finished
+# node drains, preemptions and evictions are not the step's failure: the Job controller starts the pod again
+POD_FAILURE_POLICY = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
 SCRATCH = "/scratch"  # KUBEVOLVE_HOME in the pod: the evaluation workspace lives under it
 WORKSPACE = f"{SCRATCH}/work"
 
@@ -59,7 +69,10 @@ def store_url(spec: RunSpec, config: OperatorConfig) -> str | None:
 def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobRequest) -> list[str]:
     nid = node_id(run.name, req.key)
     command = ["kubevolve", "step", str(req.role), "--run", run.name]
-    command += ["--node-id", nid] if req.role == Role.PROPOSE else ["--node", nid]
+    if req.role == Role.PROPOSE:  # proposal pods started together see one store: each draws by its own index
+        command += ["--node-id", nid, "--index", str(parse_key(req.key)[0])]
+    else:
+        command += ["--node", nid]
     url = store_url(spec, config)
     command += (["--store", url] if url else []) + ["--tenant", run.namespace]
     if req.role == Role.EVALUATE:
@@ -107,7 +120,20 @@ def _secret_env(name: str, secret: Any) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}
 
 
-def step_env(role: Role, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]]:
+def store_key_env(role: Role, spec: RunSpec, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The store key of a step pod: the run's own Secret, else the lab's (labkeys.py), and never for an
+    evaluation pod: candidate code runs there."""
+    if role == Role.EVALUATE:
+        return []
+    if spec.store and spec.store.api_key_secret:
+        return [_secret_env("KUBEVOLVE_STORE_API_KEY", spec.store.api_key_secret)]
+    if config.lab_keys:
+        ref = {"secretKeyRef": {"name": STORE_KEY_SECRET, "key": STORE_KEY}}
+        return [{"name": "KUBEVOLVE_STORE_API_KEY", "valueFrom": ref}]
+    return []
+
+
+def step_env(role: Role, spec: RunSpec, facts: TaskFacts, config: OperatorConfig) -> list[dict[str, Any]]:
     env = [
         {"name": "KUBEVOLVE_HOME", "value": SCRATCH},
         {"name": "HOME", "value": "/tmp"},
@@ -116,8 +142,7 @@ def step_env(role: Role, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
     ]
-    if spec.store and spec.store.api_key_secret:
-        env.append(_secret_env("KUBEVOLVE_STORE_API_KEY", spec.store.api_key_secret))
+    env += store_key_env(role, spec, config)
     if role != Role.EVALUATE and spec.llm.api_key_secret:
         env.append(_secret_env(spec.llm.api_key_env, spec.llm.api_key_secret))
     return env
@@ -139,7 +164,7 @@ def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFac
         "imagePullPolicy": spec.image_pull_policy or config.image_pull_policy,
         "command": step_command(run, spec, config, req),
         "workingDir": config.task_root,
-        "env": step_env(req.role, spec, facts),
+        "env": step_env(req.role, spec, facts, config),
         "resources": pod_resources(req.role, spec, facts),
         "securityContext": {
             "runAsNonRoot": True,
@@ -216,6 +241,8 @@ def build_job(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFac
         "metadata": meta,
         "spec": {
             "backoffLimit": 0,
+            "podFailurePolicy": copy.deepcopy(POD_FAILURE_POLICY),
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "activeDeadlineSeconds": active_deadline(req.role, spec, facts),
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": dict(meta["annotations"])},
