@@ -79,6 +79,18 @@ def render_chart(values: Mapping[str, Any] | None = None) -> list[dict[str, Any]
     return [json.loads(doc) for doc in _render(json.dumps(values or {}, sort_keys=True))]
 
 
+def operator_lease(values: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The namespace and name of the Lease the chart's operator Deployment elects its leader with."""
+    (deployment,) = [
+        d
+        for d in render_chart(values)
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{RELEASE}-kubevolve-operator"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (name,) = [a.split("=", 1)[1] for a in container.get("args", []) if a.startswith("--lease=")]
+    return deployment["metadata"]["namespace"], name
+
+
 def values_for(config: OperatorConfig, **more: Any) -> dict[str, Any]:
     """Chart values that install an operator with this configuration (the settings RBAC depends on)."""
     values: dict[str, Any] = {

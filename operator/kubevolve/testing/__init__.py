@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 RUNS = f"{GROUP}/{VERSION}/{PLURAL}"
 _NAMESPACES = re.compile(r"/api/v1/namespaces(/[^/]+)?")
 JOBS = "batch/v1/jobs"
+LEASES = "coordination.k8s.io/v1/leases"
 TRAINJOBS = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINJOB_PLURAL}"
 TRAINING_RUNTIMES = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINING_RUNTIME_PLURAL}"
 ALL_VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
@@ -174,6 +175,7 @@ def declare_resources(k: Any, *, trainjobs: bool = True) -> None:
         kind="EvolutionRun", namespaced=True, verbs=ALL_VERBS, shortnames={"evo"}, subresources={"status"}
     )
     k.resources[JOBS] = info(kind="Job", namespaced=True, verbs=ALL_VERBS, subresources={"status"})
+    k.resources[LEASES] = info(kind="Lease", namespaced=True, verbs=ALL_VERBS)  # leader election
     if trainjobs:
         k.resources[TRAINJOBS] = info(
             kind="TrainJob", namespaced=True, verbs=ALL_VERBS, subresources={"status"}
