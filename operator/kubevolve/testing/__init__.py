@@ -169,7 +169,7 @@ def declare_resources(k: Any, *, trainjobs: bool = True) -> None:
         kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch", "get"}
     )
     k.resources["v1/events"] = info(kind="Event", namespaced=True, verbs={"create", "list", "get"})
-    k.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs={"get", "list", "create"})
+    k.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs=ALL_VERBS)
     k.resources["v1/serviceaccounts"] = info(kind="ServiceAccount", namespaced=True, verbs=ALL_VERBS)
     k.resources[RUNS] = info(
         kind="EvolutionRun", namespaced=True, verbs=ALL_VERBS, shortnames={"evo"}, subresources={"status"}
