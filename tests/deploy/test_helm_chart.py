@@ -253,7 +253,7 @@ def test_operator_replicas_elect_a_leader_with_a_lease_and_report_readiness(tmp_
                 "apiGroups": ["coordination.k8s.io"],
                 "resources": ["leases"],
                 "resourceNames": ["kv-kubevolve-operator"],
-                "verbs": ["get", "update", "patch"],
+                "verbs": ["get", "patch"],
             }
         ]
         (binding,) = [
@@ -473,7 +473,7 @@ OPERATOR_NEEDS = {
 }
 LEADER_NEEDS = {  # the Role in the release namespace: its own Lease only
     ("coordination.k8s.io", "leases", None): {"create"},
-    ("coordination.k8s.io", "leases", ("kv-kubevolve-operator",)): {"get", "update", "patch"},
+    ("coordination.k8s.io", "leases", ("kv-kubevolve-operator",)): {"get", "patch"},
 }
 
 
