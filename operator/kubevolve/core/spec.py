@@ -140,11 +140,45 @@ class EngineerSpec(_Model):
 
 
 class RetrievalSpec(_Model):
-    """How much the Researcher is told: cognition entries and prior insights retrieved by similarity."""
+    """How much the Researcher is told: cognition entries and prior insights retrieved by similarity, one query
+    per context node (the parent and each inspiration: its analysis, else its motivation) and one for a debug
+    retry's failure, merged by maximal marginal relevance (loop/learn/retrieval.py)."""
 
     cognition_top_k: Annotated[int, Field(ge=0, le=50)] = 4
-    cognition_min_score: Annotated[float, Field(ge=-1, le=1)] = 0.2
+    cognition_min_score: Annotated[float, Field(ge=-1, le=1)] = 0.2  # cosine similarity an entry must reach
     insights_top_k: Annotated[int, Field(ge=0, le=50)] = 4
+    insights_min_score: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    # 1: rank by relevance alone; lower: trade relevance for variety (an item like one already picked drops)
+    mmr_lambda: Annotated[float, Field(ge=0, le=1)] = 0.7
+
+
+class RoleLLMSpec(_Model):
+    """A model for one side role (the Analyzer, the LLM judge); unset fields fall back on `llm`'s."""
+
+    model: str | None = None  # default: the cheapest model of `llm` (or `llm.analyzerModel` for the Analyzer)
+    endpoint: str | None = None  # default: that model's endpoint in `llm`, else `llm.endpoint`
+    input_cost_per_mtok: Annotated[float, Field(ge=0)] | None = None  # default: the model's price in `llm`
+    output_cost_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.2
+    max_tokens: Annotated[int, Field(ge=1)] = 1024
+
+
+class AnalyzerSpec(RoleLLMSpec):
+    """Who analyses each experiment: `llm` (needs an endpoint here or in `llm`), `offline` (a factual summary,
+    no LLM) or `off` (no analyses, no insights). None: `llm` when `llm` has an endpoint, else `offline`.
+    Proposals rejected before evaluation always get the offline analysis (no LLM cost)."""
+
+    mode: Literal["llm", "offline", "off"] | None = None
+
+
+class LLMJudgeSpec(RoleLLMSpec):
+    """An optional LLM judge that reads each proposal against its nearest neighbours and the task's rules
+    before evaluation, and passes it or rejects it with a reason (its cost counts in `budget.maxLlmCost`)."""
+
+    enabled: bool = False
+    neighbours: Annotated[int, Field(ge=0, le=10)] = 3  # the most similar earlier candidates it is shown
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    max_tokens: Annotated[int, Field(ge=1)] = 512
 
 
 # ---- Kubernetes only: how an EvolutionRun's Jobs are built (docs/kubernetes.md); a local run ignores these ----
@@ -272,6 +306,8 @@ class RunSpec(_Model):
     llm: LLMSpec = Field(default_factory=LLMSpec)
     engineer: EngineerSpec = Field(default_factory=EngineerSpec)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
+    analyzer: AnalyzerSpec = Field(default_factory=AnalyzerSpec)
+    llm_judge: LLMJudgeSpec = Field(default_factory=LLMJudgeSpec)
     stages: list[StageName] | None = None  # None: every stage the task defines
     sandbox: Literal["auto", "bwrap", "none"] = "auto"  # "none": the pod is the sandbox (Kubernetes)
     # Kubernetes only (an EvolutionRun): image, Kueue queue, suspend, store, per-Job pod settings, retries.
@@ -287,6 +323,21 @@ class RunSpec(_Model):
     store: StoreSpec | None = None
     jobs: JobsSpec | None = None
     failure_policy: FailurePolicySpec | None = None
+
+    @model_validator(mode="after")
+    def _role_endpoints(self) -> RunSpec:
+        if self.analyzer.mode == "llm" and not (self.analyzer.endpoint or self.llm.configured):
+            raise ValueError("analyzer.mode is llm, but neither analyzer.endpoint nor llm.endpoint is set")
+        if self.llm_judge.enabled and not (self.llm_judge.endpoint or self.llm.configured):
+            raise ValueError("llmJudge is enabled, but neither llmJudge.endpoint nor llm.endpoint is set")
+        return self
+
+    @property
+    def analyzer_mode(self) -> Literal["llm", "offline", "off"]:
+        """`analyzer.mode`, its default resolved: the LLM Analyzer when an endpoint is configured."""
+        if self.analyzer.mode is not None:
+            return self.analyzer.mode
+        return "llm" if self.llm.configured else "offline"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

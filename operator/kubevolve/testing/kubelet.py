@@ -3,8 +3,10 @@ then patches the Job's status (Complete or Failed), which the operator sees thro
 
 In `process` mode a Job's command runs as a local process exactly as written in the Job (`kubevolve step
 ...`, with the pod's env and working directory; emptyDir mounts become temp folders), so the end-to-end
-test exercises the real step code and the real store writes. In `fake` mode the command runs in-process
-(fake_steps.py: the real steps with stand-in agents and a stand-in evaluation).
+test exercises the real step code and the real store writes. In `image` mode the Job's pod runs in its built
+image through a `PodRunner` (pods.py): read-only root, the pod's uid, volumes and network policy, as a real
+kubelet runs it. In `fake` mode the command runs in-process (fake_steps.py: the real steps with stand-in
+agents and a stand-in evaluation).
 Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen Jobs fail like a crashed pod.
 
 A container that names no working directory (a TrainJob's trainer) runs in its image's WORKDIR, which in
@@ -39,6 +41,7 @@ from kubevolve.runtime.kubernetes import QUEUE_LABEL
 from kubevolve.runtime.kubernetes.observe import format_time
 from kubevolve.testing import JOBS, TRAINJOBS, Api, ApiError
 from kubevolve.testing.fake_steps import FakeSteps, Score
+from kubevolve.testing.pods import PodError, PodResult, PodRunner
 from kubevolve.testing.strict import CONTROL_PLANE_TOKEN
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the kubevolve package
@@ -92,7 +95,12 @@ class Kubelet:
         score: Score | None = None,
         kueue: bool = False,
         workdir: Path | None = None,
+        pods: PodRunner | None = None,
     ):
+        if mode == "image" and pods is None:
+            raise ValueError("mode 'image' runs pods through a PodRunner: pass pods=")
+        self.pods = pods
+        self.pod_results: dict[str, PodResult] = {}  # image mode: each Job's pod as it ran
         self.api = api.as_token(CONTROL_PLANE_TOKEN)  # its own client: the control plane's identity
         self.mode, self.fail, self.kueue = mode, fail, kueue
         self.fake = FakeSteps(score) if mode == "fake" else None
@@ -240,7 +248,25 @@ class Kubelet:
                 return True, ""
             except Exception as err:
                 return False, f"{type(err).__name__}: {err}"
+        if self.mode == "image":
+            return await self._in_image(job)
         return await self._process(job, container, argv)
+
+    async def _in_image(self, job: dict) -> tuple[bool, str]:
+        assert self.pods is not None
+        if job["kind"] == "TrainJob":
+            return (
+                False,
+                "a TrainJob's pods come from its training runtime's template, which this kubelet lacks",
+            )
+        meta, template = job["metadata"], job["spec"]["template"]
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        try:
+            result = await self.pods.run(meta["namespace"], meta["name"], labels, template["spec"])
+        except PodError as err:
+            return False, f"{err.reason}: {err}"
+        self.pod_results[meta["name"]] = result
+        return result.exit_code == 0, result.output
 
     async def _process(self, job: dict, container: dict, argv: list[str]) -> tuple[bool, str]:
         root = self.workdir / job["metadata"]["name"]
