@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from kubevolve.core.quantity import NON_NEGATIVE_QUANTITY_PATTERN, QUANTITY_HINT, is_quantity, parse_quantity
 from kubevolve.errors import KubevolveError
 
 API_VERSION = "kubevolve.io/v1alpha1"
@@ -173,7 +183,34 @@ class LLMJudgeSpec(RoleLLMSpec):
 
 # ---- Kubernetes only: how an EvolutionRun's Jobs are built (docs/kubernetes.md); a local run ignores these ----
 
-Quantity = str | int  # a Kubernetes quantity: "500m", "8Gi", 2
+
+def _quantity(value: Any) -> Any:
+    if not is_quantity(value) or parse_quantity(value) < 0:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity: {QUANTITY_HINT}")
+    return value
+
+
+# a Kubernetes quantity: "500m", "8Gi", 2. The CRD gets the API server's grammar as a pattern, as
+# controller-gen writes one for resource.Quantity.
+Quantity = Annotated[
+    str | int,
+    BeforeValidator(_quantity),  # before: `true` must not become 1
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": NON_NEGATIVE_QUANTITY_PATTERN},
+            ]
+        }
+    ),
+]
+# a Kubernetes object name (a DNS subdomain): a ServiceAccount, a Secret
+ObjectName = Annotated[
+    str,
+    StringConstraints(
+        max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    ),
+]
 
 
 class ResourceRequirements(_Model):
@@ -181,6 +218,14 @@ class ResourceRequirements(_Model):
 
     requests: dict[str, Quantity] | None = None
     limits: dict[str, Quantity] | None = None
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        for name, request in (self.requests or {}).items():
+            limit = (self.limits or {}).get(name)
+            if limit is not None and parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(f"requests.{name} ({request}) is more than limits.{name} ({limit})")
+        return self
 
 
 class Toleration(_Model):
@@ -227,6 +272,12 @@ class JobsSpec(_Model):
     analyze: JobOverrides | None = None
 
 
+class LocalObjectReference(_Model):
+    """An object in the run's namespace, by name (as a pod's `imagePullSecrets` entries are)."""
+
+    name: ObjectName
+
+
 class StoreSpec(_Model):
     """Where the run's nodes live; None fields: the operator's default store."""
 
@@ -262,6 +313,11 @@ class RunSpec(_Model):
     # Kubernetes only (an EvolutionRun): image, Kueue queue, suspend, store, per-Job pod settings, retries.
     image: str | None = None  # None: the operator's default image (tasks are paths inside it)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    # registry Secrets (in the run's namespace) the step pods pull images with; None: the operator's default
+    image_pull_secrets: list[LocalObjectReference] | None = None
+    service_account_name: ObjectName | None = (
+        None  # the step pods' ServiceAccount; None: the operator's default
+    )
     queue_name: str | None = None  # a Kueue LocalQueue: label kueue.x-k8s.io/queue-name on every Job
     suspend: bool = False  # no new Jobs while true; running Jobs finish
     store: StoreSpec | None = None
