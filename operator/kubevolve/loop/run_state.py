@@ -11,7 +11,10 @@ novelty filter needs no embedder and is always on.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Container, Iterator
+
+import numpy as np
 
 from kubevolve.core.models import Insight, Node, Stage
 from kubevolve.core.spec import RunSpec
@@ -25,6 +28,18 @@ from kubevolve.loop.offload import off_loop
 from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Sampler, Selection
 from kubevolve.store.base import NotFound, Store
+
+NEIGHBOUR_POOL = 64  # final nodes kept for the LLM judge's neighbour search, at least
+
+
+def neighbour_text(task: Task, node: Node) -> str:
+    """What a candidate's embedding is made of for the LLM judge's neighbours: its motivation and its evolve
+    blocks (the whole program if it has none)."""
+    try:
+        blocks = "\n".join(task.split(node.code).blocks)
+    except ValueError:
+        blocks = node.code
+    return f"{node.motivation}\n{blocks}"
 
 
 class RunState:
@@ -54,6 +69,9 @@ class RunState:
         self.best_score: float | None = None
         self.spent_usd = 0.0
         self._scores: dict[str, float | None] = {}  # node id -> score, for the bandit's reward
+        self.island_best: dict[int, Node] = {}  # the best evaluated node of each island, for the Analyzer
+        # the latest final nodes with an embedding: where the LLM judge's nearest neighbours are looked up
+        self._embedded: deque[Node] = deque(maxlen=max(spec.engineer.novelty_window, NEIGHBOUR_POOL))
         self.retriever: Retriever | None = None
         # False while the embedding model loads as a local run starts: proposals then get the analyses of their
         # parents and inspirations but no cognition or insights (retrieval needs the model), and need not wait
@@ -95,6 +113,15 @@ class RunState:
         evaluated = node.stage is Stage.EVALUATED
         if evaluated and node.score is not None and (self.best_score is None or node.score > self.best_score):
             self.best_score = node.score
+        held = self.island_best.get(node.island)
+        if (
+            evaluated
+            and node.score is not None
+            and (held is None or held.score is None or node.score > held.score)
+        ):
+            self.island_best[node.island] = node
+        if node.embedding is not None and node.stage.is_final:
+            self._embedded.append(node)
         self.spent_usd += llm_cost(node)
         self._scores[node.id] = node.score if node.stage is Stage.EVALUATED else None
         self.novelty.remember(node)
@@ -130,14 +157,42 @@ class RunState:
         self.proposals += 1
         return index
 
-    def context(self, selection: Selection) -> RetrievedContext | None:
-        """What the Researcher is told about a selection besides the programs (None: retrieval is off)."""
+    def context(self, selection: Selection, failed: Node | None = None) -> RetrievedContext | None:
+        """What the Researcher is told about a selection besides the programs (None: retrieval is off); for a
+        debug retry of `failed`, its error is one more retrieval query."""
         if self.retriever is None:
             return None
-        return self.retriever.context([*selection.parents, *selection.inspirations])
+        feedback = failed.error if failed is not None else ""
+        return self.retriever.context([*selection.parents, *selection.inspirations], feedback)
 
-    async def retrieve(self, selection: Selection) -> RetrievedContext | None:
-        """`context`, run off the event loop (its embedding and searches take milliseconds of CPU); only the
+    def neighbours(self, node: Node, k: int, selection: Selection) -> list[tuple[Node, float | None]]:
+        """The k earlier candidates most like `node`: by embedding (cosine similarity, most similar first)
+        among the latest final nodes and the selection's, then the selection's parents and inspirations that
+        have no embedding (the initial program, or every node when embeddings are off), with no similarity."""
+        if k <= 0:
+            return []
+        relatives = [*selection.parents, *selection.inspirations]
+        pool = {n.id: n for n in [*self._embedded, *relatives] if n.id != node.id}
+        vector = node.embedding
+        if vector is None and self.retriever is not None and self.retrieval_ready:
+            text = neighbour_text(self.task, node)
+            node.embedding = vector = self.retriever.embedder.encode([text])[0].tolist()
+        scored: list[tuple[Node, float | None]] = []
+        if vector is not None:
+            query = np.asarray(vector, dtype=np.float32)
+            scored = [
+                (n, float(np.asarray(n.embedding, dtype=np.float32) @ query))
+                for n in pool.values()
+                if n.embedding is not None and len(n.embedding) == len(query)
+            ]
+            scored.sort(key=lambda pair: -(pair[1] or 0.0))
+        shown = {n.id for n, _ in scored}
+        related = {n.id for n in relatives}
+        scored += [(n, None) for n in pool.values() if n.id not in shown and n.id in related]
+        return scored[:k]
+
+    async def retrieve(self, selection: Selection, failed: Node | None = None) -> RetrievedContext | None:
+        """`context`, run off the event loop (its embeddings and searches take milliseconds of CPU); only the
         analyses while retrieval is not ready (`retrieval_ready`)."""
         if self.retriever is None:
             return None
@@ -145,7 +200,7 @@ class RunState:
             return RetrievedContext(
                 analyses=self.retriever.analyses([*selection.parents, *selection.inspirations])
             )
-        return await off_loop(self.context, selection)
+        return await off_loop(self.context, selection, failed)
 
     def novelty_reason(self, node: Node, in_flight: Container[str] = frozenset()) -> str | None:
         """Why a fingerprinted candidate repeats an experiment already run or in flight, or None."""

@@ -3,13 +3,21 @@ then patches the Job's status (Complete or Failed), which the operator sees thro
 
 In `process` mode a Job's command runs as a local process exactly as written in the Job (`kubevolve step
 ...`, with the pod's env and working directory; emptyDir mounts become temp folders), so the end-to-end
-test exercises the real step code and the real store writes. In `fake` mode the command runs in-process
-(fake_steps.py: the real steps with stand-in agents and a stand-in evaluation).
+test exercises the real step code and the real store writes. In `image` mode the Job's pod runs in its built
+image through a `PodRunner` (pods.py): read-only root, the pod's uid, volumes and network policy, as a real
+kubelet runs it. In `fake` mode the command runs in-process (fake_steps.py: the real steps with stand-in
+agents and a stand-in evaluation).
 Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen Jobs fail like a crashed pod.
 
 A container that names no working directory (a TrainJob's trainer) runs in its image's WORKDIR, which in
 kubevolve's images is the task root the operator's Jobs name as their `workingDir`: the kubelet uses the last
 one a Job named.
+
+It acts as the control plane (`CONTROL_PLANE_TOKEN`: the Job controller, Kueue and the kubelet are cluster
+components, outside the chart's RBAC). A pod runs as its ServiceAccount, as on a cluster: a pod that names one
+that does not exist is never created (the Job fails with the ServiceAccount admission's message), and the pod's
+process gets a kubeconfig for the API server with that ServiceAccount's token (the TokenRequest API) only when
+the pod mounts a token; otherwise it can reach the API server only anonymously.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -30,8 +39,10 @@ from kubevolve.cli.step import parse_step_command
 from kubevolve.core.kinds import Role
 from kubevolve.runtime.kubernetes import QUEUE_LABEL
 from kubevolve.runtime.kubernetes.observe import format_time
-from kubevolve.testing import JOBS, TRAINJOBS, Api
+from kubevolve.testing import JOBS, TRAINJOBS, Api, ApiError
 from kubevolve.testing.fake_steps import FakeSteps, Score
+from kubevolve.testing.pods import PodError, PodResult, PodRunner
+from kubevolve.testing.strict import CONTROL_PLANE_TOKEN
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the kubevolve package
 
@@ -42,6 +53,35 @@ def _container(job: dict) -> dict:
     if job["kind"] == "TrainJob":
         return job["spec"]["trainer"]
     return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def _pod(job: dict) -> dict:
+    """The pod spec a Job's pods get (a TrainJob's come from its runtime: the defaults here)."""
+    if job["kind"] == "TrainJob":
+        return {}
+    return job["spec"]["template"]["spec"]
+
+
+def _finished_status(kind: str, failure: str | None, now: str) -> dict[str, Any]:
+    """The status the Job controller (or Trainer, copying its JobSet's conditions) writes at the end."""
+    if kind == "TrainJob":
+        cond = (
+            {"type": "Complete", "reason": "AllJobsCompleted", "message": "jobset completed successfully"}
+            if failure is None
+            else {"type": "Failed", "reason": "FailedJobs", "message": failure}
+        )
+        return {"conditions": [{**cond, "status": "True", "lastTransitionTime": now}]}
+    if failure is None:
+        cond = {"type": "Complete", "status": "True", "lastTransitionTime": now}
+        return {"active": 0, "succeeded": 1, "completionTime": now, "conditions": [cond]}
+    cond = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": failure,
+        "lastTransitionTime": now,
+    }
+    return {"active": 0, "failed": 1, "conditions": [cond]}
 
 
 class Kubelet:
@@ -55,8 +95,14 @@ class Kubelet:
         score: Score | None = None,
         kueue: bool = False,
         workdir: Path | None = None,
+        pods: PodRunner | None = None,
     ):
-        self.api, self.mode, self.fail, self.kueue = api, mode, fail, kueue
+        if mode == "image" and pods is None:
+            raise ValueError("mode 'image' runs pods through a PodRunner: pass pods=")
+        self.pods = pods
+        self.pod_results: dict[str, PodResult] = {}  # image mode: each Job's pod as it ran
+        self.api = api.as_token(CONTROL_PLANE_TOKEN)  # its own client: the control plane's identity
+        self.mode, self.fail, self.kueue = mode, fail, kueue
         self.fake = FakeSteps(score) if mode == "fake" else None
         self.image_workdir: str | None = None  # see the module's docstring
         self.slots = asyncio.Semaphore(concurrency)
@@ -79,6 +125,7 @@ class Kubelet:
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+        await self.api.close()
         if self.fake is not None:
             self.fake.close()
 
@@ -132,27 +179,58 @@ class Kubelet:
         async with self.slots:
             self.started[meta["name"]] += 1
             self.bodies[meta["name"]] = job
-            start = format_time(time.time())
-            await self._patch(resource, meta, {"startTime": start, "active": 1})
+            if job["kind"] == "Job":
+                await self._patch(resource, meta, {"startTime": format_time(time.time()), "active": 1})
             reason = self.fail(job) if self.fail else None
+            if reason is None:
+                reason = await self._admit_pod(job)
             if reason is None:
                 ok, output = await self._execute(job)
                 self.outputs[meta["name"]] = output
                 reason = None if ok else f"exit status 1: {output.strip().splitlines()[-1:] or ''}"
-            now = format_time(time.time())
-            if reason is None:
-                cond = {"type": "Complete", "status": "True", "lastTransitionTime": now}
-                status = {"active": 0, "succeeded": 1, "completionTime": now, "conditions": [cond]}
-            else:
-                cond = {
-                    "type": "Failed",
-                    "status": "True",
-                    "reason": "BackoffLimitExceeded",
-                    "message": reason,
-                    "lastTransitionTime": now,
-                }
-                status = {"active": 0, "failed": 1, "conditions": [cond]}
+            status = _finished_status(job["kind"], reason, format_time(time.time()))
             await self._patch(resource, meta, status)
+
+    async def _admit_pod(self, job: dict) -> str | None:
+        """The ServiceAccount admission: a pod whose ServiceAccount does not exist is refused."""
+        account = _pod(job).get("serviceAccountName")
+        if not account or account == "default":
+            return None
+        namespace = job["metadata"]["namespace"]
+        if await self.api.get("v1/serviceaccounts", namespace, account) is None:
+            return f"FailedCreate: error looking up service account {namespace}/{account}: not found"
+        return None
+
+    async def _credentials(self, job: dict, folder: Path) -> dict[str, str]:
+        """The pod's view of the API server: a kubeconfig, with its ServiceAccount's token if it mounts one."""
+        pod, namespace = _pod(job), job["metadata"]["namespace"]
+        account = pod.get("serviceAccountName") or "default"
+        mounts = pod.get("automountServiceAccountToken")
+        if mounts is None:  # the ServiceAccount decides
+            sa = (
+                await self.api.get("v1/serviceaccounts", namespace, account) if account != "default" else None
+            )
+            mounts = (sa or {}).get("automountServiceAccountToken", True)
+        user: dict[str, str] = {}
+        if mounts:
+            path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token"
+            async with self.api.session.post(self.api.url + path, json={"spec": {}}) as resp:
+                if resp.status >= 400:
+                    raise ApiError(resp.status, f"no token for {namespace}/{account}")
+                user = {"token": (await resp.json())["status"]["token"]}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.api.url}}],
+            "users": [{"name": "pod", "user": user}],
+            "contexts": [
+                {"name": "pod", "context": {"cluster": "kmock", "user": "pod", "namespace": namespace}}
+            ],
+            "current-context": "pod",
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "kubeconfig").write_text(json.dumps(config))
+        return {"KUBECONFIG": str(folder / "kubeconfig")}
 
     async def _patch(self, resource: str, meta: dict, status: dict) -> None:
         with contextlib.suppress(Exception):  # the Job was deleted meanwhile (e.g. with its run)
@@ -170,7 +248,25 @@ class Kubelet:
                 return True, ""
             except Exception as err:
                 return False, f"{type(err).__name__}: {err}"
+        if self.mode == "image":
+            return await self._in_image(job)
         return await self._process(job, container, argv)
+
+    async def _in_image(self, job: dict) -> tuple[bool, str]:
+        assert self.pods is not None
+        if job["kind"] == "TrainJob":
+            return (
+                False,
+                "a TrainJob's pods come from its training runtime's template, which this kubelet lacks",
+            )
+        meta, template = job["metadata"], job["spec"]["template"]
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        try:
+            result = await self.pods.run(meta["namespace"], meta["name"], labels, template["spec"])
+        except PodError as err:
+            return False, f"{err.reason}: {err}"
+        self.pod_results[meta["name"]] = result
+        return result.exit_code == 0, result.output
 
     async def _process(self, job: dict, container: dict, argv: list[str]) -> tuple[bool, str]:
         root = self.workdir / job["metadata"]["name"]
@@ -186,6 +282,7 @@ class Kubelet:
 
         # PYTHONPATH stands in for the image's installed package: the pod runs the kubevolve under test
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": PACKAGE_ROOT}
+        env.update(await self._credentials(job, root / ".pod"))
         env.update({e["name"]: local(e["value"]) for e in container.get("env", []) if "value" in e})
         for entry in container.get("env", []):  # as a kubelet does: read the Secret when the pod starts
             ref = (entry.get("valueFrom") or {}).get("secretKeyRef")

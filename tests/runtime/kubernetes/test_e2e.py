@@ -1,17 +1,27 @@
-"""End to end against kmock: the real kopf operator, Jobs run as local processes with the real step code,
-a SQLite store file shared by the "pods", and a restart of the operator in the middle of the run."""
+"""End to end against kmock: the real kopf operator, Jobs run with the real step code, a SQLite store file
+shared by the "pods", and a restart of the operator in the middle of the run. The Jobs run as local
+processes, or (marked `images`, `make test-images`) as pods in the built worker image."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+from dataclasses import replace
 
+import pytest
 from prometheus_client import REGISTRY
 
 from kubevolve.core.models import Stage
+from kubevolve.runtime.kubernetes import ROLE_LABEL
 from kubevolve.runtime.kubernetes.names import node_id
+from kubevolve.runtime.kubernetes.netpol import POLICY_NAME
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
+from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner
+from kubevolve.testing.strict import CONTROL_PLANE
+from tests.kit.cluster import CLUSTER_ADMIN, LAB_ADMIN, OPERATOR
+from tests.kit.images import built_image, derived_image, pod_store, remove_image
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
 
@@ -27,18 +37,79 @@ def run_jobs(kmock, run: str) -> list[dict]:
 async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp_path, store_url):
     write_task(tmp_path / "toy")
     kubelet = Kubelet(api, mode="process", concurrency=2)
+    await run_across_a_restart(kmock, api, operator, kubelet, store_url, run="toy-e2e", task="toy")
+
+
+@pytest.mark.slow
+@pytest.mark.images
+async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, operator_config, tmp_path):
+    """The same run with every Job's pod in the worker image (plus the toy task, as a lab's own image adds
+    its task), as the kubelet runs it: uid 65532, read-only root, emptyDirs, the lab's NetworkPolicy. The
+    operator reads the task from a local copy; the SQLite store is bound into the pods (the stand-in for the
+    store they reach over the network). The toy task is judged: each evaluation pod runs the judge and its
+    zygote (sandbox "none", as uid 65532), which forks each candidate under the seccomp filter."""
+    write_task(tmp_path / "tasks" / "toy")
+    assert (tmp_path / "tasks" / "toy" / "run.py").is_file()  # judged, not a legacy evaluator
+    image = derived_image(
+        built_image("worker"), {tmp_path / "tasks" / "toy": ("/opt/kubevolve/tasks/toy", None)}
+    )
+    database = pod_store(uid=operator_config.run_as_user)
+    store_url = f"sqlite:///{database}"
+    operator.config = replace(
+        operator_config,
+        image=image,
+        store_url=store_url,
+        task_root="/opt/kubevolve",
+        local_task_root=str(tmp_path),
+    )
+    # the pod runner is the kubelet: it reads Secrets and NetworkPolicies as the control plane
+    control_plane = api.as_token(kmock.policy.token_for(CONTROL_PLANE))
+    # the lab's NetworkPolicy is there already: the fixture onboarded the lab as `kubevolve lab create` does
+    assert await control_plane.get(NETWORK_POLICIES, NAMESPACE, POLICY_NAME) is not None
+    pods = PodRunner(control_plane, host_mounts={str(database.parent): str(database.parent)})
+    kubelet = Kubelet(api, mode="image", concurrency=2, pods=pods)
+    try:
+        await run_across_a_restart(kmock, api, operator, kubelet, store_url, run="toy-img", task="tasks/toy")
+    except AssertionError as err:  # say what the pods said
+        failed = {n: (r.exit_code, r.output[-1500:]) for n, r in kubelet.pod_results.items() if r.exit_code}
+        raise AssertionError(f"{err}; failed pods: {failed or 'none'}; outputs: {kubelet.outputs}") from err
+    finally:
+        await pods.close()
+        await control_plane.close()
+        remove_image(image)
+        shutil.rmtree(database.parent)
+
+    # every Job's pod ran in the image, as the pods' uid; evaluations without network (the lab's policy)
+    assert kubelet.pod_results and set(kubelet.pod_results) == set(kubelet.started)
+    for name, result in kubelet.pod_results.items():
+        role = kubelet.bodies[name]["metadata"]["labels"][ROLE_LABEL]
+        uid = result.container("step").uid
+        assert result.exit_code == 0 and uid == operator_config.run_as_user == 65532, result.output
+        assert result.network is (role != "evaluate"), f"{name}: evaluations run without network"
+    roles = {job["metadata"]["labels"][ROLE_LABEL] for job in kubelet.bodies.values()}
+    assert roles == {"propose", "evaluate", "analyze"}
+
+
+async def run_across_a_restart(
+    kmock, api, operator, kubelet: Kubelet, store_url: str, *, run: str, task: str
+):
+    """Run `run` on `task` to its budget with the operator restarted mid-run, then check that it Succeeded
+    with nothing lost or run twice."""
     kubelet.start()
     await operator.start()
     spec = {"budget": {"maxCandidates": CANDIDATES}, "parallelism": {"evaluators": 2, "proposers": 2}}
-    await api.create(RUNS, run_manifest("toy-e2e", "toy", **spec))
+    await api.create(RUNS, run_manifest(run, task, **spec))
     try:
         # the first Job is the initial program's proposal, with the command a real pod would run
-        first = await until(lambda: run_jobs(kmock, "toy-e2e"), 30, "the first Job")
+        first = await until(lambda: run_jobs(kmock, run), 30, "the first Job")
         command = first[0]["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command[:3] == ["kubevolve", "step", "propose"] and "--tenant" in command
+        # issue 14, defect 7: the step pods run as the lab's step ServiceAccount, with no token
+        pod = first[0]["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "kubevolve-step" and pod["automountServiceAccountToken"] is False
 
         await until(
-            lambda: run_status(kmock, "toy-e2e").get("candidates", {}).get("evaluated", 0) >= 2,
+            lambda: run_status(kmock, run).get("candidates", {}).get("evaluated", 0) >= 2,
             120,
             "two evaluated candidates",
         )
@@ -46,14 +117,14 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp
         await asyncio.sleep(1.0)
         await operator.start()
 
-        await until(lambda: run_status(kmock, "toy-e2e").get("phase") == "Succeeded", 150, "Succeeded")
-        await until(lambda: not run_jobs(kmock, "toy-e2e"), 60, "finished Jobs to be cleaned up")
+        await until(lambda: run_status(kmock, run).get("phase") == "Succeeded", 150, "Succeeded")
+        await until(lambda: not run_jobs(kmock, run), 60, "finished Jobs to be cleaned up")
     finally:
         await kubelet.stop()
 
-    status = run_status(kmock, "toy-e2e")
+    status = run_status(kmock, run)
     store = open_store(store_url, tenant=NAMESPACE)
-    best = store.best_node("toy-e2e")
+    best = store.best_node(run)
     assert status["bestScore"] == best.metrics["f"] and status["bestNode"] == best.id
     assert status["candidates"]["total"] == CANDIDATES and status["candidates"]["proposed"] == 0
     conditions = {c["type"]: c for c in status["conditions"]}
@@ -61,9 +132,9 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp
         conditions["Succeeded"]["status"] == "True"
         and conditions["Succeeded"]["reason"] == "MaxCandidatesReached"
     )
-    assert store.get_run("toy-e2e").phase == "Succeeded"
+    assert store.get_run(run).phase == "Succeeded"
 
-    nodes = store.list_nodes("toy-e2e")
+    nodes = store.list_nodes(run)
     assert len(nodes) == CANDIDATES and all(n.stage.is_final for n in nodes)
     # nothing lost or run twice: every Job ran once, every candidate was proposed and evaluated once
     assert operator.starts == 2
@@ -73,13 +144,26 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp
         if node.stage is Stage.EVALUATED:
             assert kubelet.ran[("evaluate", node.id)] == 1
             assert kubelet.ran[("analyze", node.id)] == 1 and node.insight_id
-    assert nodes[0].id == node_id("toy-e2e", "00000") and not nodes[0].parent_ids
-    events = {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)}
-    assert {"Started", "NewBest", "BudgetReached"} <= events
+    assert nodes[0].id == node_id(run, "00000") and not nodes[0].parent_ids
+    # the step pods never called the Kubernetes API (they had no token; anonymous calls would be refused)
+    assert set(kmock.policy.by_identity) <= {
+        OPERATOR.user,
+        LAB_ADMIN.user,
+        CLUSTER_ADMIN.user,
+        CONTROL_PLANE.user,
+    }
+
+    # kopf posts events from a queue of its own, after the pass that patched the status: wait for them
+    wanted = {"Started", "NewBest", "BudgetReached"}
+    await until(
+        lambda: wanted <= {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)},
+        10,
+        f"the events {sorted(wanted)}",
+    )
 
     # the operator exports the run's metrics from the store, at its totals after the restart (not doubled)
     def metric(name: str, **labels: str) -> float | None:
-        return REGISTRY.get_sample_value(name, {"namespace": NAMESPACE, "run": "toy-e2e", **labels})
+        return REGISTRY.get_sample_value(name, {"namespace": NAMESPACE, "run": run, **labels})
 
     evaluated = [n for n in nodes if n.stage is Stage.EVALUATED]
     await until(

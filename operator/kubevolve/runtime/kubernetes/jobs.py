@@ -2,7 +2,8 @@
 with which image, labels, owner, resources and security settings.
 
 Every step pod is hardened the same way, evaluation pods above all (they run untrusted candidate code):
-no service-account token (the steps talk to the store, never to the Kubernetes API), non-root uid, read-only
+no service-account token (the steps talk to the store, never to the Kubernetes API; the pods run as the
+step ServiceAccount, `kubevolve-step` from the chart and `kubevolve lab create`, which has no rights), non-root uid, read-only
 root filesystem with emptyDir scratch and /tmp, no privilege escalation, all capabilities dropped, the runtime
 default seccomp profile, and resource limits. Only proposal and analysis pods see the LLM key and the store key;
 no pod but the operator's has API credentials. `backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so
@@ -209,6 +210,16 @@ def pod_spec(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFact
         "containers": [container(run, spec, config, facts, req)],
         "volumes": volumes(req.role, spec, config, facts),
     }
+    account = spec.service_account_name or config.step_service_account
+    if account:
+        pod["serviceAccountName"] = account
+    pull_secrets = (
+        [ref.name for ref in spec.image_pull_secrets]
+        if spec.image_pull_secrets is not None
+        else list(config.image_pull_secrets)
+    )
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in pull_secrets]
     if overrides is not None:
         if overrides.node_selector:
             pod["nodeSelector"] = dict(overrides.node_selector)
