@@ -188,7 +188,7 @@ class SlowAnalyzer:
     async def analyze(self, request: AnalysisRequest) -> Analysis:
         await asyncio.sleep(self.seconds)
         self.finished.append(time.monotonic())
-        return Analysis(text=f"candidate {request.node.seq} analysed", analyzer=self.name)
+        return Analysis(fields={"effect": f"candidate {request.node.seq} analysed"}, analyzer=self.name)
 
 
 def test_a_slow_analyzer_never_delays_a_proposal_or_an_evaluation(tmp_path, store):
