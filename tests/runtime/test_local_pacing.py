@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import load_task
 from kubevolve.loop.analyze.analyzer import Analysis, AnalysisRequest, Analyzer
 from kubevolve.loop.engineer.pool import StageOutcome
-from kubevolve.loop.research.proposal import Proposal, ProposalRequest
+from kubevolve.loop.pacing import buffer_for
+from kubevolve.loop.research.proposal import Proposal, ProposalError, ProposalRequest
 from kubevolve.runtime.local import Evolution
 from tests.kit.toy_task import write_task
 
@@ -116,7 +118,12 @@ class TimedPool:
 
 
 def paced_run(
-    tmp_path: Path, store, candidates: int, analyzer: Analyzer | None = None, **parallelism: int
+    tmp_path: Path,
+    store,
+    candidates: int,
+    analyzer: Analyzer | None = None,
+    proposer: SlowLLM | None = None,
+    **parallelism: int,
 ) -> tuple[list[Node], TimedPool]:
     task_dir = write_task(
         tmp_path / "paced",
@@ -135,7 +142,7 @@ def paced_run(
         spec,
         load_task(task_dir),
         store,
-        SlowLLM(),
+        proposer or SlowLLM(),
         tmp_path / "work",
         analyzer=analyzer,
         pool=pool,  # type: ignore[arg-type]
@@ -204,3 +211,34 @@ def test_a_slow_analyzer_never_delays_a_proposal_or_an_evaluation(tmp_path, stor
     # and every experiment was analysed before the run ended
     insights = {i.id for i in store.list_insights("run")}
     assert all(n.insight_id in insights for n in store.list_nodes("run"))
+
+
+class FailingLLM(SlowLLM):
+    """Every other request fails at the endpoint, fast; counts the proposals under way at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = itertools.count()
+        self.under_way = 0
+        self.most_under_way = 0
+
+    async def propose(self, request: ProposalRequest) -> Proposal:
+        self.under_way += 1
+        self.most_under_way = max(self.most_under_way, self.under_way)
+        try:
+            if next(self.calls) % 2:
+                await asyncio.sleep(0.01)
+                raise ProposalError("connection refused", kind=FailureKind.LLM_ERROR)
+            return await super().propose(request)
+        finally:
+            self.under_way -= 1
+
+
+def test_a_failing_endpoint_is_not_pressed_harder(tmp_path, store):
+    """Proposals the endpoint failed do not count as proposals that missed a slot: the pacer does not
+    propose more to make up for them (it did, up to five times the need, and the errors multiplied)."""
+    llm = FailingLLM()
+    nodes, _ = paced_run(tmp_path, store, 1 + 4 * SLOTS, proposer=llm)
+    failed = [n for n in nodes if n.failure is FailureKind.LLM_ERROR]
+    assert len(failed) >= 2 * SLOTS
+    assert llm.most_under_way <= SLOTS + buffer_for(SLOTS)

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
@@ -119,7 +120,7 @@ class Evolution:
             if self.agents.analyzer is not None and wants_analysis(node):
                 self._unanalysed.append(node)  # committed just before an interruption
             self.progress.record(node, live=False)
-            if "propose" in node.timings:
+            if "propose" in node.timings and node.failure != FailureKind.LLM_ERROR:
                 self.pacer.proposed(node.timings["propose"], evaluated=node.stage in ANALYSED_STAGES)
             stages = [node.timings[s] for s in ("quick", "full") if s in node.timings]
             if stages:
@@ -194,26 +195,30 @@ class Evolution:
             self.in_flight_hashes.discard(node.code_hash)
             self.in_flight_hashes.discard(node.canonical_hash)
 
-    async def _propose_one(self) -> Candidate | None:
-        """Propose one candidate (a debug retry first, if one waits). Returns it for evaluation, or None if it
-        was settled (rejected and committed) here."""
+    async def _propose_one(self) -> Candidate:
+        """Propose one candidate (a debug retry first, if one waits). A candidate rejected here (its node
+        final) is committed here; the caller evaluates the others."""
         retry = self._retries.popleft() if self._retries else None
         candidate = await propose(self.state, self.agents, retry_of=retry, in_flight=self.in_flight_hashes)
         if candidate.node.stage.is_final:
             self._release()
             self._commit(candidate)
-            return None
+            return candidate
         self.in_flight_hashes.update(
             h for h in (candidate.node.code_hash, candidate.node.canonical_hash) if h
         )
         return candidate
 
     async def _propose_ready(self) -> None:
-        """One proposal, timed for the pacer; a candidate to evaluate joins the ready queue."""
+        """One proposal, timed for the pacer; a candidate to evaluate joins the ready queue. A proposal the
+        LLM endpoint failed tells the pacer nothing: neither how long proposals take (errors come back fast)
+        nor how many reach a slot (proposing more would only press a failing endpoint harder)."""
         started = time.monotonic()
         candidate = await self._propose_one()
-        self.pacer.proposed(time.monotonic() - started, evaluated=candidate is not None)
-        if candidate is not None:
+        node = candidate.node
+        if node.failure is not FailureKind.LLM_ERROR:
+            self.pacer.proposed(time.monotonic() - started, evaluated=not node.stage.is_final)
+        if not node.stage.is_final:
             self._ready.put_nowait(candidate)
 
     async def _settled(self) -> None:
