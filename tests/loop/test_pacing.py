@@ -61,13 +61,20 @@ def test_evaluations_shorter_than_proposals_count_each_slot_several_times():
     assert pacer.next_need([10.0] * 4, 10.0) == pytest.approx(1.0)
 
 
-def test_before_the_first_proposal_is_back_each_slot_counts_once():
-    """However long the first wave takes (under load, longer with every proposal added), nothing more is
-    proposed until a proposal time is measured: counting by the wave's age proposed the whole budget."""
+def test_before_the_first_proposal_is_back_its_age_counts_at_most_two_per_slot():
+    """LLM slower than an evaluation (eval 1 s), nothing measured yet: the first wave fills the slots; once it
+    has taken longer than an evaluation, each slot counts a second candidate; however long it takes (under
+    load, longer with every proposal added) never more than two per slot."""
     pacer = Pacer(16)
     pacer.evaluated(1.0)  # the initial program's
     assert pacer.wanted(16, [], now=0.0) == 16 + pacer.buffer
-    assert pacer.wanted(16, [], now=30.0) == 16 + pacer.buffer
+    assert pacer.wanted(16, [], now=0.5, oldest=0.0) == 16 + pacer.buffer
+    assert pacer.wanted(16, [], now=1.5, oldest=0.0) == 32 + pacer.buffer
+    assert pacer.wanted(16, [], now=30.0, oldest=0.0) == 32 + pacer.buffer
+    assert pacer.next_need([], 0.5, oldest=0.0) == pytest.approx(0.25)  # the age grows: look again soon
+    # once proposals are measured, one slow answer does not pull the next wave forward
+    steady(pacer, 1.0, 4.0)
+    assert pacer.wanted(0, [10.0] * 16, now=10.0, oldest=7.0) == pacer.buffer
 
 
 def test_instant_evaluations_count_a_bounded_number_per_slot():

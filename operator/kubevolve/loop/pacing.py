@@ -27,6 +27,7 @@ ALPHA = 0.25  # weight of a new sample in a moving average
 MIN_YIELD = 0.2  # proposals per slot filled are counted at most 1 / MIN_YIELD times over
 SPREAD = 2.0  # deviations of margin on either estimate
 MAX_PER_SLOT = 64  # candidates one slot is counted to take within a horizon (instant evaluations: unbounded)
+PRE_MEASURE_PER_SLOT = 2  # the same, until a proposal time is measured
 
 
 @dataclass
@@ -71,13 +72,16 @@ class Pacer:
     def evaluated(self, seconds: float) -> None:
         self.evaluation.add(seconds)
 
-    def horizon(self) -> float:
-        """How far ahead a slot's need is counted: one proposal time, with margin; zero until one is measured
-        (each idle slot then counts once). Not the age of the proposals under way: under load that age grows
-        with every proposal added, and counting by it proposed the whole budget from the initial program."""
-        if self.proposal.mean is None:
-            return 0.0
-        return self.proposal.mean + SPREAD * self.proposal.deviation
+    def horizon(self, now: float = 0.0, oldest: float | None = None) -> float:
+        """How far ahead a slot's need is counted: one proposal time, with margin. Until one is measured, the
+        age of the oldest proposal under way (since `oldest`; zero when none is), for proposals take at least
+        that long: with an LLM slower than the evaluations a second candidate per slot is then proposed once
+        the first wave has taken longer than an evaluation, not one LLM latency later. Each slot counts at most
+        PRE_MEASURE_PER_SLOT candidates meanwhile: under load that age grows with every proposal added, and
+        unbounded it proposed the whole budget from the initial program."""
+        if self.proposal.mean is not None:
+            return self.proposal.mean + SPREAD * self.proposal.deviation
+        return 0.0 if oldest is None else max(0.0, now - oldest)
 
     def frees_at(self, started: float, now: float) -> float:
         """When an evaluation that started at `started` should end, early side; an overdue one (or any, while
@@ -99,30 +103,36 @@ class Pacer:
         period = self._period()
         if period is None:
             return 1
+        most = MAX_PER_SLOT if self.proposal.mean is not None else PRE_MEASURE_PER_SLOT
         if period <= 0:
-            return 1 if until <= free else MAX_PER_SLOT
-        return min(MAX_PER_SLOT, 1 + math.floor((until - free) / period))
+            return 1 if until <= free else most
+        return min(most, 1 + math.floor((until - free) / period))
 
-    def wanted(self, idle: int, busy_since: list[float], now: float) -> int:
+    def wanted(self, idle: int, busy_since: list[float], now: float, oldest: float | None = None) -> int:
         """Proposals to have in flight (being made, or ready and waiting for a slot) now, given `idle` slots
-        waiting for a candidate and the start times of the evaluations running."""
-        until = now + self.horizon()
+        waiting for a candidate, the start times of the evaluations running and of the oldest proposal under
+        way (None: none is)."""
+        until = now + self.horizon(now, oldest)
         needed = idle * self._takes(now, until) + sum(
             self._takes(self.frees_at(started, now), until) for started in busy_since
         )
         return math.ceil(needed / max(self.yield_, MIN_YIELD)) + self.buffer
 
-    def next_need(self, busy_since: list[float], now: float) -> float | None:
-        """Seconds from `now` until a running evaluation's slot comes to take one more candidate within the
-        horizon (None: none will, as things stand)."""
-        horizon, period = self.horizon(), self._period()
+    def next_need(self, busy_since: list[float], now: float, oldest: float | None = None) -> float | None:
+        """Seconds from `now` until the count may grow (None: not as things stand): a running evaluation's
+        slot comes to take one more candidate within the horizon, or, while the age of the first proposals is
+        the horizon and grows with it, a fraction of an evaluation time."""
+        horizon, period = self.horizon(now, oldest), self._period()
+        most = MAX_PER_SLOT if self.proposal.mean is not None else PRE_MEASURE_PER_SLOT
         later = []
         for started in busy_since:
             free = self.frees_at(started, now)
             taken = self._takes(free, now + horizon)
             if taken == 0:
                 later.append(free - horizon - now)
-            elif period and taken < MAX_PER_SLOT:
+            elif period and taken < most:
                 later.append(free + taken * period - horizon - now)
+        if oldest is not None and self.proposal.mean is None:
+            later.append(min(1.0, max(0.02, (period or 1.0) / 4)))
         later = [t for t in later if t > 0]
         return min(later) if later else None

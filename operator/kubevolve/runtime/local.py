@@ -95,6 +95,7 @@ class Evolution:
         self.pacer = Pacer(spec.parallelism.evaluators)
         self._ready: asyncio.Queue[Candidate] = asyncio.Queue()  # proposed, waiting for a slot
         self._proposing: set[asyncio.Task[None]] = set()
+        self._proposal_starts: dict[object, float] = {}  # proposals under way -> when each started
         self._busy: dict[int, float] = {}  # evaluator -> when its evaluation started (monotonic)
         self._idle = 0  # evaluators waiting for a candidate
         self._wake = asyncio.Event()  # something the dispatcher counts changed
@@ -213,8 +214,12 @@ class Evolution:
         """One proposal, timed for the pacer; a candidate to evaluate joins the ready queue. A proposal the
         LLM endpoint failed tells the pacer nothing: neither how long proposals take (errors come back fast)
         nor how many reach a slot (proposing more would only press a failing endpoint harder)."""
-        started = time.monotonic()
-        candidate = await self._propose_one()
+        key = object()
+        started = self._proposal_starts[key] = time.monotonic()
+        try:
+            candidate = await self._propose_one()
+        finally:
+            del self._proposal_starts[key]
         node = candidate.node
         if node.failure is not FailureKind.LLM_ERROR:
             self.pacer.proposed(time.monotonic() - started, evaluated=not node.stage.is_final)
@@ -251,7 +256,11 @@ class Evolution:
         par = self.spec.parallelism
         if par.proposals_ahead:
             return par.proposers + par.proposals_ahead
-        return self.pacer.wanted(self._idle, list(self._busy.values()), time.monotonic())
+        return self.pacer.wanted(self._idle, list(self._busy.values()), time.monotonic(), self._oldest())
+
+    def _oldest(self) -> float | None:
+        """When the oldest proposal under way started (None: none is)."""
+        return min(self._proposal_starts.values(), default=None)
 
     def _proposal_done(self, task: asyncio.Task[None]) -> None:
         self._proposing.discard(task)
@@ -284,7 +293,7 @@ class Evolution:
                 task.add_done_callback(self._proposal_done)
             delay = None
             if par.proposals_ahead is None:
-                delay = self.pacer.next_need(list(self._busy.values()), time.monotonic())
+                delay = self.pacer.next_need(list(self._busy.values()), time.monotonic(), self._oldest())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
