@@ -1,14 +1,23 @@
 """End to end against kmock: the real kopf operator, Jobs run as local processes with the real step code,
-a SQLite store file shared by the "pods", and a restart of the operator in the middle of the run."""
+a SQLite store file shared by the proposal and analysis "pods", evaluation pods that are handed their
+candidate and publish their result (a judge and a candidate container, as different uids where the kubelet
+can switch to them), and a restart of the operator in the middle of the run."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.models import Stage
-from kubevolve.runtime.kubernetes.names import node_id
+from kubevolve.runtime.kubernetes.names import job_name, key_of_node, node_id
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
@@ -18,15 +27,28 @@ from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_statu
 CANDIDATES = 5
 
 
+@pytest.fixture
+def operator_config(operator_config):
+    """The task root in a folder every uid can read: the evaluation pods' containers run as their own."""
+    root = tempfile.mkdtemp(prefix="kv-tasks-")
+    os.chmod(root, 0o755)
+    yield dataclasses.replace(operator_config, task_root=root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def is_evaluation(job: dict) -> bool:
+    return job["metadata"]["labels"].get("kubevolve.io/role") == "evaluate"
+
+
 def run_jobs(kmock, run: str) -> list[dict]:
     return [
         j for j in live_objects(kmock, JOBS, NAMESPACE) if j["metadata"]["labels"]["kubevolve.io/run"] == run
     ]
 
 
-async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp_path, store_url):
-    write_task(tmp_path / "toy")
-    kubelet = Kubelet(api, mode="process", concurrency=2)
+async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, operator_config, store_url):
+    write_task(Path(operator_config.task_root) / "toy")
+    kubelet = Kubelet(api, mode="process", concurrency=2, identities=is_evaluation)
     kubelet.start()
     await operator.start()
     spec = {"budget": {"maxCandidates": CANDIDATES}, "parallelism": {"evaluators": 2, "proposers": 2}}
@@ -74,6 +96,22 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp
             assert kubelet.ran[("evaluate", node.id)] == 1
             assert kubelet.ran[("analyze", node.id)] == 1 and node.insight_id
     assert nodes[0].id == node_id("toy-e2e", "00000") and not nodes[0].parent_ids
+    # every evaluation ran in a judge and a candidate container, separate processes (as separate uids where
+    # the kubelet could switch), and its result reached the store through the pod, not from the pod
+    for node in nodes:
+        if node.stage is not Stage.EVALUATED:
+            continue
+        name = job_name("toy-e2e", Role.EVALUATE, key_of_node("toy-e2e", node.id) or "")
+        judge, candidate = (kubelet.pods[name].containers[c] for c in ("judge", "candidate"))
+        assert judge.exit_code == candidate.exit_code == 0 and judge.pid != candidate.pid
+        assert node.id in judge.message and not candidate.message and "--store" not in judge.output
+        spec = kubelet.bodies[name]["spec"]["template"]["spec"]
+        if kubelet.identified:
+            by_name = {c["name"]: c for c in spec["containers"]}
+            assert judge.uid == spec["securityContext"]["runAsUser"] == 65532
+            assert candidate.uid == by_name["candidate"]["securityContext"]["runAsUser"] != judge.uid
+        assert node.metrics["f"] == node.score and node.artifacts["point"]
+    assert not live_objects(kmock, "v1/configmaps", NAMESPACE)  # each evaluation's input went with its Job
     events = {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)}
     assert {"Started", "NewBest", "BudgetReached"} <= events
 

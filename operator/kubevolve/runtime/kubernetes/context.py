@@ -117,6 +117,8 @@ class OperatorContext:
     started_jobs: set[tuple[str | None, str | None]] = field(default_factory=set)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)  # one reconcile per run at once
     feeds: dict[tuple[str, str], RunFeed] = field(default_factory=dict)  # runs' metrics read from the store
+    results_seen: set[tuple[str, str]] = field(default_factory=set)  # (namespace, Job) whose pods were read
+    seeded: set[str] = field(default_factory=set)  # uids of the runs whose judge-seed Secret exists
 
     def lock(self, namespace: str, run: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, run), asyncio.Lock())
