@@ -87,3 +87,18 @@ chart: setup
 
 clean:
 	rm -rf $(VENV) bin .pytest_cache .ruff_cache .hypothesis .mypy_cache .import_linter_cache
+
+# Container images (images/README.md): operator, worker, trainer, tagged $(REGISTRY)/kubevolve-NAME:<version>,
+# built with docker, buildah or podman, whichever is here (images/build.sh says which settings it takes)
+IMAGES ?= operator worker trainer
+REGISTRY ?= localhost
+.PHONY: images test-images
+
+images:
+	REGISTRY=$(REGISTRY) images/build.sh $(IMAGES)
+
+# the tests that run pods in the built images: each entrypoint as uid 65532 on a read-only root, the pod
+# runner, the trainer's CPU smoke test and quick stage, and the end-to-end run with every step in its image
+# (the tests of images not in IMAGES are skipped)
+test-images: images setup
+	KUBEVOLVE_REQUIRE_IMAGES="$(IMAGES)" KUBEVOLVE_IMAGES_REGISTRY=$(REGISTRY) $(BIN)/pytest -q -m images $(PYTEST_ARGS)

@@ -55,6 +55,7 @@ BUILTIN_BASES = {
     "kubevolve.store.base.NotFound": "RuntimeError",
     "kubevolve.store.base.StoreError": "RuntimeError",
     "kubevolve.testing.ApiError": "Exception",
+    "kubevolve.testing.pods.PodError": "Exception",
 }
 
 

@@ -3,6 +3,7 @@ hardened pods, and RBAC that gives a lab viewer read-only access to its own name
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ EVERY_OPTION = {
         "nodeSelector": {"node-role": "control"},
         "tolerations": [{"key": "control", "operator": "Exists", "effect": "NoSchedule"}],
         "podAnnotations": {"team": "ml-infra"},
+        "podDisruptionBudget": {"enabled": True},
     },
     "images": {"pullSecrets": [{"name": "registry"}], "pullPolicy": "Always"},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
@@ -95,10 +97,15 @@ def test_every_option_renders_what_it_promises(tmp_path):
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
     assert by_kind["ServiceMonitor"][0]["metadata"]["labels"]["release"] == "prom"
-    assert by_kind["ClusterKopfPeering"]  # two replicas: one active, one standby
     operator = next(d for d in by_kind["Deployment"] if d["metadata"]["name"] == "kv-kubevolve-operator")
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--peering=kv-kubevolve" in args and "--namespace=lab-b" in args
+    assert "--lease=kv-kubevolve-operator" in args and "--namespace=lab-b" in args
+    (pdb,) = by_kind["PodDisruptionBudget"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= operator["spec"]["template"]["metadata"]["labels"].items()
+    )
     assert {np["metadata"]["namespace"] for np in by_kind["NetworkPolicy"]} == {
         "kubevolve-system",
         "lab-a",
@@ -108,6 +115,11 @@ def test_every_option_renders_what_it_promises(tmp_path):
     assert wv["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast"
     rules = next(r for r in by_kind["ClusterRole"] if r["metadata"]["name"].endswith("-operator"))["rules"]
     assert any("trainjobs" in r["resources"] for r in rules)
+    assert {
+        "apiGroups": ["trainer.kubeflow.org"],
+        "resources": ["trainingruntimes"],
+        "verbs": ["create"],
+    } in rules
 
 
 def test_external_store_has_no_bundled_weaviate(tmp_path):
@@ -132,7 +144,6 @@ def docs_of(docs: list[dict], kind: str) -> list[dict]:
         ({"operator": {"replica": 2}}, "replica"),
         ({"store": {"mode": "sqlite"}}, "/store/mode"),
         ({"store": {"mode": "external", "external": {"url": "weaviate.local"}}}, "/store/external/url"),
-        ({"weaviate": {"apiKey": {"enabled": True}}}, "/weaviate/apiKey/existingSecret"),
         ({"metrics": {"port": 70000}}, "/metrics/port"),
         ({"weaviate": {"persistence": {"size": "lots"}}}, "/weaviate/persistence/size"),
         ({"ui": {"enabled": True}}, "/ui/labs"),
@@ -251,6 +262,134 @@ def test_the_candidate_container_has_no_secret_no_token_and_no_egress(tmp_path, 
     assert isolation["spec"]["egress"] == [] and isolation["spec"]["ingress"] == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443",  # values.yaml's example
+        "https://weaviate.example.org",
+        "http://weaviate.db.svc?grpc_host=weaviate-grpc.db.svc",
+        "weaviate://weaviate.db:9000?grpc=9001&secure=false",
+        "http://weaviate.db:8080?grpc=weaviate-grpc.db&grpc_port=7000",
+    ],
+)
+def test_an_external_store_is_reached_on_the_ports_of_its_url(tmp_path, url):
+    """Not Weaviate's 8080 and 50051 whatever the URL says: the chart reads the URL as the operator does."""
+    from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy, store_ports
+
+    values = {
+        "store": {"mode": "external", "external": {"url": url}},
+        "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"]},
+    }
+    (policy,) = [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]
+    expected = evaluation_network_policy(
+        "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=["10.20.0.0/16"], store_url=url
+    )
+    assert policy["spec"] == expected["spec"]
+    assert [p["port"] for p in policy["spec"]["egress"][1]["ports"]] == list(store_ports(url))
+    assert store_ports("https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443") == (443,)
+    override = {**values, "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"], "storePorts": [8443]}}
+    (policy,) = [d for d in render(tmp_path, override) if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8443}]
+
+
+def test_operator_replicas_elect_a_leader_with_a_lease_and_report_readiness(tmp_path):
+    """Every replica runs with the same Lease (kopf's peering froze replicas of equal priority, and looked for
+    KopfPeering objects the chart never made); only that Lease may be written; /readyz is the readiness probe."""
+    for values in (None, {"operator": {"replicas": 3, "watchNamespaces": ["lab-a"]}}):
+        docs = render(tmp_path, values)
+        (operator,) = [
+            d for d in docs_of(docs, "Deployment") if d["metadata"]["name"] == "kv-kubevolve-operator"
+        ]
+        (container,) = operator["spec"]["template"]["spec"]["containers"]
+        assert (
+            "--lease=kv-kubevolve-operator" in container["args"]
+            and "--health=0.0.0.0:8080" in container["args"]
+        )
+        env = {e["name"]: e for e in container["env"]}
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert (
+            env["KUBEVOLVE_OPERATOR_LEASE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+            == "metadata.namespace"
+        )
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert not [d for d in docs if "kopf.dev" in d["apiVersion"] or "kopf" in d["metadata"]["name"]]
+        assert not docs_of(docs, "PodDisruptionBudget")  # an option, off by default
+        (role,) = [
+            d for d in docs_of(docs, "Role") if d["metadata"]["name"] == "kv-kubevolve-leader-election"
+        ]
+        assert role["metadata"]["namespace"] == "kubevolve-system"
+        named = [r for r in role["rules"] if r.get("resourceNames")]
+        assert named == [
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": ["kv-kubevolve-operator"],
+                "verbs": ["get", "update", "patch"],
+            }
+        ]
+        (binding,) = [
+            d for d in docs_of(docs, "RoleBinding") if d["metadata"]["name"] == "kv-kubevolve-leader-election"
+        ]
+        assert binding["subjects"][0]["name"] == operator["spec"]["template"]["spec"]["serviceAccountName"]
+    out = helm(
+        "template",
+        "kv",
+        str(CHART),
+        values={
+            "operator": {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}
+        },
+        tmp_path=tmp_path,
+    )
+    assert out.returncode != 0 and "/operator/podDisruptionBudget" in out.stderr
+
+
+def test_the_default_install_has_an_authenticated_store_and_a_key_per_lab(tmp_path):
+    """No anonymous access to the bundled Weaviate: a random administrator key (kept across upgrades by
+    `lookup`) for the operator alone, RBAC on, and each lab's key made by the operator for its tenant."""
+    docs = render(tmp_path)
+    (secret,) = [d for d in docs_of(docs, "Secret") if d["metadata"]["name"] == "kv-kubevolve-store-admin"]
+    key = base64.b64decode(secret["data"]["api-key"]).decode()
+    assert len(key) == 48 and key.isalnum()
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert base64.b64decode(render(tmp_path)[docs.index(secret)]["data"]["api-key"]).decode() != key  # random
+    (weaviate,) = docs_of(docs, "StatefulSet")
+    env = {e["name"]: e for e in weaviate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"]["value"] == "false"
+    assert env["AUTHENTICATION_APIKEY_ENABLED"]["value"] == "true"
+    assert env["AUTHENTICATION_APIKEY_ALLOWED_KEYS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kv-kubevolve-store-admin",
+        "key": "api-key",
+    }
+    assert env["AUTHORIZATION_RBAC_ENABLED"]["value"] == "true"
+    assert env["AUTHENTICATION_DB_USERS_ENABLED"]["value"] == "true"  # the labs' users
+    assert env["AUTHORIZATION_RBAC_ROOT_USERS"]["value"] == env["AUTHENTICATION_APIKEY_USERS"]["value"]
+    (operator,) = [d for d in docs_of(docs, "Deployment") if d["metadata"]["name"] == "kv-kubevolve-operator"]
+    op_env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (
+        op_env["KUBEVOLVE_STORE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "kv-kubevolve-store-admin"
+    )
+    assert op_env["KUBEVOLVE_OPERATOR_LAB_KEYS"]["value"] == "true"
+    # the operator writes one Secret name and reads none
+    rules = next(d for d in docs_of(docs, "ClusterRole") if d["metadata"]["name"] == "kv-kubevolve-operator")[
+        "rules"
+    ]
+    secret_rules = [r for r in rules if "secrets" in r["resources"]]
+    assert {v for r in secret_rules for v in r["verbs"]} == {"create", "patch"}
+    assert [r.get("resourceNames") for r in secret_rules if "patch" in r["verbs"]] == [["kubevolve-store"]]
+    # an existing Secret replaces the generated one; turning the key off is possible, and says so
+    docs = render(tmp_path, {"weaviate": {"apiKey": {"existingSecret": "mine"}}})
+    assert not [d for d in docs_of(docs, "Secret") if d["metadata"]["name"] == "kv-kubevolve-store-admin"]
+    (weaviate,) = docs_of(docs, "StatefulSet")
+    env = {e["name"]: e for e in weaviate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AUTHENTICATION_APIKEY_ALLOWED_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    docs = render(tmp_path, {"weaviate": {"apiKey": {"enabled": False}}})
+    (weaviate,) = docs_of(docs, "StatefulSet")
+    env = {e["name"]: e for e in weaviate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"]["value"] == "true"
+    assert not docs_of(docs, "Secret")
+
+
 def test_chart_copies_of_the_crd_and_dashboards_are_current():
     assert (CHART / "files/crds/evolutionruns.kubevolve.io.yaml").read_text() == (
         REPO / "crds/evolutionruns.kubevolve.io.yaml"
@@ -365,7 +504,11 @@ def test_the_run_browser_is_one_deployment_per_lab_that_reads_only_its_tenant(tm
             "--port=8443",
         ]
         env = {e["name"]: e for e in container["env"]}
-        assert env["KUBEVOLVE_STORE_API_KEY"] == operator_env["KUBEVOLVE_STORE_API_KEY"]
+        assert env["KUBEVOLVE_STORE_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "kubevolve-store",  # the lab's own key, never the operator's administrator key
+            "key": "api-key",
+        }
+        assert env["KUBEVOLVE_STORE_API_KEY"] != operator_env["KUBEVOLVE_STORE_API_KEY"]
         assert container["ports"] == [{"name": "http", "containerPort": 8443}]
         assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         labels = deployment["spec"]["template"]["metadata"]["labels"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from dataclasses import dataclass, field
 
 import pytest
@@ -365,10 +366,10 @@ def deceptive_score(x: float) -> float:
     return max(1 - 3 * abs(x - 0.2), 6 * (x - 0.75))
 
 
-def distinct_parent_bins(kind: str, selections: int = 300, bins: int = 10) -> int:
+def distinct_parent_bins(kind: str, seed: int, selections: int = 300, bins: int = 10) -> int:
     axis = FeatureAxis(name="x", min=0, max=1, bins=bins)
     spec = SamplerSpec(kind=kind, islands=2, migration_interval=10, num_inspirations=0)
-    sampler = make_sampler(spec, [axis], 7)
+    sampler = make_sampler(spec, [axis], seed)
     mutate = random.Random(3)
     run = Run(sampler)
     run.store(make_node(0, deceptive_score(0.05), Stage.EVALUATED, 0.05))
@@ -383,6 +384,8 @@ def distinct_parent_bins(kind: str, selections: int = 300, bins: int = 10) -> in
 
 
 def test_map_elites_keeps_diversity_that_greedy_loses():
-    greedy, map_elites = distinct_parent_bins("greedy"), distinct_parent_bins("map_elites")
-    assert greedy <= 4
-    assert map_elites >= 8 and map_elites >= greedy + 5
+    seeds = range(8)  # over several runs: one run's count moves by a bin or two with its random stream
+    greedy = [distinct_parent_bins("greedy", seed) for seed in seeds]
+    map_elites = [distinct_parent_bins("map_elites", seed) for seed in seeds]
+    assert max(greedy) <= 4
+    assert statistics.mean(map_elites) >= 8.5 and min(map_elites) >= max(greedy) + 3

@@ -134,6 +134,32 @@ def test_a_replayed_state_is_the_live_state(toy_task, store, tmp_path):
     assert [p.id for p in live.sampler.select().parents] == [p.id for p in replayed.sampler.select().parents]
 
 
+def test_proposal_pods_started_together_draw_by_their_own_index(toy_task, store, tmp_path):
+    """Proposal pods started at the same moment rebuild the same state from the store: the index the operator
+    gives each one is what tells their parents and seeds apart (before it, every one proposed the same)."""
+    spec = RunSpec(
+        task=str(toy_task),
+        name="pods",
+        sampler={"kind": "random", "numInspirations": 0},
+        budget={"maxCandidates": 12},
+        parallelism={"evaluators": 1, "proposers": 1, "proposalsAhead": 0},
+    )
+    asyncio.run(Evolution(spec, load_task(toy_task), store, OfflineProposer(), tmp_path / "work").run())
+
+    def proposed_by_a_pod(index: int) -> ProposalRequest:
+        proposer = RecordingProposer()
+        state = RunState.load(spec, load_task(toy_task), store, "pods")
+        state.proposals = index  # what propose_step does with the pod's --index
+        asyncio.run(propose(state, Agents(proposer=proposer, analyzer=OfflineAnalyzer())))
+        return proposer.requests[0]
+
+    requests = [proposed_by_a_pod(i) for i in range(12, 24)]
+    assert len({r.seed for r in requests}) == 12
+    assert len({r.parents[0].id for r in requests}) > 1
+    again = proposed_by_a_pod(12)
+    assert (again.seed, again.parents[0].id) == (requests[0].seed, requests[0].parents[0].id)  # deterministic
+
+
 def test_propose_rejects_what_is_being_evaluated_and_what_is_stored(store, toy_task):
     ctx = put_run(store, toy_task)
     asyncio.run(propose_step(ctx, AGENTS, node_id="seed-0"))

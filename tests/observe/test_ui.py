@@ -5,6 +5,7 @@ while the test commits a new node to it. Screenshots go to test-artifacts/ui-run
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from kubevolve.cli.app import app as cli
+from kubevolve.core import liveness
 from kubevolve.core.models import CognitionEntry, Insight, Node, RunPhase, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import load_task
@@ -295,6 +297,24 @@ def test_the_api_follows_a_run_and_shows_a_node_whole(run_store, no_throttle):
     finally:
         writer.close()
         reader.close()
+
+
+def test_a_run_whose_process_is_gone_is_shown_dead(run_store, no_throttle):
+    """Its record still says Running (kill -9 writes nothing): the ui judges the owner as the CLI does."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store = open_store(str(run_store))
+    try:
+        client = TestClient(create_app(store, default_run=RUN))
+        assert client.get("/api/runs").json()["runs"][0]["dead"] is None  # this test's process owns it
+        record = store.get_run(RUN)
+        record.owner = dataclasses.replace(liveness.this_process(), pid=gone.pid, process_started_at=None)
+        store.put_run(record)
+        row = client.get("/api/runs").json()["runs"][0]
+        assert row["phase"] == "Running" and row["dead"] == f"process {gone.pid} is gone"
+        assert client.get(f"/api/runs/{RUN}/poll").json()["run"]["dead"] == row["dead"]
+    finally:
+        store.close()
 
 
 def test_the_browser_never_writes_to_the_store(run_store, no_throttle):

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import kubevolve
+from kubevolve.core import liveness
 from kubevolve.core.models import RunOwner, RunPhase, RunRecord
 from kubevolve.runtime import owner
 from kubevolve.store.codec import run_from_json, run_to_json
@@ -23,53 +24,53 @@ def running(who: RunOwner | None) -> RunRecord:
 
 
 def test_this_process_is_alive_and_its_start_time_is_known():
-    me = owner.this_process()
+    me = liveness.this_process()
     assert me.pid == os.getpid() and me.heartbeat_at <= time.time()
     assert me.process_started_at is not None and me.process_started_at <= time.time()
-    assert owner.why_gone(me) is None and owner.dead_reason(running(me)) is None
+    assert liveness.why_gone(me) is None and liveness.dead_reason(running(me)) is None
 
 
 def test_a_process_that_exited_is_gone():
     proc = subprocess.Popen(["true"])
     proc.wait()
-    gone = dataclasses.replace(owner.this_process(), pid=proc.pid, process_started_at=None)
-    assert owner.dead_reason(running(gone)) == f"process {proc.pid} is gone"
+    gone = dataclasses.replace(liveness.this_process(), pid=proc.pid, process_started_at=None)
+    assert liveness.dead_reason(running(gone)) == f"process {proc.pid} is gone"
 
 
 def test_a_killed_process_not_yet_reaped_is_gone():
     proc = subprocess.Popen(["sleep", "30"])
-    started = owner.process_start_time(proc.pid)
+    started = liveness.process_start_time(proc.pid)
     proc.kill()
     deadline = time.monotonic() + 5
-    while (owner._proc_stat(proc.pid) or ["?"])[0] != "Z" and time.monotonic() < deadline:
+    while (liveness._proc_stat(proc.pid) or ["?"])[0] != "Z" and time.monotonic() < deadline:
         time.sleep(0.01)
     try:
-        zombie = dataclasses.replace(owner.this_process(), pid=proc.pid, process_started_at=started)
-        assert owner.why_gone(zombie) == f"process {proc.pid} is gone"
+        zombie = dataclasses.replace(liveness.this_process(), pid=proc.pid, process_started_at=started)
+        assert liveness.why_gone(zombie) == f"process {proc.pid} is gone"
     finally:
         proc.wait()
 
 
 def test_a_pid_now_used_by_another_process_is_gone():
-    me = owner.this_process()
+    me = liveness.this_process()
     assert me.process_started_at is not None
     reused = dataclasses.replace(me, process_started_at=me.process_started_at - 3600)
-    assert "another process" in (owner.why_gone(reused) or "")
+    assert "another process" in (liveness.why_gone(reused) or "")
 
 
 def test_runs_on_another_host_on_a_cluster_or_not_running_are_not_judged():
     proc = subprocess.Popen(["true"])
     proc.wait()
-    gone = dataclasses.replace(owner.this_process(), pid=proc.pid)
-    assert owner.dead_reason(running(dataclasses.replace(gone, host="another-host"))) is None
-    assert owner.dead_reason(running(None)) is None  # the operator wrote it: no owner
+    gone = dataclasses.replace(liveness.this_process(), pid=proc.pid)
+    assert liveness.dead_reason(running(dataclasses.replace(gone, host="another-host"))) is None
+    assert liveness.dead_reason(running(None)) is None  # the operator wrote it: no owner
     stopped = running(gone)
     stopped.phase = RunPhase.STOPPED
-    assert owner.dead_reason(stopped) is None
+    assert liveness.dead_reason(stopped) is None
 
 
 def test_the_owner_round_trips_and_old_or_odd_records_stay_readable(tmp_path):
-    record = running(owner.this_process())
+    record = running(liveness.this_process())
     assert run_from_json(run_to_json(record)) == record
     store = SQLiteStore(tmp_path / "s.db")
     store.put_run(record)
@@ -93,7 +94,7 @@ def test_the_owner_round_trips_and_old_or_odd_records_stay_readable(tmp_path):
 
 async def test_the_heartbeat_is_renewed_in_the_store(tmp_path):
     store = SQLiteStore(tmp_path / "s.db")
-    record = running(owner.this_process())
+    record = running(liveness.this_process())
     record.owner.heartbeat_at = 0.0
     store.put_run(record)
     beating = asyncio.create_task(owner.keep_alive(store, record, interval=0.01))
@@ -119,8 +120,8 @@ def test_a_local_run_records_its_owner(toy_task, tmp_path):
     after = store.get_run(result.id).owner
     store.close()
     for who in (during[0], after):
-        assert who is not None and who.pid == os.getpid() and who.host == owner.this_process().host
-        assert who.process_started_at == pytest.approx(owner.process_start_time(os.getpid()), abs=2)
+        assert who is not None and who.pid == os.getpid() and who.host == liveness.this_process().host
+        assert who.process_started_at == pytest.approx(liveness.process_start_time(os.getpid()), abs=2)
 
 
 def test_a_run_that_a_live_process_runs_is_not_resumed_by_a_second_one(store, toy_task):
@@ -152,6 +153,8 @@ def test_a_run_that_a_live_process_runs_is_not_resumed_by_a_second_one(store, to
     store.put_run(record)  # another host, a fresh heartbeat: may be alive
     with pytest.raises(SpecError, match="on elsewhere"):
         choose_run_id(spec, task, store, new=False)
-    record.owner = dataclasses.replace(record.owner, heartbeat_at=time.time() - 4 * owner.HEARTBEAT_SECONDS)
+    record.owner = dataclasses.replace(
+        record.owner, heartbeat_at=time.time() - 4 * liveness.HEARTBEAT_SECONDS
+    )
     store.put_run(record)  # a stale heartbeat from another host: presumed dead
     assert choose_run_id(spec, task, store, new=False) == ("busy", True)

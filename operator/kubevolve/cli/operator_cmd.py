@@ -25,18 +25,26 @@ def operator(
         bool,
         typer.Option("--trainjobs", help="Watch Kubeflow Trainer TrainJobs (where Trainer is installed)."),
     ] = False,
-    liveness: Annotated[
-        str | None, typer.Option(help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
-    ] = None,
-    peering: Annotated[
+    health: Annotated[
         str | None,
-        typer.Option(help="kopf peering name: several replicas, one active (default: standalone)."),
+        typer.Option(help="Serve /healthz (liveness) and /readyz (readiness) here, e.g. 0.0.0.0:8080."),
+    ] = None,
+    lease: Annotated[
+        str | None,
+        typer.Option(
+            help="Leader election: the Lease whose holder alone reconciles; other replicas stand by "
+            "(default: none, a single replica)."
+        ),
+    ] = None,
+    lease_namespace: Annotated[
+        str | None, typer.Option(help="The Lease's namespace (default: KUBEVOLVE_OPERATOR_LEASE_NAMESPACE).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the operator until SIGTERM (settings also from KUBEVOLVE_OPERATOR_* variables, KUBEVOLVE_STORE and
-    KUBEVOLVE_METRICS_PORT)."""
+    KUBEVOLVE_METRICS_PORT). Exits 1 when it loses the leader Lease."""
     from kubevolve.runtime.kubernetes.config import OperatorConfig
+    from kubevolve.runtime.kubernetes.health import parse_address
     from kubevolve.runtime.kubernetes.main import run_operator
 
     try:
@@ -46,7 +54,12 @@ def operator(
             task_root=task_root,
             trainjobs=trainjobs or None,
             namespaces=tuple(namespace) if namespace else None,
+            lease_name=lease,
+            lease_namespace=lease_namespace,
         )
+        if health:
+            parse_address(health)
     except ValueError as err:
         fail(str(err))
-    run_operator(config, liveness=liveness, verbose=verbose, peering=peering)
+    if not run_operator(config, health=health, verbose=verbose):
+        fail("lost the leader Lease: stopped reconciling; restart to stand by for it again")

@@ -19,9 +19,9 @@ from rich.text import Text
 
 from kubevolve.api import RunResult
 from kubevolve.core.kinds import FailureKind
+from kubevolve.core.liveness import dead_reason
 from kubevolve.core.models import Insight, Node, RunPhase, Stage
 from kubevolve.observe.progress import failure_kind
-from kubevolve.runtime.owner import dead_reason
 
 
 def node_summary(node: Node) -> dict[str, Any]:

@@ -85,13 +85,19 @@ def propose(
         str | None, typer.Option("--node-id", help="Id for the new node (idempotent).")
     ] = None,
     retry_of: Annotated[str | None, typer.Option("--retry-of", help="Debug-retry this failed node.")] = None,
+    index: Annotated[
+        int | None,
+        typer.Option("--index", min=0, help="The proposal's index in the run (its parents' draw and seed)."),
+    ] = None,
     store_url: StoreOpt = None,
     tenant: TenantOpt = "default",
 ) -> None:
     """Store one new candidate of the run (the initial program first)."""
     ctx = _context(store_url, tenant, run_id)
     node = _run(
-        _with_agents(ctx, lambda agents: propose_step(ctx, agents, node_id=node_id, retry_of=retry_of))
+        _with_agents(
+            ctx, lambda agents: propose_step(ctx, agents, node_id=node_id, retry_of=retry_of, index=index)
+        )
     )
     render.print_json(render.node_summary(node))
 
@@ -183,6 +189,7 @@ class StepCommand:
     store_url: str | None
     tenant: str
     retry_of: str | None = None
+    index: int | None = None
     workspace: Path | None = None
     input_file: Path | None = None
     candidate_socket: Path | None = None

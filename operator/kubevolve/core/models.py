@@ -156,8 +156,9 @@ class RunPhase(StrEnum):
 
 @dataclass
 class RunOwner:
-    """The process running a local run, and when it last said so (`runtime/owner.py` writes and judges it):
-    a run killed with `kill -9` cannot record that it stopped, so readers tell it from this."""
+    """The process running a local run, and when it last said so (`runtime/owner.py` writes it,
+    `core/liveness.py` judges it): a run killed with `kill -9` cannot record that it stopped, so readers tell
+    it from this."""
 
     host: str
     pid: int

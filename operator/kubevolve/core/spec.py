@@ -170,7 +170,9 @@ class JobOverrides(_Model):
 class TrainJobSpec(_Model):
     """Emit each evaluation as a Kubeflow Trainer TrainJob (multi-node) instead of a batch Job."""
 
-    runtime: str = "deepspeed-distributed"
+    # None: the run's own TrainingRuntime, which the operator makes (runtime/kubernetes/trainjob.py); a name:
+    # the cluster admins' runtime, with MPI `launcher` and `node` Jobs running kubevolve's image
+    runtime: str | None = None
     runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
     num_nodes: Annotated[int, Field(ge=1, le=1024)] = 1
     num_proc_per_node: Annotated[int, Field(ge=1, le=64)] | None = None  # None: the GPUs per node

@@ -65,10 +65,11 @@ async def propose(
         node = seed_node(state.run_id, state.task, node_id)
         precheck(state.task, state.store, node, None)
         return Candidate(node)
+    index = state.next_proposal()
     if retry_of is not None:
         failed, selection = retry_of.node, retry_of.selection
     else:
-        failed, selection = None, state.sampler.select()
+        failed, selection = None, state.sampler.select(draw=index)
     if selection is None or not selection.parents:
         raise StepError(f"run {state.run_id} has no evaluated node to build on yet")
     node = await propose_candidate(
@@ -77,7 +78,7 @@ async def propose(
         selection,
         state.sampler.island_for_child(selection),
         agents.proposer,
-        proposal_seed(state.spec.seed, state.next_proposal()),
+        proposal_seed(state.spec.seed, index),
         node_id=node_id,
         context=state.context(selection),
         retry_of=failed,
@@ -184,17 +185,28 @@ def stored_candidate(state: RunState, node_id: str) -> Candidate:
 
 
 async def propose_step(
-    ctx: StepContext, agents: Agents, *, node_id: str | None = None, retry_of: str | None = None
+    ctx: StepContext,
+    agents: Agents,
+    *,
+    node_id: str | None = None,
+    retry_of: str | None = None,
+    index: int | None = None,
 ) -> Node:
     """Store one new candidate of the run and return it (PROPOSED, or final when rejected). With `retry_of`,
     the candidate is a debug retry of that failed node: same parents, and its error as feedback. The run's
-    first step (its initial program) also stores the task's cognition, once per run."""
+    first step (its initial program) also stores the task's cognition, once per run. `index`: the proposal's
+    index in the run, from which its parents' draw and its seed derive (default: the number of nodes stored);
+    proposal pods started together see the same store, so the operator gives each its own."""
     existing = _existing(ctx.store, node_id)
     if existing is not None:
         return existing
     state = RunState.load(
         ctx.spec, ctx.task, ctx.store, ctx.run.id, embedder=agents.embedder, bandit=agents.bandit
     )
+    if index is not None:
+        if index < 0:
+            raise StepError(f"a proposal index is not negative (got {index})")
+        state.proposals = index
     if state.observed == 0 and agents.embedder is not None:
         sync_task_cognition(ctx.store, ctx.task, agents.embedder)
     retry = stored_candidate(state, retry_of) if retry_of else None

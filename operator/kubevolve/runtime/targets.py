@@ -11,10 +11,10 @@ import os
 import secrets
 from pathlib import Path
 
+from kubevolve.core.liveness import live_owner
 from kubevolve.core.models import RunPhase, RunRecord
 from kubevolve.core.spec import RunSpec, SpecError, load_run_spec
 from kubevolve.core.task import Task, load_task
-from kubevolve.runtime.owner import live_owner
 from kubevolve.store.base import NotFound, Store
 
 UNFINISHED = (RunPhase.PENDING, RunPhase.RUNNING, RunPhase.STOPPED)

@@ -6,7 +6,8 @@
 - `declare_resources`: the API resources the operator touches (kopf hangs without `v1/namespaces`);
 - `Api`: a small async client for the test side (apply, patch, delete, read);
 - `Kubelet` (kubelet.py): plays the kubelet and Job controller, running each Job's container command as a
-  local process (or, for operator-only tests and benchmarks, with in-process fake steps).
+  local process, or its pod in the built image (pods.py), or, for operator-only tests and benchmarks, with
+  in-process fake steps.
 
 kmock is a test dependency; import this package only from tests and benchmarks.
 """
@@ -180,6 +181,9 @@ class Api:
             async for line in resp.content:
                 if line.strip():
                     yield json.loads(line)
+
+    async def list(self, resource: str, namespace: str) -> list[dict]:
+        return (await self._send("GET", self._path(resource, namespace))).get("items") or []
 
     async def get(self, resource: str, namespace: str, name: str) -> dict | None:
         try:

@@ -14,6 +14,8 @@ command is pid 1 and sees only its own processes), provided this machine's inter
 uid (`identified`: whether every one could). Evaluation pods, which touch no store, are the ones to pick:
 the others share the test's store file with the operator. So the end-to-end tests run the real step code,
 the real judge and zygote split across two "containers" of different uids, and the real result path.
+In `image` mode the Job's pod runs in its built image through a `PodRunner` (pods.py): read-only root, the
+pod's uid, volumes and network policy, as a real kubelet runs it.
 In `fake` mode a Job's first container runs in-process instead (fake_steps.py: the real steps with stand-in
 agents and a stand-in evaluation), and its result is published the same way.
 Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen Jobs fail like a crashed pod.
@@ -50,6 +52,7 @@ from kubevolve.runtime.kubernetes import QUEUE_LABEL
 from kubevolve.runtime.kubernetes.observe import format_time
 from kubevolve.testing import CONFIGMAPS, JOBS, LOG_ANNOTATION, PODS, TRAINJOBS, Api
 from kubevolve.testing.fake_steps import FakeSteps, Score
+from kubevolve.testing.pods import PodError, PodResult, PodRunner
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the kubevolve package
 TERMINATION_LIMIT = 4096  # a kubelet keeps at most this much of a termination message
@@ -123,7 +126,12 @@ class Kubelet:
         kueue: bool = False,
         workdir: Path | None = None,
         identities: JobRule | None = None,
+        pods: PodRunner | None = None,
     ):
+        if mode == "image" and pods is None:
+            raise ValueError("mode 'image' runs pods through a PodRunner: pass pods=")
+        self.pods = pods
+        self.pod_results: dict[str, PodResult] = {}  # image mode: each Job's pod as it ran
         self.api, self.mode, self.fail, self.kueue = api, mode, fail, kueue
         self.fake = FakeSteps(score) if mode == "fake" else None
         self.image_workdir: str | None = None  # see the module's docstring
@@ -138,7 +146,7 @@ class Kubelet:
         self.kueue_budget: int | None = 0  # Jobs Kueue may still admit (None: all)
         self.outputs: dict[str, str] = {}
         self.bodies: dict[str, dict] = {}  # every Job (or TrainJob) run, as it was when it started
-        self.pods: dict[str, PodRun] = {}  # Job name -> its (last) pod, container by container
+        self.pod_runs: dict[str, PodRun] = {}  # Job name -> its (last) pod, container by container
         self.identities = identities if os.geteuid() == 0 else None  # see the module's docstring
         self.identified = self.identities is not None  # every container it should switch, it could
         self._pod_ids = itertools.count()
@@ -240,14 +248,18 @@ class Kubelet:
         command = parse_step_command(argv)
         self.ran[(command.role, command.node_id or "")] += 1
         self.image_workdir = containers[0].get("workingDir") or self.image_workdir
+        if job["kind"] == "TrainJob" and self.mode == "image":
+            return "a TrainJob's pods come from its training runtime's template, which this kubelet lacks"
         if job["kind"] == "TrainJob":
             pod = PodRun(meta["name"])
             pod.containers["trainer"] = await self._process(
                 meta["namespace"], containers[0], {}, self.workdir / f"p{next(self._pod_ids)}", None
             )
+        elif self.mode == "image":
+            pod = await self._in_image(job)
         else:
             pod = await self._pod(job)
-        self.pods[meta["name"]] = pod
+        self.pod_runs[meta["name"]] = pod
         first = next(iter(pod.containers.values()))
         self.outputs[meta["name"]] = first.output
         failed = [c for c in pod.containers.values() if c.exit_code != 0]
@@ -257,22 +269,29 @@ class Kubelet:
         return f"container {failed[0].name}: exit status {failed[0].exit_code}: {lines[-1:] or ''}"
 
     # ---- a Job's pod ---------------------------------------------------------------------------------
-    async def _pod(self, job: dict) -> PodRun:
-        """Create the Pod object, run its containers side by side, record how each ended and its log."""
-        meta = job["metadata"]
-        template = job["spec"]["template"]
-        namespace, pod_spec = meta["namespace"], template["spec"]
+    async def _pod_object(self, job: dict) -> str:
+        """Create the Job's Pod object (as the Job controller does); its name."""
+        meta, template = job["metadata"], job["spec"]["template"]
         name = f"{meta['name']}-{uuid.uuid4().hex[:5]}"
         labels = {**(template.get("metadata") or {}).get("labels", {}), JOB_NAME_LABEL: meta["name"]}
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels | {"job-name": meta["name"]}},
-            "spec": pod_spec,
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "labels": labels | {"job-name": meta["name"]},
+            },
+            "spec": template["spec"],
         }
         await self.api.create(PODS, body)
+        return name
+
+    async def _pod(self, job: dict) -> PodRun:
+        """Create the Pod object, run its containers side by side, record how each ended and its log."""
+        namespace, pod_spec = job["metadata"]["namespace"], job["spec"]["template"]["spec"]
+        run = PodRun(await self._pod_object(job))
         root = self.workdir / f"p{next(self._pod_ids)}"  # short: a Unix socket's path has 107 bytes
-        run = PodRun(name)
         try:
             volumes = await self._volumes(namespace, pod_spec, root)
         except LookupError as err:  # as the kubelet's CreateContainerConfigError
@@ -287,7 +306,7 @@ class Kubelet:
                 )
             )
             run.containers = {c.name: c for c in ran}
-        await self._record(namespace, name, run)
+        await self._record(namespace, run)
         return run
 
     async def _volumes(self, namespace: str, pod_spec: dict, root: Path) -> dict[str, Path]:
@@ -334,7 +353,27 @@ class Kubelet:
         except Exception as err:
             return ContainerRun(container["name"], 1, f"{type(err).__name__}: {err}")
 
-    async def _record(self, namespace: str, name: str, run: PodRun) -> None:
+    async def _in_image(self, job: dict) -> PodRun:
+        """Image mode: the Job's pod run by the PodRunner, recorded as `_pod` records it."""
+        assert self.pods is not None
+        meta, template = job["metadata"], job["spec"]["template"]
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        run = PodRun(await self._pod_object(job))
+        try:
+            result = await self.pods.run(meta["namespace"], meta["name"], labels, template["spec"])
+        except PodError as err:
+            names = [c["name"] for c in template["spec"]["containers"]]
+            run.containers = {n: ContainerRun(n, 1, f"{err.reason}: {err}") for n in names}
+        else:
+            self.pod_results[meta["name"]] = result
+            run.containers = {
+                c.name: ContainerRun(c.name, c.exit_code, c.output, message=c.message, uid=c.uid)
+                for c in result.containers
+            }
+        await self._record(meta["namespace"], run)
+        return run
+
+    async def _record(self, namespace: str, run: PodRun) -> None:
         """What the kubelet reports of a finished pod: each container's state, and (here) its log."""
         statuses = [
             {
@@ -351,11 +390,11 @@ class Kubelet:
         phase = "Succeeded" if run.ok else "Failed"
         logs = {LOG_ANNOTATION + c.name: c.output for c in run.containers.values()}
         with contextlib.suppress(Exception):
-            await self.api.patch(PODS, namespace, name, {"metadata": {"annotations": logs}})
+            await self.api.patch(PODS, namespace, run.name, {"metadata": {"annotations": logs}})
             await self.api.patch(
                 PODS,
                 namespace,
-                name,
+                run.name,
                 {"status": {"phase": phase, "containerStatuses": statuses}},
                 sub="status",
             )

@@ -26,9 +26,15 @@ def kmock_options():
     return {"cls": ValidatingEmulator}
 
 
+TRAINING_RUNTIMES = "trainer.kubeflow.org/v1alpha1/trainingruntimes"
+
+
 @pytest.fixture
 async def api(kmock):
     declare_resources(kmock)
+    kmock.resources[TRAINING_RUNTIMES] = kmock.ResourceInfo(
+        kind="TrainingRuntime", namespaced=True, verbs={"get", "list", "create", "delete"}
+    )
     client = Api(str(kmock.url))
     yield client
     await client.close()

@@ -1,15 +1,16 @@
-"""End to end against kmock: the real kopf operator, Jobs run as local processes with the real step code,
-a SQLite store file shared by the proposal and analysis "pods", evaluation pods that are handed their
-candidate and publish their result (a judge and a candidate container, as different uids where the kubelet
-can switch to them), and a restart of the operator in the middle of the run."""
+"""End to end against kmock: the real kopf operator, Jobs run with the real step code, a SQLite store file
+shared by the proposal and analysis "pods", evaluation pods that are handed their candidate and publish their
+result (a judge and a candidate container, as different uids where the kubelet can switch to them), and a
+restart of the operator in the middle of the run. The Jobs run as local processes, or (marked `images`,
+`make test-images`) as pods in the built worker image."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,14 @@ from prometheus_client import REGISTRY
 
 from kubevolve.core.kinds import Role
 from kubevolve.core.models import Stage
+from kubevolve.runtime.kubernetes import ROLE_LABEL
 from kubevolve.runtime.kubernetes.names import job_name, key_of_node, node_id
+from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, evaluation_network_policy
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
+from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner, declare_network_policies
+from tests.kit.images import built_image, derived_image, pod_store, remove_image
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
 
@@ -32,12 +37,12 @@ def operator_config(operator_config):
     """The task root in a folder every uid can read: the evaluation pods' containers run as their own."""
     root = tempfile.mkdtemp(prefix="kv-tasks-")
     os.chmod(root, 0o755)
-    yield dataclasses.replace(operator_config, task_root=root)
+    yield replace(operator_config, task_root=root)
     shutil.rmtree(root, ignore_errors=True)
 
 
 def is_evaluation(job: dict) -> bool:
-    return job["metadata"]["labels"].get("kubevolve.io/role") == "evaluate"
+    return job["metadata"]["labels"].get(ROLE_LABEL) == "evaluate"
 
 
 def run_jobs(kmock, run: str) -> list[dict]:
@@ -49,18 +54,96 @@ def run_jobs(kmock, run: str) -> list[dict]:
 async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, operator_config, store_url):
     write_task(Path(operator_config.task_root) / "toy")
     kubelet = Kubelet(api, mode="process", concurrency=2, identities=is_evaluation)
+    await run_across_a_restart(kmock, api, operator, kubelet, store_url, run="toy-e2e", task="toy")
+    # every evaluation ran in a judge and a candidate container, separate processes (as separate uids where
+    # the kubelet could switch), and its result reached the store through the operator, not from the pod
+    store = open_store(store_url, tenant=NAMESPACE)
+    evaluated = [n for n in store.list_nodes("toy-e2e") if n.stage is Stage.EVALUATED]
+    assert evaluated
+    for node in evaluated:
+        name = job_name("toy-e2e", Role.EVALUATE, key_of_node("toy-e2e", node.id) or "")
+        judge, candidate = (kubelet.pod_runs[name].containers[c] for c in ("judge", "candidate"))
+        assert judge.exit_code == candidate.exit_code == 0 and judge.pid != candidate.pid
+        assert node.id in judge.message and not candidate.message and "--store" not in judge.output
+        pod = kubelet.bodies[name]["spec"]["template"]["spec"]
+        if kubelet.identified:
+            by_name = {c["name"]: c for c in pod["containers"]}
+            assert judge.uid == pod["securityContext"]["runAsUser"] == 65532
+            assert candidate.uid == by_name["candidate"]["securityContext"]["runAsUser"] != judge.uid
+        assert node.metrics["f"] == node.score and node.artifacts["point"]
+    assert not live_objects(kmock, "v1/configmaps", NAMESPACE)  # each evaluation's input went with its Job
+
+
+@pytest.mark.slow
+@pytest.mark.images
+async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, operator_config, tmp_path):
+    """The same run with every Job's pod in the worker image (plus the toy task, as a lab's own image adds
+    its task), as the kubelet runs it: uid 65532, read-only root, emptyDirs, the lab's NetworkPolicy. The
+    operator reads the task from a local copy; the SQLite store is bound into the pods (the stand-in for the
+    store they reach over the network). The toy task is judged: each evaluation pod runs the judge and its
+    zygote (sandbox "none", as uid 65532), which forks each candidate under the seccomp filter."""
+    write_task(tmp_path / "tasks" / "toy")
+    assert (tmp_path / "tasks" / "toy" / "run.py").is_file()  # judged, not a legacy evaluator
+    image = derived_image(
+        built_image("worker"), {tmp_path / "tasks" / "toy": ("/opt/kubevolve/tasks/toy", None)}
+    )
+    database = pod_store(uid=operator_config.run_as_user)
+    store_url = f"sqlite:///{database}"
+    operator.config = replace(
+        operator_config,
+        image=image,
+        store_url=store_url,
+        task_root="/opt/kubevolve",
+        local_task_root=str(tmp_path),
+    )
+    declare_network_policies(kmock)
+    await api.create(NETWORK_POLICIES, evaluation_isolation_policy(NAMESPACE))
+    await api.create(
+        NETWORK_POLICIES, evaluation_network_policy(NAMESPACE, store_namespace="kubevolve-system")
+    )
+    pods = PodRunner(api, host_mounts={str(database.parent): str(database.parent)})
+    kubelet = Kubelet(api, mode="image", concurrency=2, pods=pods)
+    try:
+        await run_across_a_restart(kmock, api, operator, kubelet, store_url, run="toy-img", task="tasks/toy")
+    except AssertionError as err:  # say what the pods said
+        failed = {n: (r.exit_code, r.output[-1500:]) for n, r in kubelet.pod_results.items() if r.exit_code}
+        raise AssertionError(f"{err}; failed pods: {failed or 'none'}; outputs: {kubelet.outputs}") from err
+    finally:
+        await pods.close()
+        remove_image(image)
+        shutil.rmtree(database.parent)
+
+    # every Job's pod ran in the image, as the pods' uid (an evaluation's candidate container as its own);
+    # evaluations without network (the lab's isolation policy)
+    assert kubelet.pod_results and set(kubelet.pod_results) == set(kubelet.started)
+    for name, result in kubelet.pod_results.items():
+        role = kubelet.bodies[name]["metadata"]["labels"][ROLE_LABEL]
+        uid = result.container("judge" if role == "evaluate" else "step").uid
+        assert result.exit_code == 0 and uid == operator_config.run_as_user == 65532, result.output
+        assert result.network is (role != "evaluate"), f"{name}: evaluations run without network"
+        if role == "evaluate":
+            assert result.container("candidate").uid != uid and result.container("judge").message
+    roles = {job["metadata"]["labels"][ROLE_LABEL] for job in kubelet.bodies.values()}
+    assert roles == {"propose", "evaluate", "analyze"}
+
+
+async def run_across_a_restart(
+    kmock, api, operator, kubelet: Kubelet, store_url: str, *, run: str, task: str
+):
+    """Run `run` on `task` to its budget with the operator restarted mid-run, then check that it Succeeded
+    with nothing lost or run twice."""
     kubelet.start()
     await operator.start()
     spec = {"budget": {"maxCandidates": CANDIDATES}, "parallelism": {"evaluators": 2, "proposers": 2}}
-    await api.create(RUNS, run_manifest("toy-e2e", "toy", **spec))
+    await api.create(RUNS, run_manifest(run, task, **spec))
     try:
         # the first Job is the initial program's proposal, with the command a real pod would run
-        first = await until(lambda: run_jobs(kmock, "toy-e2e"), 30, "the first Job")
+        first = await until(lambda: run_jobs(kmock, run), 30, "the first Job")
         command = first[0]["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command[:3] == ["kubevolve", "step", "propose"] and "--tenant" in command
 
         await until(
-            lambda: run_status(kmock, "toy-e2e").get("candidates", {}).get("evaluated", 0) >= 2,
+            lambda: run_status(kmock, run).get("candidates", {}).get("evaluated", 0) >= 2,
             120,
             "two evaluated candidates",
         )
@@ -68,14 +151,14 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, ope
         await asyncio.sleep(1.0)
         await operator.start()
 
-        await until(lambda: run_status(kmock, "toy-e2e").get("phase") == "Succeeded", 150, "Succeeded")
-        await until(lambda: not run_jobs(kmock, "toy-e2e"), 60, "finished Jobs to be cleaned up")
+        await until(lambda: run_status(kmock, run).get("phase") == "Succeeded", 150, "Succeeded")
+        await until(lambda: not run_jobs(kmock, run), 60, "finished Jobs to be cleaned up")
     finally:
         await kubelet.stop()
 
-    status = run_status(kmock, "toy-e2e")
+    status = run_status(kmock, run)
     store = open_store(store_url, tenant=NAMESPACE)
-    best = store.best_node("toy-e2e")
+    best = store.best_node(run)
     assert status["bestScore"] == best.metrics["f"] and status["bestNode"] == best.id
     assert status["candidates"]["total"] == CANDIDATES and status["candidates"]["proposed"] == 0
     conditions = {c["type"]: c for c in status["conditions"]}
@@ -83,9 +166,9 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, ope
         conditions["Succeeded"]["status"] == "True"
         and conditions["Succeeded"]["reason"] == "MaxCandidatesReached"
     )
-    assert store.get_run("toy-e2e").phase == "Succeeded"
+    assert store.get_run(run).phase == "Succeeded"
 
-    nodes = store.list_nodes("toy-e2e")
+    nodes = store.list_nodes(run)
     assert len(nodes) == CANDIDATES and all(n.stage.is_final for n in nodes)
     # nothing lost or run twice: every Job ran once, every candidate was proposed and evaluated once
     assert operator.starts == 2
@@ -95,29 +178,19 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, ope
         if node.stage is Stage.EVALUATED:
             assert kubelet.ran[("evaluate", node.id)] == 1
             assert kubelet.ran[("analyze", node.id)] == 1 and node.insight_id
-    assert nodes[0].id == node_id("toy-e2e", "00000") and not nodes[0].parent_ids
-    # every evaluation ran in a judge and a candidate container, separate processes (as separate uids where
-    # the kubelet could switch), and its result reached the store through the pod, not from the pod
-    for node in nodes:
-        if node.stage is not Stage.EVALUATED:
-            continue
-        name = job_name("toy-e2e", Role.EVALUATE, key_of_node("toy-e2e", node.id) or "")
-        judge, candidate = (kubelet.pods[name].containers[c] for c in ("judge", "candidate"))
-        assert judge.exit_code == candidate.exit_code == 0 and judge.pid != candidate.pid
-        assert node.id in judge.message and not candidate.message and "--store" not in judge.output
-        spec = kubelet.bodies[name]["spec"]["template"]["spec"]
-        if kubelet.identified:
-            by_name = {c["name"]: c for c in spec["containers"]}
-            assert judge.uid == spec["securityContext"]["runAsUser"] == 65532
-            assert candidate.uid == by_name["candidate"]["securityContext"]["runAsUser"] != judge.uid
-        assert node.metrics["f"] == node.score and node.artifacts["point"]
-    assert not live_objects(kmock, "v1/configmaps", NAMESPACE)  # each evaluation's input went with its Job
-    events = {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)}
-    assert {"Started", "NewBest", "BudgetReached"} <= events
+    assert nodes[0].id == node_id(run, "00000") and not nodes[0].parent_ids
+
+    # kopf posts events from a queue of its own, after the pass that patched the status: wait for them
+    wanted = {"Started", "NewBest", "BudgetReached"}
+    await until(
+        lambda: wanted <= {e.get("reason") for e in live_objects(kmock, "v1/events", NAMESPACE)},
+        10,
+        f"the events {sorted(wanted)}",
+    )
 
     # the operator exports the run's metrics from the store, at its totals after the restart (not doubled)
     def metric(name: str, **labels: str) -> float | None:
-        return REGISTRY.get_sample_value(name, {"namespace": NAMESPACE, "run": "toy-e2e", **labels})
+        return REGISTRY.get_sample_value(name, {"namespace": NAMESPACE, "run": run, **labels})
 
     evaluated = [n for n in nodes if n.stage is Stage.EVALUATED]
     await until(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from kubevolve.core.task import load_task
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job
 from kubevolve.runtime.kubernetes.names import (
+    TRAINJOB_NAME_MAX,
     base_name,
     job_name,
     key_of_node,
@@ -21,10 +23,11 @@ from kubevolve.runtime.kubernetes.names import (
     parse_key,
     retry_key,
     run_label,
+    trainjob_name,
 )
 from kubevolve.runtime.kubernetes.observe import job_info
 from kubevolve.runtime.kubernetes.resources import TaskFacts, read_task, reported_facts
-from kubevolve.runtime.kubernetes.trainjob import build_trainjob
+from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob
 from tests.kit.toy_task import write_task
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
@@ -79,6 +82,11 @@ def test_evaluation_job_is_hardened_owned_labelled_and_queued():
     owner = meta["ownerReferences"][0]
     assert owner["kind"] == "EvolutionRun" and owner["uid"] == "uid-123" and owner["controller"] is True
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 2600
+    # a drained node or a preempted pod is started again, not counted as the step's failure
+    assert job["spec"]["podFailurePolicy"] == {
+        "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+    }
+    assert job["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600  # a backstop; the operator deletes first
     # a legacy task (GPU_TASK has no runner): one container, given the candidate, storing nothing
     assert c["command"] == [
         "kubevolve",
@@ -175,20 +183,103 @@ def test_resource_overrides_are_merged_and_mirrored():
 
 def test_trainjob_for_multi_node_evaluation():
     s = spec(queueName="lab-gpu", jobs={"evaluate": {"gpus": 8, "trainJob": {"numNodes": 4}}})
-    tj = build_trainjob(RUN, s, CONFIG, GPU_TASK, JobRequest("evaluate", "00002"))
+    req = JobRequest("evaluate", "00002")
+    tj = build_trainjob(RUN, s, CONFIG, GPU_TASK, req)
     assert tj["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and tj["kind"] == "TrainJob"
     assert tj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "lab-gpu"
+    runtime = build_runtime(RUN, s, CONFIG, GPU_TASK)
     assert tj["spec"]["runtimeRef"] == {
-        "name": "deepspeed-distributed",
-        "kind": "ClusterTrainingRuntime",
+        "name": runtime["metadata"]["name"],
+        "kind": "TrainingRuntime",
         "apiGroup": "trainer.kubeflow.org",
     }
     trainer = tj["spec"]["trainer"]
     assert trainer["numNodes"] == 4 and trainer["numProcPerNode"] == 8
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     assert trainer["command"][:3] == ["kubevolve", "step", "evaluate"]
+    assert tj["spec"]["activeDeadlineSeconds"] == 2600  # as a Job's
     with pytest.raises(ValueError):
         build_trainjob(RUN, spec(), CONFIG, GPU_TASK, JobRequest("evaluate", "00002"))
+
+
+def test_every_pod_of_a_trainjob_runs_the_run_image_hardened_and_labelled():
+    """Trainer gives trainer.image and command to the launcher only, and the TrainJob's labels to no pod: the
+    node pods' image, user and token come from the runtime, their labels and scratch from the patch."""
+    s = spec(
+        image="registry.lab/lab-a/my-task:3", jobs={"evaluate": {"gpus": 8, "trainJob": {"numNodes": 2}}}
+    )
+    runtime = build_runtime(RUN, s, CONFIG, GPU_TASK)
+    assert runtime["kind"] == "TrainingRuntime" and runtime["metadata"]["namespace"] == "lab-a"
+    assert runtime["metadata"]["ownerReferences"][0]["uid"] == "uid-123"
+    assert runtime["spec"]["mlPolicy"]["mpi"]["runLauncherAsNode"] is True
+    jobs = {j["name"]: j for j in runtime["spec"]["template"]["spec"]["replicatedJobs"]}
+    assert set(jobs) == {"launcher", "node"}
+    assert jobs["launcher"]["template"]["metadata"]["labels"] == {
+        "trainer.kubeflow.org/trainjob-ancestor-step": "trainer"
+    }
+    for job in jobs.values():
+        pod = job["template"]["spec"]["template"]["spec"]
+        (node,) = pod["containers"]
+        assert node["name"] == "node" and node["image"] == "registry.lab/lab-a/my-task:3"
+        assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
+        assert pod["securityContext"]["runAsUser"] == 65532 and pod["securityContext"]["runAsNonRoot"] is True
+    assert (
+        jobs["node"]["template"]["spec"]["template"]["spec"]["containers"][0]["command"][0]
+        == "/usr/sbin/sshd"
+    )
+    # another image, another runtime; the same image, the same one
+    other = build_runtime(RUN, spec(image="registry.lab/lab-a/my-task:4"), CONFIG, GPU_TASK)
+    assert other["metadata"]["name"] != runtime["metadata"]["name"]
+    assert build_runtime(RUN, s, CONFIG, GPU_TASK)["metadata"]["name"] == runtime["metadata"]["name"]
+
+    tj = build_trainjob(RUN, s, CONFIG, GPU_TASK, JobRequest("evaluate", "00005", 1))
+    (patch,) = tj["spec"]["runtimePatches"]
+    assert patch["manager"] == "kubevolve.io/operator"
+    patched = {
+        j["name"]: j["template"]["spec"]["template"]
+        for j in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    }
+    assert set(patched) == {"launcher", "node"}
+    for template in patched.values():
+        labels = template["metadata"]["labels"]
+        assert labels["kubevolve.io/role"] == "evaluate"  # the evaluation NetworkPolicy selects every pod
+        assert labels["kubevolve.io/candidate"] == "00005" and labels["kubevolve.io/attempt"] == "1"
+        assert "kueue.x-k8s.io/queue-name" not in labels
+        pod = template["spec"]
+        assert {"name": "scratch", "emptyDir": {"sizeLimit": "8Gi"}} in pod["volumes"]
+        (node,) = pod["containers"]
+        assert node["name"] == "node" and "env" not in node  # Trainer refuses env patches of `node`
+        assert {"name": "scratch", "mountPath": "/scratch"} in node["volumeMounts"]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in node["volumeMounts"]
+        assert node["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [e for e in tj["spec"]["trainer"]["env"] if e["name"] == "KUBEVOLVE_STORE_API_KEY"]
+
+    named = spec(jobs={"evaluate": {"trainJob": {"runtime": "site-mpi", "numNodes": 2}}})
+    tj = build_trainjob(RUN, named, CONFIG, GPU_TASK, JobRequest("evaluate", "00005"))
+    assert tj["spec"]["runtimeRef"] == {
+        "name": "site-mpi",
+        "kind": "ClusterTrainingRuntime",
+        "apiGroup": "trainer.kubeflow.org",
+    }
+    assert tj["spec"]["runtimePatches"][0]["manager"] == "kubevolve.io/operator"
+
+
+def test_trainjob_names_leave_room_for_jobset_pod_names():
+    """JobSet refuses a JobSet whose pods would be named past 63 characters: `<name>-launcher-0-0-abcde`."""
+    for run in ("packing-1", "x" * 40, "a-very-long-run-name-for-a-lab-with-long-names-" * 2):
+        for key, attempt in (("00007", 0), ("1234567d10", 9)):
+            name = trainjob_name(run, key, attempt)
+            assert len(name) <= TRAINJOB_NAME_MAX == 41 and re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", name)
+            assert len(f"{name}-launcher-0-1023-abcde") <= 63
+    assert trainjob_name("packing-1", "00007") == "packing-1-eval-00007"  # short names stay readable
+    long = "x" * 40
+    names = {trainjob_name(long, k, a) for k in ("00001", "00002") for a in (0, 1)}
+    assert len(names) == 4  # still one per candidate and attempt
+    s = spec(jobs={"evaluate": {"trainJob": {"numNodes": 2}}})
+    run = RunRef(long, "lab-a", "u")
+    assert (
+        build_trainjob(run, s, CONFIG, GPU_TASK, JobRequest("evaluate", "00001"))["metadata"]["name"] in names
+    )
 
 
 @pytest.mark.parametrize(
@@ -286,3 +377,53 @@ def test_the_operator_reads_a_task_whose_summary_holds_more_than_it_uses(tmp_pat
     facts = read_task(tmp_path / "toy")
     assert facts.error == "" and facts.name == "toy" and facts.metric == "f" and facts.maximize
     assert reported_facts(task.summary(), CPU_TASK) == facts
+
+
+def test_evaluation_pods_never_get_a_store_key_and_the_others_get_their_labs():
+    """Candidate code runs in evaluation pods: not the run's store key, not the lab's (issue 14)."""
+    labs = replace(CONFIG, lab_keys=True)
+    own = spec(store={"apiKeySecret": {"name": "run-key"}})
+
+    def env(s, config, role):
+        body = build_job(RUN, s, config, CPU_TASK, JobRequest(role, "00001"))
+        return {e["name"]: e for e in container(body)["env"]}
+
+    lab_ref = {"secretKeyRef": {"name": "kubevolve-store", "key": "api-key"}}
+    for role in ("propose", "analyze"):
+        assert env(spec(), labs, role)["KUBEVOLVE_STORE_API_KEY"]["valueFrom"] == lab_ref
+        assert (
+            env(own, labs, role)["KUBEVOLVE_STORE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "run-key"
+        )
+        assert "KUBEVOLVE_STORE_API_KEY" not in env(spec(), CONFIG, role)
+    for s, config in ((spec(), labs), (own, labs), (own, CONFIG)):
+        assert "KUBEVOLVE_STORE_API_KEY" not in env(s, config, "evaluate")
+    tj = build_trainjob(
+        RUN,
+        spec(jobs={"evaluate": {"trainJob": {"numNodes": 2}}}, store={"apiKeySecret": {"name": "k"}}),
+        labs,
+        GPU_TASK,
+        JobRequest("evaluate", "00001"),
+    )
+    assert not [e for e in tj["spec"]["trainer"]["env"] if e["name"] == "KUBEVOLVE_STORE_API_KEY"]
+
+
+def test_a_labs_store_role_reaches_its_own_tenant_only():
+    """The Weaviate role behind a lab's key (store/weaviate/access.py): objects and tenants of that tenant only,
+    nothing that creates, changes or drops a collection, and no user or role administration."""
+    from kubevolve.store.weaviate.access import lab_permissions, lab_principal
+
+    perms = lab_permissions("Kubevolve", "lab-a")
+    assert lab_principal("lab-a") == "kubevolve-lab-lab-a"
+    kinds = {f"Kubevolve{k}" for k in ("Run", "Node", "Insight", "Cognition")}
+    by_type: dict[str, list] = {}
+    for p in perms:
+        by_type.setdefault(type(p).__name__, []).append(p)
+    assert set(by_type) == {"_DataPermission", "_TenantsPermission", "_CollectionsPermission"}
+    data = by_type["_DataPermission"]
+    assert {p.collection for p in data if p.tenant == "lab-a"} == kinds
+    assert [(p.collection, p.tenant, {a.value for a in p.actions}) for p in data if p.tenant != "lab-a"] == [
+        ("KubevolveMeta", "*", {"read_data"})  # the schema version only: Meta is not multi-tenant
+    ]
+    assert {(p.collection, p.tenant) for p in by_type["_TenantsPermission"]} == {(k, "lab-a") for k in kinds}
+    for p in by_type["_CollectionsPermission"]:
+        assert {a.value for a in p.actions} == {"read_collections"}

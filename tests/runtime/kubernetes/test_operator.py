@@ -4,6 +4,7 @@ test here; the step code is exercised end to end in test_e2e.py)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from prometheus_client import REGISTRY
@@ -187,7 +188,55 @@ async def test_multi_node_evaluation_is_a_trainjob(kmock, api, operator, kubelet
     assert not any(name.startswith("big-eval") for name in ever_created(kmock, "big"))
     trainjob = kmock.objects[TRAINJOBS, NAMESPACE, "big-eval-00000"].history[0]
     trainer = trainjob["spec"]["trainer"]
-    assert trainjob["spec"]["runtimeRef"]["name"] == "deepspeed-distributed" and trainer["numNodes"] == 2
+    runtimes = [
+        o
+        for (res, ns, _n), o in kmock.objects.items()
+        if res.plural == "trainingruntimes" and ns == NAMESPACE
+    ]
+    assert len(runtimes) == 1  # the run's own, made once, and named by every TrainJob
+    assert trainjob["spec"]["runtimeRef"] == {
+        "name": runtimes[0]["metadata"]["name"],
+        "kind": "TrainingRuntime",
+        "apiGroup": "trainer.kubeflow.org",
+    }
+    assert trainer["numNodes"] == 2 and trainjob["spec"]["activeDeadlineSeconds"] > 0
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     assert trainer["command"][:3] == ["kubevolve", "step", "evaluate"]
     assert trainer["numProcPerNode"] == 8
+
+
+async def test_the_api_server_sends_only_the_runs_jobs(kmock, api, operator, kubelet, toy):
+    """Every list and watch of Jobs and TrainJobs carries a label selector: a cluster's other Jobs never reach
+    the operator (kopf's `labels=` on a handler filters only after they have)."""
+    await operator.start()
+    await api.create(RUNS, run_manifest("sel", "toy", budget={"maxCandidates": 2}))
+    await until(lambda: run_status(kmock, "sel").get("phase") == "Succeeded", 40, "Succeeded")
+    reads = [
+        r
+        for r in kmock
+        if r.resource is not None
+        and r.resource.plural in ("jobs", "trainjobs")
+        and str(r.method).upper().endswith("GET")
+        and not r.headers.get("User-Agent", "").startswith("Python")  # aiohttp: the test's kubelet
+    ]
+    assert {r.resource.plural for r in reads} == {"jobs", "trainjobs"}
+    assert all(r.params.get("labelSelector") == "kubevolve.io/run" for r in reads), [
+        (str(r.url), dict(r.params)) for r in reads if r.params.get("labelSelector") != "kubevolve.io/run"
+    ]
+
+
+async def test_a_trainjob_run_on_an_operator_without_trainjobs_is_refused_once(kmock, api, operator, toy):
+    """The chart's default (operator.trainJobs: false): no TrainJob create (a 403 on a real cluster, retried
+    every few seconds), but a Failed run whose condition says what to change."""
+    operator.config = replace(operator.config, trainjobs=False)
+    await operator.start()
+    evaluate = {"gpus": 8, "trainJob": {"numNodes": 2}}
+    await api.create(RUNS, run_manifest("nodist", "toy", jobs={"evaluate": evaluate}))
+    await until(lambda: run_status(kmock, "nodist").get("phase") == "Failed", 20, "Failed")
+    status = run_status(kmock, "nodist")
+    assert condition(status, "Failed")["reason"] == "TrainJobsDisabled"
+    assert "operator.trainJobs" in status["message"] and "spec.jobs.evaluate.trainJob" in status["message"]
+    await asyncio.sleep(1.0)
+    writes = [r for r in kmock if r.resource is not None and r.resource.plural in ("jobs", "trainjobs")]
+    assert not [r for r in writes if str(r.method).upper().endswith("POST")]
+    assert "TrainJobsDisabled" in reasons(kmock)

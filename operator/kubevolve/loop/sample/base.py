@@ -49,8 +49,9 @@ class Sampler(ABC):
         """Account for a committed node (any stage). Called once per node, in `seq` order."""
 
     @abstractmethod
-    def select(self) -> Selection | None:
-        """Choose parents and inspirations; None while no node is evaluated."""
+    def select(self, draw: int = 0) -> Selection | None:
+        """Choose parents and inspirations; None while no node is evaluated. `draw` (the proposal's index)
+        tells apart selections that nothing else does: proposal pods started together see the same store."""
 
     @abstractmethod
     def cancel(self, selection: Selection) -> None:
@@ -68,8 +69,8 @@ class TrackingSampler(Sampler):
     """The bookkeeping every concrete sampler shares, so each one only says how it ranks and picks.
 
     - visits: `select` holds a visit of each parent, `observe` of the child commits it, `cancel` releases it;
-    - randomness: each `select` draws from a generator seeded by (seed, nodes observed, selections in flight),
-      a function of state rather than of call history. A sampler rebuilt by replaying the nodes therefore
+    - randomness: each `select` draws from a generator seeded by (seed, nodes observed, selections in flight,
+      the caller's `draw`), a function of state rather than of call history. A sampler rebuilt by replaying the nodes therefore
       makes the same next selection as the live one whenever no selection is in flight (a cancelled
       selection leaves no trace: selecting again after it repeats it).
     """
@@ -89,10 +90,10 @@ class TrackingSampler(Sampler):
             self.candidates += 1
             self._add_candidate(node, order)
 
-    def select(self) -> Selection | None:
+    def select(self, draw: int = 0) -> Selection | None:
         if not self.candidates:
             return None
-        selection = self._choose(self._state_rng())
+        selection = self._choose(self._state_rng(draw))
         if selection is not None:
             selection.held = [p.id for p in selection.parents]
             self.visits.hold(selection.held)
@@ -102,9 +103,9 @@ class TrackingSampler(Sampler):
         self.visits.release(selection.held)
         selection.held = []  # a second cancel of the same selection is harmless
 
-    def _state_rng(self) -> random.Random:
+    def _state_rng(self, draw: int) -> random.Random:
         # a str seed is hashed with SHA-512: the same stream on every platform and Python version
-        return random.Random(f"{self._salt}:{self.observed}:{self.visits.pending}")
+        return random.Random(f"{self._salt}:{self.observed}:{self.visits.pending}:{draw}")
 
     @abstractmethod
     def _add_candidate(self, node: Node, order: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubevolve.core.liveness import dead_reason
 from kubevolve.core.models import Node, RunRecord, Stage
 from kubevolve.core.spec import SpecError, parse_run_spec
 from kubevolve.observe.report.charts import (
@@ -50,6 +51,7 @@ def run_row(record: RunRecord, counts: dict[Stage, int], best: Node | None) -> d
         "id": record.id,
         "task": record.task,
         "phase": str(record.phase),
+        "dead": dead_reason(record),  # a local run whose record says Running and whose process is gone
         "message": record.message,
         "candidates": sum(counts.values()),
         "evaluated": counts.get(Stage.EVALUATED, 0),
@@ -102,6 +104,7 @@ def run_view(follower: RunFollower) -> dict[str, Any]:
         "id": record.id,
         "task": record.task,
         "phase": str(record.phase),
+        "dead": dead_reason(record),
         "message": record.message,
         "created_at": record.created_at,
         "updated_at": record.updated_at,

@@ -25,7 +25,10 @@ NODE_ANNOTATION = "kubevolve.io/node-id"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 NETWORK_LABEL = "kubevolve.io/network"  # "none" on evaluation pods: the isolation NetworkPolicy selects them
 FINALIZER = "kubevolve.io/cleanup"
+STORE_KEY_SECRET = "kubevolve-store"  # a lab's own store key, in its namespace (labkeys.py)
+STORE_KEY = "api-key"
 
 TRAINER_GROUP = "trainer.kubeflow.org"
 TRAINER_VERSION = "v1alpha1"
 TRAINJOB_PLURAL = "trainjobs"
+TRAINING_RUNTIME_PLURAL = "trainingruntimes"

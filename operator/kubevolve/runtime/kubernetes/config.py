@@ -26,12 +26,19 @@ class OperatorConfig:
     resync_seconds: float = 30.0  # reconcile at least this often while Jobs run (Job events wake it sooner)
     idle_resync_seconds: float = 300.0  # for finished, failed and suspended runs
     trainjobs: bool = False  # watch Kubeflow Trainer TrainJobs (enable where Trainer is installed)
+    lab_keys: bool = False  # give each lab its own store key (labkeys.py; a Weaviate with RBAC and DB users)
     run_as_user: int = 65532  # the non-root uid of every step pod
     # an evaluation pod's candidate container runs as a uid of its own, one of 2^24 above this (jobs.py)
     candidate_uid_base: int = 2_100_000_000
     scratch_size: str = "8Gi"  # emptyDir size limit of a pod's scratch folder
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty: every namespace
     metrics_port: int | None = None  # serve Prometheus metrics here (KUBEVOLVE_METRICS_PORT)
+    # leader election (leader.py): with a Lease name, only the replica holding that Lease reconciles
+    lease_name: str | None = None
+    lease_namespace: str = "default"
+    lease_seconds: float = 15.0
+    lease_renew_seconds: float = 10.0
+    lease_retry_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> OperatorConfig:
@@ -61,7 +68,7 @@ class OperatorConfig:
 def _parse(variable: str, raw: str, name: str, kind: str) -> object:
     if name == "namespaces":
         return tuple(n.strip() for n in raw.split(",") if n.strip())
-    if name == "trainjobs":
+    if name in ("trainjobs", "lab_keys"):
         if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
             raise ValueError(f"{variable}={raw!r}: expected true or false")
         return raw.lower() in ("1", "true", "yes", "on")

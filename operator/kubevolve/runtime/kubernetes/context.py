@@ -119,6 +119,8 @@ class OperatorContext:
     feeds: dict[tuple[str, str], RunFeed] = field(default_factory=dict)  # runs' metrics read from the store
     results_seen: set[tuple[str, str]] = field(default_factory=set)  # (namespace, Job) whose pods were read
     seeded: set[str] = field(default_factory=set)  # uids of the runs whose judge-seed Secret exists
+    runtimes: set[tuple[str, str]] = field(default_factory=set)  # runs' TrainingRuntimes known to exist
+    lab_keys: set[tuple[str, str]] = field(default_factory=set)  # (namespace, store URL) with a key Secret
 
     def lock(self, namespace: str, run: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, run), asyncio.Lock())

@@ -4,8 +4,12 @@ with which image, labels, owner, resources and security settings.
 Every step pod is hardened the same way: no service-account token (the steps talk to the store, never to
 the Kubernetes API), non-root uid, read-only root filesystem with emptyDir scratch and /tmp, no privilege
 escalation, all capabilities dropped, the runtime default seccomp profile, and resource limits. Only proposal
-and analysis pods see the LLM key; no pod but the operator's has API credentials. `backoffLimit: 0`: the
-operator retries a failed Job itself, with backoff, so that every attempt is a visible, named Job.
+and analysis pods see the LLM key and the store key; no pod but the operator's has API credentials.
+`backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so that every attempt is a
+visible, named Job. A pod that Kubernetes itself takes away (a node drain, a preemption, an eviction: its `DisruptionTarget` condition)
+is not such a failure: the `podFailurePolicy` ignores it and the Job starts the pod again.
+`ttlSecondsAfterFinished` is a backstop for Jobs the operator did not delete (it deletes finished Jobs itself
+once their follow-ups exist, and keeps failed ones for `kubectl describe` until then).
 
 Evaluation pods run untrusted candidate code, and hold nothing a candidate could use: no store key, no route
 anywhere (the label `kubevolve.io/network: none`, which the isolation NetworkPolicy selects). They are given
@@ -21,6 +25,7 @@ container, the candidate inside the evaluator's process as ever: it can forge it
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass
@@ -36,10 +41,12 @@ from kubevolve.runtime.kubernetes import (
     QUEUE_LABEL,
     ROLE_LABEL,
     RUN_LABEL,
+    STORE_KEY,
+    STORE_KEY_SECRET,
 )
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import INPUT_KEY, SEED_KEY, owner, seed_secret_name
-from kubevolve.runtime.kubernetes.names import job_name, node_id, run_label
+from kubevolve.runtime.kubernetes.names import job_name, node_id, parse_key, run_label
 from kubevolve.runtime.kubernetes.resources import (
     TaskFacts,
     active_deadline,
@@ -49,6 +56,9 @@ from kubevolve.runtime.kubernetes.resources import (
 )
 from kubevolve.sdk.judging import SEED_VARIABLE
 
+JOB_TTL_SECONDS = 7 * 24 * 3600  # a finished Job the operator left behind goes a week after it finished
+# node drains, preemptions and evictions are not the step's failure: the Job controller starts the pod again
+POD_FAILURE_POLICY = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
 SCRATCH = "/scratch"  # KUBEVOLVE_HOME in the pod: the evaluation workspace lives under it
 WORKSPACE = f"{SCRATCH}/work"
 JUDGE, CANDIDATE = "judge", "candidate"  # an evaluation pod's containers (the operator reads the judge's)
@@ -92,7 +102,10 @@ def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobReq
     """The step as it runs with the store (proposal, analysis, a TrainJob's evaluation)."""
     nid = node_id(run.name, req.key)
     command = ["kubevolve", "step", str(req.role), "--run", run.name]
-    command += ["--node-id", nid] if req.role == Role.PROPOSE else ["--node", nid]
+    if req.role == Role.PROPOSE:  # proposal pods started together see one store: each draws by its own index
+        command += ["--node-id", nid, "--index", str(parse_key(req.key)[0])]
+    else:
+        command += ["--node", nid]
     url = store_url(spec, config)
     command += (["--store", url] if url else []) + ["--tenant", run.namespace]
     if req.role == Role.EVALUATE:
@@ -147,6 +160,19 @@ def _secret_env(name: str, secret: Any) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}
 
 
+def store_key_env(role: Role, spec: RunSpec, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The store key of a step pod: the run's own Secret, else the lab's (labkeys.py), and never for an
+    evaluation pod: candidate code runs there."""
+    if role == Role.EVALUATE:
+        return []
+    if spec.store and spec.store.api_key_secret:
+        return [_secret_env("KUBEVOLVE_STORE_API_KEY", spec.store.api_key_secret)]
+    if config.lab_keys:
+        ref = {"secretKeyRef": {"name": STORE_KEY_SECRET, "key": STORE_KEY}}
+        return [{"name": "KUBEVOLVE_STORE_API_KEY", "valueFrom": ref}]
+    return []
+
+
 def _base_env(home: str, tmp: str) -> list[dict[str, Any]]:
     return [
         {"name": "KUBEVOLVE_HOME", "value": home},
@@ -158,11 +184,9 @@ def _base_env(home: str, tmp: str) -> list[dict[str, Any]]:
     ]
 
 
-def step_env(role: Role, spec: RunSpec, facts: TaskFacts) -> list[dict[str, Any]]:
+def step_env(role: Role, spec: RunSpec, facts: TaskFacts, config: OperatorConfig) -> list[dict[str, Any]]:
     """The environment of a step with the store: its key, and the LLM key for proposal and analysis."""
-    env = _base_env(SCRATCH, "/tmp")
-    if spec.store and spec.store.api_key_secret:
-        env.append(_secret_env("KUBEVOLVE_STORE_API_KEY", spec.store.api_key_secret))
+    env = _base_env(SCRATCH, "/tmp") + store_key_env(role, spec, config)
     if role != Role.EVALUATE and spec.llm.api_key_secret:
         env.append(_secret_env(spec.llm.api_key_env, spec.llm.api_key_secret))
     return env
@@ -177,22 +201,35 @@ def image(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -
     return config.image
 
 
+def handed_over(spec: RunSpec, role: Role) -> bool:
+    """Whether the step's pod is an evaluation Job's: given its candidate, publishing its result, no network.
+    (A TrainJob's evaluation, trainjob.py, runs the step with the store instead.)"""
+    trainjob = bool(spec.jobs and spec.jobs.evaluate and spec.jobs.evaluate.train_job)
+    return role == Role.EVALUATE and not trainjob
+
+
+def _needs_shm(role: Role, spec: RunSpec, facts: TaskFacts) -> bool:
+    return role == Role.EVALUATE and evaluation_gpus(spec, facts) > 0  # NCCL and data loaders use /dev/shm
+
+
 def _mounts(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
     return [{"name": name, "mountPath": path} for name, path in pairs]
 
 
 def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest) -> dict:
-    """A proposal's or an analysis's one container."""
+    """The one container of a step with the store: a proposal's, an analysis's, a TrainJob's evaluation's."""
     return {
         "name": "step",
         "image": image(req.role, spec, config, facts),
         "imagePullPolicy": spec.image_pull_policy or config.image_pull_policy,
         "command": step_command(run, spec, config, req),
         "workingDir": config.task_root,
-        "env": step_env(req.role, spec, facts),
+        "env": step_env(req.role, spec, facts, config),
         "resources": pod_resources(req.role, spec, facts),
         "securityContext": dict(HARDENED),
-        "volumeMounts": _mounts(("scratch", SCRATCH), ("tmp", "/tmp")),
+        "volumeMounts": _mounts(
+            ("scratch", SCRATCH), ("tmp", "/tmp"), *([("dshm", "/dev/shm")] if _needs_shm(req.role, spec, facts) else [])
+        ),
     }
 
 
@@ -205,7 +242,7 @@ def evaluation_containers(
         "imagePullPolicy": spec.image_pull_policy or config.image_pull_policy,
         "workingDir": config.task_root,
     }
-    shm = [("dshm", "/dev/shm")] if evaluation_gpus(spec, facts) > 0 else []  # NCCL and data loaders
+    shm = [("dshm", "/dev/shm")] if _needs_shm(Role.EVALUATE, spec, facts) else []
     judge: dict[str, Any] = {
         "name": JUDGE,
         **common,
@@ -253,19 +290,18 @@ def volumes(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts,
         {"name": "scratch", "emptyDir": {"sizeLimit": config.scratch_size}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
-    if role != Role.EVALUATE:
-        return out
-    out.append({"name": "input", "configMap": {"name": job, "defaultMode": 0o444}})
-    if facts.judged:
-        out.append({"name": "sandbox", "emptyDir": {"sizeLimit": config.scratch_size}})
-    if evaluation_gpus(spec, facts) > 0:
+    if handed_over(spec, role):
+        out.append({"name": "input", "configMap": {"name": job, "defaultMode": 0o444}})
+        if facts.judged:
+            out.append({"name": "sandbox", "emptyDir": {"sizeLimit": config.scratch_size}})
+    if _needs_shm(role, spec, facts):
         out.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}})
     return out
 
 
 def pod_spec(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest) -> dict:
     overrides = getattr(spec.jobs, req.role, None) if spec.jobs else None
-    evaluation = req.role == Role.EVALUATE
+    evaluation = handed_over(spec, req.role)
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -301,7 +337,7 @@ def pod_spec(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFact
 def build_job(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest) -> dict:
     meta = metadata(run, spec, req)
     pod_labels = {k: v for k, v in meta["labels"].items() if k != QUEUE_LABEL}
-    if req.role == Role.EVALUATE:
+    if handed_over(spec, req.role):
         pod_labels[NETWORK_LABEL] = "none"
     return {
         "apiVersion": "batch/v1",
@@ -309,6 +345,8 @@ def build_job(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFac
         "metadata": meta,
         "spec": {
             "backoffLimit": 0,
+            "podFailurePolicy": copy.deepcopy(POD_FAILURE_POLICY),
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "activeDeadlineSeconds": active_deadline(req.role, spec, facts),
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": dict(meta["annotations"])},

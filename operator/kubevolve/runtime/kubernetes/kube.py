@@ -22,9 +22,11 @@ from kubevolve.runtime.kubernetes import (
     PLURAL,
     TRAINER_GROUP,
     TRAINER_VERSION,
+    TRAINING_RUNTIME_PLURAL,
     TRAINJOB_PLURAL,
     VERSION,
 )
+from kubevolve.runtime.kubernetes.leader import LeaseConflict, LeaseError
 
 API_WAIT: ContextVar[list[float] | None] = ContextVar("kubevolve_api_wait", default=None)
 
@@ -41,8 +43,11 @@ class Kube:
     def __init__(self, api_client: kubernetes.client.ApiClient, threads: int = 16):
         self.api_client = api_client
         self.batch = kubernetes.client.BatchV1Api(api_client)
-        self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.coordination = kubernetes.client.CoordinationV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        # told of every 403: the readiness probe shows an operator the API server refuses (health.Health)
+        self.on_forbidden: Callable[[str], None] = lambda message: None
         # API calls get their own threads, so that they never queue behind store reads (or the reverse)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube-api")
         self.calls = 0  # API requests made
@@ -73,6 +78,10 @@ class Kube:
         started = time.perf_counter()
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, _fetch, fn, args, kwargs)
+        except ApiException as err:
+            if err.status == 403:
+                self.on_forbidden(f"{fn.__name__}: {err.reason}: {(err.body or b'')[:300]!r}")
+            raise
         finally:
             waited = time.perf_counter() - started
             self.seconds += waited
@@ -81,22 +90,20 @@ class Kube:
                 tally[0] += waited
 
     async def create(self, body: dict[str, Any]) -> bool:
-        """Create a Job, TrainJob, ConfigMap or Secret; False when it already existed."""
+        """Create a Job, TrainJob, TrainingRuntime or ConfigMap; False when it already existed."""
         namespace = body["metadata"]["namespace"]
         try:
             if body["kind"] == "Job":
                 await self._call(self.batch.create_namespaced_job, namespace, body)
             elif body["kind"] == "ConfigMap":
                 await self._call(self.core.create_namespaced_config_map, namespace, body)
-            elif body["kind"] == "Secret":
-                await self._call(self.core.create_namespaced_secret, namespace, body)
             else:
                 await self._call(
                     self.custom.create_namespaced_custom_object,
                     TRAINER_GROUP,
                     TRAINER_VERSION,
                     namespace,
-                    TRAINJOB_PLURAL,
+                    TRAINING_RUNTIME_PLURAL if body["kind"] == "TrainingRuntime" else TRAINJOB_PLURAL,
                     body,
                 )
         except ApiException as err:
@@ -189,6 +196,63 @@ class Kube:
             return None
         return data.decode(errors="replace")
 
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a Secret; False when it already existed (its content is never read)."""
+        try:
+            await self._call(self.core.create_namespaced_secret, namespace, body)
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+    async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await self._call(
+            self.core.patch_namespaced_secret,
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease as JSON, or None when there is none (leader.LeaseApi)."""
+        try:
+            return json.loads(await self._call(self.coordination.read_namespaced_lease, name, namespace))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise _lease_error(err, f"reading the lease {namespace}/{name}") from err
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return json.loads(await self._call(self.coordination.create_namespaced_lease, namespace, body))
+        except ApiException as err:
+            raise _lease_error(err, f"creating the lease {namespace}/{body['metadata']['name']}") from err
+
+    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Write the Lease back; LeaseConflict when its resourceVersion is no longer the one in `body`. (A
+        merge patch that carries metadata.resourceVersion is a conditional update, as a PUT is: the API
+        server's generic registry refuses any update whose resourceVersion is not the stored one.)"""
+        try:
+            return json.loads(
+                await self._call(
+                    self.coordination.patch_namespaced_lease,
+                    name,
+                    namespace,
+                    body,
+                    _content_type="application/merge-patch+json",
+                )
+            )
+        except ApiException as err:
+            raise _lease_error(err, f"writing the lease {namespace}/{name}") from err
+
     def close(self) -> None:
         self.executor.shutdown(wait=False)
         self.api_client.close()
+
+
+def _lease_error(err: ApiException, action: str) -> LeaseError:
+    if err.status == 409:
+        return LeaseConflict(f"{action}: conflict", 409)
+    return LeaseError(f"{action}: HTTP {err.status} {err.reason}", err.status)

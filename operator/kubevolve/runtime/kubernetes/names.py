@@ -16,6 +16,10 @@ _ROLE_WORD = {Role.PROPOSE: "propose", Role.EVALUATE: "eval", Role.ANALYZE: "ana
 _KEY = re.compile(r"^(\d+)(?:d(\d+))?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 BASE_MAX = 40  # room for "-analyze-0000123d10-a9" within the 63 characters of a Job name
+# A TrainJob's JobSet (same name) names its pods `<name>-<replicatedJob>-<job index>-<pod index>-<5 random>`,
+# and JobSet's webhook refuses a JobSet whose longest pod name would pass 63 characters
+# (jobset pkg/webhooks/jobset_webhook.go): with kubevolve's runtime, "-launcher-0-" and up to 1023 nodes.
+TRAINJOB_NAME_MAX = 63 - len("-launcher-0-1023-abcde")
 
 
 def _digest(text: str) -> str:
@@ -71,3 +75,17 @@ def job_name(run: str, role: Role, key: str, attempt: int = 0) -> str:
     if len(name) > 63:  # only for absurd keys; still deterministic
         name = f"{base_name(run)[:20]}-{_digest(name)}-{attempt}"
     return name
+
+
+def trainjob_name(run: str, key: str, attempt: int = 0) -> str:
+    """The evaluation Job's name, shortened (deterministically) where a TrainJob's pods would outgrow it."""
+    name = job_name(run, Role.EVALUATE, key, attempt)
+    if len(name) <= TRAINJOB_NAME_MAX:
+        return name
+    tail = f"-{_digest(name)}" + (f"-a{attempt}" if attempt else "")
+    return f"{base_name(run)[: TRAINJOB_NAME_MAX - len(tail)].rstrip('-')}{tail}"
+
+
+def runtime_name(run: str, content: str) -> str:
+    """The run's own Kubeflow TrainingRuntime, one per distinct content (a new image makes a new one)."""
+    return f"{base_name(run)}-mpi-{_digest(content)}"

@@ -10,6 +10,9 @@
 
 The Helm chart renders the same policies for its namespaces (tests/deploy/test_helm_chart.py checks they
 agree); `kubevolve lab create` adds them to new labs.
+
+The store ports are the store's own, from its URL (HTTP and gRPC): a NetworkPolicy matches the port a packet
+is sent to at the destination, so an external Weaviate behind `https://...:443` needs 443, not Weaviate's 8080.
 """
 
 from __future__ import annotations
@@ -18,10 +21,20 @@ from typing import Any
 
 from kubevolve.core.kinds import Role
 from kubevolve.runtime.kubernetes import NETWORK_LABEL, ROLE_LABEL
+from kubevolve.store.weaviate.connection import WeaviateSettings
 
 POLICY_NAME = "kubevolve-evaluation-egress"
 ISOLATION_POLICY_NAME = "kubevolve-evaluation-isolation"
-STORE_PORTS = (8080, 50051)  # Weaviate HTTP and gRPC
+STORE_PORTS = (8080, 50051)  # the bundled Weaviate's HTTP and gRPC ports (its pods listen on these)
+
+
+def store_ports(url: str | None) -> tuple[int, ...]:
+    """The ports the store's URL reaches (HTTP, then gRPC when it differs); the bundled store's without one.
+    Raises StoreError for a URL that is not a Weaviate URL."""
+    if not url:
+        return STORE_PORTS
+    settings = WeaviateSettings.from_url(url)
+    return tuple(dict.fromkeys((settings.http_port, settings.grpc_port)))
 
 
 def _policy(name: str, namespace: str, labels: dict | None, spec: dict[str, Any]) -> dict[str, Any]:
@@ -41,11 +54,17 @@ def evaluation_isolation_policy(namespace: str, *, labels: dict | None = None) -
 
 
 def evaluation_network_policy(
-    namespace: str, *, store_namespace: str, store_cidrs: list[str] | None = None, labels: dict | None = None
+    namespace: str,
+    *,
+    store_namespace: str,
+    store_cidrs: list[str] | None = None,
+    labels: dict | None = None,
+    store_url: str | None = None,
 ) -> dict[str, Any]:
-    """Egress only to DNS and the store (the bundled Weaviate in `store_namespace`, or `store_cidrs`), for the
-    evaluation pods not isolated (without the network label: a TrainJob's)."""
-    ports = [{"protocol": "TCP", "port": p} for p in STORE_PORTS]
+    """Egress only to DNS and the store (the bundled Weaviate in `store_namespace`, or `store_cidrs`, on the
+    ports of `store_url`, the bundled store's when None), for the evaluation pods not isolated (without the
+    network label: a TrainJob's)."""
+    ports = [{"protocol": "TCP", "port": p} for p in store_ports(store_url)]
     store_peers: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr}} for cidr in store_cidrs or []]
     if not store_cidrs:
         store_peers = [

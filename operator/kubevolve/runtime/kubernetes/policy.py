@@ -4,6 +4,8 @@
   between them (its locking breaks on network filesystems). Outside a cluster (an operator against an
   emulated API server, its "pods" local processes) a SQLite file is fine.
 - Secrets from the run's own namespace only: a lab must never point a run at another lab's credentials.
+- TrainJobs only from an operator started to run them (`--trainjobs`, the chart's `operator.trainJobs`, which
+  also grants it the trainjobs RBAC): otherwise every create would be a 403, retried forever.
 """
 
 from __future__ import annotations
@@ -41,3 +43,15 @@ def policy_problem(spec: RunSpec, namespace: str, store_url: str, *, cluster: bo
                 f"not {ref.namespace!r}"
             )
     return None
+
+
+def trainjob_problem(spec: RunSpec, *, enabled: bool) -> str | None:
+    """Why a run that asks for TrainJobs cannot have them from this operator; None if it may run."""
+    ev = spec.jobs.evaluate if spec.jobs else None
+    if enabled or ev is None or ev.train_job is None:
+        return None
+    return (
+        "spec.jobs.evaluate.trainJob: this operator does not run Kubeflow Trainer TrainJobs (start it with "
+        "--trainjobs: the Helm value operator.trainJobs=true, where Trainer is installed), or remove trainJob "
+        "to evaluate each candidate in one pod"
+    )

@@ -23,10 +23,11 @@ from kubevolve.runtime.kubernetes.context import Expectations, OperatorContext
 from kubevolve.runtime.kubernetes.handover import InputTooLarge, evaluation_input, judge_seed_secret
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job, store_url
 from kubevolve.runtime.kubernetes.kube import API_WAIT
+from kubevolve.runtime.kubernetes.labkeys import ensure_lab_key, wanted
 from kubevolve.runtime.kubernetes.names import job_name, make_key, node_id, retry_key, run_label
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
-from kubevolve.runtime.kubernetes.policy import in_cluster, policy_problem
+from kubevolve.runtime.kubernetes.policy import in_cluster, policy_problem, trainjob_problem
 from kubevolve.runtime.kubernetes.resources import TaskFacts, read_task, reported_facts
 from kubevolve.runtime.kubernetes.results import awaiting_result, collect_results
 from kubevolve.runtime.kubernetes.snapshot import record_failed, record_spec, set_phase, take_snapshot
@@ -38,7 +39,7 @@ from kubevolve.runtime.kubernetes.status import (
     transition_events,
 )
 from kubevolve.runtime.kubernetes.telemetry import feed_run
-from kubevolve.runtime.kubernetes.trainjob import build_trainjob, uses_trainjob
+from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob, uses_trainjob
 from kubevolve.store.base import Store, StoreError
 
 log = logging.getLogger("kubevolve.operator")
@@ -100,6 +101,10 @@ async def _reconcile(
     except SpecError as err:
         await _problem(ctx, body, post, "InvalidSpec", str(err).replace("\n ", ""), failed=True)
         return config.idle_resync_seconds
+    refused = trainjob_problem(spec, enabled=config.trainjobs)
+    if refused:
+        await _problem(ctx, body, post, "TrainJobsDisabled", refused, failed=True)
+        return config.idle_resync_seconds
     facts = await asyncio.to_thread(read_task, config.task_path(spec.task))
     url = store_url(spec, config)
     if not url:
@@ -143,6 +148,13 @@ async def _reconcile(
     if facts.error:  # no evaluation is sized from defaults: the first proposal reports the task
         plan.create = [req for req in plan.create if req.role != Role.EVALUATE]
 
+    if plan.create and wanted(ctx, url):
+        try:
+            await ensure_lab_key(ctx, namespace, url)
+        except StoreError as err:
+            message = f"the lab's store key cannot be issued: {err}"
+            await _problem(ctx, body, post, "StoreUnavailable", message, failed=False)
+            return STORE_RETRY_SECONDS
     for nid, error, stage in plan.record_failed:
         if await asyncio.to_thread(record_failed, store, nid, error, stage):
             post("Warning", "CandidateFailed", f"node {nid}: {error}")
@@ -184,6 +196,21 @@ async def _reconcile(
     return min(plan.requeue or config.resync_seconds, config.resync_seconds)
 
 
+def _train_job_runtime(spec: RunSpec) -> str | None:
+    """The runtime a run names (its admins'), None for the run's own."""
+    tj = spec.jobs.evaluate.train_job if spec.jobs and spec.jobs.evaluate else None
+    return tj.runtime if tj else None
+
+
+async def _ensure_runtime(ctx: OperatorContext, run: RunRef, spec: RunSpec, facts: TaskFacts) -> None:
+    """The run's own TrainingRuntime, created once per process (a create that finds it is a success)."""
+    runtime = build_runtime(run, spec, ctx.config, facts)
+    key = (run.namespace, runtime["metadata"]["name"])
+    if key not in ctx.runtimes:
+        await ctx.kube.create(runtime)
+        ctx.runtimes.add(key)
+
+
 async def _create(
     ctx: OperatorContext,
     run: RunRef,
@@ -205,9 +232,11 @@ async def _create(
         return
     build = build_trainjob if trainjob else build_job
     body = build(run, spec, ctx.config, facts, req)
+    if trainjob and not _train_job_runtime(spec):
+        await _ensure_runtime(ctx, run, spec, facts)
     created = await ctx.kube.create(body)
     info = JobInfo(
-        name=job_name(run.name, req.role, req.key, req.attempt),
+        name=body["metadata"]["name"],
         role=req.role,
         key=req.key,
         attempt=req.attempt,
@@ -253,7 +282,7 @@ async def _hand_over(
             post("Warning", "CandidateFailed", f"node {nid}: {err}")
         return False
     if facts.judged and run.uid not in ctx.seeded:
-        await ctx.kube.create(judge_seed_secret(run.namespace, run.name, run.uid))
+        await ctx.kube.create_secret(run.namespace, judge_seed_secret(run.namespace, run.name, run.uid))
         ctx.seeded.add(run.uid)
     await ctx.kube.create(body)
     return True

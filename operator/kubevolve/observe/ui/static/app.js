@@ -113,6 +113,12 @@
     })();
   }
 
+  // A local run that says Running but whose process is gone is shown dead, with why ("kubevolve run" resumes it).
+  function phaseBadge(run) {
+    if (run.dead) return el("span", { class: "phase Dead", text: "Dead", title: run.phase + ", but " + run.dead });
+    return el("span", { class: "phase " + run.phase, text: run.phase });
+  }
+
   function renderRuns(runs) {
     var body = $("runs-table").tBodies[0];
     body.textContent = "";
@@ -121,7 +127,7 @@
       body.appendChild(el("tr", {}, [
         el("td", {}, [el("a", { href: runHref(r.id), text: r.id })]),
         el("td", { text: r.task }),
-        el("td", {}, [el("span", { class: "phase " + r.phase, text: r.phase })]),
+        el("td", {}, [phaseBadge(r)]),
         el("td", { text: progress }),
         el("td", { text: fmt(r.best_score) }),
         el("td", { text: when(r.created_at) }),
@@ -161,7 +167,7 @@
         var changed = body.version !== view.version;
         view.version = body.version;
         view.loaded = true;
-        done = ["Succeeded", "Failed", "Stopped"].indexOf(body.run.phase) >= 0;
+        done = body.run.dead || ["Succeeded", "Failed", "Stopped"].indexOf(body.run.phase) >= 0;
         renderRun(body.run);
         if (changed || body.nodes.length) renderLatest(fresh);
         if (body.version !== view.chartsVersion) scheduleCharts(generation);
@@ -179,7 +185,7 @@
     stageColours = run.stage_colours;
     var sub = $("subtitle");
     sub.textContent = "";
-    sub.appendChild(el("span", { class: "phase " + run.phase, text: run.phase }));
+    sub.appendChild(phaseBadge(run));
     sub.appendChild(document.createTextNode(
       "  task " + run.task + " · metric " + run.metric + " (" + run.direction + ")" +
       (run.sampler ? " · sampler " + run.sampler + (run.features.length ? " over " + run.features.join(", ") : "") : "")));

@@ -10,7 +10,13 @@ from typing import Any
 
 import kopf
 
-from kubevolve.runtime.kubernetes import FINALIZER
+from kubevolve.runtime.kubernetes import (
+    FINALIZER,
+    RUN_LABEL,
+    TRAINER_GROUP,
+    TRAINER_VERSION,
+    TRAINJOB_PLURAL,
+)
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.context import OperatorContext
 from kubevolve.runtime.kubernetes.kube import Kube
@@ -27,6 +33,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # The API server sends only the run's Jobs: kopf's `labels=` on a handler filters in the operator, after
+    # every Job of the cluster has been listed and watched; these selectors go into the list and watch
+    # requests themselves (kopf 1.45: settings.watching.label_selectors -> `labelSelector=`).
+    for resource in (("batch", "v1", "jobs"), (TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL)):
+        settings.watching.label_selectors[resource] = RUN_LABEL
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
