@@ -140,6 +140,7 @@ def evaluate_command(
     finally:
         if candidate_socket is not None:  # a zygote still waiting for us must not wait for nothing
             with contextlib.suppress(OSError):
+                candidate_socket.parent.mkdir(parents=True, exist_ok=True)
                 Path(str(candidate_socket) + JUDGE_GONE).touch()
     if termination_log is not None:
         termination_log.write_text(result.termination_message())

@@ -34,6 +34,7 @@ import contextlib
 import functools
 import itertools
 import os
+import signal
 import site
 import subprocess
 import sys
@@ -60,6 +61,8 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 FailRule = Callable[[dict[str, Any]], str | None]  # a Job -> a failure reason, or None to run it
 JobRule = Callable[[dict[str, Any]], bool]
+# the judge starts its own interpreter again (sys.executable): a uid must be able to run that one too
+NESTED_PYTHON_CHECK = "import kubevolve, subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True)"
 
 
 def _trainer(job: dict) -> dict:
@@ -90,9 +93,9 @@ class PodRun:
 
 @functools.cache
 def _python_for(uid: int, gid: int) -> tuple[str, str] | None:
-    """(interpreter, PYTHONPATH) with which `uid` can import kubevolve: this interpreter, else the system's of
-    the same version with our site-packages (a Python under /root cannot be run by another uid); None if
-    neither works."""
+    """(interpreter, PYTHONPATH) with which `uid` can import kubevolve and start the same interpreter again:
+    this interpreter, else the system's of the same version with our site-packages (a Python under /root
+    cannot be run by another uid); None if neither works."""
     here = os.pathsep.join([PACKAGE_ROOT, *site.getsitepackages()])
     system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
     for python, path in ((sys.executable, PACKAGE_ROOT), (system, here)):
@@ -103,7 +106,7 @@ def _python_for(uid: int, gid: int) -> tuple[str, str] | None:
             "--clear-groups",
             python,
             "-c",
-            "import kubevolve",
+            NESTED_PYTHON_CHECK,
         ]
         try:
             done = subprocess.run(argv, env={"PYTHONPATH": path}, cwd="/", capture_output=True, timeout=60)
@@ -449,12 +452,13 @@ class Kubelet:
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # a group of its own: killed whole, the uid-switched command included
         )
         try:
             out, _ = await proc.communicate()
         except asyncio.CancelledError:  # the kubelet stops: so does the "pod", before the event loop closes
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # its pid 1 too, whose namespace then dies with it
             await proc.wait()
             raise
         code = proc.returncode if proc.returncode is not None else 1

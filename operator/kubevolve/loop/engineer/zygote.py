@@ -293,7 +293,10 @@ def _send(control: socket.socket, message: dict[str, Any]) -> None:
 
 def _receive(control: socket.socket) -> tuple[dict[str, Any], list[int]]:
     fds = array.array("i")
-    data, ancillary, _, _ = control.recvmsg(MAX_CONTROL, socket.CMSG_SPACE(16 * fds.itemsize))
+    try:
+        data, ancillary, _, _ = control.recvmsg(MAX_CONTROL, socket.CMSG_SPACE(16 * fds.itemsize))
+    except ConnectionResetError:  # the judge exited with our replies unread: it is gone all the same
+        raise EOFError("the judge closed the control socket") from None
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
@@ -495,6 +498,12 @@ def _own_tasks() -> int:
         return 1
 
 
+def _kill_all(children: dict[int, Spawned]) -> None:
+    for child in children.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.kill_pid, child.kill_signal)
+
+
 def serve_judge(control: socket.socket, runner: Any, mode: str, *, pod: bool = False) -> None:
     """Spawn, kill and report candidate processes (each known by the judge's id) until the judge goes.
     Several may live at once (one running, one waiting for its program); each exit is reported once.
@@ -521,15 +530,17 @@ def serve_judge(control: socket.socket, runner: Any, mode: str, *, pod: bool = F
                 _kill_descendants()  # whatever it started, in any session (we are its subreaper)
             if pod and child.scratch:
                 shutil.rmtree(child.scratch, ignore_errors=True)
-            _send(control, _report(child.ident, status, mode))
+            try:
+                _send(control, _report(child.ident, status, mode))
+            except (BrokenPipeError, ConnectionResetError):  # the judge is gone: as EOF below
+                _kill_all(children)
+                return
         if control not in ready:
             continue
         try:
             message, fds = _receive(control)
         except EOFError:
-            for child in children.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.kill_pid, child.kill_signal)
+            _kill_all(children)
             return
         op, ident = message.get("op"), message.get("id")
         if op == "spawn" and len(fds) == 3:
