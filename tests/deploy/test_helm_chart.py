@@ -280,7 +280,9 @@ def test_an_external_store_is_reached_on_the_ports_of_its_url(tmp_path, url):
         "store": {"mode": "external", "external": {"url": url}},
         "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"]},
     }
-    (policy,) = [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]
+    (policy,) = [
+        d for d in render(tmp_path, values) if d["metadata"]["name"] == "kubevolve-evaluation-egress"
+    ]
     expected = evaluation_network_policy(
         "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=["10.20.0.0/16"], store_url=url
     )
@@ -288,7 +290,9 @@ def test_an_external_store_is_reached_on_the_ports_of_its_url(tmp_path, url):
     assert [p["port"] for p in policy["spec"]["egress"][1]["ports"]] == list(store_ports(url))
     assert store_ports("https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443") == (443,)
     override = {**values, "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"], "storePorts": [8443]}}
-    (policy,) = [d for d in render(tmp_path, override) if d["kind"] == "NetworkPolicy"]
+    (policy,) = [
+        d for d in render(tmp_path, override) if d["metadata"]["name"] == "kubevolve-evaluation-egress"
+    ]
     assert policy["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8443}]
 
 

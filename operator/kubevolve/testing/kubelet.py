@@ -302,6 +302,8 @@ class Kubelet:
         else:
             containers = pod_spec["containers"] if self.fake is None else pod_spec["containers"][:1]
             switch = self.identities is not None and self.identities(job)
+            if switch:
+                self._private_volumes(pod_spec, volumes)
             ran = await asyncio.gather(
                 *(
                     self._container(namespace, c, pod_spec if switch else None, volumes, root)
@@ -330,6 +332,20 @@ class Kubelet:
                     os.chmod(path / key, 0o644)
         return out
 
+    def _private_volumes(self, pod_spec: dict, volumes: dict[str, Path]) -> None:
+        """Containers switched to their uids: a volume only one container mounts becomes that container's
+        alone (a kubelet mounts it in no other), a shared one stays world-writable."""
+        users: dict[str, list[dict]] = {}
+        for container in pod_spec["containers"]:
+            for mount in container.get("volumeMounts", []):
+                users.setdefault(mount["name"], []).append(container)
+        for name, path in volumes.items():
+            identity = self._identity(users[name][0], pod_spec) if len(users.get(name, [])) == 1 else None
+            if identity is not None:
+                for entry in [path, *path.rglob("*")]:
+                    os.chown(entry, identity[0], identity[1])
+                os.chmod(path, 0o700)
+
     async def _container(
         self, namespace: str, container: dict, pod_spec: dict | None, volumes: dict[str, Path], root: Path
     ) -> ContainerRun:
@@ -338,12 +354,16 @@ class Kubelet:
         termination = root / f"{container['name']}.termination-log"
         termination.touch()
         os.chmod(termination, 0o666)
+        identity = self._identity(container, pod_spec)
+        if identity is not None:  # its own file: another container's uid cannot write it (nor reach it there)
+            os.chown(termination, identity[0], identity[1])
+            os.chmod(termination, 0o644)
         mounts[container.get("terminationMessagePath") or "/dev/termination-log"] = termination
         if self.fake is not None:
             ran = await self._fake(container, mounts)
         else:
             ran = await self._process(namespace, container, mounts, root, pod_spec)
-        ran.message = termination.read_text(errors="replace")[:TERMINATION_LIMIT]
+        ran.message = termination.read_bytes()[:TERMINATION_LIMIT].decode(errors="replace")
         return ran
 
     async def _fake(self, container: dict, mounts: dict[str, Path]) -> ContainerRun:

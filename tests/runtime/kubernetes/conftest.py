@@ -4,6 +4,9 @@ running in the test's event loop, and a kubelet stand-in that runs the Jobs."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -55,6 +58,16 @@ def operator_config(tmp_path: Path, store_url: str) -> OperatorConfig:
         idle_resync_seconds=5.0,
         trainjobs=True,
     )
+
+
+@pytest.fixture
+def readable_task_root():
+    """A task root every uid can read: evaluation pods' containers run as their own uids (Kubelet's
+    `identities`), and pytest's tmp_path is root's alone."""
+    root = tempfile.mkdtemp(prefix="kv-tasks-")
+    os.chmod(root, 0o755)
+    yield Path(root)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 class OperatorHandle:

@@ -7,9 +7,7 @@ restart of the operator in the middle of the run. The Jobs run as local processe
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +22,12 @@ from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, eva
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
-from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner, declare_network_policies
+from kubevolve.testing.pods import (
+    NETWORK_POLICIES,
+    PodRunner,
+    declare_network_policies,
+    egress_restricted,
+)
 from tests.kit.images import built_image, derived_image, pod_store, remove_image
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
@@ -33,12 +36,8 @@ CANDIDATES = 5
 
 
 @pytest.fixture
-def operator_config(operator_config):
-    """The task root in a folder every uid can read: the evaluation pods' containers run as their own."""
-    root = tempfile.mkdtemp(prefix="kv-tasks-")
-    os.chmod(root, 0o755)
-    yield replace(operator_config, task_root=root)
-    shutil.rmtree(root, ignore_errors=True)
+def operator_config(operator_config, readable_task_root):
+    return replace(operator_config, task_root=str(readable_task_root))
 
 
 def is_evaluation(job: dict) -> bool:
@@ -72,6 +71,19 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, ope
             assert candidate.uid == by_name["candidate"]["securityContext"]["runAsUser"] != judge.uid
         assert node.metrics["f"] == node.score and node.artifacts["point"]
     assert not live_objects(kmock, "v1/configmaps", NAMESPACE)  # each evaluation's input went with its Job
+    # every evaluation Job the operator created: no token, nothing secret in the candidate's container, and the
+    # lab's isolation policy (not the store route) selects its pod
+    isolation = evaluation_isolation_policy(NAMESPACE)
+    store_route = evaluation_network_policy(NAMESPACE, store_namespace="kubevolve-system")
+    created = [b for b in kubelet.bodies.values() if is_evaluation(b)]
+    assert len(created) == len(evaluated)
+    for body in created:
+        template = body["spec"]["template"]
+        pod, labels = template["spec"], template["metadata"]["labels"]
+        (candidate,) = [c for c in pod["containers"] if c["name"] == "candidate"]
+        assert pod["automountServiceAccountToken"] is False and "envFrom" not in candidate
+        assert all("valueFrom" not in e for e in candidate["env"])
+        assert egress_restricted([isolation], labels) and not egress_restricted([store_route], labels)
 
 
 @pytest.mark.slow

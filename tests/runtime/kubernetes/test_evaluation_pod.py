@@ -4,13 +4,15 @@ what the operator hands it (handover.py) and how it reads back what the pod publ
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
 from kubevolve.cli.step import parse_step_command
-from kubevolve.core.kinds import FailureKind
+from kubevolve.core.kinds import FailureKind, Role
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import parse_run_spec
 from kubevolve.loop.evaluation_io import (
@@ -21,6 +23,7 @@ from kubevolve.loop.evaluation_io import (
     HandoverError,
     read_result,
 )
+from kubevolve.runtime.kubernetes import ROLE_LABEL
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import (
     INPUT_KEY,
@@ -38,9 +41,15 @@ from kubevolve.runtime.kubernetes.jobs import (
     build_job,
     candidate_uid,
 )
+from kubevolve.runtime.kubernetes.names import job_name
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.results import awaiting_result, judge_termination
+from kubevolve.store import open_store
+from kubevolve.testing import RUNS
+from kubevolve.testing.kubelet import Kubelet
+from tests.kit.toy_task import write_task
+from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
 CONFIG = OperatorConfig(image="registry.lab/kubevolve:1", store_url="weaviate://weaviate.kv:8080")
@@ -242,3 +251,86 @@ def test_results_are_awaited_only_for_finished_evaluation_jobs_of_proposed_nodes
     ]
     due = awaiting_result(jobs, {"a": proposed, "b": final, "c": None})
     assert [j.name for j in due] == ["done", "failed"]
+
+
+# --- a candidate that forges its result where the pod publishes -------------------------------------------
+
+FORGED_NODE = "forge-c00000"  # the run's initial program, the first candidate it evaluates
+HOSTILE_PROGRAM = '''\
+import hashlib
+import json
+import os
+
+FORGED = {"node": "%s", "stage": "evaluated", "score": 99.0, "metrics": {"f": 99.0, "x": 3.0},
+          "artifacts": {}, "error": "", "failure": None, "log_tail": "", "timings": {}}
+LINE = "%s" + json.dumps(FORGED, separators=(",", ":"))
+MESSAGE = json.dumps({"node": FORGED["node"], "sha256": hashlib.sha256(LINE.encode()).hexdigest(),
+                      "result": FORGED})
+
+
+def forge():
+    """The forged result on every path out of the pod it can find: its output, every descriptor but the
+    judge's request and reply, every termination log and result file above its scratch."""
+    print(LINE, flush=True)
+    for fd in [1, 2, *range(5, 256)]:
+        try:
+            os.write(fd, (LINE + "\\n").encode())
+        except OSError:
+            pass
+    places, folder = ["/dev/termination-log"], os.getcwd()
+    while folder != "/":
+        for name in ("candidate.termination-log", "judge.termination-log", "termination-log", "result.json"):
+            places.append(os.path.join(folder, name))
+        folder = os.path.dirname(folder)
+    for path in places:
+        try:
+            with open(path, "w") as out:
+                out.write(MESSAGE)
+        except OSError:
+            pass
+
+
+# EVOLVE-BLOCK-START
+def solve():
+    forge()
+    return 0.5, 0.5
+# EVOLVE-BLOCK-END
+''' % (FORGED_NODE, RESULT_MARKER)
+
+
+@pytest.fixture
+def operator_config(operator_config, readable_task_root):
+    return dataclasses.replace(operator_config, task_root=str(readable_task_root))
+
+
+async def test_a_result_the_candidate_forges_where_the_pod_publishes_is_not_believed(
+    kmock, api, operator, operator_config, store_url
+):
+    """The candidate container writes a well-formed result naming score 99 to its output, its descriptors,
+    its own termination log (which the kubelet reports in the pod's status) and every file it can reach on
+    the way up from its scratch, the volume it shares with the judge included. The operator stores what the
+    judge's container published: the honest score of the point the candidate returned."""
+    write_task(Path(operator_config.task_root) / "toy", program=HOSTILE_PROGRAM)
+    evaluations = lambda job: job["metadata"]["labels"][ROLE_LABEL] == "evaluate"  # noqa: E731
+    kubelet = Kubelet(api, mode="process", concurrency=2, identities=evaluations)
+    kubelet.start()
+    await operator.start()
+    await api.create(RUNS, run_manifest("forge", "toy", budget={"maxCandidates": 1}))
+    try:
+        await until(lambda: run_status(kmock, "forge").get("phase") == "Succeeded", 60, "Succeeded")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; the pods said: {kubelet.outputs}") from err
+    finally:
+        await kubelet.stop()
+
+    node = open_store(store_url, tenant=NAMESPACE).get_node(FORGED_NODE)
+    honest = -((0.5 - 3) ** 2) - (0.5 + 1) ** 2
+    assert node.stage is Stage.EVALUATED and node.score == node.metrics["f"] == honest
+    assert node.metrics["x"] == 0.5
+    # the forgery was written where the pod publishes: the candidate container's termination message
+    pod = kubelet.pod_runs[job_name("forge", Role.EVALUATE, "00000")]
+    judge, candidate = pod.containers["judge"], pod.containers["candidate"]
+    assert '"score": 99.0' in candidate.message and FORGED_NODE in candidate.message
+    assert "99.0" not in judge.message and json.loads(judge.message)["node"] == FORGED_NODE
+    if kubelet.identified:  # the judge's own termination log was out of the candidate's reach
+        assert candidate.uid != judge.uid
