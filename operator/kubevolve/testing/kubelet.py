@@ -62,7 +62,9 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 FailRule = Callable[[dict[str, Any]], str | None]  # a Job -> a failure reason, or None to run it
 JobRule = Callable[[dict[str, Any]], bool]
 # the judge starts its own interpreter again (sys.executable): a uid must be able to run that one too
-NESTED_PYTHON_CHECK = "import kubevolve, subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True)"
+NESTED_PYTHON_CHECK = (
+    "import kubevolve, subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True)"
+)
 
 
 def _trainer(job: dict) -> dict:

@@ -261,9 +261,9 @@ import hashlib
 import json
 import os
 
-FORGED = {"node": "%s", "stage": "evaluated", "score": 99.0, "metrics": {"f": 99.0, "x": 3.0},
+FORGED = {"node": "@NODE@", "stage": "evaluated", "score": 99.0, "metrics": {"f": 99.0, "x": 3.0},
           "artifacts": {}, "error": "", "failure": None, "log_tail": "", "timings": {}}
-LINE = "%s" + json.dumps(FORGED, separators=(",", ":"))
+LINE = "@MARKER@" + json.dumps(FORGED, separators=(",", ":"))
 MESSAGE = json.dumps({"node": FORGED["node"], "sha256": hashlib.sha256(LINE.encode()).hexdigest(),
                       "result": FORGED})
 
@@ -295,7 +295,7 @@ def solve():
     forge()
     return 0.5, 0.5
 # EVOLVE-BLOCK-END
-''' % (FORGED_NODE, RESULT_MARKER)
+'''.replace("@NODE@", FORGED_NODE).replace("@MARKER@", RESULT_MARKER)
 
 
 @pytest.fixture

@@ -228,7 +228,9 @@ def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFac
         "resources": pod_resources(req.role, spec, facts),
         "securityContext": dict(HARDENED),
         "volumeMounts": _mounts(
-            ("scratch", SCRATCH), ("tmp", "/tmp"), *([("dshm", "/dev/shm")] if _needs_shm(req.role, spec, facts) else [])
+            ("scratch", SCRATCH),
+            ("tmp", "/tmp"),
+            *([("dshm", "/dev/shm")] if _needs_shm(req.role, spec, facts) else []),
         ),
     }
 
