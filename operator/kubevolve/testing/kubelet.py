@@ -11,11 +11,13 @@ Secret references in env are read when the container starts. With `identities` (
 root, each container of those Jobs' pods runs as the uid and gid its securityContext names (the pod's
 fsGroup as a supplementary group), with no new privileges, in a pid and mount namespace of its own (its
 command is pid 1 and sees only its own processes), provided this machine's interpreter can be run by that
-uid (`identified`: whether every one could). Evaluation pods, which touch no store, are the ones to pick:
-the others share the test's store file with the operator. So the end-to-end tests run the real step code,
-the real judge and zygote split across two "containers" of different uids, and the real result path.
-In `image` mode the Job's pod runs in its built image through a `PodRunner` (pods.py): read-only root, the
-pod's uid, volumes and network policy, as a real kubelet runs it.
+uid (`identified`: whether every one could); a volume only one container mounts, and each container's
+termination-log file, then belong to that container's uid alone (a kubelet mounts them in no other).
+Evaluation pods, which touch no store, are the ones to pick: the others share the test's store file with the
+operator. So the end-to-end tests run the real step code, the real judge and zygote split across two
+"containers" of different uids, and the real result path. In `image` mode the Job's pod runs in its built
+image through a `PodRunner` (pods.py): read-only root, the pod's uids, volumes, termination messages and
+network policy, as a real kubelet runs it; it is recorded as in `process` mode.
 In `fake` mode a Job's first container runs in-process instead (fake_steps.py: the real steps with stand-in
 agents and a stand-in evaluation), and its result is published the same way.
 Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen Jobs fail like a crashed pod.

@@ -8,8 +8,8 @@ groups of its securityContext, as a real uid on the host (a file the image leave
 unreadable), so two containers of one pod can run as two uids; the pod's volumes, made once and shared by the
 containers that mount them: emptyDirs as fresh folders (mode 0777, as the kubelet makes them; a tmpfs for
 medium Memory), Secrets and ConfigMaps as files; each container's termination message (a file of its own at
-its terminationMessagePath, read back into `ContainerResult.message`, at most 4096 bytes); the pod's network, ipc and uts namespaces, shared by its containers
-(hostname the pod's name, one 64 MiB /dev/shm), and a pid and mount namespace of each container's own; no
+its terminationMessagePath, read back into `ContainerResult.message`, at most 4096 bytes); the pod's network,
+ipc and uts namespaces, shared by its containers (hostname the pod's name, one 64 MiB /dev/shm), and a pid and mount namespace of each container's own; no
 capabilities, no new privileges, no user namespaces inside. Network: none at all (only the pod's loopback)
 when a NetworkPolicy restricts the pod's egress, the host's otherwise.
 
