@@ -185,6 +185,7 @@ async def _reconcile(
     )
     for job in plan.delete:
         expect.expect_deleted(job.name, time.time())
+        ctx.results_seen.discard((namespace, job.name))
     for kind, reason, message in transition_events(old, new):
         post(kind, reason, message)
     terminal = plan.phase in TERMINAL
