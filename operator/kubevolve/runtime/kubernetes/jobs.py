@@ -226,7 +226,7 @@ def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFac
         "workingDir": config.task_root,
         "env": step_env(req.role, spec, facts, config),
         "resources": pod_resources(req.role, spec, facts),
-        "securityContext": dict(HARDENED),
+        "securityContext": copy.deepcopy(HARDENED),
         "volumeMounts": _mounts(
             ("scratch", SCRATCH),
             ("tmp", "/tmp"),
@@ -250,7 +250,7 @@ def evaluation_containers(
         **common,
         "command": evaluate_command(run, req, facts.judged),
         "env": _base_env(SCRATCH, "/tmp"),
-        "securityContext": dict(HARDENED),
+        "securityContext": copy.deepcopy(HARDENED),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
     }
@@ -281,7 +281,7 @@ def evaluation_containers(
             for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
         ],
         "resources": candidate_resources,
-        "securityContext": dict(HARDENED, runAsUser=uid, runAsGroup=uid),
+        "securityContext": copy.deepcopy(HARDENED) | {"runAsUser": uid, "runAsGroup": uid},
         "volumeMounts": _mounts(("sandbox", SANDBOX), *shm),
     }
     return [judge, candidate]
