@@ -199,6 +199,7 @@ class PreparedRun:
             analyzer=self.agents.analyzer,
             embedder=self.agents.embedder,
             bandit=self.agents.bandit,
+            judge=self.agents.judge,
         )
 
 

@@ -1,29 +1,40 @@
-"""Evaluator for linear_attention: check the candidate's TokenMixer, then train small language models with it.
+"""The judge of linear_attention: probe the candidate's TokenMixer, let it train in its sandbox, then score
+the trained models on held-out inputs only this process knows.
 
-Stage flow (settings per stage in training.yaml, read through kubevolve.sdk.training):
-1. static checks inside the sandbox (mixer_checks.py): the interface, causality, and sub-quadratic cost; a
-   violation raises with a specific message and the candidate fails this stage;
-2. MQAR: train a fresh model on multi-query associative recall for a fixed token budget; accuracy per
-   sequence length on a fixed evaluation set (the same for every candidate);
-3. language modelling: train another fresh model on generated stories; held-out loss.
-Primary metric: `mqar_accuracy`, the mean accuracy over the evaluation lengths.
+This module runs in the engine's trusted judge process, where no candidate code executes; run.py runs the
+candidate's TokenMixer in its sandboxed process and answers with data. Stage flow (sizes in training.yaml):
+1. `check`: the sandbox's static checks (mixer_checks.py: interface, causality, FLOP-counting complexity
+   probe), a cheap first filter: a layer that fails them fails here with their message;
+2. the judge's probes (judge_probes.py): causality on a fresh mixer from inputs the judge draws, and the
+   sub-quadratic cost from forward passes it times with its own clock;
+3. `train`: the sandbox trains a fresh MQAR model and a fresh LM (trainer.py) and keeps them;
+4. `predict`: the judge draws held-out MQAR sequences and held-out stories from a seed secret to candidates
+   (`judge_seed`: drawn per run by the engine; `EVAL_SEED` by hand and in tests), sends the inputs only (in
+   MQAR with the filler where a training sequence holds each query's answer, `hide_answers`), with some rows
+   twice (the copy changed after a cut: the causality check on the scored outputs), and receives the logits
+   at the positions it names. It computes the accuracy, the loss and the twins' verdict itself.
+Primary metric: `mqar_accuracy`, the mean accuracy over the evaluation lengths. `train_seconds` and
+`eval_seconds` are the judge's clock, and `tokens_per_second` divides the runner's token count by it;
+`mixer_params`, `mqar_train_loss`, `cost_exponent` and the curves are the candidate's claims, reported for
+information.
 
-The evaluation is deterministic for a given seed on the CPU. Run it by hand, e.g. to measure a baseline:
-    python tasks/linear_attention/evaluate.py --block tasks/linear_attention/baselines/linear_attention.py --stage quick
-With several GPUs and `launcher` set, the full stage starts one process per GPU (`deepspeed` or `torchrun`,
-built by kubevolve.sdk.training.launcher); each runs this file with `--rank-entry`, and rank 0 reports.
+Run by hand (the program in this process: trusted programs only):
+    python tasks/linear_attention/evaluate.py --block tasks/linear_attention/baselines/linear_attention.py
+With several GPUs the runner trains through DeepSpeed (run.py, `launcher` in training.yaml): by hand only,
+since the ranks meet over TCP, which the candidate's sandbox refuses (README.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,157 +43,104 @@ if str(TASK_DIR) not in sys.path:
     sys.path.insert(0, str(TASK_DIR))
 
 import grammar  # noqa: E402
-import mixer_checks  # noqa: E402
+import judge_probes  # noqa: E402
 import mqar  # noqa: E402
-from backbone import LanguageModel  # noqa: E402
 
-from kubevolve.sdk.evaluator_kit import load_program, program_with_block  # noqa: E402
-from kubevolve.sdk.training import (  # noqa: E402
-    Budget,
-    StepOutput,
-    build_stepper,
-    load_settings,
-    seed_everything,
-    set_threads,
-    train,
-    training_device,
-    warmup_cosine,
-)
-from kubevolve.sdk.training import distributed as dist_env  # noqa: E402
-from kubevolve.sdk.training.launcher import launch_command, node_layout, run_launched  # noqa: E402
+from kubevolve.sdk.evaluator_kit import program_with_block  # noqa: E402
+from kubevolve.sdk.judging import Candidate, in_process_candidate, judge_seed  # noqa: E402
+from kubevolve.sdk.training import load_settings, set_threads  # noqa: E402
 from kubevolve.sdk.training.settings import merge  # noqa: E402
 
 SETTINGS = TASK_DIR / "training.yaml"
-EVAL_SEED = 12345  # the evaluation data is the same for every candidate and every training seed
+EVAL_SEED = 12345  # the held-out data's seed by hand and in tests; the engine draws a secret one per run
+REPLY_BYTES = 32 << 20  # logits per predict request; larger sets go in several requests
 
 
-def evaluate(program_path: str, stage: str) -> dict:
+def judge(candidate: Candidate, stage: str) -> dict:
     if stage not in ("quick", "full"):
         raise ValueError(f"unknown stage {stage!r} (expected 'quick' or 'full')")
-    settings = load_settings(SETTINGS, stage)
-    if settings.get("requireGpu") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"the {stage} stage is sized for a GPU and none is visible; run the quick stage only on a CPU "
-            "(stages: [quick], as tasks/linear_attention/demo.yaml does) or run on a GPU node"
-        )
-    if settings.get("launcher") and (torch.cuda.device_count() > 1 or node_layout().nodes > 1):
-        return run_on_all_gpus(program_path, stage, settings)
-    return run_experiment(program_path, settings)
+    return judge_settings(candidate, load_settings(SETTINGS, stage))
 
 
 def run_experiment(program_path: str, settings: dict[str, Any], *, check: bool = True) -> dict:
-    """Checks, MQAR training, LM training; the metrics dict. `check=False` skips the static checks (only for
-    measuring the quadratic softmax reference by hand)."""
+    """Hand runs and tests with settings of their own: the program in this process (trusted programs only).
+    `check=False` skips the checks and the probes (only for measuring the quadratic softmax reference)."""
+    return judge_settings(in_process_candidate(TASK_DIR, program_path), settings, check=check)
+
+
+def judge_settings(candidate: Candidate, settings: dict[str, Any], *, check: bool = True) -> dict:
     set_threads(settings["threads"])
-    engine = settings["engine"]
-    device = training_device(engine, settings.get("device"))
-    mixer_class = load_program(program_path, required=["TokenMixer"]).TokenMixer
-    model = settings["model"]
-    report = (
-        mixer_checks.run_checks(mixer_class, model["dim"], model["heads"], settings["seed"])
-        if check
-        else None
+    seed = judge_seed(EVAL_SEED)
+    exponents: dict[str, float] = {}
+    checks, probes = "checks and probes skipped", []
+    if check:
+        report = candidate.request({"op": "check", "settings": settings})
+        checks = f"in the candidate's process: {_text(report, 'summary')}"
+        exponents["cost_exponent"] = _number(report, "cost_exponent")  # counted in the sandbox: a claim
+        probes.append(judge_probes.causality_probe(candidate, settings, _derived(seed, 1)))
+        exponents["time_exponent"], summary = judge_probes.time_probe(candidate, settings, _derived(seed, 2))
+        probes.append(summary)
+    trained = candidate.request({"op": "train", "settings": settings})
+    train_seconds = candidate.seconds
+    if not isinstance(trained, dict) or not {"mqar", "lm", "world_size"} <= set(trained):
+        raise ValueError("the runner must send mqar, lm and world_size after training")
+    twins = torch.Generator().manual_seed(_derived(seed, 3))
+    recall = score_mqar(candidate, settings, seed, twins)
+    lm = score_lm(candidate, settings, seed, twins)
+    probes.append(
+        f"the trained models' logits before each of {recall['twins'] + lm['twins']} cuts are unchanged by "
+        f"the tokens after it (largest relative difference {max(recall['worst'], lm['worst']):.1e}, "
+        f"tolerance {judge_probes.TWIN_TOLERANCE:g})"
     )
-    recall = train_mqar(mixer_class, settings, device, engine)
-    lm = train_lm(mixer_class, settings, device, engine)
-    metrics: dict[str, Any] = {
+    claims = (trained["mqar"], trained["lm"])
+    tokens = sum(_number(claim, "tokens") for claim in claims) * _number(trained, "world_size")
+    metrics = {
         "mqar_accuracy": recall["accuracy"],
         **{f"mqar_acc_len{length}": acc for length, acc in recall["per_length"].items()},
         "lm_loss": lm["loss"],
-        "tokens_per_second": recall["tokens_per_second"],
-        "mixer_params": float(recall["mixer_params"]),
-        "train_seconds": recall["train_seconds"] + lm["train_seconds"],
-        "mqar_train_loss": recall["train_loss"],
+        "tokens_per_second": tokens / train_seconds,
+        "mixer_params": _number(trained["mqar"], "mixer_params"),
+        "train_seconds": train_seconds,
+        "eval_seconds": recall["seconds"] + lm["seconds"],
+        "mqar_train_loss": _number(trained["mqar"], "train_loss"),
+        **exponents,
     }
-    if report is not None:
-        metrics["cost_exponent"] = report.cost_exponent
     metrics["artifacts"] = {
-        "checks": report.summary if report else "static checks skipped",
+        "checks": checks,
+        "probes": "\n".join(probes),
         "mqar_accuracy": recall["table"],
-        "mqar_curve": recall["curve"],
-        "lm_curve": lm["curve"],
+        "mqar_curve": _text(trained["mqar"], "curve"),
+        "lm_curve": _text(trained["lm"], "curve"),
     }
     return metrics
 
 
-def _model_and_stepper(
-    mixer_class: type, vocab: int, settings: dict, device, engine: str, micro_batch: int, steps: int
-):
-    shape, opt = settings["model"], settings["optimizer"]
-    model = LanguageModel(
-        mixer_class, vocab, shape["dim"], shape["layers"], shape["heads"], shape["mlpRatio"]
-    )
-    model = model.to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": opt["weightDecay"]}, {"params": other, "weight_decay": 0.0}],
-        lr=opt["lr"],
-        betas=(0.9, 0.95),
-    )
-    scheduler = warmup_cosine(optimizer, steps, opt["warmupFraction"])
-    stepper = build_stepper(
-        model,
-        optimizer,
-        engine=engine,
-        device=device,
-        micro_batch=micro_batch,
-        scheduler=scheduler,
-        grad_clip=opt["gradClip"],
-        deepspeed_section=settings.get("deepspeed"),
-    )
-    return model, stepper
-
-
-def train_mqar(mixer_class: type, settings: dict, device, engine: str) -> dict:
+def score_mqar(
+    candidate: Candidate, settings: dict[str, Any], seed: int, twins: torch.Generator
+) -> dict[str, Any]:
+    """Accuracy per evaluation length on held-out sequences drawn from `seed`, from the logits at the query
+    positions; the values to recall stay here."""
     cfg = settings["mqar"]
-    vocab, per_step = cfg["vocab"], cfg["tokensPerStep"]
-    generator = seed_everything(settings["seed"] * 1000 + dist_env.rank())
-    model, stepper = _model_and_stepper(
-        mixer_class,
-        vocab,
-        settings,
-        device,
-        engine,
-        per_step // max(length for length, _ in cfg["train"]),
-        cfg["steps"],
-    )
-    eval_gen = torch.Generator().manual_seed(EVAL_SEED)
-    eval_sets = [
-        (length, mqar.batch(cfg["evalSequences"], length, pairs, vocab, eval_gen))
-        for length, pairs in cfg["eval"]
-    ]
-
-    def step_fn(step: int) -> StepOutput:
-        length, pairs = cfg["train"][step % len(cfg["train"])]
-        inputs, targets = mqar.batch(per_step // length, length, pairs, vocab, generator)
-        logits = stepper.model(inputs.to(device))
-        loss = F.cross_entropy(
-            logits.reshape(-1, vocab).float(), targets.to(device).reshape(-1), ignore_index=mqar.IGNORE
+    held_out = torch.Generator().manual_seed(seed)
+    per_length, seconds, worst, count = {}, 0.0, 0.0, 0
+    for length, pairs in cfg["eval"]:
+        inputs, targets = mqar.batch(cfg["evalSequences"], length, pairs, cfg["vocab"], held_out)
+        queries = torch.sort((targets != mqar.IGNORE).nonzero()[:, 1].view(len(inputs), pairs), dim=1).values
+        inputs = hide_answers(inputs, queries)
+        rows, twin_pairs = judge_probes.add_twins(
+            inputs, queries + 1, judge_probes.TWINS, cfg["vocab"], twins
         )
-        return StepOutput(loss, tokens=inputs.numel())
-
-    def accuracies(limit: int | None = None) -> dict[int, float]:
-        out = {}
-        for length, (inputs, targets) in eval_sets:
-            hits = total = 0
-            for start in range(0, len(inputs) if limit is None else min(limit, len(inputs)), 64):
-                logits = stepper.model(inputs[start : start + 64].to(device))
-                chunk = targets[start : start + 64].to(device)
-                mask = chunk != mqar.IGNORE
-                hits += int(((logits.argmax(-1) == chunk) & mask).sum())
-                total += int(mask.sum())
-            out[length] = hits / max(1, total)
-        return out
-
-    def curve_eval() -> dict[str, float]:
-        accs = accuracies(limit=32)
-        return {"acc": sum(accs.values()) / len(accs)}
-
-    result = train(stepper, step_fn, Budget(cfg["steps"], eval_every=cfg["evalEvery"]), evaluate=curve_eval)
-    stepper.eval()
-    with torch.no_grad():
-        per_length = accuracies()
+        positions = torch.cat([queries, queries[[row for row, _ in twin_pairs]]])
+        logits, spent = predict(candidate, "mqar", rows, positions, cfg["vocab"], twins)
+        worst = max(
+            worst,
+            judge_probes.check_twins(
+                logits, positions.numpy(), twin_pairs, f"held-out MQAR sequence of length {length}, row"
+            ),
+        )
+        answers = targets.gather(1, queries)
+        per_length[length] = mqar.accuracy(torch.from_numpy(logits[: len(inputs)]), answers)
+        seconds, count = seconds + spent, count + len(twin_pairs)
     mean = sum(per_length.values()) / len(per_length)
     table = ["length  pairs  accuracy"]
     table += [f"{length:>6}  {pairs:>5}  {per_length[length]:.4f}" for length, pairs in cfg["eval"]]
@@ -191,84 +149,93 @@ def train_mqar(mixer_class: type, settings: dict, device, engine: str) -> dict:
         "accuracy": mean,
         "per_length": per_length,
         "table": "\n".join(table),
-        "curve": result.curve.to_text(
-            "MQAR training (eval_acc: mean accuracy on the first 32 evaluation sequences per length)"
-        ),
-        "tokens_per_second": result.tokens_per_second * dist_env.world_size(),
-        "train_seconds": result.train_seconds,
-        "train_loss": result.final_loss,
-        "mixer_params": model.mixer_parameters(),
+        "seconds": seconds,
+        "worst": worst,
+        "twins": count,
     }
 
 
-def train_lm(mixer_class: type, settings: dict, device, engine: str) -> dict:
+def hide_answers(inputs: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """`inputs` with the token after each query (the value to recall, in a training sequence) replaced by the
+    filler: the scored sequences hold each answer only where recall must find it, in the key-value pairs at
+    their start, so an output that reads later tokens learns nothing from them. A causal layer's outputs at
+    a query are the same either way; later queries see fillers after the earlier ones, which moves DeltaNet's
+    score by less than the choice of held-out sequences does (README.md)."""
+    hidden = inputs.clone()
+    hidden.scatter_(1, queries + 1, mqar.FILLER)
+    return hidden
+
+
+def score_lm(
+    candidate: Candidate, settings: dict[str, Any], seed: int, twins: torch.Generator
+) -> dict[str, Any]:
+    """Cross-entropy on held-out stories generated from `seed`, from the logits at every position."""
     cfg = settings["lm"]
-    vocab = len(grammar.VOCAB)
-    length, per_step = cfg["length"], cfg["tokensPerStep"]
-    generator = seed_everything(settings["seed"] * 1000 + 500 + dist_env.rank())
-    stream = grammar.corpus(cfg["trainTokens"], seed=settings["seed"])
-    held_in, held_target = grammar.held_out(grammar.corpus(cfg["heldOutTokens"], seed=EVAL_SEED), length)
-    model, stepper = _model_and_stepper(
-        mixer_class, vocab, settings, device, engine, per_step // length, cfg["steps"]
+    length, vocab = cfg["length"], len(grammar.VOCAB)
+    inputs, targets = grammar.held_out(grammar.corpus(cfg["heldOutTokens"], seed=seed), length)
+    cuts = torch.arange(1, length).expand(len(inputs), -1)
+    rows, twin_pairs = judge_probes.add_twins(inputs, cuts, judge_probes.TWINS, vocab, twins)
+    positions = torch.arange(length).expand(len(rows), -1)
+    logits, seconds = predict(candidate, "lm", rows, None, vocab, twins)
+    worst = judge_probes.check_twins(logits, positions.numpy(), twin_pairs, "held-out story window, row")
+    loss = float(
+        F.cross_entropy(
+            torch.from_numpy(logits[: len(inputs)]).reshape(-1, vocab).double(), targets.reshape(-1)
+        )
     )
-
-    def step_fn(step: int) -> StepOutput:
-        inputs, targets = grammar.windows(stream, per_step // length, length, generator)
-        logits = stepper.model(inputs.to(device))
-        loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.to(device).reshape(-1))
-        return StepOutput(loss, tokens=inputs.numel())
-
-    def held_out_loss() -> dict[str, float]:
-        total, count = 0.0, 0
-        for start in range(0, len(held_in), 64):
-            logits = stepper.model(held_in[start : start + 64].to(device))
-            target = held_target[start : start + 64].to(device)
-            total += float(
-                F.cross_entropy(logits.reshape(-1, vocab).float(), target.reshape(-1), reduction="sum")
-            )
-            count += target.numel()
-        return {"loss": total / count}
-
-    result = train(stepper, step_fn, Budget(cfg["steps"]), evaluate=held_out_loss)
-    loss = result.final_eval["loss"]
     if not math.isfinite(loss):
         raise ValueError(f"the language model's held-out loss is {loss}")
-    return {
-        "loss": loss,
-        "curve": result.curve.to_text("LM training on generated stories (eval_loss: held-out cross-entropy)"),
-        "train_seconds": result.train_seconds,
-    }
+    return {"loss": loss, "seconds": seconds, "worst": worst, "twins": len(twin_pairs)}
 
 
-def run_on_all_gpus(program_path: str, stage: str, settings: dict[str, Any]) -> dict:
-    """One process per visible GPU (on every node of a multi-node TrainJob) through the configured launcher;
-    rank 0 writes the metrics."""
-    result = Path(tempfile.mkdtemp(prefix="kubevolve-rank0-", dir=".")) / "metrics.json"
-    entry = [
-        str(Path(__file__)),
-        "--program",
-        str(program_path),
-        "--stage",
-        stage,
-        "--rank-entry",
-        "--result",
-        str(result),
-    ]
-    nodes = node_layout()  # several in a TrainJob's launcher pod (KUBEVOLVE_NUM_NODES, the MPI hostfile)
-    if nodes.nodes > 1 and settings["launcher"] != "deepspeed":
-        raise ValueError(
-            "a multi-node evaluation needs `launcher: deepspeed` (torchrun starts one node only)"
+def predict(
+    candidate: Candidate,
+    task: str,
+    rows: torch.Tensor,
+    positions: torch.Tensor | None,
+    vocab: int,
+    shuffle: torch.Generator,
+) -> tuple[np.ndarray, float]:
+    """The trained `task` model's logits on `rows` at `positions` (every position when None), in the order of
+    `rows`: sent in an order of the judge's choosing (twins among the originals), in requests of at most
+    REPLY_BYTES of logits. Returns the logits and the judge's time for the requests."""
+    order = torch.randperm(len(rows), generator=shuffle)
+    width = rows.shape[1] if positions is None else positions.shape[1]
+    per_request = max(1, REPLY_BYTES // (width * vocab * 4))
+    logits = np.empty((len(rows), width, vocab), dtype=np.float32)
+    seconds = 0.0
+    for start in range(0, len(rows), per_request):
+        chosen = order[start : start + per_request]
+        request: dict[str, Any] = {"op": "predict", "task": task, "inputs": rows[chosen].numpy()}
+        if positions is not None:
+            request["positions"] = positions[chosen].numpy()
+        reply = candidate.request(request, max_bytes=len(chosen) * width * vocab * 4 + (1 << 20))
+        logits[chosen.numpy()] = judge_probes.checked_array(
+            reply, "logits", (len(chosen), width, vocab), f"the {task} model's logits"
         )
-    command = launch_command(
-        entry,
-        gpus=torch.cuda.device_count(),
-        launcher=settings["launcher"],
-        nodes=nodes.nodes,
-        hostfile=nodes.hostfile,
-        master_addr=nodes.master_addr,
-        master_port=dist_env.free_port() if nodes.nodes == 1 else 29500,
-    )
-    return run_launched(command, result)
+        seconds += candidate.seconds
+    return logits, seconds
+
+
+def _derived(seed: int, salt: int) -> int:
+    """Another seed from the judge's (for the probes and the twins, apart from the held-out data). One way:
+    the probes send theirs to the runner, which must not learn the held-out data's seed from it."""
+    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _number(reply: Any, key: str) -> float:
+    value = reply.get(key) if isinstance(reply, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"the runner must send a finite number {key!r}, got {value!r}")
+    return float(value)
+
+
+def _text(reply: Any, key: str) -> str:
+    value = reply.get(key) if isinstance(reply, dict) else None
+    if not isinstance(value, str):
+        raise ValueError(f"the runner must send the text {key!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,12 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--program", default=str(TASK_DIR / "initial.py"))
     parser.add_argument("--block", help="a baseline's EVOLVE-BLOCK (baselines/NAME.py) to run in initial.py")
     parser.add_argument("--stage", default="quick")
-    parser.add_argument("--result", help="write the metrics JSON here (rank 0 only)")
-    parser.add_argument("--rank-entry", action="store_true", help="one rank of a launched multi-GPU run")
-    # the deepspeed launcher appends --local_rank=N; the rank is read from LOCAL_RANK, which it also sets
-    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--engine", choices=["torch", "deepspeed"], help="override the stage's engine")
-    parser.add_argument("--seed", type=int, help="override the stage's seed")
+    parser.add_argument("--seed", type=int, help="override the stage's training seed")
     parser.add_argument(
         "--skip-checks", action="store_true", help="measure a layer the checks reject (softmax)"
     )
@@ -292,20 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = merge(load_settings(SETTINGS, args.stage), json.loads(args.override))
-    if args.rank_entry:
-        settings["engine"] = "deepspeed"
     if args.engine:
         settings["engine"] = args.engine
     if args.seed is not None:
         settings["seed"] = args.seed
     program = str(program_with_block(TASK_DIR, args.block)) if args.block else args.program
     metrics = run_experiment(program, settings, check=not args.skip_checks)
-    if dist_env.rank() == 0:
-        text = json.dumps(metrics, indent=2)
-        if args.result:
-            Path(args.result).write_text(text)
-        print(text if not args.result else json.dumps({k: v for k, v in metrics.items() if k != "artifacts"}))
-    dist_env.shutdown()
+    print(metrics["artifacts"]["probes"], metrics["artifacts"]["mqar_accuracy"], sep="\n\n")
+    print(json.dumps({k: v for k, v in metrics.items() if k != "artifacts"}, indent=2))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 IGNORE = -100
+FILLER = 0
 
 
 def batch(size: int, length: int, pairs: int, vocab: int, generator: torch.Generator):

@@ -1,6 +1,7 @@
 """`kubevolve lab create`: the printed manifests parse, name the right things, and have the shape the Kubernetes
-API expects (checked offline against the kubernetes client's OpenAPI models); `--apply` without a cluster
-fails with a clear message."""
+API expects (checked offline against the kubernetes client's OpenAPI models, and Kueue's published CRD);
+`--apply` without a cluster fails with a clear message, and against the strict kmock (Kubernetes 1.35 schemas,
+Kueue's CRDs, deprecated versions reported) applies cleanly."""
 
 from __future__ import annotations
 
@@ -14,8 +15,18 @@ import yaml
 from typer.testing import CliRunner
 
 from kubevolve.cli.app import app
-from kubevolve.cli.lab_cmd import ADMIN_ROLE, LAB_LABEL, VIEWER_ROLE, LabError, apply_manifests, lab_manifests
-from kubevolve.testing import live_objects
+from kubevolve.cli.lab_cmd import (
+    ADMIN_ROLE,
+    LAB_LABEL,
+    LOCAL_QUEUE,
+    STEP_SERVICE_ACCOUNT,
+    VIEWER_ROLE,
+    LabError,
+    apply_manifests,
+    lab_manifests,
+)
+from kubevolve.testing import ValidatingEmulator, declare_lab_resources, declare_resources, live_objects
+from tests.kit.cluster import CLUSTER_ADMIN, strict_policy, validator
 from tests.kit.paths import REPO
 
 runner = CliRunner()
@@ -25,9 +36,8 @@ MODELS = {
     "RoleBinding": "V1RoleBinding",
     "ResourceQuota": "V1ResourceQuota",
     "NetworkPolicy": "V1NetworkPolicy",
+    "ServiceAccount": "V1ServiceAccount",
 }
-# Kueue's LocalQueue is a CRD the client has no model for: its fields per the v1beta1 CRD
-LOCAL_QUEUE_SPEC = {"clusterQueue", "stopPolicy", "fairSharing"}
 
 
 def check_fields(data: object, type_name: str, path: str) -> None:
@@ -54,10 +64,13 @@ def check_fields(data: object, type_name: str, path: str) -> None:
 def validate(doc: dict) -> None:
     """Offline stand-in for the API server's schema check: known fields, required fields present."""
     assert set(doc) >= {"apiVersion", "kind", "metadata"} and doc["metadata"].get("name")
-    if doc["kind"] == "LocalQueue":
-        assert doc["apiVersion"] == "kueue.x-k8s.io/v1beta1"
-        assert set(doc) == {"apiVersion", "kind", "metadata", "spec"} and set(doc["spec"]) <= LOCAL_QUEUE_SPEC
-        assert isinstance(doc["spec"]["clusterQueue"], str) and doc["spec"]["clusterQueue"]  # required
+    if doc["kind"] == "LocalQueue":  # a CRD the client has no model for: Kueue's published CRD decides
+        assert (
+            doc["apiVersion"] == "kueue.x-k8s.io/v1beta2"
+        )  # issue 14, defect 11: not the deprecated v1beta1
+        verdict = validator().validate(doc)
+        assert verdict.errors == [] and verdict.warnings == []
+        assert isinstance(doc["spec"]["clusterQueue"], str) and doc["spec"]["clusterQueue"]
         check_fields(doc["metadata"], "V1ObjectMeta", "LocalQueue.metadata")
         return
     check_fields(doc, MODELS[doc["kind"]], doc["kind"])
@@ -81,6 +94,7 @@ def test_printed_manifests_onboard_a_lab() -> None:
         ("Namespace", "vision"),
         ("RoleBinding", ADMIN_ROLE),
         ("RoleBinding", VIEWER_ROLE),
+        ("ServiceAccount", STEP_SERVICE_ACCOUNT),
         ("LocalQueue", "kubevolve"),
         ("ResourceQuota", "kubevolve"),
         ("NetworkPolicy", "kubevolve-evaluation-isolation"),
@@ -90,7 +104,8 @@ def test_printed_manifests_onboard_a_lab() -> None:
         validate(doc)
         assert doc["metadata"]["labels"][LAB_LABEL] == "vision"
         assert doc["metadata"].get("namespace", "vision") == "vision"  # the Namespace itself has none
-    admin, viewer, queue, quota, isolation, policy = docs[1:]
+    admin, viewer, account, queue, quota, isolation, policy = docs[1:]
+    assert account["automountServiceAccountToken"] is False and "imagePullSecrets" not in account
     assert admin["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -137,15 +152,39 @@ def test_an_external_store_is_reached_by_address_range() -> None:
 
 def test_a_minimal_lab_has_no_empty_bindings_or_quota() -> None:
     docs = create("solo", "--no-queue")
-    assert [d["kind"] for d in docs] == ["Namespace", "NetworkPolicy", "NetworkPolicy"]
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "NetworkPolicy", "NetworkPolicy"]
     for doc in docs:
         validate(doc)
     assert [d["kind"] for d in create("solo", "--gpus", "0")][1:] == [
+        "ServiceAccount",
         "LocalQueue",
         "ResourceQuota",
         "NetworkPolicy",
         "NetworkPolicy",
     ]
+
+
+def test_the_step_pods_pull_with_the_labs_registry_secrets() -> None:
+    """Issue 14, defect 7: the step ServiceAccount carries the lab's registry Secrets, so its pods pull."""
+    docs = create("vision", "--no-queue", "--image-pull-secret", "registry", "--image-pull-secret", "mirror")
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    validate(account)
+    assert (
+        account["metadata"]["name"] == STEP_SERVICE_ACCOUNT
+        and account["automountServiceAccountToken"] is False
+    )
+    assert account["imagePullSecrets"] == [{"name": "registry"}, {"name": "mirror"}]
+    with pytest.raises(LabError, match="not a valid Secret name"):
+        lab_manifests("vision", image_pull_secrets=["Registry Key"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_examples_queue_through_the_queue_a_lab_gets(path: Path) -> None:
+    """Issue 14, defect 8: the examples named LocalQueues (lab-gpu, lab-cpu) that `lab create` never makes."""
+    queue = (yaml.safe_load(path.read_text())["spec"]).get("queueName")
+    made = {d["metadata"]["name"] for d in lab_manifests("lab") if d["kind"] == "LocalQueue"}
+    assert made == {LOCAL_QUEUE}
+    assert queue in (None, LOCAL_QUEUE), f"{path.name}: queueName {queue!r} is not a queue a lab gets"
 
 
 @pytest.mark.skipif(not CHART_ROLES.exists(), reason="the Helm chart's lab roles are not in this checkout")
@@ -206,42 +245,45 @@ def test_apply_to_an_unreachable_cluster_fails_clearly(
     assert f"cannot reach the Kubernetes API at https://127.0.0.1:{port}" in result.output
 
 
+@pytest.mark.kmock(cls=ValidatingEmulator)
 async def test_apply_creates_the_objects_and_a_second_apply_updates_them(
     kmock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Against kmock's emulated API server. The Namespace is left out: kmock cannot create cluster-scoped
+    """Against the strict kmock, as a cluster admin: every object is validated (Kubernetes 1.35, Kueue's CRDs)
+    and a deprecated API version fails the test. The Namespace is left out: kmock cannot create cluster-scoped
     objects (it parses POST /api/v1/namespaces as a namespaced path); every namespaced kind goes through."""
-    verbs = {"get", "list", "watch", "create", "patch", "update", "delete"}
-    kinds = {
-        "v1/namespaces": "Namespace",
-        "v1/resourcequotas": "ResourceQuota",
-        "rbac.authorization.k8s.io/v1/rolebindings": "RoleBinding",
-        "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
-        "kueue.x-k8s.io/v1beta1/localqueues": "LocalQueue",
-    }
-    for resource, kind in kinds.items():
-        kmock.resources[resource] = kmock.ResourceInfo(kind=kind, namespaced=kind != "Namespace", verbs=verbs)
+    declare_resources(kmock)
+    declare_lab_resources(kmock)
+    kmock.policy = strict_policy()
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url)}}],
-        "users": [{"name": "me", "user": {"token": "t"}}],
+        "users": [{"name": "me", "user": {"token": kmock.policy.token_for(CLUSTER_ADMIN)}}],
         "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "me"}}],
         "current-context": "kmock",
     }
     (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    kinds = {
+        "v1/serviceaccounts": "ServiceAccount",
+        "v1/resourcequotas": "ResourceQuota",
+        "rbac.authorization.k8s.io/v1/rolebindings": "RoleBinding",
+        "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
+        "kueue.x-k8s.io/v1beta2/localqueues": "LocalQueue",
+    }
 
     docs = lab_manifests("vision", gpus=4, cluster_queue="a100", admins=["alice"], viewers=["bob"])[1:]
     applied = await asyncio.to_thread(apply_manifests, docs)
     assert applied == [f"{d['kind']}/{d['metadata']['name']}" for d in docs]
-    for resource, kind in list(kinds.items())[1:]:
+    for resource, kind in kinds.items():
         stored = live_objects(kmock, resource, "vision")
         wanted = [d for d in docs if d["kind"] == kind]
         assert sorted(o["metadata"]["name"] for o in stored) == sorted(d["metadata"]["name"] for d in wanted)
-    assert live_objects(kmock, "kueue.x-k8s.io/v1beta1/localqueues")[0]["spec"] == {"clusterQueue": "a100"}
+    assert live_objects(kmock, "kueue.x-k8s.io/v1beta2/localqueues")[0]["spec"] == {"clusterQueue": "a100"}
 
     again = lab_manifests("vision", gpus=8, cluster_queue="a100", admins=["alice"], viewers=["bob"])[1:]
     await asyncio.to_thread(apply_manifests, again)  # everything exists now: server-side apply
     (quota,) = live_objects(kmock, "v1/resourcequotas", "vision")
     assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "8"}
+    assert not kmock.policy.problems(), kmock.policy.report()

@@ -75,3 +75,61 @@ def test_spec_is_json_serialisable():
 
     spec = RunSpec(task="x")
     assert json.loads(json.dumps(spec.to_dict()))["task"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("resources", "field", "message"),
+    [
+        (
+            {"limits": {"memory": "8GB"}},
+            "spec.jobs.evaluate.resources.limits.memory",
+            "'8GB' is not a Kubernetes quantity",
+        ),
+        (
+            {"requests": {"cpu": "1.5.5"}},
+            "spec.jobs.evaluate.resources.requests.cpu",
+            "not a Kubernetes quantity",
+        ),
+        (
+            {"requests": {"cpu": "-1"}},
+            "spec.jobs.evaluate.resources.requests.cpu",
+            "not a Kubernetes quantity",
+        ),
+        (
+            {"limits": {"cpu": True}},
+            "spec.jobs.evaluate.resources.limits.cpu",
+            "True is not a Kubernetes quantity",
+        ),
+        (
+            {"requests": {"memory": "16Gi"}, "limits": {"memory": "8Gi"}},
+            "spec.jobs.evaluate.resources",
+            "requests.memory (16Gi) is more than limits.memory (8Gi)",
+        ),
+    ],
+)
+def test_resource_quantities_the_api_server_would_refuse_are_refused_here(resources, field, message):
+    """Issue 14, defect 6: `8GB` used to pass, then every Job create of the run was a 422."""
+    with pytest.raises(SpecError) as err:
+        parse_run_spec({"task": "t", "jobs": {"evaluate": {"resources": resources}}})
+    (line,) = [line for line in str(err.value).splitlines() if field in line]
+    assert line.strip().startswith(field + ":") and message in line
+
+
+@pytest.mark.parametrize("value", ["500m", "2", 2, "1.5", "8Gi", "512Mi", "10G", "1e3", "+4"])
+def test_kubernetes_quantities_are_accepted_as_written(value):
+    spec = parse_run_spec({"task": "t", "jobs": {"propose": {"resources": {"limits": {"cpu": value}}}}})
+    assert spec.jobs.propose.resources.limits == {"cpu": value}
+
+
+def test_the_step_pods_service_account_and_pull_secrets_are_object_names():
+    spec = parse_run_spec(
+        {"task": "t", "serviceAccountName": "steps", "imagePullSecrets": [{"name": "registry"}]}
+    )
+    assert spec.service_account_name == "steps" and spec.image_pull_secrets[0].name == "registry"
+    for bad in (
+        {"serviceAccountName": "Steps_1"},
+        {"imagePullSecrets": [{"name": ""}]},
+        {"imagePullSecrets": ["registry"]},
+    ):
+        with pytest.raises(SpecError):
+            parse_run_spec({"task": "t", **bad})

@@ -43,6 +43,10 @@ EVERY_OPTION = {
         "persistence": {"size": "100Gi", "storageClass": "fast"},
     },
     "ui": {"enabled": True, "labs": ["lab-a", "lab-b"], "port": 8443},
+    "steps": {
+        "serviceAccountName": "lab-steps",
+        "imagePullSecrets": [{"name": "registry"}, {"name": "mirror"}],
+    },
 }
 EXTERNAL_STORE = {
     "store": {
@@ -329,7 +333,7 @@ def test_operator_replicas_elect_a_leader_with_a_lease_and_report_readiness(tmp_
                 "apiGroups": ["coordination.k8s.io"],
                 "resources": ["leases"],
                 "resourceNames": ["kv-kubevolve-operator"],
-                "verbs": ["get", "update", "patch"],
+                "verbs": ["get", "patch"],
             }
         ]
         (binding,) = [
@@ -473,7 +477,7 @@ def test_lab_viewer_reads_its_own_runs_and_nothing_else(tmp_path):
     assert not allowed(roles, bindings, "bob", "create", *runs, "lab-a")
     assert not allowed(
         roles, bindings, "bob", "get", "", "secrets", "lab-b"
-    )  # the chart never grants Secrets
+    )  # the chart never grants reading Secrets
     assert not allowed(roles, bindings, "alice", "get", "", "services/proxy", "lab-a", "kv-kubevolve-ui")
 
 
@@ -528,6 +532,102 @@ def test_the_run_browser_is_one_deployment_per_lab_that_reads_only_its_tenant(tm
     for name in ("kv-kubevolve-weaviate", "kv-kubevolve-weaviate:http", None):  # and no other service
         assert not allowed(roles, LAB_BINDINGS, "alice", "get", *proxy, "lab-a", name)
     assert not allowed(roles, LAB_BINDINGS, "alice", "create", *proxy, "lab-a", "kv-kubevolve-ui")
+
+
+# What the operator uses (the strict kmock records every request of the operator tests: run them with
+# KUBEVOLVE_RBAC_USAGE=FILE, then `python -m tests.kit.rbac_usage FILE`), and what kopf needs where the tests
+# cannot show it: namespaces only with operator.watchNamespaces (tests/runtime/kubernetes/test_multi_lab.py).
+# Each rule: (group, resource, resourceNames or None) -> verbs.
+OPERATOR_NEEDS = {
+    ("kubevolve.io", "evolutionruns", None): {"list", "watch", "patch"},
+    ("kubevolve.io", "evolutionruns/status", None): {"patch"},
+    ("kubevolve.io", "evolutionruns/finalizers", None): {"update"},  # blockOwnerDeletion on its Jobs' owner
+    ("batch", "jobs", None): {"list", "watch", "create", "delete"},
+    ("", "secrets", None): {"create"},  # each lab's store key (labkeys.py), created empty
+    ("", "secrets", ("kubevolve-store",)): {"patch"},  # then filled once; never read
+    ("", "events", None): {"create"},
+    ("", "namespaces", None): {"list", "watch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions", None): {"list", "watch"},
+    ("trainer.kubeflow.org", "trainjobs", None): {"list", "watch", "create", "delete"},
+    ("trainer.kubeflow.org", "trainingruntimes", None): {"create"},  # each run's own MPI runtime
+}
+LEADER_NEEDS = {  # the Role in the release namespace: its own Lease only
+    ("coordination.k8s.io", "leases", None): {"create"},
+    ("coordination.k8s.io", "leases", ("kv-kubevolve-operator",)): {"get", "patch"},
+}
+
+
+def _grants(role: dict) -> dict[tuple[str, str, tuple[str, ...] | None], set[str]]:
+    granted: dict[tuple[str, str, tuple[str, ...] | None], set[str]] = {}
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"]
+        names = tuple(rule["resourceNames"]) if "resourceNames" in rule else None
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource, names), set()).update(rule["verbs"])
+    return granted
+
+
+def test_the_operator_is_granted_what_it_uses_and_nothing_else(tmp_path):
+    """Issue 14, defect 11: pods, Kueue workloads, jobs patch, runs update were granted and never used."""
+    docs = render(tmp_path, {"operator": {"trainJobs": True}})
+    (role,) = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "kv-kubevolve-operator"
+    ]
+    assert _grants(role) == OPERATOR_NEEDS
+    (leader,) = [
+        d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader-election")
+    ]
+    assert _grants(leader) == LEADER_NEEDS
+    default = [
+        d
+        for d in render(tmp_path)
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator")
+    ]
+    assert not any("trainjobs" in r["resources"] for r in default[0]["rules"])  # operator.trainJobs: false
+    external = {"store": {"mode": "external", "external": {"url": "https://weaviate.example.org:443"}}}
+    external_role = [
+        d
+        for d in render(tmp_path, external)
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator")
+    ]
+    assert not any("secrets" in r["resources"] for r in external_role[0]["rules"])  # no per-lab keys
+
+
+def test_step_pods_get_their_service_account_and_registry_secrets(tmp_path):
+    """Issue 14, defect 7: the chart's step settings reach the operator; the step ServiceAccount it creates in
+    its own namespace (labs get theirs from `kubevolve lab create`) has no API token."""
+    for values, account, secrets in [
+        (None, "kubevolve-step", ""),
+        (EVERY_OPTION, "lab-steps", "registry,mirror"),
+    ]:
+        docs = render(tmp_path, values)
+        operator = next(
+            d for d in docs_of(docs, "Deployment") if d["metadata"]["name"] == "kv-kubevolve-operator"
+        )
+        env = {
+            e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["KUBEVOLVE_OPERATOR_STEP_SERVICE_ACCOUNT"] == account
+        assert env["KUBEVOLVE_OPERATOR_IMAGE_PULL_SECRETS"] == secrets
+        (step,) = [d for d in docs_of(docs, "ServiceAccount") if d["metadata"]["name"] == account]
+        assert (
+            step["metadata"]["namespace"] == "kubevolve-system"
+            and step["automountServiceAccountToken"] is False
+        )
+    no_account = render(tmp_path, {"steps": {"serviceAccountName": ""}})
+    assert [d["metadata"]["name"] for d in docs_of(no_account, "ServiceAccount")] == ["kv-kubevolve"]
+
+
+def test_a_lab_admin_may_write_the_labs_secrets_but_not_read_them(tmp_path):
+    """Issue 14, defect 5: the docs tell a lab admin to create the LLM-key Secret; the role had no Secret verb."""
+    roles = {d["metadata"]["name"]: d["rules"] for d in render(tmp_path) if d["kind"] == "ClusterRole"}
+    for verb in ("create", "update", "patch", "delete"):
+        assert allowed(roles, LAB_BINDINGS, "bob", verb, "", "secrets", "lab-b", "llm-key")
+        assert not allowed(roles, LAB_BINDINGS, "bob", verb, "", "secrets", "lab-a", "llm-key")  # not his lab
+        assert not allowed(roles, LAB_BINDINGS, "alice", verb, "", "secrets", "lab-a", "llm-key")  # a viewer
+    for verb in ("get", "list", "watch"):
+        assert not allowed(roles, LAB_BINDINGS, "bob", verb, "", "secrets", "lab-b", "llm-key")
 
 
 def test_helm_is_real():

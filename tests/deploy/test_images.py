@@ -65,6 +65,48 @@ def test_entrypoint_is_a_real_command(dockerfile):
         assert word in commands, f"{dockerfile}: `kubevolve {word}` does not exist"
 
 
+def dockerignore_pattern(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker reads it: `**` any folders, `*` and `?` within one path element."""
+    out = "".join(
+        ".*" if part == "**" else "[^/]*" if part == "*" else "[^/]" if part == "?" else re.escape(part)
+        for part in re.split(r"(\*\*|\*|\?)", pattern.strip("/"))
+    )
+    return re.compile(out + "$")
+
+
+def sent_to_builder(path: str) -> bool:
+    """Whether the build context holds PATH: the last pattern matching it or a folder above it decides."""
+    rules = [
+        (line.startswith("!"), dockerignore_pattern(line.lstrip("!")))
+        for line in (raw.strip() for raw in (REPO / ".dockerignore").read_text().splitlines())
+        if line and not line.startswith("#")
+    ]
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    sent = True
+    for keep, pattern in rules:
+        if any(pattern.match(prefix) for prefix in prefixes):
+            sent = keep
+    return sent
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_every_copied_file_reaches_the_build_context(dockerfile):
+    """A COPY whose source .dockerignore leaves out fails only when the image is built."""
+    sources = [
+        source
+        for kind, args in instructions(dockerfile)
+        if kind == "COPY" and "--from=" not in args
+        for source in args.split()[:-1]
+        if not source.startswith("--")
+    ]
+    assert sources
+    for source in sources:
+        assert (REPO / source).exists(), f"{dockerfile}: COPY {source}: no such file in the checkout"
+        assert sent_to_builder(source), f"{dockerfile}: COPY {source} is left out by .dockerignore"
+    assert not sent_to_builder(".venv/bin/python") and not sent_to_builder("tests/conftest.py")
+
+
 # what a pod's uid may do in the image: JSON on the last line
 PROBE = """
 import json, os, socket

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import shutil
 from pathlib import Path
 from types import ModuleType
+
+import yaml
 
 from kubevolve.core.models import Node, RunRecord
 from kubevolve.core.spec import RunSpec
 from kubevolve.loop.agents import make_agents
 from kubevolve.loop.engineer.engineer import OneSlotEngineer
 from kubevolve.loop.steps import evaluate_step, load_context, propose_step
+from kubevolve.sdk.training.settings import merge
 from kubevolve.store.sqlite import SQLiteStore
 
 
@@ -73,3 +77,16 @@ def assert_cognition_sections_cite_sources(task_dir: Path) -> None:
         for section in sections:
             title, _, body = section.removeprefix("## ").partition("\n")
             assert title.strip() and "\nSource: " in "\n" + body, f"{path}: {title!r} has no Source: line"
+
+
+def task_copy_with_settings(task_dir: Path, tmp_path: Path, stage: str, override: dict) -> Path:
+    """A copy of a task folder whose training.yaml has `override` merged into `stage`: the same task at a
+    size of the test's choosing (a few training steps), for runs through the engine, which reads the stage's
+    settings from the folder."""
+    copy = tmp_path / task_dir.name
+    shutil.copytree(task_dir, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    path = copy / "training.yaml"
+    settings = yaml.safe_load(path.read_text())
+    settings["stages"][stage] = merge(settings["stages"].get(stage) or {}, override)
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return copy

@@ -29,6 +29,7 @@ from kubevolve.core.task import load_task
 from kubevolve.loop.agents import Agents
 from kubevolve.loop.analyze.analyzer import OfflineAnalyzer
 from kubevolve.loop.engineer.engineer import Engineer, precheck
+from kubevolve.loop.engineer.llm_judge import LLMJudge
 from kubevolve.loop.engineer.pool import EvaluatorPool
 from kubevolve.loop.engineer.sandbox import bwrap_works
 from kubevolve.loop.llm.client import LLMClient
@@ -77,7 +78,7 @@ def program(body: str) -> str:
 @dataclass(frozen=True)
 class Case:
     kind: FailureKind
-    how: str  # engineer | broken_sandbox | llm | offline | novelty | in_flight
+    how: str  # engineer | broken_sandbox | llm | offline | judge | novelty | in_flight
     code: str = ""  # the candidate, for the Engineer; the answer, for the LLM
     bwrap: bool = False  # needs the namespaces: as root without them nothing stops the program
 
@@ -175,6 +176,9 @@ CASES = {
     "llm down": Case(FailureKind.LLM_ERROR, "llm"),
     "malformed answer": Case(FailureKind.MALFORMED_ANSWER, "llm", "I would make x a bit larger."),
     "nothing to change": Case(FailureKind.PROPOSAL_FAILED, "offline"),
+    "judged unoriginal": Case(
+        FailureKind.LLM_JUDGE_REJECTED, "judge", "VERDICT: REJECT\nREASON: the same idea as Neighbour 1."
+    ),
     "near duplicate": Case(FailureKind.NEAR_DUPLICATE, "novelty"),
     # the local runtime: the same program proposed while its twin is still being evaluated
     "duplicate in flight": Case(
@@ -273,6 +277,30 @@ async def _proposed(store: SQLiteStore, spec: RunSpec, agents: Agents) -> Node:
         await agents.close()
 
 
+async def _judged(store: SQLiteStore, task_dir: Path, verdict: str) -> Node:
+    """propose_step with the LLM judge on: the Researcher's change applies, and the judge refuses it."""
+
+    def answer(body: dict, index: int) -> Reply:
+        if body["messages"][0]["content"].startswith("You are the judge"):
+            return Reply(verdict)
+        return Reply(
+            "MOTIVATION: x nearer 3.\n<<<<<<< SEARCH\n    x = 0.5\n=======\n    x = 2.0\n>>>>>>> REPLACE\n"
+        )
+
+    with OpenAIServer(answer) as server:
+        llm = {"endpoint": server.url, "model": "scripted", "maxRetries": 0}
+        spec = RunSpec(task=str(task_dir), name="judged", llm=llm, llmJudge={"enabled": True})
+        researcher, judge = LLMClient(spec.llm), LLMClient(spec.llm)
+        agents = Agents(
+            Researcher(researcher, spec.llm),
+            OfflineAnalyzer(),
+            client=researcher,
+            judge=LLMJudge(judge, spec.llm_judge),
+            clients=[judge],
+        )
+        return await _proposed(store, spec, agents)
+
+
 async def _near_duplicate(store: SQLiteStore, task_dir: Path) -> Node:
     """propose_step twice with the novelty filter on: to the filter, the second child is the first again."""
     _evaluated_seed(store, RunSpec(task=str(task_dir), name="novelty", engineer={"noveltyThreshold": 0.9}))
@@ -314,6 +342,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
             spec = RunSpec(task=str(toy), name=name.replace(" ", "-"), llm=llm)
             agents = Agents(Researcher(LLMClient(spec.llm), spec.llm), OfflineAnalyzer())
             nodes[name] = asyncio.run(_proposed(store, spec, agents))
+    nodes["judged unoriginal"] = asyncio.run(_judged(store, toy, CASES["judged unoriginal"].code))
     bare = write_task(root / "bare", program=NO_LITERALS)
     spec = RunSpec(task=str(bare), name="offline")
     nodes["nothing to change"] = asyncio.run(

@@ -194,6 +194,27 @@ def test_debug_retry_fixes_a_failing_candidate(toy_task, store, tmp_path):
     assert fixed.transcript[0]["purpose"] == "debug retry"
 
 
+def test_a_debug_retry_after_an_edit_that_did_not_apply_gets_that_answer_back(toy_task, store, tmp_path):
+    missing = "MOTIVATION: z.\n<<<<<<< SEARCH\n    z = 0.5\n=======\n    z = 1\n>>>>>>> REPLACE\n"
+    with OpenAIServer(Script(missing, GOOD_DIFF)) as server:
+        _, nodes = llm_run(
+            toy_task, store, tmp_path, server, budget={"maxCandidates": 3}, engineer={"debugRetries": 1}
+        )
+        researcher_prompts = [
+            p for r, p in zip(server.requests, server.prompts(), strict=True) if not is_analyzer(r)
+        ]
+    failed, fixed = nodes[1], nodes[2]
+    assert (
+        failed.error == "proposal failed: SEARCH block 1 not found in parent" and fixed.retry_of == failed.id
+    )
+    assert (
+        "Your previous attempt failed: proposal failed: SEARCH block 1 not found in parent"
+        in researcher_prompts[1]
+    )
+    assert f"Your answer was:\n````\n{missing.strip()}\n````" in researcher_prompts[1]
+    assert "Your answer was" not in researcher_prompts[0] and fixed.stage is Stage.EVALUATED
+
+
 def test_near_duplicates_are_rejected_before_evaluation(toy_task, store, tmp_path):
     near_copy = REWRITE.replace("    x = 3.0\n", "    x = 3.0  # the optimum\n")
     with OpenAIServer(Script(REWRITE, near_copy)) as server:

@@ -26,8 +26,9 @@ def test_version_1_messages_are_classified_once(stage: Stage, error: str, kind: 
     assert legacy_failure(str(stage), error) is kind
 
 
-# kinds of failures version 1 could not have had: judged evaluation (a runner and a judge) came after it
-AFTER_VERSION_1 = {FailureKind.DISK_QUOTA, FailureKind.PROTOCOL_VIOLATION}
+# kinds of failures version 1 could not have had: judged evaluation (a runner and a judge) and the LLM judge
+# came after it
+AFTER_VERSION_1 = {FailureKind.DISK_QUOTA, FailureKind.PROTOCOL_VIOLATION, FailureKind.LLM_JUDGE_REJECTED}
 
 
 def test_every_kind_has_a_version_1_message() -> None:

@@ -134,6 +134,8 @@ def test_every_node_field_round_trips(store: Store) -> None:
         log_tail="ok\ndone",
         artifacts={"plot": "ascii art", "notes": "ünïcode ✓"},
         insight_id="ins1",
+        analysis={"changed": "doubled x", "next": "try tripling", "analyzer": "llm"},
+        judge={"verdict": "pass", "reason": "a new idea"},
         proposer="llm:gpt",
         retry_of="f00d",
         attempt=1,

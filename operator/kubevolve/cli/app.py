@@ -32,7 +32,7 @@ from kubevolve.cli.operator_cmd import operator as operator_command
 from kubevolve.cli.report_cmd import report
 from kubevolve.cli.step import step_app
 from kubevolve.cli.ui_cmd import ui
-from kubevolve.core.models import Node, RunRecord
+from kubevolve.core.models import CognitionEntry, Node, RunRecord
 from kubevolve.core.spec import SpecError
 from kubevolve.core.task import TaskError
 from kubevolve.loop.agents import Agents
@@ -231,20 +231,34 @@ def show(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """One node: code, diff, metrics, error, log tail, insight (with --prompts, its LLM transcript)."""
+    """One node: code, diff, metrics, error, log tail, its analysis, the LLM judge's verdict and what retrieval
+    put into its prompt (with --prompts, its LLM transcript)."""
     store = get_store(store_url, tenant)
     node = get_node(store, node_id)
-    insight = render.insight_of(node, store.list_insights(node.run_id))
+    insights = store.list_insights(node.run_id)
+    insight = render.insight_of(node, insights)
+    retrieved = render.retrieved_items(node, insights, _cognition_of(store, node))
     if as_json:
         data = node.to_dict()
         if not prompts:
             data.pop("transcript")
         data["insight"] = None if insight is None else render.insight_summary(insight)
+        data["retrieved_items"] = retrieved
         render.print_json(data)
         return
-    render.print_node(console, node, insight=insight)
+    render.print_node(console, node, insight=insight, retrieved=retrieved)
     if prompts:
         render.print_transcript(console, node)
+
+
+def _cognition_of(store: Store, node: Node) -> list[CognitionEntry]:
+    """The cognition base the node's run retrieved from (its task's collection); [] when none was used."""
+    if not node.retrieved.get("cognition"):
+        return []
+    try:
+        return store.list_cognition(store.get_run(node.run_id).task)
+    except NotFound:
+        return []
 
 
 @app.command()

@@ -159,9 +159,18 @@ def list_(
     tenant: TenantOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
-    """The entries of one collection, in the order they were added: title, first source, tags."""
+    """The entries of one collection, in the order they were added: title, first source, tags. An empty
+    collection named by --task shows the task folder's entries instead, read and validated as a run would."""
     collection = chosen_collection(collection, task)
     entries = get_store(store_url, tenant).list_cognition(collection)
+    where = f"collection {collection!r}"
+    folder = task_folder(task) if task and not entries else None
+    if folder is not None:
+        try:
+            entries = load_cognition(folder, collection)
+        except CognitionError as err:
+            fail(str(err))
+        where = f"{folder}, not yet in the store (a run adds them; so does `kubevolve cognition add`)"
     if as_json:
         render.print_json([entry_dict(e) for e in entries])
         return
@@ -177,11 +186,24 @@ def list_(
         "title",
         Column("source", max_width=36),
         *(["tags"] if tagged else []),
-        title=f"{len(entries)} entries in collection {collection!r} (--json for their text, sources and ids)",
+        title=f"{len(entries)} entries in {where} (--json for their text, sources and ids)",
     )
     for number, e in enumerate(entries, start=1):
         table.add_row(str(number), e.title, short_source(e.source), *([", ".join(e.tags)] if tagged else []))
     console.print(table)
+
+
+def task_folder(task: str) -> Path | None:
+    """The cognition folder of a task given as a folder, or by name as `tasks/<name>` under the current
+    directory (a checkout of this repository); None when there is none."""
+    for folder in (Path(task), Path("tasks") / task):
+        if (folder / "task.yaml").is_file():
+            try:
+                cognition = load_task(folder).cognition_dir
+            except TaskError as err:
+                fail(str(err))
+            return cognition if cognition.is_dir() else None
+    return None
 
 
 @cognition_app.command()

@@ -2,8 +2,10 @@
 
 A lab is a namespace. Onboarding it takes, all labelled `kubevolve.io/lab: NAME`:
 - the Namespace (its name is also the lab's tenant in the store);
-- RoleBindings that grant the chart's ClusterRoles `kubevolve-lab-admin` (manage EvolutionRuns) and
-  `kubevolve-lab-viewer` (read them) to the given users or groups, in this namespace only;
+- RoleBindings that grant the chart's ClusterRoles `kubevolve-lab-admin` (manage EvolutionRuns and the
+  lab's Secrets) and `kubevolve-lab-viewer` (read runs) to the given users or groups, in this namespace only;
+- the ServiceAccount `kubevolve-step` the operator's step pods run as: no API token, no rights, and the
+  registry Secrets to pull step images with (`--image-pull-secret`);
 - a Kueue LocalQueue `kubevolve` pointing at a ClusterQueue, the queue a run names in `spec.queueName`;
 - a ResourceQuota capping the lab's GPU, CPU and memory requests (when any cap is given);
 - the NetworkPolicies of evaluation pods (untrusted candidate code): the pods of evaluation Jobs reach nothing
@@ -23,19 +25,19 @@ import typer
 import yaml
 
 from kubevolve.cli.common import console, fail
+from kubevolve.core.quantity import NON_NEGATIVE_QUANTITY_PATTERN
 from kubevolve.errors import KubevolveError
 from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, evaluation_network_policy
 
 LAB_LABEL = "kubevolve.io/lab"
 ADMIN_ROLE, VIEWER_ROLE = "kubevolve-lab-admin", "kubevolve-lab-viewer"
 LOCAL_QUEUE = "kubevolve"
-KUEUE_API = "kueue.x-k8s.io/v1beta1"
+STEP_SERVICE_ACCOUNT = "kubevolve-step"  # the chart's steps.serviceAccountName
+KUEUE_API = "kueue.x-k8s.io/v1beta2"  # served since Kueue 0.15, stored since 0.16; v1beta1 is deprecated
 FIELD_MANAGER = "kubevolve-lab"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUANTITY = re.compile(  # a Kubernetes resource.Quantity: a number, then a binary, decimal or exponent suffix
-    r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$"
-)
+_QUANTITY = re.compile(NON_NEGATIVE_QUANTITY_PATTERN)
 _RESERVED = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 lab_app = typer.Typer(
@@ -79,6 +81,7 @@ def lab_manifests(
     viewers: list[str] = (),  # type: ignore[assignment]
     store_namespace: str = "kubevolve-system",
     store_cidrs: list[str] | None = None,
+    image_pull_secrets: list[str] = (),  # type: ignore[assignment]
 ) -> list[dict[str, Any]]:
     """Every object of a lab, Namespace first. Raises LabError for a bad name or value."""
     if not _DNS_LABEL.match(name):
@@ -106,6 +109,18 @@ def lab_manifests(
                     "subjects": _subjects(list(members), flag),
                 }
             )
+    account: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": meta(STEP_SERVICE_ACCOUNT),
+        "automountServiceAccountToken": False,  # the steps never call the Kubernetes API
+    }
+    for secret in image_pull_secrets:
+        if not _DNS_SUBDOMAIN.match(secret) or len(secret) > 253:
+            raise LabError(f"--image-pull-secret {secret!r} is not a valid Secret name")
+    if image_pull_secrets:
+        account["imagePullSecrets"] = [{"name": secret} for secret in image_pull_secrets]
+    docs.append(account)
     if cluster_queue:
         if not _DNS_SUBDOMAIN.match(cluster_queue) or len(cluster_queue) > 253:
             raise LabError(f"--cluster-queue {cluster_queue!r} is not a valid object name")
@@ -235,9 +250,14 @@ def create(
         list[str] | None,
         typer.Option(help="An external store's address range (repeatable); replaces the above."),
     ] = None,
+    image_pull_secret: Annotated[
+        list[str] | None,
+        typer.Option(help="A registry Secret in the lab the step pods pull images with (repeatable)."),
+    ] = None,
     apply: Annotated[bool, typer.Option("--apply", help="Apply to the current kubeconfig context.")] = False,
 ) -> None:
-    """Print (or --apply) the Namespace, RoleBindings, LocalQueue, ResourceQuota and NetworkPolicies of a lab."""
+    """Print (or --apply) the Namespace, RoleBindings, step ServiceAccount, LocalQueue, ResourceQuota and
+    NetworkPolicies of a lab."""
     try:
         docs = lab_manifests(
             name,
@@ -250,6 +270,7 @@ def create(
             viewers=_split(viewers),
             store_namespace=store_namespace,
             store_cidrs=store_cidr,
+            image_pull_secrets=image_pull_secret or [],
         )
         if not apply:
             typer.echo(to_yaml(docs), nl=False)

@@ -20,7 +20,7 @@ from rich.text import Text
 from kubevolve.api import RunResult
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.liveness import dead_reason
-from kubevolve.core.models import Insight, Node, RunPhase, Stage
+from kubevolve.core.models import CognitionEntry, Insight, Node, RunPhase, Stage
 from kubevolve.observe.progress import failure_kind
 
 
@@ -223,8 +223,35 @@ def print_run(console: Console, summary: dict[str, Any]) -> None:
 
 
 # ---- nodes and insights -------------------------------------------------------------------------------------
+def retrieved_items(
+    node: Node, insights: Iterable[Insight], entries: Iterable[CognitionEntry]
+) -> dict[str, Any]:
+    """What retrieval put into the node's prompt, by id, with each item's title or text (None: no longer
+    stored)."""
+    by_id: dict[str, Insight] = {i.id: i for i in insights}
+    cognition: dict[str, CognitionEntry] = {e.id: e for e in entries}
+    return {
+        "cognition": [
+            {"id": i, "title": e.title, "source": e.source}
+            if (e := cognition.get(i))
+            else {"id": i, "title": None}
+            for i in node.retrieved.get("cognition", [])
+        ],
+        "insights": [
+            {"id": i, "text": found.text} if (found := by_id.get(i)) else {"id": i, "text": None}
+            for i in node.retrieved.get("insights", [])
+        ],
+    }
+
+
 def print_node(
-    console: Console, node: Node, *, code: bool = True, diff: bool = True, insight: Insight | None = None
+    console: Console,
+    node: Node,
+    *,
+    code: bool = True,
+    diff: bool = True,
+    insight: Insight | None = None,
+    retrieved: dict[str, Any] | None = None,
 ) -> None:
     _say(
         console,
@@ -246,8 +273,21 @@ def print_node(
     if node.error:
         kind = f" ({node.failure.words})" if node.failure else ""
         _say(console, f"  [red]error{kind}:[/] {escape(node.error)}")
+    if node.judge:
+        _say(
+            console,
+            f"  LLM judge: {escape(node.judge.get('verdict', '?'))}: {escape(node.judge.get('reason', ''))}",
+        )
     if insight is not None:
         _say(console, f"  insight {insight.id}: {escape(insight.text)}")
+    if retrieved and (retrieved["cognition"] or retrieved["insights"]):
+        console.print("  retrieved into its prompt:")
+        for item in retrieved["cognition"]:
+            title = item["title"] or "(no longer stored)"
+            _say(console, f"    cognition {item['id']}: {escape(title)}")
+        for item in retrieved["insights"]:
+            text = first_line(item["text"]) if item["text"] else "(no longer stored)"
+            _say(console, f"    insight {item['id']}: {escape(text)}")
     for name, text in node.artifacts.items():
         _say(console, f"  artifact {escape(name)}:")
         print_verbatim(console, text)

@@ -28,6 +28,10 @@ class FailureKind(StrEnum):
     LLM_ERROR = "llm_error"  # the LLM endpoint failed (HTTP error, timeout, refused connection, no choices)
     MALFORMED_ANSWER = "malformed_answer"  # the LLM answered, but not in the edit format, or its edits miss
     PROPOSAL_FAILED = "proposal_failed"  # a proposer without an LLM found no usable change
+    # the optional LLM judge (rejected_static: refused before evaluation, its reason in the node's error)
+    LLM_JUDGE_REJECTED = (
+        "llm_judge_rejected"  # the judge (llmJudge) found it not new or against the task's rules
+    )
     # novelty (rejected_novelty)
     DUPLICATE = "duplicate"  # the same program text as a stored candidate or one being evaluated
     NEAR_DUPLICATE = "near_duplicate"  # the novelty filter: embedding too similar to a recent or elite node

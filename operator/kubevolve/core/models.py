@@ -16,6 +16,29 @@ from typing import Any
 
 from kubevolve.core.kinds import FailureKind
 
+# The parts of an analysis, in the order a person (and a prompt) reads them.
+ANALYSIS_FIELDS = ("changed", "effect", "cause", "next")
+ANALYSIS_LABELS = {
+    "changed": "What changed",
+    "effect": "Observed effect",
+    "cause": "Likely cause",
+    "next": "What to try next",
+}
+
+
+def analysis_text(analysis: dict[str, str], sep: str = "\n") -> str:
+    """An analysis as text: a labelled part per field that is not empty, one a line (how prompts show a
+    parent's or an inspiration's analysis), or joined by `sep` (an insight's text is one line; there each part
+    ends a sentence)."""
+    parts = []
+    for name in ANALYSIS_FIELDS:
+        text = analysis.get(name, "").strip()
+        if text:
+            if sep != "\n" and not text.endswith((".", "!", "?")):
+                text += "."
+            parts.append(f"{ANALYSIS_LABELS[name]}: {text}")
+    return sep.join(parts)
+
 
 class Stage(StrEnum):
     """How far a candidate got. Every node ends in exactly one of these."""
@@ -70,6 +93,11 @@ class Node:
     log_tail: str = ""  # the last lines of the evaluator's output
     artifacts: dict[str, str] = field(default_factory=dict)  # text the evaluator returned for the Researcher
     insight_id: str | None = None
+    # the Analyzer's reading of this experiment: the ANALYSIS_FIELDS it gave, and "analyzer" (who wrote it);
+    # shown when the node is a later proposal's parent or inspiration. {} until analysed
+    analysis: dict[str, str] = field(default_factory=dict)
+    # the LLM judge's verdict before evaluation ({"verdict": pass|reject|malformed|unavailable, "reason"}); {}: none
+    judge: dict[str, str] = field(default_factory=dict)
     proposer: str = ""
     retry_of: str | None = None  # the failed attempt this debug retry repairs
     attempt: int = 0  # 0 for a fresh proposal, k for the k-th debug retry

@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from kubevolve.core.quantity import NON_NEGATIVE_QUANTITY_PATTERN, QUANTITY_HINT, is_quantity, parse_quantity
 from kubevolve.errors import KubevolveError
 
 API_VERSION = "kubevolve.io/v1alpha1"
@@ -130,16 +140,77 @@ class EngineerSpec(_Model):
 
 
 class RetrievalSpec(_Model):
-    """How much the Researcher is told: cognition entries and prior insights retrieved by similarity."""
+    """How much the Researcher is told: cognition entries and prior insights retrieved by similarity, one query
+    per context node (the parent and each inspiration: its analysis, else its motivation) and one for a debug
+    retry's failure, merged by maximal marginal relevance (loop/learn/retrieval.py)."""
 
     cognition_top_k: Annotated[int, Field(ge=0, le=50)] = 4
-    cognition_min_score: Annotated[float, Field(ge=-1, le=1)] = 0.2
+    cognition_min_score: Annotated[float, Field(ge=-1, le=1)] = 0.2  # cosine similarity an entry must reach
     insights_top_k: Annotated[int, Field(ge=0, le=50)] = 4
+    insights_min_score: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    # 1: rank by relevance alone; lower: trade relevance for variety (an item like one already picked drops)
+    mmr_lambda: Annotated[float, Field(ge=0, le=1)] = 0.7
+
+
+class RoleLLMSpec(_Model):
+    """A model for one side role (the Analyzer, the LLM judge); unset fields fall back on `llm`'s."""
+
+    model: str | None = None  # default: the cheapest model of `llm` (or `llm.analyzerModel` for the Analyzer)
+    endpoint: str | None = None  # default: that model's endpoint in `llm`, else `llm.endpoint`
+    input_cost_per_mtok: Annotated[float, Field(ge=0)] | None = None  # default: the model's price in `llm`
+    output_cost_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.2
+    max_tokens: Annotated[int, Field(ge=1)] = 1024
+
+
+class AnalyzerSpec(RoleLLMSpec):
+    """Who analyses each experiment: `llm` (needs an endpoint here or in `llm`), `offline` (a factual summary,
+    no LLM) or `off` (no analyses, no insights). None: `llm` when `llm` has an endpoint, else `offline`.
+    Proposals rejected before evaluation always get the offline analysis (no LLM cost)."""
+
+    mode: Literal["llm", "offline", "off"] | None = None
+
+
+class LLMJudgeSpec(RoleLLMSpec):
+    """An optional LLM judge that reads each proposal against its nearest neighbours and the task's rules
+    before evaluation, and passes it or rejects it with a reason (its cost counts in `budget.maxLlmCost`)."""
+
+    enabled: bool = False
+    neighbours: Annotated[int, Field(ge=0, le=10)] = 3  # the most similar earlier candidates it is shown
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    max_tokens: Annotated[int, Field(ge=1)] = 512
 
 
 # ---- Kubernetes only: how an EvolutionRun's Jobs are built (docs/kubernetes.md); a local run ignores these ----
 
-Quantity = str | int  # a Kubernetes quantity: "500m", "8Gi", 2
+
+def _quantity(value: Any) -> Any:
+    if not is_quantity(value) or parse_quantity(value) < 0:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity: {QUANTITY_HINT}")
+    return value
+
+
+# a Kubernetes quantity: "500m", "8Gi", 2. The CRD gets the API server's grammar as a pattern, as
+# controller-gen writes one for resource.Quantity.
+Quantity = Annotated[
+    str | int,
+    BeforeValidator(_quantity),  # before: `true` must not become 1
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": NON_NEGATIVE_QUANTITY_PATTERN},
+            ]
+        }
+    ),
+]
+# a Kubernetes object name (a DNS subdomain): a ServiceAccount, a Secret
+ObjectName = Annotated[
+    str,
+    StringConstraints(
+        max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    ),
+]
 
 
 class ResourceRequirements(_Model):
@@ -147,6 +218,14 @@ class ResourceRequirements(_Model):
 
     requests: dict[str, Quantity] | None = None
     limits: dict[str, Quantity] | None = None
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        for name, request in (self.requests or {}).items():
+            limit = (self.limits or {}).get(name)
+            if limit is not None and parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(f"requests.{name} ({request}) is more than limits.{name} ({limit})")
+        return self
 
 
 class Toleration(_Model):
@@ -193,6 +272,12 @@ class JobsSpec(_Model):
     analyze: JobOverrides | None = None
 
 
+class LocalObjectReference(_Model):
+    """An object in the run's namespace, by name (as a pod's `imagePullSecrets` entries are)."""
+
+    name: ObjectName
+
+
 class StoreSpec(_Model):
     """Where the run's nodes live; None fields: the operator's default store."""
 
@@ -221,16 +306,38 @@ class RunSpec(_Model):
     llm: LLMSpec = Field(default_factory=LLMSpec)
     engineer: EngineerSpec = Field(default_factory=EngineerSpec)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
+    analyzer: AnalyzerSpec = Field(default_factory=AnalyzerSpec)
+    llm_judge: LLMJudgeSpec = Field(default_factory=LLMJudgeSpec)
     stages: list[StageName] | None = None  # None: every stage the task defines
     sandbox: Literal["auto", "bwrap", "none"] = "auto"  # "none": the pod is the sandbox (Kubernetes)
     # Kubernetes only (an EvolutionRun): image, Kueue queue, suspend, store, per-Job pod settings, retries.
     image: str | None = None  # None: the operator's default image (tasks are paths inside it)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    # registry Secrets (in the run's namespace) the step pods pull images with; None: the operator's default
+    image_pull_secrets: list[LocalObjectReference] | None = None
+    service_account_name: ObjectName | None = (
+        None  # the step pods' ServiceAccount; None: the operator's default
+    )
     queue_name: str | None = None  # a Kueue LocalQueue: label kueue.x-k8s.io/queue-name on every Job
     suspend: bool = False  # no new Jobs while true; running Jobs finish
     store: StoreSpec | None = None
     jobs: JobsSpec | None = None
     failure_policy: FailurePolicySpec | None = None
+
+    @model_validator(mode="after")
+    def _role_endpoints(self) -> RunSpec:
+        if self.analyzer.mode == "llm" and not (self.analyzer.endpoint or self.llm.configured):
+            raise ValueError("analyzer.mode is llm, but neither analyzer.endpoint nor llm.endpoint is set")
+        if self.llm_judge.enabled and not (self.llm_judge.endpoint or self.llm.configured):
+            raise ValueError("llmJudge is enabled, but neither llmJudge.endpoint nor llm.endpoint is set")
+        return self
+
+    @property
+    def analyzer_mode(self) -> Literal["llm", "offline", "off"]:
+        """`analyzer.mode`, its default resolved: the LLM Analyzer when an endpoint is configured."""
+        if self.analyzer.mode is not None:
+            return self.analyzer.mode
+        return "llm" if self.llm.configured else "offline"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

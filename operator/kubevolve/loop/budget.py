@@ -35,8 +35,9 @@ class BudgetVerdict:
 
 
 def llm_cost(node: Node) -> float:
-    """US dollars a node cost: its proposal and its analysis (what `budget.maxLlmCost` counts)."""
-    return node.llm.get("cost_usd", 0.0) + analysis_cost(node)
+    """US dollars a node cost: its proposal, the LLM judge's verdict on it and its analysis (what
+    `budget.maxLlmCost` counts)."""
+    return node.llm.get("cost_usd", 0.0) + node.llm.get("judge_cost_usd", 0.0) + analysis_cost(node)
 
 
 def analysis_cost(node: Node) -> float:

@@ -11,7 +11,10 @@ proposer cannot read a prompt, and its literal tweaks are near-duplicates by des
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+
+import numpy as np
 
 from kubevolve.core.models import Insight, Node, Stage
 from kubevolve.core.spec import RunSpec
@@ -24,6 +27,8 @@ from kubevolve.loop.llm.ensemble import CostAwareBandit
 from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Sampler, Selection
 from kubevolve.store.base import NotFound, Store
+
+NEIGHBOUR_POOL = 64  # final nodes kept for the LLM judge's neighbour search, at least
 
 
 class RunState:
@@ -53,6 +58,9 @@ class RunState:
         self.best_score: float | None = None
         self.spent_usd = 0.0
         self._scores: dict[str, float | None] = {}  # node id -> score, for the bandit's reward
+        self.island_best: dict[int, Node] = {}  # the best evaluated node of each island, for the Analyzer
+        # the latest final nodes with an embedding: where the LLM judge's nearest neighbours are looked up
+        self._embedded: deque[Node] = deque(maxlen=max(spec.engineer.novelty_window, NEIGHBOUR_POOL))
         self.retriever: Retriever | None = None
         self.novelty: NoveltyFilter | None = None
         if embedder is not None:
@@ -94,6 +102,15 @@ class RunState:
         evaluated = node.stage is Stage.EVALUATED
         if evaluated and node.score is not None and (self.best_score is None or node.score > self.best_score):
             self.best_score = node.score
+        held = self.island_best.get(node.island)
+        if (
+            evaluated
+            and node.score is not None
+            and (held is None or held.score is None or node.score > held.score)
+        ):
+            self.island_best[node.island] = node
+        if node.embedding is not None and node.stage.is_final:
+            self._embedded.append(node)
         self.spent_usd += llm_cost(node)
         self._scores[node.id] = node.score if node.stage is Stage.EVALUATED else None
         if self.novelty is not None:
@@ -130,11 +147,38 @@ class RunState:
         self.proposals += 1
         return index
 
-    def context(self, selection: Selection) -> RetrievedContext | None:
-        """What the Researcher is told about a selection besides the programs (None: retrieval is off)."""
+    def context(self, selection: Selection, failed: Node | None = None) -> RetrievedContext | None:
+        """What the Researcher is told about a selection besides the programs (None: retrieval is off); for a
+        debug retry of `failed`, its error is one more retrieval query."""
         if self.retriever is None:
             return None
-        return self.retriever.context([*selection.parents, *selection.inspirations])
+        feedback = failed.error if failed is not None else ""
+        return self.retriever.context([*selection.parents, *selection.inspirations], feedback)
+
+    def neighbours(self, node: Node, k: int, selection: Selection) -> list[tuple[Node, float | None]]:
+        """The k earlier candidates most like `node`: by embedding (cosine similarity, most similar first)
+        among the latest final nodes and the selection's, then the selection's parents and inspirations that
+        have no embedding (the initial program, or every node when embeddings are off), with no similarity."""
+        if k <= 0:
+            return []
+        relatives = [*selection.parents, *selection.inspirations]
+        pool = {n.id: n for n in [*self._embedded, *relatives] if n.id != node.id}
+        vector = node.embedding
+        if vector is None and self.novelty is not None:
+            vector = self.novelty.embed(node)
+        scored: list[tuple[Node, float | None]] = []
+        if vector is not None:
+            query = np.asarray(vector, dtype=np.float32)
+            scored = [
+                (n, float(np.asarray(n.embedding, dtype=np.float32) @ query))
+                for n in pool.values()
+                if n.embedding is not None and len(n.embedding) == len(query)
+            ]
+            scored.sort(key=lambda pair: -(pair[1] or 0.0))
+        shown = {n.id for n, _ in scored}
+        related = {n.id for n in relatives}
+        scored += [(n, None) for n in pool.values() if n.id not in shown and n.id in related]
+        return scored[:k]
 
     def novelty_reason(self, node: Node) -> str | None:
         return None if self.novelty is None else self.novelty.check(node)

@@ -12,9 +12,11 @@ node already final (evaluate) or already analysed (analyze) is returned as it is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Insight, Node, RunRecord, Stage
@@ -22,14 +24,24 @@ from kubevolve.core.spec import RunSpec, parse_run_spec
 from kubevolve.core.task import Task, load_task
 from kubevolve.errors import KubevolveError
 from kubevolve.loop.agents import Agents
-from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, analyze_and_store
+from kubevolve.loop.analyze.analyzer import (
+    OfflineAnalyzer,
+    analyze_and_store,
+    is_analysed_rejection,
+    island_best,
+    wants_analysis,
+)
 from kubevolve.loop.budget import wants_debug_retry
 from kubevolve.loop.engineer.engineer import Evaluator, precheck
 from kubevolve.loop.learn.cognition import sync_task_cognition
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.run_state import RunState
+from kubevolve.loop.sample import sampler_settings
 from kubevolve.loop.sample.base import Selection
 from kubevolve.store.base import NotFound, Store
+
+if TYPE_CHECKING:  # the LLM stack (openai) is imported only by runs that use it
+    from kubevolve.loop.engineer.llm_judge import LLMJudge
 
 
 class StepError(KubevolveError, RuntimeError):
@@ -80,7 +92,7 @@ async def propose(
         agents.proposer,
         proposal_seed(state.spec.seed, index),
         node_id=node_id,
-        context=state.context(selection),
+        context=state.context(selection, failed),
         retry_of=failed,
     )
     rejected = (
@@ -97,7 +109,24 @@ async def propose(
         reason = state.novelty_reason(node)
         if reason:
             node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
+    if not node.stage.is_final and agents.judge is not None:
+        await judge(state, agents.judge, node, selection)
     return Candidate(node, selection)
+
+
+async def judge(state: RunState, llm_judge: LLMJudge, node: Node, selection: Selection) -> None:
+    """The LLM judge's verdict on a candidate that passed every other check: kept on the node with its cost
+    and transcript; a rejection settles the node (REJECTED_STATIC, LLM_JUDGE_REJECTED)."""
+    started = time.monotonic()
+    neighbours = state.neighbours(node, llm_judge.spec.neighbours, selection)
+    verdict = await llm_judge.judge(state.task, node, neighbours)
+    node.timings["judge"] = time.monotonic() - started
+    node.judge = {"verdict": verdict.verdict, "reason": verdict.reason}
+    for key, value in verdict.llm.items():
+        node.llm[f"judge_{key}"] = node.llm.get(f"judge_{key}", 0.0) + value
+    node.transcript.extend(verdict.transcript)
+    if verdict.rejects:
+        node.fail(Stage.REJECTED_STATIC, FailureKind.LLM_JUDGE_REJECTED, f"LLM judge: {verdict.reason}")
 
 
 async def evaluate(evaluator: Evaluator, node: Node) -> Node:
@@ -107,14 +136,20 @@ async def evaluate(evaluator: Evaluator, node: Node) -> Node:
     return await evaluator.evaluate(node)
 
 
-async def analyze(store: Store, task: Task, agents: Agents, node: Node) -> Insight | None:
+async def analyze(
+    store: Store, task: Task, agents: Agents, node: Node, *, island_best: Node | None = None
+) -> Insight | None:
     """The insight of a stored, finished node, written and linked from the node if it has none yet. None for
-    nodes that are not analysed (rejected ones)."""
-    if node.stage not in ANALYSED_STAGES:
+    nodes that are not analysed (a rejection with no idea in it, or any node when the analyzer is off). A
+    proposal rejected before evaluation is analysed offline, whatever the run's Analyzer."""
+    if agents.analyzer is None:
         return None
     if node.insight_id:
         return next((i for i in store.list_insights(node.run_id) if i.id == node.insight_id), None)
-    return await analyze_and_store(store, agents.analyzer, task, node, agents.embedder)
+    if not wants_analysis(node):
+        return None
+    analyzer = OfflineAnalyzer() if is_analysed_rejection(node) else agents.analyzer
+    return await analyze_and_store(store, analyzer, task, node, agents.embedder, island_best=island_best)
 
 
 def wants_retry(candidate: Candidate, spec: RunSpec, agents: Agents) -> bool:
@@ -211,7 +246,10 @@ async def propose_step(
         sync_task_cognition(ctx.store, ctx.task, agents.embedder)
     retry = stored_candidate(state, retry_of) if retry_of else None
     candidate = await propose(state, agents, retry_of=retry, node_id=node_id)
-    return ctx.store.add_node(candidate.node)
+    node = ctx.store.add_node(candidate.node)
+    if is_analysed_rejection(node):  # offline and at once: no analysis Job for a refused idea
+        await analyze(ctx.store, ctx.task, agents, node)
+    return node
 
 
 async def evaluate_step(ctx: StepContext, node_id: str, evaluator: Evaluator) -> Node:
@@ -227,5 +265,8 @@ async def evaluate_step(ctx: StepContext, node_id: str, evaluator: Evaluator) ->
 
 
 async def analyze_step(ctx: StepContext, node_id: str, agents: Agents) -> Insight | None:
-    """Write the insight of a finished node (None for nodes that are not analysed, e.g. rejected ones)."""
-    return await analyze(ctx.store, ctx.task, agents, ctx.store.get_node(node_id))
+    """Write the insight of a finished node (None for nodes that are not analysed)."""
+    node = ctx.store.get_node(node_id)
+    islands = sampler_settings(ctx.spec, ctx.task)[0].kind == "map_elites"
+    best_there = island_best(ctx.store, node.run_id, node.island) if islands and not node.insight_id else None
+    return await analyze(ctx.store, ctx.task, agents, node, island_best=best_there)

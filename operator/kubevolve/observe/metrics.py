@@ -120,7 +120,7 @@ class Metrics:
         # LLM
         self.llm_requests = Counter(
             "kubevolve_llm_requests_total",
-            "Completed LLM requests, by model and purpose (researcher, debug_retry, analyzer).",
+            "Completed LLM requests, by model and purpose (researcher, debug_retry, analyzer, llm_judge).",
             [*RUN, "model", "purpose"],
             registry=r,
         )

@@ -27,7 +27,12 @@ from kubevolve.observe.metrics import (
 from kubevolve.observe.progress import RunObserver, RunProgress
 
 EVALUATION_STAGES = ("quick", "full")
-_PURPOSES = {"researcher": "researcher", "debug retry": "debug_retry", "analyzer": "analyzer"}
+_PURPOSES = {
+    "researcher": "researcher",
+    "debug retry": "debug_retry",
+    "analyzer": "analyzer",
+    "llm judge": "llm_judge",
+}
 
 
 class Slots(Protocol):

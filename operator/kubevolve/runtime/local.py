@@ -16,12 +16,13 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
 from kubevolve.loop.agents import Agents
-from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer
+from kubevolve.loop.analyze.analyzer import Analyzer, OfflineAnalyzer, wants_analysis
 from kubevolve.loop.budget import BudgetVerdict, StopCause
 from kubevolve.loop.engineer.engineer import Engineer
 from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable
@@ -34,6 +35,9 @@ from kubevolve.loop.steps import Candidate, analyze, evaluate, propose, wants_re
 from kubevolve.observe.progress import RunObserver, RunProgress
 from kubevolve.runtime import owner
 from kubevolve.store.base import NotFound, Store
+
+if TYPE_CHECKING:  # the LLM stack (openai) is imported only by runs that use it
+    from kubevolve.loop.engineer.llm_judge import LLMJudge
 
 
 class Evolution:
@@ -53,6 +57,7 @@ class Evolution:
         analyzer: Analyzer | None = None,
         embedder: Embedder | None = None,
         bandit: CostAwareBandit | None = None,
+        judge: LLMJudge | None = None,
         pool: EvaluatorPool | None = None,
     ):
         self.spec = spec
@@ -60,7 +65,9 @@ class Evolution:
         self.store = store
         self.workspace = workspace
         self.run_id = spec.name or ""
-        self.agents = Agents(proposer, analyzer or OfflineAnalyzer(), embedder, bandit)
+        if analyzer is None and spec.analyzer_mode != "off":
+            analyzer = OfflineAnalyzer()
+        self.agents = Agents(proposer, analyzer, embedder, bandit, judge=judge)
         self.state = RunState(spec, task, store, self.run_id, embedder=embedder, bandit=bandit)
         self.pool = pool or EvaluatorPool(
             task, spec.parallelism.evaluators, workspace / self.run_id, spec.sandbox
@@ -92,7 +99,7 @@ class Evolution:
     def _replay(self) -> None:
         """Rebuild the state from the stored nodes (a resumed run continues exactly)."""
         for node in self.state.replay():
-            if node.stage in ANALYSED_STAGES and not node.insight_id:
+            if self.agents.analyzer is not None and wants_analysis(node):
                 self._unanalysed.append(node)  # committed just before an interruption
             self.progress.record(node, live=False)
 
@@ -113,7 +120,7 @@ class Evolution:
         node = self.store.add_node(candidate.node)
         self.state.observe(node)
         self.progress.record(node)
-        if node.stage in ANALYSED_STAGES:
+        if self.agents.analyzer is not None and wants_analysis(node):
             self._analyse(node)
         if wants_retry(candidate, self.spec, self.agents):
             self._retries.append(Candidate(node, candidate.selection))
@@ -124,7 +131,8 @@ class Evolution:
         """Analysis runs beside the pipeline: it never holds an evaluation slot or a proposal."""
 
         async def analyse() -> None:
-            insight = await analyze(self.store, self.task, self.agents, node)
+            island_best = self.state.island_best.get(node.island)
+            insight = await analyze(self.store, self.task, self.agents, node, island_best=island_best)
             if insight is not None:
                 self.state.observe_insight(insight, node)
 

@@ -1,8 +1,9 @@
 """Test and benchmark support for the operator against kmock's emulated Kubernetes API (no cluster).
 
 - `ValidatingEmulator`: kmock's emulator plus the API server's schema check of EvolutionRuns, using the
-  generated CRD (so a misspelt field is refused at apply time with a message that names it), and pods' logs
-  (`pods/NAME/log?container=...&tailLines=...`, from what the kubelet stand-in recorded on the pod);
+  generated CRD (so a misspelt field is refused at apply time with a message that names it); with a `policy`
+  (strict.py: `ApiServerPolicy`) also authentication, RBAC and strict validation of every object; and pods'
+  logs (`pods/NAME/log?container=...&tailLines=...`, from what the kubelet stand-in recorded on the pod);
 - `declare_resources`: the API resources the operator touches (kopf hangs without `v1/namespaces`);
 - `Api`: a small async client for the test side (apply, patch, delete, read);
 - `Kubelet` (kubelet.py): plays the kubelet and Job controller, running each Job's container command as a
@@ -14,11 +15,13 @@ kmock is a test dependency; import this package only from tests and benchmarks.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 import kmock
@@ -31,20 +34,27 @@ from kubevolve.runtime.kubernetes import (
     PLURAL,
     TRAINER_GROUP,
     TRAINER_VERSION,
+    TRAINING_RUNTIME_PLURAL,
     TRAINJOB_PLURAL,
     VERSION,
 )
 from kubevolve.runtime.kubernetes.crd import build_crd
 from kubevolve.runtime.kubernetes.validation import validate_manifest
 
+if TYPE_CHECKING:
+    from kubevolve.testing.strict import ApiServerPolicy
+
 RUNS = f"{GROUP}/{VERSION}/{PLURAL}"
+_NAMESPACES = re.compile(r"/api/v1/namespaces(/[^/]+)?")
 JOBS = "batch/v1/jobs"
 PODS = "v1/pods"
 CONFIGMAPS = "v1/configmaps"
 LOG_ANNOTATION = (
     "testing.kubevolve.io/log-"  # + container: where the kubelet stand-in keeps a container's log
 )
+LEASES = "coordination.k8s.io/v1/leases"
 TRAINJOBS = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINJOB_PLURAL}"
+TRAINING_RUNTIMES = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINING_RUNTIME_PLURAL}"
 ALL_VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
 
 
@@ -53,9 +63,65 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
     generated CRD's schema refuses are refused (HTTP 422, naming the field); created objects get a uid,
     resourceVersion, generation and creationTimestamp; a spec change bumps the generation; `generateName` is
     honoured (kopf's events). The resourceVersion never changes (as in kmock): kopf then cannot tell its own
-    patches from stale events and repeats a few bookkeeping patches, which a real API server would not see."""
+    patches from stale events and repeats a few bookkeeping patches, which a real API server would not see.
+    With a `policy`, every request is first authenticated, authorised and its object validated (strict.py)."""
+
+    policy: ApiServerPolicy | None = None
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.method == "GET" and _NAMESPACES.fullmatch(raw_request.path.rstrip("/")):
+            return await self._serve_namespaces(raw_request)
+        return await super().__call__(raw_request)
+
+    async def _serve_namespaces(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """kmock takes the `namespaces` of /api/v1/namespaces for the namespace prefix of a path and fails:
+        Namespaces (read-only: those that hold objects) are served here, as kopf lists and watches them when
+        it serves only some namespaces. A watch sends them, then nothing."""
+        request = kmock.Request(
+            method=raw_request.method,
+            url=raw_request.url,
+            params=dict(raw_request.query),
+            headers=dict(raw_request.headers),
+        )
+        try:
+            if self.policy is not None:
+                await self.policy.admit(self, request)
+        except KubernetesError as err:
+            return await self._render_error(err)
+        names = sorted({ns for (_res, ns, _name) in list(self.objects) if ns})
+        items = {
+            n: {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": n, "labels": {"kubernetes.io/metadata.name": n}, "resourceVersion": "1"},
+                "status": {"phase": "Active"},
+            }
+            for n in names
+        }
+        name = raw_request.path.rstrip("/").split("/")[4:]
+        if name:
+            if name[0] not in items:
+                return await self._render_error(
+                    KubernetesError(
+                        status=404, reason="NotFound", message=f'namespaces "{name[0]}" not found'
+                    )
+                )
+            return aiohttp.web.json_response(items[name[0]])
+        if raw_request.query.get("watch") not in ("true", "1"):
+            body = {"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "1"}}
+            return aiohttp.web.json_response({**body, "items": list(items.values())})
+        response = aiohttp.web.StreamResponse()
+        await response.prepare(raw_request)
+        for item in items.values():
+            await response.write(json.dumps({"type": "ADDED", "object": item}).encode() + b"\n")
+        await asyncio.Event().wait()  # until the client goes (the server cancels the handler)
+        return response
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if self.policy is not None:
+            answer = await self.policy.admit(self, request)
+            if answer is not None:
+                return answer
         resource = request.resource
         if resource is not None and resource.plural == "pods" and request.subresource == "log":
             return self._pod_log(request)
@@ -86,7 +152,10 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
                 kind = f'EvolutionRun.{GROUP} "{(request.data.get("metadata") or {}).get("name")}" is invalid'
                 raise KubernetesError(status=422, reason="Invalid", message=f"{kind}: " + "; ".join(errors))
         try:
-            return await super()._handle(request)
+            response = await super()._handle(request)
+            if self.policy is not None:
+                self.policy.stored(request)
+            return response
         finally:
             if len(self._requests) > self.keep_requests:
                 self.trim_request_log()
@@ -120,26 +189,54 @@ def declare_resources(k: Any, *, trainjobs: bool = True) -> None:
     """Every resource the operator reads or writes, with the verbs kopf needs to see in discovery."""
     info = kmock.ResourceInfo
     k.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs={"list", "watch", "get"})
+    # every cluster serves CRDs: kopf watches them (and is denied, or waits, where they are missing)
+    k.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
+        kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch", "get"}
+    )
     k.resources["v1/events"] = info(kind="Event", namespaced=True, verbs={"create", "list", "get"})
-    k.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs={"get", "list", "create"})
+    k.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs=ALL_VERBS)
+    k.resources["v1/serviceaccounts"] = info(kind="ServiceAccount", namespaced=True, verbs=ALL_VERBS)
     k.resources[CONFIGMAPS] = info(kind="ConfigMap", namespaced=True, verbs={"get", "create", "delete"})
     k.resources[PODS] = info(kind="Pod", namespaced=True, verbs=ALL_VERBS, subresources={"status", "log"})
     k.resources[RUNS] = info(
         kind="EvolutionRun", namespaced=True, verbs=ALL_VERBS, shortnames={"evo"}, subresources={"status"}
     )
     k.resources[JOBS] = info(kind="Job", namespaced=True, verbs=ALL_VERBS, subresources={"status"})
+    k.resources[LEASES] = info(kind="Lease", namespaced=True, verbs=ALL_VERBS)  # leader election
     if trainjobs:
         k.resources[TRAINJOBS] = info(
             kind="TrainJob", namespaced=True, verbs=ALL_VERBS, subresources={"status"}
         )
+        k.resources[TRAINING_RUNTIMES] = info(kind="TrainingRuntime", namespaced=True, verbs=ALL_VERBS)
+
+
+LAB_RESOURCES = {  # what `kubevolve lab create` makes (the Namespace aside: kmock serves namespaces read-only)
+    "v1/serviceaccounts": "ServiceAccount",
+    "v1/resourcequotas": "ResourceQuota",
+    "rbac.authorization.k8s.io/v1/rolebindings": "RoleBinding",
+    "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
+    "kueue.x-k8s.io/v1beta1/localqueues": "LocalQueue",  # Kueue 0.19 serves both (v1beta1 deprecated)
+    "kueue.x-k8s.io/v1beta2/localqueues": "LocalQueue",
+}
+
+
+def declare_lab_resources(k: Any) -> None:
+    """The resources of a lab's objects (`kubevolve lab create`), namespaced, with every verb."""
+    for resource, kind in LAB_RESOURCES.items():
+        k.resources[resource] = kmock.ResourceInfo(kind=kind, namespaced=True, verbs=ALL_VERBS)
 
 
 class Api:
     """The test's side of the API: what `kubectl` would do, over HTTP so that watchers see every change."""
 
-    def __init__(self, url: str):
-        self.url = url
-        self.session = aiohttp.ClientSession()
+    def __init__(self, url: str, token: str | None = None):
+        self.url, self.token = url, token
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self.session = aiohttp.ClientSession(headers=headers)
+
+    def as_token(self, token: str | None) -> Api:
+        """A client of the same server that authenticates with another bearer token (close it too)."""
+        return Api(self.url, token)
 
     async def close(self) -> None:
         await self.session.close()

@@ -26,6 +26,12 @@ A container that names no working directory (a TrainJob's trainer) runs in its i
 kubevolve's images is the task root the operator's Jobs name as their `workingDir`: the kubelet uses the last
 one a Job named. A TrainJob has no pod template here (that is its training runtime's): its trainer runs as one
 process, and no Pod object is recorded.
+
+It acts as the control plane (`CONTROL_PLANE_TOKEN`: the Job controller, Kueue and the kubelet are cluster
+components, outside the chart's RBAC). A pod runs as its ServiceAccount, as on a cluster: a pod that names one
+that does not exist is never created (the Job fails with the ServiceAccount admission's message), and the pod's
+processes get a kubeconfig for the API server with that ServiceAccount's token (the TokenRequest API) only when
+the pod mounts a token; otherwise they can reach the API server only anonymously.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import base64
 import contextlib
 import functools
 import itertools
+import json
 import os
 import signal
 import site
@@ -53,9 +60,10 @@ from kubevolve.cli.step import parse_step_command
 from kubevolve.core.kinds import Role
 from kubevolve.runtime.kubernetes import QUEUE_LABEL
 from kubevolve.runtime.kubernetes.observe import format_time
-from kubevolve.testing import CONFIGMAPS, JOBS, LOG_ANNOTATION, PODS, TRAINJOBS, Api
+from kubevolve.testing import CONFIGMAPS, JOBS, LOG_ANNOTATION, PODS, TRAINJOBS, Api, ApiError
 from kubevolve.testing.fake_steps import FakeSteps, Score
 from kubevolve.testing.pods import PodError, PodResult, PodRunner
+from kubevolve.testing.strict import CONTROL_PLANE_TOKEN
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the kubevolve package
 TERMINATION_LIMIT = 4096  # a kubelet keeps at most this much of a termination message
@@ -121,6 +129,35 @@ def _python_for(uid: int, gid: int) -> tuple[str, str] | None:
     return None
 
 
+def _pod_spec_of(job: dict) -> dict:
+    """The pod spec a Job's pods get (a TrainJob's come from its runtime: the defaults here)."""
+    if job["kind"] == "TrainJob":
+        return {}
+    return job["spec"]["template"]["spec"]
+
+
+def _finished_status(kind: str, failure: str | None, now: str) -> dict[str, Any]:
+    """The status the Job controller (or Trainer, copying its JobSet's conditions) writes at the end."""
+    if kind == "TrainJob":
+        cond = (
+            {"type": "Complete", "reason": "AllJobsCompleted", "message": "jobset completed successfully"}
+            if failure is None
+            else {"type": "Failed", "reason": "FailedJobs", "message": failure}
+        )
+        return {"conditions": [{**cond, "status": "True", "lastTransitionTime": now}]}
+    if failure is None:
+        cond = {"type": "Complete", "status": "True", "lastTransitionTime": now}
+        return {"active": 0, "succeeded": 1, "completionTime": now, "conditions": [cond]}
+    cond = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": failure,
+        "lastTransitionTime": now,
+    }
+    return {"active": 0, "failed": 1, "conditions": [cond]}
+
+
 class Kubelet:
     def __init__(
         self,
@@ -139,7 +176,8 @@ class Kubelet:
             raise ValueError("mode 'image' runs pods through a PodRunner: pass pods=")
         self.pods = pods
         self.pod_results: dict[str, PodResult] = {}  # image mode: each Job's pod as it ran
-        self.api, self.mode, self.fail, self.kueue = api, mode, fail, kueue
+        self.api = api.as_token(CONTROL_PLANE_TOKEN)  # its own client: the control plane's identity
+        self.mode, self.fail, self.kueue = mode, fail, kueue
         self.fake = FakeSteps(score) if mode == "fake" else None
         self.image_workdir: str | None = None  # see the module's docstring
         self.slots = asyncio.Semaphore(concurrency)
@@ -167,6 +205,7 @@ class Kubelet:
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+        await self.api.close()
         if self.fake is not None:
             self.fake.close()
 
@@ -220,25 +259,56 @@ class Kubelet:
         async with self.slots:
             self.started[meta["name"]] += 1
             self.bodies[meta["name"]] = job
-            start = format_time(time.time())
-            await self._patch(resource, meta, {"startTime": start, "active": 1})
+            if job["kind"] == "Job":
+                await self._patch(resource, meta, {"startTime": format_time(time.time()), "active": 1})
             reason = self.fail(job) if self.fail else None
             if reason is None:
-                reason = await self._execute(job)
-            now = format_time(time.time())
+                reason = await self._admit_pod(job)
             if reason is None:
-                cond = {"type": "Complete", "status": "True", "lastTransitionTime": now}
-                status = {"active": 0, "succeeded": 1, "completionTime": now, "conditions": [cond]}
-            else:
-                cond = {
-                    "type": "Failed",
-                    "status": "True",
-                    "reason": "BackoffLimitExceeded",
-                    "message": reason,
-                    "lastTransitionTime": now,
-                }
-                status = {"active": 0, "failed": 1, "conditions": [cond]}
+                reason = await self._execute(job)
+            status = _finished_status(job["kind"], reason, format_time(time.time()))
             await self._patch(resource, meta, status)
+
+    async def _admit_pod(self, job: dict) -> str | None:
+        """The ServiceAccount admission: a pod whose ServiceAccount does not exist is refused."""
+        account = _pod_spec_of(job).get("serviceAccountName")
+        if not account or account == "default":
+            return None
+        namespace = job["metadata"]["namespace"]
+        if await self.api.get("v1/serviceaccounts", namespace, account) is None:
+            return f"FailedCreate: error looking up service account {namespace}/{account}: not found"
+        return None
+
+    async def _credentials(self, job: dict, folder: Path) -> dict[str, str]:
+        """The pod's view of the API server: a kubeconfig, with its ServiceAccount's token if it mounts one."""
+        pod, namespace = _pod_spec_of(job), job["metadata"]["namespace"]
+        account = pod.get("serviceAccountName") or "default"
+        mounts = pod.get("automountServiceAccountToken")
+        if mounts is None:  # the ServiceAccount decides
+            sa = (
+                await self.api.get("v1/serviceaccounts", namespace, account) if account != "default" else None
+            )
+            mounts = (sa or {}).get("automountServiceAccountToken", True)
+        user: dict[str, str] = {}
+        if mounts:
+            path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token"
+            async with self.api.session.post(self.api.url + path, json={"spec": {}}) as resp:
+                if resp.status >= 400:
+                    raise ApiError(resp.status, f"no token for {namespace}/{account}")
+                user = {"token": (await resp.json())["status"]["token"]}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.api.url}}],
+            "users": [{"name": "pod", "user": user}],
+            "contexts": [
+                {"name": "pod", "context": {"cluster": "kmock", "user": "pod", "namespace": namespace}}
+            ],
+            "current-context": "pod",
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "kubeconfig").write_text(json.dumps(config))
+        return {"KUBECONFIG": str(folder / "kubeconfig")}
 
     async def _patch(self, resource: str, meta: dict, status: dict) -> None:
         with contextlib.suppress(Exception):  # the Job was deleted meanwhile (e.g. with its run)
@@ -259,8 +329,10 @@ class Kubelet:
             return "a TrainJob's pods come from its training runtime's template, which this kubelet lacks"
         if job["kind"] == "TrainJob":
             pod = PodRun(meta["name"])
+            root = self.workdir / f"p{next(self._pod_ids)}"
+            credentials = await self._credentials(job, root / ".pod")
             pod.containers["trainer"] = await self._process(
-                meta["namespace"], containers[0], {}, self.workdir / f"p{next(self._pod_ids)}", None
+                meta["namespace"], containers[0], {}, root, None, credentials
             )
         elif self.mode == "image":
             pod = await self._in_image(job)
@@ -308,9 +380,10 @@ class Kubelet:
             switch = self.identities is not None and self.identities(job)
             if switch:
                 self._private_volumes(pod_spec, volumes)
+            credentials = await self._credentials(job, root / ".pod")
             ran = await asyncio.gather(
                 *(
-                    self._container(namespace, c, pod_spec if switch else None, volumes, root)
+                    self._container(namespace, c, pod_spec if switch else None, volumes, root, credentials)
                     for c in containers
                 )
             )
@@ -351,9 +424,15 @@ class Kubelet:
                 os.chmod(path, 0o700)
 
     async def _container(
-        self, namespace: str, container: dict, pod_spec: dict | None, volumes: dict[str, Path], root: Path
+        self,
+        namespace: str,
+        container: dict,
+        pod_spec: dict | None,
+        volumes: dict[str, Path],
+        root: Path,
+        credentials: dict[str, str],
     ) -> ContainerRun:
-        """`pod_spec`: when the container is to run as the uid it names."""
+        """`pod_spec`: when the container is to run as the uid it names; `credentials`: the pod's kubeconfig."""
         mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}
         termination = root / f"{container['name']}.termination-log"
         termination.touch()
@@ -366,7 +445,7 @@ class Kubelet:
         if self.fake is not None:
             ran = await self._fake(container, mounts)
         else:
-            ran = await self._process(namespace, container, mounts, root, pod_spec)
+            ran = await self._process(namespace, container, mounts, root, pod_spec, credentials)
         ran.message = termination.read_bytes()[:TERMINATION_LIMIT].decode(errors="replace")
         return ran
 
@@ -428,11 +507,17 @@ class Kubelet:
 
     # ---- one container as a process ----------------------------------------------------------------
     async def _process(
-        self, namespace: str, container: dict, mounts: dict[str, Path], root: Path, pod_spec: dict | None
+        self,
+        namespace: str,
+        container: dict,
+        mounts: dict[str, Path],
+        root: Path,
+        pod_spec: dict | None,
+        credentials: dict[str, str],
     ) -> ContainerRun:
         name = container.get("name", "trainer")
         # PYTHONPATH stands in for the image's installed package: the pod runs the kubevolve under test
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": PACKAGE_ROOT}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": PACKAGE_ROOT, **credentials}
         env.update({e["name"]: _local(e["value"], mounts) for e in container.get("env", []) if "value" in e})
         for entry in container.get("env", []):  # as a kubelet does: read the Secret when the pod starts
             ref = (entry.get("valueFrom") or {}).get("secretKeyRef")

@@ -1,5 +1,10 @@
-"""Fixtures for the operator tests: kmock's emulated API server (with the CRD's schema check), the operator
-running in the test's event loop, and a kubelet stand-in that runs the Jobs."""
+"""Fixtures for the operator tests: kmock's emulated API server, as strict as a real one where it matters
+(the chart's RBAC for every request, every object validated: tests/kit/cluster.py), the operator running in
+the test's event loop as the chart's ServiceAccount, the lab `lab-a` onboarded as `kubevolve lab create` does,
+and a kubelet stand-in that runs the Jobs.
+
+The test itself acts as the lab's admin (alice). A request the API server refuses (403, 422) or warns about
+(a deprecated API) fails the test at teardown, with who sent what, even where the client only logged it."""
 
 from __future__ import annotations
 
@@ -19,7 +24,25 @@ from kubevolve.runtime.kubernetes import API_VERSION, KIND
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.kube import Kube
 from kubevolve.runtime.kubernetes.main import RunningOperator, start_operator
-from kubevolve.testing import RUNS, Api, ValidatingEmulator, declare_resources, live_objects
+from kubevolve.testing import (
+    LAB_RESOURCES,
+    RUNS,
+    Api,
+    ValidatingEmulator,
+    declare_lab_resources,
+    declare_resources,
+    live_objects,
+)
+from kubevolve.testing.strict import ApiServerPolicy
+from tests.kit.cluster import (
+    CLUSTER_ADMIN,
+    LAB_ADMIN,
+    OPERATOR,
+    lab_objects,
+    record_rbac_usage,
+    strict_policy,
+    values_for,
+)
 
 NAMESPACE = "lab-a"
 
@@ -29,18 +52,37 @@ def kmock_options():
     return {"cls": ValidatingEmulator}
 
 
-TRAINING_RUNTIMES = "trainer.kubeflow.org/v1alpha1/trainingruntimes"
+@pytest.fixture
+def chart_values(operator_config: OperatorConfig) -> dict:
+    """The chart's values on this pretend cluster: those that install an operator like `operator_config`."""
+    return values_for(operator_config)
 
 
 @pytest.fixture
-async def api(kmock):
+async def api(kmock, chart_values):
+    """The lab admin's client; the lab is onboarded first (as a cluster admin applies `lab create`'s YAML)."""
     declare_resources(kmock)
-    kmock.resources[TRAINING_RUNTIMES] = kmock.ResourceInfo(
-        kind="TrainingRuntime", namespaced=True, verbs={"get", "list", "create", "delete"}
-    )
-    client = Api(str(kmock.url))
+    declare_lab_resources(kmock)
+    policy: ApiServerPolicy = strict_policy(chart_values)
+    kmock.policy = policy
+    admin = Api(str(kmock.url), policy.token_for(CLUSTER_ADMIN))
+    for doc in lab_objects(NAMESPACE, cluster_queue=None):
+        await admin.create(_resource_of(doc), doc)
+    await admin.close()
+    client = Api(str(kmock.url), policy.token_for(LAB_ADMIN))
     yield client
     await client.close()
+    record_rbac_usage(policy)
+    assert not policy.problems(), policy.report()
+
+
+def _resource_of(doc: dict) -> str:
+    (resource,) = [
+        r
+        for r, kind in LAB_RESOURCES.items()
+        if kind == doc["kind"] and r.startswith(doc["apiVersion"] + "/")
+    ]
+    return resource
 
 
 @pytest.fixture
@@ -57,6 +99,7 @@ def operator_config(tmp_path: Path, store_url: str) -> OperatorConfig:
         resync_seconds=2.0,
         idle_resync_seconds=5.0,
         trainjobs=True,
+        step_service_account="kubevolve-step",  # the chart's default
     )
 
 
@@ -79,8 +122,10 @@ class OperatorHandle:
         self.starts = 0
 
     async def start(self) -> RunningOperator:
-        login = kopf.ConnectionInfo(server=str(self.kmock.url), insecure=True)
-        self.running = await start_operator(self.config, Kube.for_server(str(self.kmock.url)), login=login)
+        url, token = str(self.kmock.url), self.kmock.policy.token_for(OPERATOR)  # the chart's ServiceAccount
+        login = kopf.ConnectionInfo(server=url, insecure=True, token=token)
+        kube = Kube.for_server(url, token)
+        self.running = await start_operator(self.config, kube, login=login, namespaces=self.config.namespaces)
         self.starts += 1
         return self.running
 

@@ -77,12 +77,47 @@ def test_spec_schema_is_structural_and_covers_runspec():
         ({"task": "t", "jobs": {"evaluate": {"resources": {"limits": {"cpu": 1.5}}}}}, "integer or string"),
         ({"task": "t", "name": "x"}, 'unknown field "spec.name"'),
         ({"budget": {}}, "spec.task: Required value"),
+        (
+            {"task": "t", "analyzer": {"mode": "sometimes"}},
+            'spec.analyzer.mode: Unsupported value: "sometimes"',
+        ),
+        ({"task": "t", "retrieval": {"mmrLambda": 2}}, "spec.retrieval.mmrLambda: Invalid value: 2"),
+        ({"task": "t", "llmJudge": {"neighbours": 11}}, "spec.llmJudge.neighbours: Invalid value: 11"),
     ],
 )
 def test_bad_fields_are_named(spec, named):
     manifest = {"apiVersion": "kubevolve.io/v1alpha1", "kind": "EvolutionRun", "metadata": {"name": "r"}}
     errors = validate_manifest({**manifest, "spec": spec}, build_crd())
     assert any(named in e for e in errors), errors
+
+
+def test_the_science_settings_reach_the_crd():
+    """Retrieval's MMR and thresholds, the Analyzer and the LLM judge, as a user writes them."""
+    manifest = {"apiVersion": "kubevolve.io/v1alpha1", "kind": "EvolutionRun", "metadata": {"name": "r"}}
+    spec = {
+        "task": "t",
+        "llm": {"endpoint": "http://llm:8000/v1"},
+        "retrieval": {
+            "cognitionTopK": 6,
+            "cognitionMinScore": 0.3,
+            "insightsMinScore": 0.1,
+            "mmrLambda": 0.5,
+        },
+        "analyzer": {
+            "mode": "llm",
+            "model": "small",
+            "endpoint": "http://small:8000/v1",
+            "inputCostPerMtok": 0.1,
+        },
+        "llmJudge": {"enabled": True, "model": "judge", "neighbours": 4, "outputCostPerMtok": 0.4},
+    }
+    assert validate_manifest({**manifest, "spec": spec}, build_crd()) == []
+    parsed = parse_spec({**manifest, "spec": spec})
+    assert (
+        parsed.retrieval.mmr_lambda == 0.5
+        and parsed.analyzer_mode == "llm"
+        and parsed.llm_judge.neighbours == 4
+    )
 
 
 def test_quantities_accept_strings_and_integers():

@@ -18,16 +18,18 @@ from kubevolve.core.kinds import Role
 from kubevolve.core.models import Stage
 from kubevolve.runtime.kubernetes import ROLE_LABEL
 from kubevolve.runtime.kubernetes.names import job_name, key_of_node, node_id
-from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, evaluation_network_policy
+from kubevolve.runtime.kubernetes.netpol import (
+    ISOLATION_POLICY_NAME,
+    POLICY_NAME,
+    evaluation_isolation_policy,
+    evaluation_network_policy,
+)
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
-from kubevolve.testing.pods import (
-    NETWORK_POLICIES,
-    PodRunner,
-    declare_network_policies,
-    egress_restricted,
-)
+from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner, egress_restricted
+from kubevolve.testing.strict import CONTROL_PLANE
+from tests.kit.cluster import CLUSTER_ADMIN, LAB_ADMIN, OPERATOR
 from tests.kit.images import built_image, derived_image, pod_store, remove_image
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
@@ -108,12 +110,12 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
         task_root="/opt/kubevolve",
         local_task_root=str(tmp_path),
     )
-    declare_network_policies(kmock)
-    await api.create(NETWORK_POLICIES, evaluation_isolation_policy(NAMESPACE))
-    await api.create(
-        NETWORK_POLICIES, evaluation_network_policy(NAMESPACE, store_namespace="kubevolve-system")
-    )
-    pods = PodRunner(api, host_mounts={str(database.parent): str(database.parent)})
+    # the pod runner is the kubelet: it reads Secrets and NetworkPolicies as the control plane
+    control_plane = api.as_token(kmock.policy.token_for(CONTROL_PLANE))
+    # the lab's NetworkPolicies are there already: the fixture onboarded the lab as `kubevolve lab create` does
+    for policy in (POLICY_NAME, ISOLATION_POLICY_NAME):
+        assert await control_plane.get(NETWORK_POLICIES, NAMESPACE, policy) is not None
+    pods = PodRunner(control_plane, host_mounts={str(database.parent): str(database.parent)})
     kubelet = Kubelet(api, mode="image", concurrency=2, pods=pods)
     try:
         await run_across_a_restart(kmock, api, operator, kubelet, store_url, run="toy-img", task="tasks/toy")
@@ -122,6 +124,7 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
         raise AssertionError(f"{err}; failed pods: {failed or 'none'}; outputs: {kubelet.outputs}") from err
     finally:
         await pods.close()
+        await control_plane.close()
         remove_image(image)
         shutil.rmtree(database.parent)
 
@@ -153,6 +156,9 @@ async def run_across_a_restart(
         first = await until(lambda: run_jobs(kmock, run), 30, "the first Job")
         command = first[0]["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command[:3] == ["kubevolve", "step", "propose"] and "--tenant" in command
+        # issue 14, defect 7: the step pods run as the lab's step ServiceAccount, with no token
+        pod = first[0]["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "kubevolve-step" and pod["automountServiceAccountToken"] is False
 
         await until(
             lambda: run_status(kmock, run).get("candidates", {}).get("evaluated", 0) >= 2,
@@ -191,6 +197,13 @@ async def run_across_a_restart(
             assert kubelet.ran[("evaluate", node.id)] == 1
             assert kubelet.ran[("analyze", node.id)] == 1 and node.insight_id
     assert nodes[0].id == node_id(run, "00000") and not nodes[0].parent_ids
+    # the step pods never called the Kubernetes API (they had no token; anonymous calls would be refused)
+    assert set(kmock.policy.by_identity) <= {
+        OPERATOR.user,
+        LAB_ADMIN.user,
+        CLUSTER_ADMIN.user,
+        CONTROL_PLANE.user,
+    }
 
     # kopf posts events from a queue of its own, after the pass that patched the status: wait for them
     wanted = {"Started", "NewBest", "BudgetReached"}

@@ -320,6 +320,32 @@ def test_config_from_environment():
     )
 
 
+def test_step_pods_run_as_the_step_service_account_and_pull_with_the_registry_secrets():
+    """Issue 14, defect 7: step pods had no service account and no imagePullSecrets, so a private registry
+    left them in ImagePullBackOff. The chart's settings come through the operator's environment; a run may
+    name its own."""
+    config = OperatorConfig.from_env(
+        {
+            "KUBEVOLVE_OPERATOR_STEP_SERVICE_ACCOUNT": "kubevolve-step",
+            "KUBEVOLVE_OPERATOR_IMAGE_PULL_SECRETS": "reg, mirror",
+        }
+    )
+    for role in Role:
+        pod = build_job(RUN, spec(), config, CPU_TASK, JobRequest(role, "00001"))["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "kubevolve-step" and pod["automountServiceAccountToken"] is False
+        assert pod["imagePullSecrets"] == [{"name": "reg"}, {"name": "mirror"}]
+    own = spec(serviceAccountName="vision-steps", imagePullSecrets=[{"name": "vision-registry"}])
+    pod = build_job(RUN, own, config, CPU_TASK, JobRequest(Role.EVALUATE, "00001"))["spec"]["template"][
+        "spec"
+    ]
+    assert pod["serviceAccountName"] == "vision-steps" and pod["imagePullSecrets"] == [
+        {"name": "vision-registry"}
+    ]
+    unset = OperatorConfig.from_env({"KUBEVOLVE_OPERATOR_STEP_SERVICE_ACCOUNT": ""})
+    pod = build_job(RUN, spec(imagePullSecrets=[]), unset, CPU_TASK, JobRequest(Role.EVALUATE, "00001"))
+    assert not {"serviceAccountName", "imagePullSecrets"} & set(pod["spec"]["template"]["spec"])
+
+
 @pytest.mark.parametrize(
     "variable, value",
     [

@@ -1,10 +1,14 @@
 """Several operator replicas against kmock: exactly one reconciles (the holder of the Lease), another takes over
 when it stops or dies, nothing runs twice, and the readiness probe shows a replica the API server refuses.
 
+The replicas are the chart's: they authenticate as its ServiceAccount, elect with the Lease its Deployment
+names, and every request (the Lease's too) is authorised against the RBAC it renders and validated, as in every
+operator test (conftest.py).
+
 kmock keeps one resourceVersion forever and takes every write; `LeasingEmulator` gives Leases what a real API
 server gives every object (a new resourceVersion per write, 409 Conflict for a write based on an old one), so
 two replicas racing for the Lease are decided as a real cluster decides them. It can also refuse (403) every
-request on chosen resources, as missing RBAC would.
+request on chosen resources, before the chart's RBAC is consulted, as a cluster without those grants would.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from kubevolve.runtime.kubernetes.kube import Kube
 from kubevolve.runtime.kubernetes.leader import LeaderElector, LeaseSettings
 from kubevolve.runtime.kubernetes.main import RunningOperator, start_operator
 from kubevolve.store import open_store
-from kubevolve.testing import RUNS, ValidatingEmulator
+from kubevolve.testing import LEASES, RUNS, ValidatingEmulator
 from kubevolve.testing.kubelet import Kubelet
+from tests.kit.cluster import CLUSTER_ADMIN, OPERATOR, operator_lease
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
 
-LEASES = "coordination.k8s.io/v1/leases"
-LEASE_NAMESPACE = "kubevolve-system"
+LEASE_NAMESPACE, LEASE_NAME = operator_lease()  # the chart's, whose Role allows that Lease alone
 
 
 class LeasingEmulator(ValidatingEmulator):
@@ -69,18 +73,23 @@ def kmock_options():
 
 @pytest.fixture
 def leases(kmock, api):
-    kmock.resources[LEASES] = kmock.ResourceInfo(
-        kind="Lease", namespaced=True, verbs={"get", "create", "update", "list", "watch"}
-    )
     kmock.forbidden = set()
     return kmock
+
+
+@pytest.fixture
+async def root(kmock, api):
+    """A cluster admin's client (to act as another replica would, or to clear a Lease)."""
+    client = api.as_token(kmock.policy.token_for(CLUSTER_ADMIN))
+    yield client
+    await client.close()
 
 
 @pytest.fixture
 def lease_config(operator_config):
     return replace(
         operator_config,
-        lease_name="kubevolve-operator",
+        lease_name=LEASE_NAME,
         lease_namespace=LEASE_NAMESPACE,
         lease_seconds=3.0,
         lease_renew_seconds=2.0,
@@ -102,12 +111,16 @@ async def probe(port: int) -> tuple[int, dict]:
         return resp.status, await resp.json()
 
 
+def operator_kube(kmock) -> Kube:
+    return Kube.for_server(str(kmock.url), kmock.policy.token_for(OPERATOR))
+
+
 async def replica(kmock, config, name: str, port: int | None = None) -> RunningOperator:
-    url = str(kmock.url)
-    login = __import__("kopf").ConnectionInfo(server=url, insecure=True)
+    url, token = str(kmock.url), kmock.policy.token_for(OPERATOR)
+    login = __import__("kopf").ConnectionInfo(server=url, insecure=True, token=token)
     return await start_operator(
         config,
-        Kube.for_server(url),
+        Kube.for_server(url, token),
         login=login,
         wait=False,
         identity=name,
@@ -117,7 +130,7 @@ async def replica(kmock, config, name: str, port: int | None = None) -> RunningO
 
 def holder(kmock) -> str | None:
     for (res, ns, name), obj in kmock.objects.items():
-        if res.plural == "leases" and ns == LEASE_NAMESPACE and name == "kubevolve-operator":
+        if res.plural == "leases" and ns == LEASE_NAMESPACE and name == LEASE_NAME:
             return (obj.get("spec") or {}).get("holderIdentity")
     return None
 
@@ -183,22 +196,17 @@ async def test_one_replica_reconciles_and_another_takes_over(
     assert sum(1 for role, _ in kubelet.ran if role == Role.EVALUATE) == 8
 
 
-async def test_only_one_of_two_replicas_starting_together_takes_the_lease(leases):
+async def test_only_one_of_two_replicas_starting_together_takes_the_lease(leases, root):
     """The race itself: both read "no holder" and write; the API server lets one write through."""
-
-    def elector(name: str) -> LeaderElector:
-        return LeaderElector(
-            Kube.for_server(str(leases.url)), LeaseSettings("race", LEASE_NAMESPACE, 3.0, 2.0, 0.2), name
-        )
-
+    settings = LeaseSettings(LEASE_NAME, LEASE_NAMESPACE, 3.0, 2.0, 0.2)
     for round_ in range(5):
-        a, b = elector(f"a{round_}"), elector(f"b{round_}")
-        a.settings = b.settings = LeaseSettings(f"race-{round_}", LEASE_NAMESPACE, 3.0, 2.0, 0.2)
+        a, b = (LeaderElector(operator_kube(leases), settings, f"{n}{round_}") for n in "ab")
         results = await asyncio.gather(a.try_acquire_or_renew(), b.try_acquire_or_renew())
         assert sorted(results) == [False, True]
         # and a second round on an existing Lease: the holder renews, the other stays out
         results = await asyncio.gather(a.try_acquire_or_renew(), b.try_acquire_or_renew())
         assert results.count(True) == 1 and (a.leading, b.leading) == (results[0], results[1])
+        await root.delete(LEASES, LEASE_NAMESPACE, LEASE_NAME)  # the next round starts from no Lease
 
 
 async def test_a_replica_the_api_server_refuses_is_not_ready(leases, lease_config, operator_config):
@@ -227,7 +235,7 @@ async def test_a_replica_the_api_server_refuses_is_not_ready(leases, lease_confi
         await single.stop()
 
 
-async def test_a_leader_that_loses_the_lease_stops_reconciling(leases, api, lease_config):
+async def test_a_leader_that_loses_the_lease_stops_reconciling(leases, root, lease_config):
     """Another replica holds the Lease now (the leader was cut off long enough for it to expire): the old
     leader sees it at its next renewal and stops kopf; `kubevolve operator` then exits 1."""
     kmock = leases
@@ -240,10 +248,10 @@ async def test_a_leader_that_loses_the_lease_stops_reconciling(leases, api, leas
             for (res, _ns, _n), obj in kmock.objects.items()
             if res.plural == "leases"
         )
-        await api.patch(
+        await root.patch(
             LEASES,
             LEASE_NAMESPACE,
-            "kubevolve-operator",
+            LEASE_NAME,
             {"metadata": {"resourceVersion": version}, "spec": {"holderIdentity": "new"}},
         )
         await asyncio.to_thread(leader.thread.join, 20)

@@ -161,6 +161,15 @@ async def test_bad_field_is_refused_by_the_api_server_with_its_name(kmock, api, 
     assert run_object(kmock, "typo") is None and run_object(kmock, "zero") is None
 
 
+async def test_a_bad_quantity_is_refused_at_apply_not_by_every_job_create(kmock, api, toy):
+    """Issue 14, defect 6: `8GB` passed the CRD, then every Job create of the run was a 422 on a real server."""
+    resources = {"limits": {"memory": "8GB"}}
+    with pytest.raises(ApiError) as err:
+        await api.create(RUNS, run_manifest("bytes", "toy", jobs={"evaluate": {"resources": resources}}))
+    assert err.value.status == 422 and "spec.jobs.evaluate.resources.limits.memory" in err.value.message
+    assert "8GB" in err.value.message and run_object(kmock, "bytes") is None
+
+
 async def test_operator_refuses_a_spec_that_slipped_past_the_schema(kmock, api, operator, toy):
     """E.g. a CRD applied without its schema: the operator's own validation names the field."""
     bad = run_manifest("sneaky", "toy", sampler={"kind": "best"})

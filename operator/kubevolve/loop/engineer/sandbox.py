@@ -145,7 +145,10 @@ def worker_env(threads: int, drop_to_uid: int | None) -> dict[str, str]:
         env["PYTHONPATH"] = str(PACKAGE_ROOT)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    for var in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+    # KUBEVOLVE_NUM_NODES and KUBEVOLVE_HOSTFILE: a multi-node TrainJob's layout (launcher.node_layout), no
+    # secret in it; a runner that cannot see it would train on the launcher's node alone without a word
+    passed = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    for var in (*passed, "KUBEVOLVE_NUM_NODES", "KUBEVOLVE_HOSTFILE"):
         if var in os.environ:
             env[var] = os.environ[var]
     if drop_to_uid is not None:

@@ -19,7 +19,7 @@ import openai
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
 
-from kubevolve.core.spec import LLMModel, LLMSpec
+from kubevolve.core.spec import LLMModel, LLMSpec, RoleLLMSpec, SpecError
 from kubevolve.errors import KubevolveError
 
 
@@ -62,6 +62,41 @@ def models_of(spec: LLMSpec) -> list[LLMModel]:
             output_cost_per_mtok=spec.output_cost_per_mtok,
         )
     ]
+
+
+def cheapest_model(spec: LLMSpec) -> str:
+    """The name of the run's cheapest model (by the sum of its two prices): the side roles' default."""
+    return min(models_of(spec), key=lambda m: m.input_cost_per_mtok + m.output_cost_per_mtok).name
+
+
+def role_spec(llm: LLMSpec, role: RoleLLMSpec, default_model: str, what: str) -> LLMSpec:
+    """The LLM settings of a side role (the Analyzer, the LLM judge): its own model, endpoint, prices,
+    temperature and token limit, each falling back on the run's `llm` (a model of the ensemble lends its
+    endpoint and prices). `what` names the role's RunSpec field in an error."""
+    name = role.model or default_model
+    known = next((m for m in models_of(llm) if m.name == name), None)
+    endpoint = role.endpoint or (known.endpoint if known else None) or llm.endpoint
+    if not endpoint:
+        raise SpecError(f"{what}: model {name!r} has no endpoint: set {what}.endpoint or llm.endpoint")
+
+    def price(own: float | None, inherited: float) -> float:
+        return own if own is not None else inherited
+
+    return llm.model_copy(
+        update={
+            "endpoint": endpoint,
+            "model": name,
+            "models": None,
+            "input_cost_per_mtok": price(
+                role.input_cost_per_mtok, known.input_cost_per_mtok if known else 0.0
+            ),
+            "output_cost_per_mtok": price(
+                role.output_cost_per_mtok, known.output_cost_per_mtok if known else 0.0
+            ),
+            "temperature": role.temperature,
+            "max_tokens": role.max_tokens,
+        }
+    )
 
 
 class LLMClient:

@@ -7,6 +7,7 @@ import difflib
 import random
 import time
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.task import Task
 from kubevolve.loop.learn.retrieval import RetrievedContext
@@ -24,9 +25,24 @@ def proposal_seed(run_seed: int, index: int) -> int:
     return random.Random(f"{run_seed}:{index}").getrandbits(63)
 
 
+FAILED_ANSWER_CHARS = 6000  # of an answer that did not apply, handed back on a debug retry (its end)
+
+
+def failed_answer(failed: Node) -> str:
+    """The LLM's answer that could not be applied (an edit-format error), as its transcript kept it."""
+    if failed.failure is not FailureKind.MALFORMED_ANSWER:
+        return ""
+    answers = [t for t in failed.transcript if t.get("purpose") in ("researcher", "debug retry")]
+    return str(answers[-1].get("completion", "")) if answers else ""
+
+
 def debug_feedback(failed: Node) -> str:
-    """What a debug retry tells the proposer about the attempt that failed."""
+    """What a debug retry tells the proposer about the attempt that failed: its error, and the change it made
+    (its diff), or, when its answer could not be applied (a SEARCH that did not match), that answer."""
     parts = [f"Your previous attempt failed: {failed.error}"]
+    answer = failed_answer(failed)
+    if answer.strip():
+        parts.append(f"Your answer was:\n````\n{answer[-FAILED_ANSWER_CHARS:].strip()}\n````")
     if failed.diff:
         parts.append(f"Its change was:\n```diff\n{failed.diff[-3000:]}```")
     if failed.log_tail.strip():

@@ -27,6 +27,21 @@ def _blocks(node: Node, request: ProposalRequest) -> str:
     return "\n# ...\n".join(request.task.split(node.code).blocks)
 
 
+def _score(node: Node) -> str:
+    return f"{node.score:.6g}" if node.score is not None else "unknown"
+
+
+def _motivation(node: Node) -> str:
+    """What the program's author meant it to do (an inspiration's idea, not only its code)."""
+    return f"Motivation: {node.motivation.strip()}\n" if node.motivation.strip() else ""
+
+
+def _analysis(node: Node, request: ProposalRequest) -> str:
+    """The Analyzer's reading of the program's experiment, a line per part."""
+    text = request.analyses.get(node.id, "").strip()
+    return f"Analysis:\n{text}\n" if text else ""
+
+
 def _section(title: str, items: list[str]) -> str:
     return f"# {title}\n" + "\n".join(items) + "\n" if items else ""
 
@@ -34,8 +49,9 @@ def _section(title: str, items: list[str]) -> str:
 def researcher_messages(request: ProposalRequest, edit_format: str) -> list[dict[str, str]]:
     task, parent = request.task, request.parents[0]
     inspirations = [
-        f"## Program {chr(65 + i)} (score {n.score:.6g}; {_metrics(n)})\n"
-        + (f"Analysis: {request.analyses[n.id]}\n" if n.id in request.analyses else "")
+        f"## Program {chr(65 + i)} (score {_score(n)}; {_metrics(n)})\n"
+        + _motivation(n)
+        + _analysis(n, request)
         + f"```python\n{_blocks(n, request)}```"
         for i, n in enumerate([*request.parents[1:], *request.inspirations])
     ]
@@ -50,9 +66,10 @@ def researcher_messages(request: ProposalRequest, edit_format: str) -> list[dict
         metric=task.spec.metric,
         direction=task.spec.direction,
         edit_instruction=EDIT_INSTRUCTIONS[edit_format],
-        parent_score=f"{parent.score:.6g}" if parent.score is not None else "unknown",
+        parent_score=_score(parent),
         parent_metrics=_metrics(parent),
-        parent_analysis=f"Analysis: {request.analyses[parent.id]}" if parent.id in request.analyses else "",
+        parent_motivation=_motivation(parent).rstrip("\n"),
+        parent_analysis=_analysis(parent, request).rstrip("\n"),
         parent_code=parent.code.rstrip("\n"),
         inspirations=_section("Other programs, for inspiration", inspirations),
         cognition=_section("Relevant knowledge (human priors)", cognition),

@@ -20,6 +20,8 @@ class OperatorConfig:
     image: str = DEFAULT_IMAGE  # the step Jobs' image (a run's spec.image overrides it)
     gpu_image: str | None = None  # for evaluations that request GPUs (CUDA, DeepSpeed); None: `image`
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()  # registry Secrets of the step pods (in each run's namespace)
+    step_service_account: str | None = None  # the step pods' ServiceAccount; None: the namespace's default
     store_url: str | None = None  # the default store; a run's spec.store.url overrides it
     task_root: str = "/opt/kubevolve"  # in the image: the step pods' working directory
     local_task_root: str | None = None  # where the operator reads tasks, if not the same image (a laptop)
@@ -66,8 +68,10 @@ class OperatorConfig:
 
 
 def _parse(variable: str, raw: str, name: str, kind: str) -> object:
-    if name == "namespaces":
+    if name in ("namespaces", "image_pull_secrets"):
         return tuple(n.strip() for n in raw.split(",") if n.strip())
+    if name == "step_service_account":
+        return raw.strip() or None
     if name in ("trainjobs", "lab_keys"):
         if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
             raise ValueError(f"{variable}={raw!r}: expected true or false")

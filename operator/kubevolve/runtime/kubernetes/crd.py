@@ -2,7 +2,8 @@
 
 `python -m kubevolve.runtime.kubernetes.crd > crds/evolutionruns.kubevolve.io.yaml` writes it; a test fails when the file
 in the repository is stale. Pydantic's JSON Schema becomes a Kubernetes *structural* schema: references are
-inlined, `X | None` becomes `nullable`, `str | int` quantities become `x-kubernetes-int-or-string`, defaults
+inlined, `X | None` becomes `nullable`, `str | int` quantities become `x-kubernetes-int-or-string` (with the
+API server's quantity grammar as a pattern), defaults
 move into descriptions (the operator applies them; the API server does not rewrite specs), and the one
 cross-field rule (a feature axis's max above its min) becomes a CEL validation.
 """
@@ -39,8 +40,11 @@ def _convert(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         options = [s for s in schema["anyOf"] if s.get("type") != "null"]
         nullable = len(options) < len(schema["anyOf"])
         types = sorted(s.get("type", "") for s in options)
-        if types == ["integer", "string"]:
+        if types == ["integer", "string"]:  # with the string's pattern (the API server applies it to strings)
             out = {"x-kubernetes-int-or-string": True}
+            pattern = next((s["pattern"] for s in options if "pattern" in s), None)
+            if pattern is not None:
+                out["pattern"] = pattern
         elif len(options) == 1:
             out = _convert(options[0], defs)
         else:

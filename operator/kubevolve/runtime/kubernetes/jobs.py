@@ -2,14 +2,15 @@
 with which image, labels, owner, resources and security settings.
 
 Every step pod is hardened the same way: no service-account token (the steps talk to the store, never to
-the Kubernetes API), non-root uid, read-only root filesystem with emptyDir scratch and /tmp, no privilege
-escalation, all capabilities dropped, the runtime default seccomp profile, and resource limits. Only proposal
-and analysis pods see the LLM key and the store key; no pod but the operator's has API credentials.
-`backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so that every attempt is a
-visible, named Job. A pod that Kubernetes itself takes away (a node drain, a preemption, an eviction: its `DisruptionTarget` condition)
-is not such a failure: the `podFailurePolicy` ignores it and the Job starts the pod again.
-`ttlSecondsAfterFinished` is a backstop for Jobs the operator did not delete (it deletes finished Jobs itself
-once their follow-ups exist, and keeps failed ones for `kubectl describe` until then).
+the Kubernetes API; the pods run as the step ServiceAccount, `kubevolve-step` from the chart and `kubevolve
+lab create`, which has no rights), non-root uid, read-only root filesystem with emptyDir scratch and /tmp, no
+privilege escalation, all capabilities dropped, the runtime default seccomp profile, and resource limits.
+Only proposal and analysis pods see the LLM key and the store key; no pod but the operator's has API
+credentials. `backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so that every attempt
+is a visible, named Job. A pod that Kubernetes itself takes away (a node drain, a preemption, an eviction: its
+`DisruptionTarget` condition) is not such a failure: the `podFailurePolicy` ignores it and the Job starts the
+pod again. `ttlSecondsAfterFinished` is a backstop for Jobs the operator did not delete (it deletes finished
+Jobs itself once their follow-ups exist, and keeps failed ones for `kubectl describe` until then).
 
 Evaluation pods run untrusted candidate code, and hold nothing a candidate could use: no store key, no route
 anywhere (the label `kubevolve.io/network: none`, which the isolation NetworkPolicy selects). They are given
@@ -324,6 +325,16 @@ def pod_spec(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFact
     }
     if evaluation:  # each container its own processes, the candidate's none of the judge's
         pod["shareProcessNamespace"] = False
+    account = spec.service_account_name or config.step_service_account
+    if account:
+        pod["serviceAccountName"] = account
+    pull_secrets = (
+        [ref.name for ref in spec.image_pull_secrets]
+        if spec.image_pull_secrets is not None
+        else list(config.image_pull_secrets)
+    )
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in pull_secrets]
     if overrides is not None:
         if overrides.node_selector:
             pod["nodeSelector"] = dict(overrides.node_selector)

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import kopf
 
@@ -222,13 +221,7 @@ async def start_operator(
 ) -> RunningOperator:
     """Start an operator (in a thread), optionally logging in to a given API server (kmock); wait until kopf
     runs (`wait=False`: return at once, e.g. for a replica that waits for the Lease)."""
-    registry = build_registry(config)
-    if login is not None:
-
-        @kopf.on.login(id="login", registry=registry)
-        def kubevolve_login(**_: Any) -> kopf.ConnectionInfo:
-            return login
-
+    registry = build_registry(config, login)
     logging.getLogger("kopf").setLevel(logging.WARNING)
     running = RunningOperator(
         OperatorContext(config, kube), registry, namespaces, probes=probes, identity=identity

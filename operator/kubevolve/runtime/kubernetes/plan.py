@@ -176,7 +176,7 @@ class _Planner:
     def follow_ups(self, key: str, node: Node, *, analysis: bool) -> bool:
         """Create what a finished candidate leads to; False when that has to wait (the run is suspended)."""
         needed: list[tuple[Role, str]] = []
-        if analysis and needs_analysis(node) and (Role.ANALYZE, key) not in self.groups:
+        if analysis and needs_analysis(node, self.spec) and (Role.ANALYZE, key) not in self.groups:
             needed.append((Role.ANALYZE, key))
         rkey = retry_key(key)
         if (
@@ -238,7 +238,7 @@ class _Planner:
         return False
 
     def _settle_analyze(self, key: str, jobs: list[JobInfo], running: bool) -> bool:
-        if not needs_analysis(self.node(key)):
+        if not needs_analysis(self.node(key), self.spec):
             self.plan.delete += jobs
             return False
         if not running and jobs[-1].state != SUCCEEDED:

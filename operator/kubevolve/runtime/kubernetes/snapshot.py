@@ -145,5 +145,12 @@ def record_failed(
     return node
 
 
-def needs_analysis(node: Node | None) -> bool:
-    return node is not None and node.stage in ANALYSED_STAGES and not node.insight_id
+def needs_analysis(node: Node | None, spec: RunSpec) -> bool:
+    """An analysis Job is due: an evaluated or failed candidate without its insight, unless the run's analyzer
+    is off. (A proposal rejected before evaluation is analysed offline by its proposal step.)"""
+    return (
+        node is not None
+        and node.stage in ANALYSED_STAGES
+        and not node.insight_id
+        and spec.analyzer_mode != "off"
+    )

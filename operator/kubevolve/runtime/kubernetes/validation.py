@@ -3,8 +3,8 @@
 `kubectl apply` of an EvolutionRun with a misspelt or out-of-range field is refused by the API server with a
 message that names the field; this module gives the same answer without a cluster, so the examples and the
 emulated API server in the tests are checked against the generated CRD. It covers what the generated schema
-uses: types, nullable, enum, bounds, required fields, unknown fields, maps, int-or-string and the
-`self.a > self.b` CEL rules.
+uses: types, nullable, enum, bounds, string patterns and lengths, required fields, unknown fields, maps,
+int-or-string (with a pattern for its strings, as quantities have) and the `self.a > self.b` CEL rules.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
             return [
                 f"{path}: Invalid value: {_show(value)}: {path} in body must be of type integer or string"
             ]
+        if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+            return [
+                f"{path}: Invalid value: {_show(value)}: {path} in body should match '{schema['pattern']}'"
+            ]
         return []
     kind = schema.get("type")
     if kind and not _type_ok(value, kind):
@@ -62,6 +66,13 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
         errors.append(f"{path}: Unsupported value: {_show(value)}: supported values: {allowed}")
     if kind in ("integer", "number"):
         errors += _bounds(value, schema, path)
+    if kind == "string":
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errors.append(f"{path}: Too long: may not be more than {schema['maxLength']} bytes")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errors.append(
+                f"{path}: Invalid value: {_show(value)}: {path} in body should match '{schema['pattern']}'"
+            )
     if kind == "object":
         errors += _object(value, schema, path)
     if kind == "array" and "items" in schema:
