@@ -543,7 +543,12 @@ OPERATOR_NEEDS = {
     ("kubevolve.io", "evolutionruns/status", None): {"patch"},
     ("kubevolve.io", "evolutionruns/finalizers", None): {"update"},  # blockOwnerDeletion on its Jobs' owner
     ("batch", "jobs", None): {"list", "watch", "create", "delete"},
-    ("", "secrets", None): {"create"},  # each lab's store key (labkeys.py), created empty
+    ("", "pods", None): {"list"},  # an evaluation Job's pods (results.py)
+    ("", "pods/log", None): {"get"},  # the judge container's result line
+    ("", "configmaps", None): {"create", "delete"},  # an evaluation's candidate (handover.py)
+    ("", "secrets", None): {
+        "create"
+    },  # each run's judge seed (handover.py), each lab's store key (labkeys.py)
     ("", "secrets", ("kubevolve-store",)): {"patch"},  # then filled once; never read
     ("", "events", None): {"create"},
     ("", "namespaces", None): {"list", "watch"},
@@ -591,7 +596,9 @@ def test_the_operator_is_granted_what_it_uses_and_nothing_else(tmp_path):
         for d in render(tmp_path, external)
         if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator")
     ]
-    assert not any("secrets" in r["resources"] for r in external_role[0]["rules"])  # no per-lab keys
+    secret_rules = [r for r in external_role[0]["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]  # judge seeds
+    # no per-lab keys: nothing may patch kubevolve-store
 
 
 def test_step_pods_get_their_service_account_and_registry_secrets(tmp_path):

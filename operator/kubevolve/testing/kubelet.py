@@ -388,7 +388,7 @@ class Kubelet:
                 )
             )
             run.containers = {c.name: c for c in ran}
-        await self._record(namespace, run)
+        await self._record(namespace, run, pod_spec)
         return run
 
     async def _volumes(self, namespace: str, pod_spec: dict, root: Path) -> dict[str, Path]:
@@ -476,14 +476,18 @@ class Kubelet:
                 c.name: ContainerRun(c.name, c.exit_code, c.output, message=c.message, uid=c.uid)
                 for c in result.containers
             }
-        await self._record(meta["namespace"], run)
+        await self._record(meta["namespace"], run, template["spec"])
         return run
 
-    async def _record(self, namespace: str, run: PodRun) -> None:
+    async def _record(self, namespace: str, run: PodRun, pod_spec: dict) -> None:
         """What the kubelet reports of a finished pod: each container's state, and (here) its log."""
+        images = {c["name"]: c.get("image", "") for c in pod_spec.get("containers") or []}
         statuses = [
             {
                 "name": c.name,
+                "image": images.get(c.name, ""),
+                "imageID": "",
+                "restartCount": 0,
                 "ready": False,
                 "state": {
                     "terminated": {"exitCode": c.exit_code, "message": c.message}
