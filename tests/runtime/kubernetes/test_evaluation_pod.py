@@ -109,6 +109,8 @@ def test_each_evaluation_gets_its_own_candidate_uid_and_gpus_go_to_the_candidate
     _, judge, candidate = pod_of(build_job(RUN, spec(), CONFIG, gpu, JobRequest("evaluate", "00001")))
     assert candidate["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert "nvidia.com/gpu" not in judge["resources"]["limits"]
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in judge["env"]
+    assert all(e["name"] != "NVIDIA_VISIBLE_DEVICES" for e in candidate["env"])
     assert {"name": "dshm", "mountPath": "/dev/shm"} in candidate["volumeMounts"]
     assert all(m["name"] != "dshm" for m in judge["volumeMounts"])
 

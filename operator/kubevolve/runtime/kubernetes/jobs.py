@@ -265,6 +265,10 @@ def evaluation_containers(
     judge_resources, candidate_resources = evaluation_resources(spec, facts)
     seed = {"secretKeyRef": {"name": seed_secret_name(run.name), "key": SEED_KEY}}
     judge["env"] = judge["env"] + [{"name": SEED_VARIABLE, "valueFrom": seed}]
+    if evaluation_gpus(spec, facts) > 0:
+        # the GPUs are the candidate's: a CUDA image's NVIDIA_VISIBLE_DEVICES=all would show the judge's
+        # container every GPU of the node where the NVIDIA runtime is the default
+        judge["env"].append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
     judge["resources"] = judge_resources
     judge["volumeMounts"] = _mounts(*mounts, ("sandbox", SANDBOX)) + [
         {"name": "input", "mountPath": INPUT, "readOnly": True}
