@@ -336,3 +336,34 @@ async def test_a_result_the_candidate_forges_where_the_pod_publishes_is_not_beli
     assert "99.0" not in judge.message and json.loads(judge.message)["node"] == FORGED_NODE
     if kubelet.identified:  # the judge's own termination log was out of the candidate's reach
         assert candidate.uid != judge.uid
+
+
+async def test_a_pod_that_publishes_no_usable_result_is_a_failed_attempt(
+    kmock, api, operator, store_url, readable_task_root, monkeypatch
+):
+    """A judge container whose termination message names another node (or is not a result at all) stores
+    nothing: the Job counts as a failed attempt, is retried, and the candidate ends recorded failed."""
+    real = EvaluationResult.termination_message
+
+    def misdirected(self: EvaluationResult) -> str:
+        if self.node_id == "badpub-c00002":
+            return json.dumps({"node": "badpub-c00001", "sha256": "0" * 64})
+        return real(self)
+
+    monkeypatch.setattr(EvaluationResult, "termination_message", misdirected)
+    write_task(readable_task_root / "toy")
+    kubelet = Kubelet(api, mode="fake", concurrency=4)
+    kubelet.start()
+    await operator.start()
+    spec = {"budget": {"maxCandidates": 4}, "failurePolicy": {"maxAttempts": 2, "backoffSeconds": 0.3}}
+    await api.create(RUNS, run_manifest("badpub", "toy", **spec))
+    try:
+        await until(lambda: run_status(kmock, "badpub").get("phase") == "Succeeded", 60, "Succeeded")
+    finally:
+        await kubelet.stop()
+    assert kubelet.started["badpub-eval-00002"] == 1 and kubelet.started["badpub-eval-00002-a1"] == 1
+    store = open_store(store_url, tenant=NAMESPACE)
+    node = store.get_node("badpub-c00002")
+    assert "finished without storing a result" in node.error
+    assert node.stage is Stage.FAILED_QUICK and node.failure is FailureKind.JOB_FAILED and node.score is None
+    assert all(n.stage is Stage.EVALUATED for n in store.list_nodes("badpub") if n.id != node.id)
