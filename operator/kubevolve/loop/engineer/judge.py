@@ -12,6 +12,13 @@ makes them: a fresh scratch folder per candidate (deleted after), a watcher that
 files pass the quota, and, as root, the sweep of every process and every file in /tmp, /var/tmp and /dev/shm
 left by the slot's uid (which nothing else uses, see slot_uids.allocate).
 
+In a Kubernetes evaluation pod (the pod layout, `zygote_socket`) the zygote is the candidate container's own
+process: this process listens on a Unix socket in the volume the two containers share, accepts one
+connection (the zygote's, made before any candidate code exists), and never another: a zygote that dies is
+not replaced, and the candidate's evaluation ends with a sandbox failure. Its candidates' scratch folders are
+in that volume, writable by the other container's uid; the whole volume counts against the disk quota, and
+a candidate is killed through the zygote (its pids are another pid namespace's).
+
 Engine protocol: as the legacy worker (worker.py), one JSON job per line on stdin, one JSON reply per line.
 """
 
@@ -109,6 +116,11 @@ class Config:
     zygote_env: dict[str, str]
     uid: int | None = None  # root only: the slot's own uid
     scratch_root: str | None = None  # sandbox "none": where per-candidate scratch folders go
+    # the pod layout: the zygote connects here from the candidate's container (zygote_argv is then unused),
+    # told to load `runner`; everything under `shared_root` is the candidate's to write and counts as its disk
+    zygote_socket: str | None = None
+    runner: str = ""
+    shared_root: str | None = None
 
 
 class Zygote:
@@ -116,8 +128,50 @@ class Zygote:
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.control: socket.socket | None = None
+        self.accepted = False  # the pod layout: a pod's one zygote has connected
 
     def start(self) -> None:
+        if self.config.zygote_socket is not None:
+            self.control = self._accept(self.config.zygote_socket)
+        else:
+            self._spawn()
+        message = self.receive(STARTUP_TIMEOUT)
+        if message.get("op") == "fatal":
+            self.stop()
+            raise RuntimeError(str(message.get("error"))[:4000])
+        if message.get("op") != "ready":
+            self.stop()
+            raise RuntimeError(f"the zygote did not start: {message}")
+
+    def _accept(self, path: str) -> socket.socket:
+        """The pod layout: the one connection of the candidate container's zygote, told what to load. The
+        socket is gone once it is taken, so nothing started later (a candidate) can connect in its place."""
+        if self.accepted:
+            raise RuntimeError("the candidate container's zygote is gone (a pod has one; it is not replaced)")
+        self.accepted = True
+        folder = os.path.dirname(path)
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            listener.bind(path)
+            os.chmod(path, 0o777)  # the other container's uid must be able to connect
+            listener.listen(1)
+            if not select.select([listener], [], [], STARTUP_TIMEOUT)[0]:
+                raise RuntimeError(
+                    f"no zygote connected from the candidate's container within {STARTUP_TIMEOUT:g}s"
+                )
+            control, _ = listener.accept()
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        load = {"op": "load", "runner": self.config.runner, "task_root": self.config.task_root}
+        control.send(json.dumps(load).encode())
+        return control
+
+    def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
@@ -130,16 +184,11 @@ class Zygote:
         finally:
             theirs.close()
         self.control = ours
-        message = self.receive(STARTUP_TIMEOUT)
-        if message.get("op") == "fatal":
-            self.stop()
-            raise RuntimeError(str(message.get("error"))[:4000])
-        if message.get("op") != "ready":
-            self.stop()
-            raise RuntimeError(f"the zygote did not start: {message}")
 
     @property
     def alive(self) -> bool:
+        if self.config.zygote_socket is not None:  # another container's process: alive while connected
+            return self.control is not None
         return self.proc is not None and self.proc.poll() is None
 
     def receive(self, timeout: float | None) -> dict[str, Any]:
@@ -397,6 +446,8 @@ class CandidateProcess:
     # sandbox "none": the quota
 
     def _quota_roots(self) -> list[str]:
+        if self.slot.config.shared_root is not None:  # the pod layout: all the candidate can write
+            return [self.slot.config.shared_root]
         roots = [self._scratch] if self._scratch else []
         uid = self.slot.config.uid
         if uid is not None:
@@ -570,8 +621,16 @@ class JudgeSlot:
         self.killed.clear()
 
     def kill_candidate_processes(self) -> None:
-        """Sandbox "none": every process of the slot's uid (root), else the candidate's process group."""
+        """Sandbox "none": every process of the slot's uid (root), else the candidate's process group; in the
+        pod layout the zygote kills them (their pids are not ours), and once it is gone the kernel has (it was
+        their container's pid 1)."""
         if self.config.mode != "none":
+            return
+        if self.config.zygote_socket is not None:
+            if self.zygote.control is not None:
+                for ident in list(self.pids):
+                    with contextlib.suppress(ZygoteBroken):
+                        self.zygote.send({"op": "kill", "id": ident})
             return
         if self.config.uid is not None:
             kill_uid(self.config.uid)
@@ -588,6 +647,8 @@ class JudgeSlot:
         path.mkdir(mode=0o700)
         if self.config.uid is not None:
             os.chown(path, self.config.uid, self.config.uid)
+        elif self.config.zygote_socket is not None:  # the candidate is another container's uid: no chown
+            os.chmod(path, 0o777)
         return str(path)
 
     def sweep(self, scratch: str | None) -> None:
