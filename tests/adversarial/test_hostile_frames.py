@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
 from kubevolve.sdk.channel import LENGTH, ProtocolViolation, Reader, decode
 
 
@@ -43,3 +44,12 @@ def test_an_array_of_zero_bytes_with_an_impossible_shape_is_a_protocol_violation
         decode(data)
     with pytest.raises(ProtocolViolation):
         list(Reader().feed(data))
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["huge", "-huge"])
+def test_a_metric_too_large_for_a_float_is_bad_metrics(value):
+    """A judge that passes on a number the candidate sent (JSON integers have no size limit) or a legacy
+    evaluator the candidate patched: float() overflows, and the engine, which catches MetricsError only,
+    would lose the whole evaluation instead of recording bad metrics."""
+    with pytest.raises(MetricsError, match="not finite|too large"):
+        validate_metrics({"sum_radii": 1.0, "other": value}, "sum_radii")
