@@ -233,7 +233,9 @@ def test_a_result_that_breaks_the_parser_is_refused_not_raised(where):
     if where == "nested termination message":
         message, line = "[" * 5000 + "]" * 5000, None
     else:
-        line = RESULT_MARKER + ("[" * 5000 + "]" * 5000 if where == "nested logged line" else json.dumps(data))
+        line = RESULT_MARKER + (
+            "[" * 5000 + "]" * 5000 if where == "nested logged line" else json.dumps(data)
+        )
         digest = hashlib.sha256(line.encode()).hexdigest()
         message = json.dumps({"node": "r-c00001", "sha256": digest})
     with pytest.raises(HandoverError):
