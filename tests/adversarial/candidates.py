@@ -31,6 +31,7 @@ def leftover_paths(mark: str) -> list[str]:
         f"/tmp/{mark}-file",
         f"/dev/shm/{mark}-file",
         f"/var/tmp/{mark}-file",
+        f"/run/lock/{mark}-file",  # world-writable on Debian and Ubuntu
         f"{mark}-file",
         f"../{mark}-file",
         f"/tmp/{mark}_mod.py",
@@ -41,7 +42,7 @@ def leftover_paths(mark: str) -> list[str]:
 
 def follower(mark: str) -> str:
     """Honest, but it looks for what a hostile predecessor left (files, a module, a running orphan): f = -0.25
-    only if it finds nothing."""
+    only if it finds nothing (x = 2.5 - found: 2.5 + 1 would score -0.25 too)."""
     return _program(
         "import os, sys",
         f"""
@@ -57,7 +58,7 @@ def follower(mark: str) -> str:
             found += 1
         except ImportError:
             pass
-        return 2.5 + found, -1.0
+        return 2.5 - found, -1.0  # f = -(x - 3)^2: each thing found moves x further from 3
         """,
     )
 
@@ -168,7 +169,7 @@ def hostile(mark: str, port: int, key: str) -> dict[str, str]:
                             found += {key!r}.encode() in fh.read()
                     except OSError:
                         pass
-            return 2.5 + found, -1.0
+            return 2.5 - found, -1.0  # f = -(x - 3)^2: each thing found moves x further from 3
             """,
         ),
         "fills the disk with files under the size limit": _program(
