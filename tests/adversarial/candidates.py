@@ -182,6 +182,21 @@ def hostile(mark: str, port: int, key: str) -> dict[str, str]:
             return 2.5, -1.0
             """,
         ),
+        "fills the disk with files it deletes and keeps open": _program(
+            "import os, time",
+            """
+            block, held = b"x" * (1 << 20), []
+            for i in range(64):  # 64 MiB against a quota of 16, no file over the 4 MiB limit
+                fh = open(f"held-{i}", "wb")
+                for _ in range(3):
+                    fh.write(block)
+                fh.flush()
+                os.unlink(f"held-{i}")  # no name left for a folder walk to find; the space stays taken
+                held.append(fh)
+            time.sleep(1.0)  # a few rounds of the quota watcher
+            return 2.5, -1.0
+            """,
+        ),
         "segfaults": _program(
             "import json, sys",
             """

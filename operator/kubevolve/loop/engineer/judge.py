@@ -43,7 +43,13 @@ from typing import Any
 
 from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer import confine
-from kubevolve.loop.engineer.slot_uids import SweepFailed, kill_uid, remove_files_of_uid, uid_entries
+from kubevolve.loop.engineer.slot_uids import (
+    SweepFailed,
+    held_deleted_bytes,
+    kill_uid,
+    remove_files_of_uid,
+    uid_entries,
+)
 from kubevolve.loop.engineer.worker import describe_import_error
 from kubevolve.loop.engineer.zygote import SETUP_FAILED
 from kubevolve.sdk import channel
@@ -462,8 +468,10 @@ class CandidateProcess:
         limit = self.job["disk_bytes"]
 
         def watch() -> None:
+            uid = self.slot.config.uid
             while not stop.wait(QUOTA_POLL):
                 used, entries = disk_usage(self._quota_roots())
+                used += held_deleted_bytes(uid) if uid is not None else 0
                 if used > limit or entries > MAX_SCRATCH_ENTRIES:
                     self._over_quota.set()
                     self.slot.kill_candidate_processes()
