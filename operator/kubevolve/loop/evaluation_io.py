@@ -45,9 +45,13 @@ def _need(data: dict[str, Any], key: str, kind: type | tuple[type, ...], what: s
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise HandoverError(f"{what} must be a finite number, got {value!r:.80}")
-    return float(value)
+    try:  # a JSON integer too large for a float overflows rather than being infinite
+        number = None if isinstance(value, bool) or not isinstance(value, Real) else float(value)
+    except OverflowError:
+        number = None
+    if number is None or not math.isfinite(number):
+        raise HandoverError(f"{what} must be a finite number, got {repr(value)[:80]}")
+    return number
 
 
 def _text_map(value: Any, what: str) -> dict[str, str]:
@@ -67,8 +71,8 @@ def _number_map(value: Any, what: str) -> dict[str, float]:
 def _object(text: str, what: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except ValueError as err:
-        raise HandoverError(f"{what} is not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # nested past the recursion limit: not a result either
+        raise HandoverError(f"{what} is not JSON: {type(err).__name__}: {err}"[:300]) from None
     if not isinstance(data, dict):
         raise HandoverError(f"{what} must be a JSON object")
     return data

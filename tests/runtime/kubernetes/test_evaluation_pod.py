@@ -213,6 +213,35 @@ def test_a_malformed_result_is_refused(change, problem):
         read_result("r-c00001", message, line)
 
 
+@pytest.mark.parametrize(
+    "where",
+    ["score", "metric", "timing", "nested termination message", "nested logged line"],
+)
+def test_a_result_that_breaks_the_parser_is_refused_not_raised(where):
+    """A legacy task's candidate runs in the judge's container and writes its termination message and log as
+    it likes. A 400-digit integer (float() overflows) or JSON nested past the recursion limit must be a
+    refused result (HandoverError, a failed attempt), not an OverflowError or RecursionError that escapes
+    `collect_results` and fails every reconcile pass of the run."""
+    huge = 10**400
+    data = evaluated().to_dict()
+    if where == "score":
+        data["score"] = huge
+    elif where == "metric":
+        data["metrics"] = {"f": huge}
+    elif where == "timing":
+        data["timings"] = {"quick": huge}
+    if where == "nested termination message":
+        message, line = "[" * 5000 + "]" * 5000, None
+    else:
+        line = RESULT_MARKER + (
+            "[" * 5000 + "]" * 5000 if where == "nested logged line" else json.dumps(data)
+        )
+        digest = hashlib.sha256(line.encode()).hexdigest()
+        message = json.dumps({"node": "r-c00001", "sha256": digest})
+    with pytest.raises(HandoverError):
+        read_result("r-c00001", message, line)
+
+
 def test_a_failed_candidate_is_a_result_too():
     node = Node(run_id="r", code="", id="r-c00001")
     node.fail(Stage.FAILED_QUICK, FailureKind.TIMEOUT, "quick stage: timeout")

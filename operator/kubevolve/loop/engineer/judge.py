@@ -43,7 +43,13 @@ from typing import Any
 
 from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer import confine
-from kubevolve.loop.engineer.slot_uids import SHARED_TMP, SweepFailed, kill_uid, remove_files_of_uid
+from kubevolve.loop.engineer.slot_uids import (
+    SweepFailed,
+    held_deleted_bytes,
+    kill_uid,
+    remove_files_of_uid,
+    uid_entries,
+)
 from kubevolve.loop.engineer.worker import describe_import_error
 from kubevolve.loop.engineer.zygote import SETUP_FAILED
 from kubevolve.sdk import channel
@@ -450,17 +456,10 @@ class CandidateProcess:
             return [self.slot.config.shared_root]
         roots = [self._scratch] if self._scratch else []
         uid = self.slot.config.uid
-        if uid is not None:
-            for folder in SHARED_TMP:
-                with contextlib.suppress(OSError), os.scandir(folder) as entries:
-                    for entry in entries:
-                        with contextlib.suppress(OSError):  # one that vanishes must not hide the others
-                            if entry.stat(follow_symlinks=False).st_uid == uid:
-                                roots.append(entry.path)
-        return roots
+        return roots + (uid_entries(uid) if uid is not None else [])
 
     def _quota_message(self) -> str:
-        return f"disk quota exceeded ({self.job['disk_bytes'] >> 20} MiB in its scratch, /tmp and /dev/shm)"
+        return f"disk quota exceeded ({self.job['disk_bytes'] >> 20} MiB in its scratch and the shared /tmp folders)"
 
     def _watch_quota(self) -> None:
         """A thread that kills the candidate's processes once its files pass the quota (the kernel has no
@@ -469,8 +468,10 @@ class CandidateProcess:
         limit = self.job["disk_bytes"]
 
         def watch() -> None:
+            uid = self.slot.config.uid
             while not stop.wait(QUOTA_POLL):
                 used, entries = disk_usage(self._quota_roots())
+                used += held_deleted_bytes(uid) if uid is not None else 0
                 if used > limit or entries > MAX_SCRATCH_ENTRIES:
                     self._over_quota.set()
                     self.slot.kill_candidate_processes()
