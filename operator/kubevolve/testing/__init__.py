@@ -173,7 +173,9 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
                 tail = request.params.get("tailLines")
                 if tail is not None:
                     text = "".join(text.splitlines(keepends=True)[-int(tail) :])
-                return aiohttp.web.Response(text=text)
+                limit = request.params.get("limitBytes")  # as the kubelet: counted from the first line sent
+                data = text.encode()[: int(limit)] if limit is not None else text.encode()
+                return aiohttp.web.Response(body=data, content_type="text/plain")
         raise KubernetesError(status=404, reason="NotFound", message=f'pods "{request.name}" not found')
 
     keep_requests: ClassVar[int] = 5000  # kmock filters its whole request log on every request: keep it short

@@ -44,7 +44,14 @@ from kubevolve.runtime.kubernetes.jobs import (
 from kubevolve.runtime.kubernetes.names import job_name
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.resources import TaskFacts
-from kubevolve.runtime.kubernetes.results import awaiting_result, judge_termination
+from kubevolve.runtime.kubernetes.results import (
+    LOG_BYTES,
+    LOG_LINES,
+    PARTIAL_NOTE,
+    awaiting_result,
+    judge_termination,
+    published_result,
+)
 from kubevolve.store import open_store
 from kubevolve.testing import RUNS
 from kubevolve.testing.kubelet import Kubelet
@@ -396,3 +403,37 @@ async def test_a_pod_that_publishes_no_usable_result_is_a_failed_attempt(
     assert "finished without storing a result" in node.error
     assert node.stage is Stage.FAILED_QUICK and node.failure is FailureKind.JOB_FAILED and node.score is None
     assert all(n.stage is Stage.EVALUATED for n in store.list_nodes("badpub") if n.id != node.id)
+
+
+async def test_the_judges_log_is_read_with_a_byte_limit_and_the_compact_copy_stands_in():
+    """A legacy task's candidate shares the judge's container and log and may fill the lines before the
+    result: the operator reads at most LOG_BYTES (the kubelet counts them from the first line it sends), and
+    when that cuts off the result line the termination message's compact copy is stored instead."""
+    result = evaluated(node_id="r-c00003")
+    flood = ("x" * (1 << 20) + "\n") * 49  # 49 lines of 1 MiB, then the result: the tail is 49 MiB and more
+    reads: list[dict] = []
+
+    class FakeKube:
+        async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict]:
+            status = {
+                "name": "judge",
+                "state": {"terminated": {"exitCode": 0, "message": result.termination_message()}},
+            }
+            return [
+                {
+                    "metadata": {"name": "p", "creationTimestamp": "t"},
+                    "status": {"containerStatuses": [status]},
+                }
+            ]
+
+        async def pod_log(self, namespace, pod, container, tail_lines, limit_bytes):
+            reads.append({"container": container, "tail_lines": tail_lines, "limit_bytes": limit_bytes})
+            return (flood + result.log_line() + "\n").encode()[:limit_bytes].decode(errors="replace")
+
+    job = JobInfo(
+        name="r-eval-00003", role=Role.EVALUATE, key="00003", attempt=0, node_id="r-c00003", state="Succeeded"
+    )
+    got = await published_result(FakeKube(), "lab-a", job)  # type: ignore[arg-type]
+    assert reads == [{"container": "judge", "tail_lines": LOG_LINES, "limit_bytes": LOG_BYTES}]
+    assert LOG_BYTES < len(flood) and got is not None
+    assert got.score == result.score and got.metrics == result.metrics and got.log_tail == PARTIAL_NOTE

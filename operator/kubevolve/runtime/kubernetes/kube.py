@@ -186,11 +186,19 @@ class Kube:
             )
         ]
 
-    async def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str | None:
-        """The last lines of a container's log; None when the kubelet cannot give it (gone, rotated)."""
+    async def pod_log(
+        self, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int
+    ) -> str | None:
+        """The last lines of a container's log, at most `limit_bytes` of them (counted from the first line
+        returned); None when the kubelet cannot give it (gone, rotated)."""
         try:
             data = await self._call(
-                self.core.read_namespaced_pod_log, pod, namespace, container=container, tail_lines=tail_lines
+                self.core.read_namespaced_pod_log,
+                pod,
+                namespace,
+                container=container,
+                tail_lines=tail_lines,
+                limit_bytes=limit_bytes,
             )
         except ApiException:
             return None

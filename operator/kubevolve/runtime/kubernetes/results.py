@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node
-from kubevolve.loop.evaluation_io import EvaluationResult, HandoverError, read_result
+from kubevolve.loop.evaluation_io import MAX_RESULT_BYTES, EvaluationResult, HandoverError, read_result
 from kubevolve.runtime.kubernetes.jobs import JUDGE
 from kubevolve.runtime.kubernetes.kube import Kube
 from kubevolve.runtime.kubernetes.observe import JobInfo
@@ -32,6 +32,9 @@ from kubevolve.store.base import Store
 log = logging.getLogger("kubevolve.operator")
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
 LOG_LINES = 50  # the result is the judge's last line; a few more in case the interpreter said more at exit
+# what one log read may hold: the result line at its longest and room for the lines around it (a legacy
+# task's candidate shares the judge's container and its log, and may make those lines long)
+LOG_BYTES = MAX_RESULT_BYTES + (1 << 20)
 PARTIAL_NOTE = "(the judge's log was not readable: artifacts and the log tail are missing)"
 
 
@@ -67,7 +70,7 @@ async def published_result(kube: Kube, namespace: str, job: JobInfo) -> Evaluati
         message = judge_termination(pod)
         if message is None:
             continue
-        text = await kube.pod_log(namespace, pod["metadata"]["name"], JUDGE, LOG_LINES)
+        text = await kube.pod_log(namespace, pod["metadata"]["name"], JUDGE, LOG_LINES, LOG_BYTES)
         try:
             result, complete = read_result(job.node_id, message, text)
         except HandoverError as err:
