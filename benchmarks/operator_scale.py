@@ -63,6 +63,12 @@ def classify(request) -> str | None:
         return "Job deletions"
     if plural == "evolutionruns" and request.subresource == "status":
         return "status patches"
+    if plural == "configmaps":  # an evaluation pod's candidate (handover.py)
+        return "evaluation ConfigMap creations" if method == "POST" else "evaluation ConfigMap deletions"
+    if plural == "pods":  # an evaluation pod's result (results.py): its pods, the judge's log
+        return "evaluation result reads (pod lists, logs)"
+    if plural == "secrets":
+        return "Secret creations (judge seeds)"
     if method == "GET":
         return "kopf lists/watches/discovery"
     return f"kopf {method.lower()} {plural}".strip()

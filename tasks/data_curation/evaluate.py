@@ -8,7 +8,7 @@ ground truth, the probes, the training and the corpus's seed stay here:
 2. Check the weights: one finite number >= 0 per document, at least `MIN_KEPT` documents kept.
 3. For each seed, train a fresh classifier (classifier.py) for a fixed budget of examples drawn with
    probability proportional to the weights.
-4. Score on clean, balanced held-out probes, one per source. Primary metric: `accuracy`, the mean over probes
+4. Score on clean, balanced held-out probes, one per source, drawn from the same secret (`probe_seed`). Primary metric: `accuracy`, the mean over probes
    and seeds. The judge also reports, from the ground truth it kept, where the curated mass went (duplicates,
    junk, wrong labels, per-source shares): never shown to `curate`, but useful to the Researcher.
 `curate_seconds` is the wall time of the request as the judge measured it.
@@ -57,11 +57,24 @@ def judge(candidate: Candidate, stage: str) -> dict:
     if stage not in ("quick", "full"):
         raise ValueError(f"unknown stage {stage!r} (expected 'quick' or 'full')")
     settings = load_settings(SETTINGS, stage)
-    raw, truth = corpus_lib.generate(settings["originals"], judge_seed(settings["corpusSeed"]))
+    seed = judge_seed(settings["corpusSeed"])
+    raw, truth = corpus_lib.generate(settings["originals"], seed)
     reply = candidate.request(pack(raw))
     if not isinstance(reply, dict) or "weights" not in reply:
         raise ValueError("the runner must send {'weights': ...}")
-    return score_weights(raw, truth, reply["weights"], settings, curate_seconds=candidate.seconds)
+    probes = probe_seed(seed, settings["corpusSeed"])
+    return score_weights(
+        raw, truth, reply["weights"], settings, curate_seconds=candidate.seconds, probe_seed=probes
+    )
+
+
+def probe_seed(corpus_seed: int, documented: int) -> int:
+    """The probes' seed: the published PROBE_SEED with the documented corpus (by hand, in tests), else drawn
+    from the run's secret seed. Probes a candidate could regenerate (corpus.py is in its sandbox) would be
+    clean, correctly labelled held-out data to filter the corpus against: the test set, in its hands."""
+    if corpus_seed == documented:
+        return PROBE_SEED
+    return int(np.random.SeedSequence([corpus_seed, PROBE_SEED]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def pack(raw: corpus_lib.Corpus) -> dict[str, np.ndarray]:
@@ -74,11 +87,18 @@ def pack(raw: corpus_lib.Corpus) -> dict[str, np.ndarray]:
     }
 
 
-def score_weights(raw, truth, weights: Any, settings: dict[str, Any], curate_seconds: float = 0.0) -> dict:
+def score_weights(
+    raw,
+    truth,
+    weights: Any,
+    settings: dict[str, Any],
+    curate_seconds: float = 0.0,
+    probe_seed: int = PROBE_SEED,
+) -> dict:
     """Check the weights, train on them (one classifier per seed), probe; the metrics."""
     set_threads(settings["threads"])
     weights = check_weights(weights, len(raw))
-    probes = corpus_lib.probes(settings["probePerClass"], PROBE_SEED)
+    probes = corpus_lib.probes(settings["probePerClass"], probe_seed)
     packed = classifier.PackedCorpus(raw.docs, raw.labels)
     runs = [train_seed(packed, weights, probes, settings, seed) for seed in settings["seeds"]]
     per_probe = np.mean([run["accuracies"] for run in runs], axis=0)

@@ -31,6 +31,7 @@ def leftover_paths(mark: str) -> list[str]:
         f"/tmp/{mark}-file",
         f"/dev/shm/{mark}-file",
         f"/var/tmp/{mark}-file",
+        f"/run/lock/{mark}-file",  # world-writable on Debian and Ubuntu
         f"{mark}-file",
         f"../{mark}-file",
         f"/tmp/{mark}_mod.py",
@@ -41,7 +42,7 @@ def leftover_paths(mark: str) -> list[str]:
 
 def follower(mark: str) -> str:
     """Honest, but it looks for what a hostile predecessor left (files, a module, a running orphan): f = -0.25
-    only if it finds nothing."""
+    only if it finds nothing (x = 2.5 - found: 2.5 + 1 would score -0.25 too)."""
     return _program(
         "import os, sys",
         f"""
@@ -57,7 +58,7 @@ def follower(mark: str) -> str:
             found += 1
         except ImportError:
             pass
-        return 2.5 + found, -1.0
+        return 2.5 - found, -1.0  # f = -(x - 3)^2: each thing found moves x further from 3
         """,
     )
 
@@ -168,7 +169,7 @@ def hostile(mark: str, port: int, key: str) -> dict[str, str]:
                             found += {key!r}.encode() in fh.read()
                     except OSError:
                         pass
-            return 2.5 + found, -1.0
+            return 2.5 - found, -1.0  # f = -(x - 3)^2: each thing found moves x further from 3
             """,
         ),
         "fills the disk with files under the size limit": _program(
@@ -178,6 +179,21 @@ def hostile(mark: str, port: int, key: str) -> dict[str, str]:
             for i in range(100_000):
                 with open(f"fill-{i}", "wb") as fh:
                     fh.write(block)
+            return 2.5, -1.0
+            """,
+        ),
+        "fills the disk with files it deletes and keeps open": _program(
+            "import os, time",
+            """
+            block, held = b"x" * (1 << 20), []
+            for i in range(64):  # 64 MiB against a quota of 16, no file over the 4 MiB limit
+                fh = open(f"held-{i}", "wb")
+                for _ in range(3):
+                    fh.write(block)
+                fh.flush()
+                os.unlink(f"held-{i}")  # no name left for a folder walk to find; the space stays taken
+                held.append(fh)
+            time.sleep(1.0)  # a few rounds of the quota watcher
             return 2.5, -1.0
             """,
         ),

@@ -177,17 +177,93 @@ def test_pods_are_hardened(tmp_path):
 
 @pytest.mark.parametrize("cidrs", [None, ["10.20.0.0/16"]], ids=["bundled-store", "external-store"])
 def test_evaluation_pods_reach_only_dns_and_the_store(tmp_path, cidrs):
-    from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
+    from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, evaluation_network_policy
 
     values = {"networkPolicy": {"storeCIDRs": cidrs}} if cidrs else None
-    (policy,) = [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]
+    policies = {d["metadata"]["name"]: d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"}
+    isolation, policy = policies["kubevolve-evaluation-isolation"], policies["kubevolve-evaluation-egress"]
     expected = evaluation_network_policy(
         "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=cidrs
     )
     assert policy["spec"] == expected["spec"]  # the chart and `kubevolve lab create` install the same policy
     assert policy["metadata"]["name"] == expected["metadata"]["name"]
-    assert policy["spec"]["podSelector"] == {"matchLabels": {"kubevolve.io/role": "evaluate"}}
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"kubevolve.io/role": "evaluate"}
     assert policy["spec"]["ingress"] == [] and len(policy["spec"]["egress"]) == 2
+    assert isolation["spec"] == evaluation_isolation_policy("kubevolve-system")["spec"]
+    assert isolation["spec"]["egress"] == [] and isolation["spec"]["ingress"] == []
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A label selector, as the API server reads one (matchLabels and the four operators)."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if (
+            (op == "In" and labels.get(key) not in values)
+            or (op == "NotIn" and key in labels and labels[key] in values)
+            or (op == "Exists" and key not in labels)
+            or (op == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("gpus", [0, 1], ids=["cpu", "gpu"])
+def test_the_candidate_container_has_no_secret_no_token_and_no_egress(tmp_path, gpus):
+    """Issue 14: the default chart and the operator's Job builder together give a judged task's evaluation
+    pod a candidate container with no Secret reference, no service-account token and no route anywhere, and
+    a judge container with no store key either (the operator stores the result)."""
+    from kubevolve.core.spec import parse_run_spec
+    from kubevolve.runtime.kubernetes.config import OperatorConfig
+    from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job
+    from kubevolve.runtime.kubernetes.resources import TaskFacts
+
+    spec = parse_run_spec(
+        {
+            "task": "tasks/circle_packing",
+            "store": {
+                "url": "weaviate://weaviate.kubevolve-system:8080",
+                "apiKeySecret": {"name": "store-key"},
+            },
+            "llm": {"endpoint": "http://vllm:8000/v1", "apiKeySecret": {"name": "llm-key"}},
+        }
+    )
+    facts = TaskFacts(name="circle_packing", metric="sum_radii", gpus=gpus, judged=True)
+    config = OperatorConfig(image="kubevolve-worker:1", store_url="weaviate://weaviate:8080")
+    job = build_job(
+        RunRef("packing", "kubevolve-system", "uid-1"), spec, config, facts, JobRequest("evaluate", "00001")
+    )
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    template = job["spec"]["template"]
+    pod, labels = template["spec"], template["metadata"]["labels"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == {"judge", "candidate"}
+    judge, candidate = containers["judge"], containers["candidate"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    # no token, no process of the judge's to see, no Secret or ConfigMap in the candidate's container
+    assert pod["automountServiceAccountToken"] is False and pod["shareProcessNamespace"] is False
+    assert "serviceAccountName" not in pod and not any("projected" in v for v in volumes.values())
+    assert "envFrom" not in candidate and all("valueFrom" not in e for e in candidate["env"])
+    assert {m["name"] for m in candidate["volumeMounts"]} <= {"sandbox", "dshm"}
+    assert all("emptyDir" in volumes[m["name"]] for m in candidate["volumeMounts"])
+    assert candidate["securityContext"]["runAsUser"] not in (pod["securityContext"]["runAsUser"], 0)
+    assert candidate["securityContext"]["readOnlyRootFilesystem"] is True
+    assert candidate["securityContext"]["allowPrivilegeEscalation"] is False
+    assert ("nvidia.com/gpu" in candidate["resources"]["limits"]) == bool(gpus)
+    # the judge's only Secret is the run's seed; no store key (no store: the operator reads the result)
+    refs = [e["valueFrom"]["secretKeyRef"]["name"] for e in judge["env"] if "valueFrom" in e]
+    assert refs == ["packing-judge-seed"] and "--store" not in judge["command"]
+    assert judge["terminationMessagePath"] == "/dev/termination-log"
+
+    # no egress: a rendered policy selects the pod and allows nothing; no policy that selects it allows more
+    policies = [d for d in render(tmp_path) if d["kind"] == "NetworkPolicy"]
+    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
+    assert [p["metadata"]["name"] for p in selecting] == ["kubevolve-evaluation-isolation"]
+    (isolation,) = selecting
+    assert set(isolation["spec"]["policyTypes"]) == {"Egress", "Ingress"}
+    assert isolation["spec"]["egress"] == [] and isolation["spec"]["ingress"] == []
 
 
 @pytest.mark.parametrize(
@@ -208,7 +284,9 @@ def test_an_external_store_is_reached_on_the_ports_of_its_url(tmp_path, url):
         "store": {"mode": "external", "external": {"url": url}},
         "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"]},
     }
-    (policy,) = [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]
+    (policy,) = [
+        d for d in render(tmp_path, values) if d["metadata"]["name"] == "kubevolve-evaluation-egress"
+    ]
     expected = evaluation_network_policy(
         "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=["10.20.0.0/16"], store_url=url
     )
@@ -216,7 +294,9 @@ def test_an_external_store_is_reached_on_the_ports_of_its_url(tmp_path, url):
     assert [p["port"] for p in policy["spec"]["egress"][1]["ports"]] == list(store_ports(url))
     assert store_ports("https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443") == (443,)
     override = {**values, "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"], "storePorts": [8443]}}
-    (policy,) = [d for d in render(tmp_path, override) if d["kind"] == "NetworkPolicy"]
+    (policy,) = [
+        d for d in render(tmp_path, override) if d["metadata"]["name"] == "kubevolve-evaluation-egress"
+    ]
     assert policy["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8443}]
 
 
@@ -463,7 +543,12 @@ OPERATOR_NEEDS = {
     ("kubevolve.io", "evolutionruns/status", None): {"patch"},
     ("kubevolve.io", "evolutionruns/finalizers", None): {"update"},  # blockOwnerDeletion on its Jobs' owner
     ("batch", "jobs", None): {"list", "watch", "create", "delete"},
-    ("", "secrets", None): {"create"},  # each lab's store key (labkeys.py), created empty
+    ("", "pods", None): {"list"},  # an evaluation Job's pods (results.py)
+    ("", "pods/log", None): {"get"},  # the judge container's result line
+    ("", "configmaps", None): {"create", "delete"},  # an evaluation's candidate (handover.py)
+    ("", "secrets", None): {
+        "create"
+    },  # each run's judge seed (handover.py), each lab's store key (labkeys.py)
     ("", "secrets", ("kubevolve-store",)): {"patch"},  # then filled once; never read
     ("", "events", None): {"create"},
     ("", "namespaces", None): {"list", "watch"},
@@ -511,7 +596,9 @@ def test_the_operator_is_granted_what_it_uses_and_nothing_else(tmp_path):
         for d in render(tmp_path, external)
         if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator")
     ]
-    assert not any("secrets" in r["resources"] for r in external_role[0]["rules"])  # no per-lab keys
+    secret_rules = [r for r in external_role[0]["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]  # judge seeds
+    # no per-lab keys: nothing may patch kubevolve-store
 
 
 def test_step_pods_get_their_service_account_and_registry_secrets(tmp_path):

@@ -1,7 +1,7 @@
 """The pod runner: its reading of a pod spec (which uid, which command, which network), then, marked `images`,
 pods run in a built image: env and Secrets, emptyDirs, the NetworkPolicy, a real uid, pods that cannot start,
 pods of several containers (init containers first; containers side by side, each its own uid, sharing the
-pod's volumes, loopback, hostname and /dev/shm)."""
+pod's volumes, loopback, hostname and /dev/shm), ConfigMap volumes and each container's termination message."""
 
 from __future__ import annotations
 
@@ -371,3 +371,51 @@ async def test_a_failing_init_container_ends_the_pod_and_a_failing_container_fai
         await runner.close()
     assert ended.exit_code == 4 and [c.name for c in ended.containers] == ["init"]  # main never started
     assert failed.exit_code == 5 and failed.container("main").output == "main ran\n"  # the other still ran
+
+
+TELL = """
+import json, os, sys
+given = open("/input/evaluation.json").read()
+for path in ("/dev/termination-log", "/tmp/message"):  # the other container's path too, where it can
+    try:
+        open(path, "w").write(json.dumps({"from": os.environ["WHO"], "forged": True}))
+    except OSError:
+        pass
+open(sys.argv[1], "w").write(json.dumps({"from": os.environ["WHO"], "given": given}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.images
+async def test_a_configmap_volume_and_each_containers_termination_message(lab_api):
+    """How an evaluation pod is given its candidate (a ConfigMap) and publishes its result (its container's
+    termination message): each container writes only its own file, at its own terminationMessagePath."""
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "toy-eval-1", "namespace": "lab-a"},
+    }
+    await lab_api.create("v1/configmaps", config_map | {"data": {"evaluation.json": '{"code": "x = 1"}'}})
+    pod = hardened_pod(built_image("operator"))
+    pod["volumes"].append({"name": "input", "configMap": {"name": "toy-eval-1", "defaultMode": 0o444}})
+    base = pod["containers"][0]
+    base["volumeMounts"].append({"name": "input", "mountPath": "/input", "readOnly": True})
+    judge = copy.deepcopy(base) | {"name": "judge", "command": ["python", "-c", TELL, "/dev/termination-log"]}
+    judge["env"] = [{"name": "WHO", "value": "judge"}]
+    candidate = copy.deepcopy(base) | {
+        "name": "candidate",
+        "command": ["python", "-c", TELL, "/tmp/message"],
+        "terminationMessagePath": "/tmp/message",
+        "env": [{"name": "WHO", "value": "candidate"}],
+    }
+    candidate["securityContext"] = {**candidate["securityContext"], "runAsUser": 2000, "runAsGroup": 2000}
+    pod["containers"] = [judge, candidate]
+    runner = PodRunner(lab_api)
+    try:
+        result = await runner.run("lab-a", "toy-eval-1", {"kubevolve.io/role": "evaluate"}, pod)
+    finally:
+        await runner.close()
+    assert result.exit_code == 0, result.output
+    for name in ("judge", "candidate"):  # each its own message: what the other wrote at its path is not it
+        told = json.loads(result.container(name).message)
+        assert told == {"from": name, "given": '{"code": "x = 1"}'}

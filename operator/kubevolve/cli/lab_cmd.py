@@ -8,7 +8,8 @@ A lab is a namespace. Onboarding it takes, all labelled `kubevolve.io/lab: NAME`
   registry Secrets to pull step images with (`--image-pull-secret`);
 - a Kueue LocalQueue `kubevolve` pointing at a ClusterQueue, the queue a run names in `spec.queueName`;
 - a ResourceQuota capping the lab's GPU, CPU and memory requests (when any cap is given);
-- the NetworkPolicy that lets evaluation pods (untrusted candidate code) reach DNS and the store, nothing else.
+- the NetworkPolicies of evaluation pods (untrusted candidate code): the pods of evaluation Jobs reach nothing
+  at all, a TrainJob's reach DNS and the store only (netpol.py).
 
 It prints them as multi-document YAML for review or GitOps; `--apply` creates them in the current kubeconfig context
 instead, and server-side-applies the ones that exist already, so re-running it (with changed flags) updates them.
@@ -26,7 +27,7 @@ import yaml
 from kubevolve.cli.common import console, fail
 from kubevolve.core.quantity import NON_NEGATIVE_QUANTITY_PATTERN
 from kubevolve.errors import KubevolveError
-from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
+from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, evaluation_network_policy
 
 LAB_LABEL = "kubevolve.io/lab"
 ADMIN_ROLE, VIEWER_ROLE = "kubevolve-lab-admin", "kubevolve-lab-viewer"
@@ -149,6 +150,7 @@ def lab_manifests(
                 "spec": {"hard": hard},
             }
         )
+    docs.append(evaluation_isolation_policy(name, labels=labels))
     docs.append(
         evaluation_network_policy(
             name, store_namespace=store_namespace, store_cidrs=store_cidrs, labels=labels
@@ -255,7 +257,7 @@ def create(
     apply: Annotated[bool, typer.Option("--apply", help="Apply to the current kubeconfig context.")] = False,
 ) -> None:
     """Print (or --apply) the Namespace, RoleBindings, step ServiceAccount, LocalQueue, ResourceQuota and
-    NetworkPolicy of a lab."""
+    NetworkPolicies of a lab."""
     try:
         docs = lab_manifests(
             name,

@@ -3,11 +3,18 @@
 Each prints the node (or insight) it produced as JSON on stdout. A candidate that fails is a result, not an
 error: the exit status is non-zero only when the step itself could not run (bad store, unknown run or node).
 `parse_step_command` reads a Job's command line with this same parser (the test kit's fake pods use it).
+
+`step evaluate --input FILE` is how an evaluation pod evaluates: the candidate comes from the file (the
+operator's ConfigMap) instead of the store, nothing is stored, and the result is published for the operator
+(loop/evaluation_io.py): as the last line of stdout and, with `--termination-log`, as the container's
+termination message. With `--candidate-socket` the candidate's side is the pod's other container, whose
+zygote connects there (the pod layout, docs/kubernetes.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -20,14 +27,18 @@ from typer.core import TyperGroup
 from kubevolve.cli import render
 from kubevolve.cli.common import StoreOpt, TenantOpt, fail, get_store
 from kubevolve.core.kinds import Role
-from kubevolve.core.spec import SpecError
-from kubevolve.core.task import TaskError
+from kubevolve.core.spec import SpecError, parse_run_spec
+from kubevolve.core.task import TaskError, load_task
 from kubevolve.loop.agents import Agents, make_agents
 from kubevolve.loop.engineer.engineer import OneSlotEngineer
+from kubevolve.loop.engineer.pool import EvaluatorUnavailable
+from kubevolve.loop.engineer.zygote import JUDGE_GONE
+from kubevolve.loop.evaluation_io import EvaluationInput, EvaluationResult, HandoverError
 from kubevolve.loop.steps import (
     StepContext,
     StepError,
     analyze_step,
+    evaluate,
     evaluate_step,
     load_context,
     propose_step,
@@ -92,7 +103,7 @@ def propose(
 
 
 @step_app.command(Role.EVALUATE)
-def evaluate(
+def evaluate_command(
     run_id: RunOpt,
     node_id: Annotated[str, typer.Option("--node", help="The PROPOSED node to evaluate.")],
     store_url: StoreOpt = None,
@@ -100,12 +111,59 @@ def evaluate(
     workspace: Annotated[
         Path | None, typer.Option(help="Scratch folder (default: $KUBEVOLVE_HOME/work).")
     ] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option("--input", help="Evaluate the candidate in this file (an evaluation pod's): no store."),
+    ] = None,
+    candidate_socket: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --input: the candidate's zygote runs in another container and connects here."
+        ),
+    ] = None,
+    termination_log: Annotated[
+        Path | None, typer.Option(help="With --input: also write the result's digest here.")
+    ] = None,
 ) -> None:
     """Evaluate a proposed node through the task's stages and store the result."""
-    ctx = _context(store_url, tenant, run_id)
-    engineer = OneSlotEngineer(ctx.task, ctx.spec, workspace or kubevolve_home() / "work")
-    node = _run(evaluate_step(ctx, node_id, engineer))
-    render.print_json(render.node_summary(node))
+    home = workspace or kubevolve_home() / "work"
+    if input_file is None:
+        if candidate_socket is not None or termination_log is not None:
+            fail("--candidate-socket and --termination-log go with --input (an evaluation pod's)")
+        ctx = _context(store_url, tenant, run_id)
+        engineer = OneSlotEngineer(ctx.task, ctx.spec, home)
+        node = _run(evaluate_step(ctx, node_id, engineer))
+        render.print_json(render.node_summary(node))
+        return
+    try:
+        result = _evaluate_handed_over(run_id, node_id, input_file, home, candidate_socket)
+    finally:
+        if candidate_socket is not None:  # a zygote still waiting for us must not wait for nothing
+            with contextlib.suppress(OSError):
+                candidate_socket.parent.mkdir(parents=True, exist_ok=True)
+                Path(str(candidate_socket) + JUDGE_GONE).touch()
+    if termination_log is not None:
+        termination_log.write_text(result.termination_message())
+    print(result.log_line(), flush=True)
+
+
+def _evaluate_handed_over(
+    run_id: str, node_id: str, input_file: Path, workspace: Path, candidate_socket: Path | None
+) -> EvaluationResult:
+    try:
+        given = EvaluationInput.from_json(input_file.read_text())
+        if (given.run_id, given.node_id) != (run_id, node_id):
+            raise HandoverError(f"{input_file} is for node {given.node_id} of run {given.run_id}")
+        spec = parse_run_spec(given.spec)
+        task = load_task(Path(spec.task))
+    except (OSError, HandoverError, SpecError, TaskError) as err:
+        fail(f"cannot evaluate {node_id}: {err}")
+    engineer = OneSlotEngineer(task, spec, workspace, zygote_socket=candidate_socket)
+    try:
+        node = asyncio.run(evaluate(engineer, given.node()))
+    except EvaluatorUnavailable as err:
+        fail(f"the task cannot evaluate: {err}")
+    return EvaluationResult.of(node)
 
 
 @step_app.command(Role.ANALYZE)
@@ -134,6 +192,9 @@ class StepCommand:
     retry_of: str | None = None
     index: int | None = None
     workspace: Path | None = None
+    input_file: Path | None = None
+    candidate_socket: Path | None = None
+    termination_log: Path | None = None
 
 
 @functools.cache

@@ -133,6 +133,7 @@ class Task:
             "gpus": max(s.resources.gpus for s in stages),
             "timeout_seconds": sum(s.timeout_seconds for s in stages),
             "sampler": self.spec.sampler.kind,  # what a run uses whose spec names no sampler
+            "judged": self.runner_path is not None,  # a judge and a runner: the two-container evaluation pod
         }
 
     def score_of(self, metrics: dict[str, float]) -> float:

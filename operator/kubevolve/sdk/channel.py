@@ -127,7 +127,7 @@ def _parse_array(frame: bytes, index: int) -> Any:
         dtype = np.lib.format.descr_to_dtype(header["descr"])
     except (TypeError, ValueError):
         raise ProtocolViolation(f"{where}: unknown dtype {header['descr']!r}") from None
-    if dtype.hasobject or dtype.kind not in "biufcSUV":
+    if dtype.hasobject or dtype.kind not in "biufcSUV" or dtype.itemsize == 0:
         raise ProtocolViolation(f"{where}: dtype {dtype} is not allowed (numbers, bool and bytes only)")
     count = 1
     for n in shape:
@@ -137,8 +137,11 @@ def _parse_array(frame: bytes, index: int) -> Any:
         raise ProtocolViolation(
             f"{where}: shape {shape} of {dtype} needs {count * dtype.itemsize} bytes, the frame holds {len(data)}"
         )
-    array = np.frombuffer(data, dtype=dtype, count=count).copy()
-    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+    try:  # an empty array may still declare dimensions numpy cannot hold
+        array = np.frombuffer(data, dtype=dtype, count=count).copy()
+        return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+    except (ValueError, OverflowError, MemoryError) as err:
+        raise ProtocolViolation(f"{where}: shape {shape} cannot be made: {err}"[:300]) from None
 
 
 def _restore(value: Any, arrays: list[Any]) -> Any:

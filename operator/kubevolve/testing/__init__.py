@@ -2,7 +2,8 @@
 
 - `ValidatingEmulator`: kmock's emulator plus the API server's schema check of EvolutionRuns, using the
   generated CRD (so a misspelt field is refused at apply time with a message that names it); with a `policy`
-  (strict.py: `ApiServerPolicy`) also authentication, RBAC and strict validation of every object;
+  (strict.py: `ApiServerPolicy`) also authentication, RBAC and strict validation of every object; and pods'
+  logs (`pods/NAME/log?container=...&tailLines=...`, from what the kubelet stand-in recorded on the pod);
 - `declare_resources`: the API resources the operator touches (kopf hangs without `v1/namespaces`);
 - `Api`: a small async client for the test side (apply, patch, delete, read);
 - `Kubelet` (kubelet.py): plays the kubelet and Job controller, running each Job's container command as a
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
 RUNS = f"{GROUP}/{VERSION}/{PLURAL}"
 _NAMESPACES = re.compile(r"/api/v1/namespaces(/[^/]+)?")
 JOBS = "batch/v1/jobs"
+PODS = "v1/pods"
+CONFIGMAPS = "v1/configmaps"
+LOG_ANNOTATION = (
+    "testing.kubevolve.io/log-"  # + container: where the kubelet stand-in keeps a container's log
+)
 LEASES = "coordination.k8s.io/v1/leases"
 TRAINJOBS = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINJOB_PLURAL}"
 TRAINING_RUNTIMES = f"{TRAINER_GROUP}/{TRAINER_VERSION}/{TRAINING_RUNTIME_PLURAL}"
@@ -117,6 +123,8 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
             if answer is not None:
                 return answer
         resource = request.resource
+        if resource is not None and resource.plural == "pods" and request.subresource == "log":
+            return self._pod_log(request)
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):  # kopf's events use generateName
@@ -152,6 +160,24 @@ class ValidatingEmulator(kmock.KubernetesEmulator):
             if len(self._requests) > self.keep_requests:
                 self.trim_request_log()
 
+    def _pod_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """A container's log as the kubelet stand-in recorded it on the pod (a real kubelet streams its file)."""
+        for (resource, namespace, name), obj in list(self.objects.items()):
+            if resource.plural == "pods" and (namespace, name) == (request.namespace, request.name):
+                if obj.deleted:
+                    break
+                annotations = (obj.get("metadata") or {}).get("annotations") or {}
+                text = annotations.get(LOG_ANNOTATION + request.params.get("container", ""))
+                if text is None:
+                    raise KubernetesError(status=400, reason="BadRequest", message="no such container")
+                tail = request.params.get("tailLines")
+                if tail is not None:
+                    text = "".join(text.splitlines(keepends=True)[-int(tail) :])
+                limit = request.params.get("limitBytes")  # as the kubelet: counted from the first line sent
+                data = text.encode()[: int(limit)] if limit is not None else text.encode()
+                return aiohttp.web.Response(body=data, content_type="text/plain")
+        raise KubernetesError(status=404, reason="NotFound", message=f'pods "{request.name}" not found')
+
     keep_requests: ClassVar[int] = 5000  # kmock filters its whole request log on every request: keep it short
 
     def trim_request_log(self) -> None:
@@ -172,6 +198,8 @@ def declare_resources(k: Any, *, trainjobs: bool = True) -> None:
     k.resources["v1/events"] = info(kind="Event", namespaced=True, verbs={"create", "list", "get"})
     k.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs=ALL_VERBS)
     k.resources["v1/serviceaccounts"] = info(kind="ServiceAccount", namespaced=True, verbs=ALL_VERBS)
+    k.resources[CONFIGMAPS] = info(kind="ConfigMap", namespaced=True, verbs={"get", "create", "delete"})
+    k.resources[PODS] = info(kind="Pod", namespaced=True, verbs=ALL_VERBS, subresources={"status", "log"})
     k.resources[RUNS] = info(
         kind="EvolutionRun", namespaced=True, verbs=ALL_VERBS, shortnames={"evo"}, subresources={"status"}
     )

@@ -5,7 +5,9 @@ A fake pod reads the Job's command line with the parser of `kubevolve step` itse
 (loop/steps.py: the same store writes, the same idempotency) with stand-in agents: `ScriptedProposer`, which
 makes every proposal a new program deterministically, the offline Analyzer, and `ScoringEvaluator`, which
 scores a candidate without running it (by its `seq`, so later candidates score higher, unless a score function
-is given).
+is given). An evaluation pod's step (`--input`) is evaluated the same way and publishes its result as the real
+one does (the last line of its output, and its termination-log file); its node carries no `seq` (the pod is
+not given one), so the candidate's proposal index stands in for it.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ from pathlib import Path
 from kubevolve.cli.step import StepCommand, parse_step_command
 from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node, Stage
-from kubevolve.core.spec import RunSpec
+from kubevolve.core.spec import RunSpec, parse_run_spec
 from kubevolve.core.task import Task, load_task
 from kubevolve.loop.agents import Agents
 from kubevolve.loop.analyze.analyzer import OfflineAnalyzer
 from kubevolve.loop.engineer.engineer import run_stages
+from kubevolve.loop.evaluation_io import EvaluationInput, EvaluationResult
 from kubevolve.loop.research.proposal import Proposal, ProposalRequest
-from kubevolve.loop.steps import StepContext, analyze_step, evaluate_step, load_context, propose_step
+from kubevolve.loop.steps import (
+    StepContext,
+    analyze_step,
+    evaluate,
+    evaluate_step,
+    load_context,
+    propose_step,
+)
+from kubevolve.runtime.kubernetes.names import key_of_node, parse_key
 from kubevolve.store import open_store
 from kubevolve.store.base import Store
 
@@ -97,12 +108,31 @@ class FakeSteps:
                 self._tasks[key] = task
         return task
 
-    def run(self, argv: Sequence[str], task_root: Path | None = None) -> None:
-        """Run one Job's `kubevolve step ...` command; `task_root`: the pod's working directory."""
+    def run(self, argv: Sequence[str], task_root: Path | None = None) -> str:
+        """Run one Job's `kubevolve step ...` command; `task_root`: the pod's working directory. Returns what
+        the step prints that matters (an evaluation pod's result line)."""
         command = parse_step_command(argv)
+        if command.input_file is not None:
+            return self._handed_over(command, task_root)
         store = self.store(command.store_url, command.tenant)
         ctx = load_context(store, command.run_id, task_root, task_loader=self.task)
         asyncio.run(self._step(command, ctx))
+        return ""
+
+    def _handed_over(self, command: StepCommand, task_root: Path | None) -> str:
+        """An evaluation pod's step: the candidate from its input file, the result published, nothing stored."""
+        assert command.input_file is not None
+        given = EvaluationInput.from_json(command.input_file.read_text())
+        spec = parse_run_spec(given.spec)
+        task = self.task(Path(task_root or ".") / spec.task)
+        node = given.node()
+        key = key_of_node(given.run_id, node.id)
+        node.seq = parse_key(key)[0] if key is not None else -1
+        node = asyncio.run(evaluate(ScoringEvaluator(task, spec, self.score), node))
+        result = EvaluationResult.of(node)
+        if command.termination_log is not None:
+            command.termination_log.write_text(result.termination_message())
+        return result.log_line() + "\n"
 
     async def _step(self, command: StepCommand, ctx: StepContext) -> None:
         if command.role is Role.PROPOSE:

@@ -7,8 +7,9 @@ entrypoint and cmd) and env (over the image's, Secret references read when it st
 groups of its securityContext, as a real uid on the host (a file the image leaves unreadable stays
 unreadable), so two containers of one pod can run as two uids; the pod's volumes, made once and shared by the
 containers that mount them: emptyDirs as fresh folders (mode 0777, as the kubelet makes them; a tmpfs for
-medium Memory), Secrets as files; the pod's network, ipc and uts namespaces, shared by its containers
-(hostname the pod's name, one 64 MiB /dev/shm), and a pid and mount namespace of each container's own; no
+medium Memory), Secrets and ConfigMaps as files; each container's termination message (a file of its own at
+its terminationMessagePath, read back into `ContainerResult.message`, at most 4096 bytes); the pod's network,
+ipc and uts namespaces, shared by its containers (hostname the pod's name, one 64 MiB /dev/shm), and a pid and mount namespace of each container's own; no
 capabilities, no new privileges, no user namespaces inside. Network: none at all (only the pod's loopback)
 when a NetworkPolicy restricts the pod's egress, the host's otherwise.
 
@@ -49,6 +50,7 @@ NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
 NAMESPACES = ["--unshare-user", "--unshare-pid", "--unshare-cgroup-try", "--disable-userns", "--as-pid-1"]
 NAMESPACES += ["--die-with-parent", "--new-session"]
 SHM_BYTES = 64 << 20  # a container runtime's default /dev/shm
+TERMINATION_LIMIT = 4096  # the kubelet keeps at most this much of a termination message
 TOOLS = ("buildah", "bwrap", "setpriv", "nsenter", "mount", "umount")
 
 
@@ -190,6 +192,7 @@ class ContainerResult:
     exit_code: int
     output: str  # stdout and stderr, interleaved
     uid: int  # the uid it ran as
+    message: str = ""  # its termination message, as the kubelet reports it
 
 
 @dataclass(frozen=True)
@@ -377,17 +380,17 @@ class PodRunner:
             volumes = await self._volumes(namespace, pod, pod_dir, tmpfs)
             shm = self._tmpfs(pod_dir / "shm", SHM_BYTES, tmpfs)
             argvs = [
-                await self._container_argv(namespace, name, pod, c, volumes, shm, network)
+                await self._container_argv(namespace, name, pod, c, volumes, shm, network, pod_dir)
                 for c in init + containers
             ]
             sandbox = await asyncio.to_thread(PodSandbox.start, name[:63], network=network)
             ran: list[ContainerResult] = []
             for container, (argv, uid) in zip(init, argvs, strict=False):
-                ran.append(await self._run_container(container["name"], sandbox.enter() + argv, uid))
+                ran.append(await self._run_container(container["name"], sandbox.enter() + argv, uid, pod_dir))
                 if ran[-1].exit_code:
                     return PodResult(tuple(ran), network)
             together = [
-                self._run_container(c["name"], sandbox.enter() + argv, uid)
+                self._run_container(c["name"], sandbox.enter() + argv, uid, pod_dir)
                 for c, (argv, uid) in zip(containers, argvs[len(init) :], strict=True)
             ]
             return PodResult((*ran, *await asyncio.gather(*together)), network)
@@ -407,6 +410,7 @@ class PodRunner:
         volumes: dict[str, tuple[str, Path]],
         shm: Path,
         network: bool,
+        pod_dir: Path,
     ) -> tuple[list[str], int]:
         """The command line that runs `container` (after nsenter into the pod's namespaces), and its uid."""
         image = await asyncio.to_thread(self.images.get, container["image"])
@@ -422,13 +426,20 @@ class PodRunner:
                     image.ensure_mount_point(path, is_file=True)
                     argv += ["--ro-bind", path, path]
         argv += self._mount_args(container, image, volumes)
+        termination = _termination_file(pod_dir, container["name"])
+        termination.touch()
+        termination.chmod(0o666)  # the container's uid writes it, as the kubelet's file
+        path = container.get("terminationMessagePath") or "/dev/termination-log"
+        if not path.startswith("/dev/"):
+            image.ensure_mount_point(path, is_file=True)
+        argv += ["--bind", str(termination), path]
         argv += ["--chdir", container.get("workingDir") or image.config.workdir, "--clearenv"]
         for key, value in env.items():
             argv += ["--setenv", key, value]
         return [*argv, "--", *command_line(container, image.config)], uid
 
     @staticmethod
-    async def _run_container(name: str, argv: list[str], uid: int) -> ContainerResult:
+    async def _run_container(name: str, argv: list[str], uid: int, pod_dir: Path) -> ContainerResult:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/", env={}
         )
@@ -440,7 +451,8 @@ class PodRunner:
             await proc.wait()
             raise
         assert proc.returncode is not None
-        return ContainerResult(name, proc.returncode, out.decode(errors="replace"), uid)
+        message = _termination_file(pod_dir, name).read_bytes()[:TERMINATION_LIMIT].decode(errors="replace")
+        return ContainerResult(name, proc.returncode, out.decode(errors="replace"), uid, message)
 
     async def _secret(self, namespace: str, name: str) -> dict[str, str] | None:
         secret = await self.api.get("v1/secrets", namespace, name) if self.api else None
@@ -509,6 +521,9 @@ class PodRunner:
             elif "secret" in volume:
                 await self._secret_volume(namespace, volume["secret"], folder, fs_group)
                 made[name] = ("secret", folder)
+            elif "configMap" in volume:
+                await self._config_map_volume(namespace, volume["configMap"], folder)
+                made[name] = ("configMap", folder)
             else:
                 kind = next(iter(k for k in volume if k != "name"), "?")
                 raise PodError(
@@ -538,7 +553,7 @@ class PodRunner:
             if volume is None:
                 raise PodError("CreateContainerConfigError", f"volumeMount {mount['name']!r}: no such volume")
             kind, folder = volume
-            read_only = kind == "secret" or mount.get("readOnly")
+            read_only = kind in ("secret", "configMap") or mount.get("readOnly")
             mounts.append((path, ["--ro-bind" if read_only else "--bind", str(folder), path]))
         args: list[str] = []
         for path, mount_args in sorted(mounts, key=lambda m: len(Path(m[0]).parts)):
@@ -546,6 +561,17 @@ class PodRunner:
                 image.ensure_mount_point(path)
             args += mount_args
         return args
+
+    async def _config_map_volume(self, namespace: str, source: dict, folder: Path) -> None:
+        """A ConfigMap's keys as files (world-readable unless defaultMode says otherwise)."""
+        config = await self.api.get("v1/configmaps", namespace, source["name"]) if self.api else None
+        if config is None:
+            raise PodError("CreateContainerConfigError", f"configmap {source['name']!r} not found")
+        folder.mkdir(parents=True)
+        folder.chmod(0o755)
+        for key, value in (config.get("data") or {}).items():
+            (folder / key).write_text(value)
+            (folder / key).chmod(source.get("defaultMode", 0o644))
 
     async def _secret_volume(self, namespace: str, source: dict, folder: Path, fs_group: int | None) -> None:
         data = await self._secret(namespace, source["secretName"])
@@ -570,3 +596,7 @@ class PodRunner:
             target.chmod(item.get("mode", source.get("defaultMode", 0o644)))
             if fs_group is not None:
                 os.chown(target, -1, int(fs_group))
+
+
+def _termination_file(pod_dir: Path, container: str) -> Path:
+    return pod_dir / f"{container}.termination-log"

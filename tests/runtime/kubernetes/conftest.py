@@ -9,6 +9,9 @@ The test itself acts as the lab's admin (alice). A request the API server refuse
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -98,6 +101,16 @@ def operator_config(tmp_path: Path, store_url: str) -> OperatorConfig:
         trainjobs=True,
         step_service_account="kubevolve-step",  # the chart's default
     )
+
+
+@pytest.fixture
+def readable_task_root():
+    """A task root every uid can read: evaluation pods' containers run as their own uids (Kubelet's
+    `identities`), and pytest's tmp_path is root's alone."""
+    root = tempfile.mkdtemp(prefix="kv-tasks-")
+    os.chmod(root, 0o755)
+    yield Path(root)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 class OperatorHandle:

@@ -1,24 +1,33 @@
 """End to end against kmock: the real kopf operator, Jobs run with the real step code, a SQLite store file
-shared by the "pods", and a restart of the operator in the middle of the run. The Jobs run as local
-processes, or (marked `images`, `make test-images`) as pods in the built worker image."""
+shared by the proposal and analysis "pods", evaluation pods that are handed their candidate and publish their
+result (a judge and a candidate container, as different uids where the kubelet can switch to them), and a
+restart of the operator in the middle of the run. The Jobs run as local processes, or (marked `images`,
+`make test-images`) as pods in the built worker image."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.models import Stage
 from kubevolve.runtime.kubernetes import ROLE_LABEL
-from kubevolve.runtime.kubernetes.names import node_id
-from kubevolve.runtime.kubernetes.netpol import POLICY_NAME
+from kubevolve.runtime.kubernetes.names import job_name, key_of_node, node_id
+from kubevolve.runtime.kubernetes.netpol import (
+    ISOLATION_POLICY_NAME,
+    POLICY_NAME,
+    evaluation_isolation_policy,
+    evaluation_network_policy,
+)
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
-from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner
+from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner, egress_restricted
 from kubevolve.testing.strict import CONTROL_PLANE
 from tests.kit.cluster import CLUSTER_ADMIN, LAB_ADMIN, OPERATOR
 from tests.kit.images import built_image, derived_image, pod_store, remove_image
@@ -28,16 +37,55 @@ from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_statu
 CANDIDATES = 5
 
 
+@pytest.fixture
+def operator_config(operator_config, readable_task_root):
+    return replace(operator_config, task_root=str(readable_task_root))
+
+
+def is_evaluation(job: dict) -> bool:
+    return job["metadata"]["labels"].get(ROLE_LABEL) == "evaluate"
+
+
 def run_jobs(kmock, run: str) -> list[dict]:
     return [
         j for j in live_objects(kmock, JOBS, NAMESPACE) if j["metadata"]["labels"]["kubevolve.io/run"] == run
     ]
 
 
-async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, tmp_path, store_url):
-    write_task(tmp_path / "toy")
-    kubelet = Kubelet(api, mode="process", concurrency=2)
+async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, operator_config, store_url):
+    write_task(Path(operator_config.task_root) / "toy")
+    kubelet = Kubelet(api, mode="process", concurrency=2, identities=is_evaluation)
     await run_across_a_restart(kmock, api, operator, kubelet, store_url, run="toy-e2e", task="toy")
+    # every evaluation ran in a judge and a candidate container, separate processes (as separate uids where
+    # the kubelet could switch), and its result reached the store through the operator, not from the pod
+    store = open_store(store_url, tenant=NAMESPACE)
+    evaluated = [n for n in store.list_nodes("toy-e2e") if n.stage is Stage.EVALUATED]
+    assert evaluated
+    for node in evaluated:
+        name = job_name("toy-e2e", Role.EVALUATE, key_of_node("toy-e2e", node.id) or "")
+        judge, candidate = (kubelet.pod_runs[name].containers[c] for c in ("judge", "candidate"))
+        assert judge.exit_code == candidate.exit_code == 0 and judge.pid != candidate.pid
+        assert node.id in judge.message and not candidate.message and "--store" not in judge.output
+        pod = kubelet.bodies[name]["spec"]["template"]["spec"]
+        if kubelet.identified:
+            by_name = {c["name"]: c for c in pod["containers"]}
+            assert judge.uid == pod["securityContext"]["runAsUser"] == 65532
+            assert candidate.uid == by_name["candidate"]["securityContext"]["runAsUser"] != judge.uid
+        assert node.metrics["f"] == node.score and node.artifacts["point"]
+    assert not live_objects(kmock, "v1/configmaps", NAMESPACE)  # each evaluation's input went with its Job
+    # every evaluation Job the operator created: no token, nothing secret in the candidate's container, and the
+    # lab's isolation policy (not the store route) selects its pod
+    isolation = evaluation_isolation_policy(NAMESPACE)
+    store_route = evaluation_network_policy(NAMESPACE, store_namespace="kubevolve-system")
+    created = [b for b in kubelet.bodies.values() if is_evaluation(b)]
+    assert len(created) == len(evaluated)
+    for body in created:
+        template = body["spec"]["template"]
+        pod, labels = template["spec"], template["metadata"]["labels"]
+        (candidate,) = [c for c in pod["containers"] if c["name"] == "candidate"]
+        assert pod["automountServiceAccountToken"] is False and "envFrom" not in candidate
+        assert all("valueFrom" not in e for e in candidate["env"])
+        assert egress_restricted([isolation], labels) and not egress_restricted([store_route], labels)
 
 
 @pytest.mark.slow
@@ -64,8 +112,9 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
     )
     # the pod runner is the kubelet: it reads Secrets and NetworkPolicies as the control plane
     control_plane = api.as_token(kmock.policy.token_for(CONTROL_PLANE))
-    # the lab's NetworkPolicy is there already: the fixture onboarded the lab as `kubevolve lab create` does
-    assert await control_plane.get(NETWORK_POLICIES, NAMESPACE, POLICY_NAME) is not None
+    # the lab's NetworkPolicies are there already: the fixture onboarded the lab as `kubevolve lab create` does
+    for policy in (POLICY_NAME, ISOLATION_POLICY_NAME):
+        assert await control_plane.get(NETWORK_POLICIES, NAMESPACE, policy) is not None
     pods = PodRunner(control_plane, host_mounts={str(database.parent): str(database.parent)})
     kubelet = Kubelet(api, mode="image", concurrency=2, pods=pods)
     try:
@@ -79,13 +128,16 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
         remove_image(image)
         shutil.rmtree(database.parent)
 
-    # every Job's pod ran in the image, as the pods' uid; evaluations without network (the lab's policy)
+    # every Job's pod ran in the image, as the pods' uid (an evaluation's candidate container as its own);
+    # evaluations without network (the lab's isolation policy)
     assert kubelet.pod_results and set(kubelet.pod_results) == set(kubelet.started)
     for name, result in kubelet.pod_results.items():
         role = kubelet.bodies[name]["metadata"]["labels"][ROLE_LABEL]
-        uid = result.container("step").uid
+        uid = result.container("judge" if role == "evaluate" else "step").uid
         assert result.exit_code == 0 and uid == operator_config.run_as_user == 65532, result.output
         assert result.network is (role != "evaluate"), f"{name}: evaluations run without network"
+        if role == "evaluate":
+            assert result.container("candidate").uid != uid and result.container("judge").message
     roles = {job["metadata"]["labels"][ROLE_LABEL] for job in kubelet.bodies.values()}
     assert roles == {"propose", "evaluate", "analyze"}
 

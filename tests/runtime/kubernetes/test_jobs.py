@@ -87,6 +87,7 @@ def test_evaluation_job_is_hardened_owned_labelled_and_queued():
         "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
     }
     assert job["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600  # a backstop; the operator deletes first
+    # a legacy task (GPU_TASK has no runner): one container, given the candidate, storing nothing
     assert c["command"] == [
         "kubevolve",
         "step",
@@ -95,13 +96,16 @@ def test_evaluation_job_is_hardened_owned_labelled_and_queued():
         "packing-1",
         "--node",
         "packing-1-c00003",
-        "--store",
-        "weaviate://weaviate.kv:8080",
-        "--tenant",
-        "lab-a",
+        "--input",
+        "/input/evaluation.json",
+        "--termination-log",
+        "/dev/termination-log",
         "--workspace",
         "/scratch/work",
     ]
+    assert c["name"] == "judge" and len(pod["containers"]) == 1
+    assert job["spec"]["template"]["metadata"]["labels"]["kubevolve.io/network"] == "none"
+    assert {"name": "input", "configMap": {"name": meta["name"], "defaultMode": 0o444}} in pod["volumes"]
     assert c["image"] == "registry.lab/kubevolve:1" and c["workingDir"] == "/opt/kubevolve"
     # hardened: no API token, non-root, read-only root, nothing to escalate, limits = requests
     assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
@@ -365,9 +369,14 @@ def test_the_step_parser_reads_every_command_the_operator_writes(role):
     assert (
         parsed.role is role and parsed.run_id == "packing-1" and parsed.node_id == node_id(RUN.name, req.key)
     )
-    assert (
-        parsed.store_url == CONFIG.store_url and parsed.tenant == RUN.namespace and parsed.retry_of == retry
-    )
+    if role is Role.EVALUATE:  # an evaluation pod is handed its candidate: no store, no tenant
+        assert parsed.store_url is None and parsed.input_file is not None and parsed.termination_log
+    else:
+        assert (
+            parsed.store_url == CONFIG.store_url
+            and parsed.tenant == RUN.namespace
+            and parsed.retry_of == retry
+        )
     assert (parsed.workspace is not None) == (role is Role.EVALUATE)
 
 

@@ -97,13 +97,22 @@ class Engineer:
 
 class OneSlotEngineer:
     """An Engineer with a fresh one-slot pool per evaluation, under `workspace/RUN/NODE`: how a step pod, which
-    evaluates one node and exits, evaluates."""
+    evaluates one node and exits, evaluates. `zygote_socket`: the pod layout (the candidate's side is another
+    container of the pod, whose zygote connects there; `workspace` is then in the volume both share)."""
 
-    def __init__(self, task: Task, spec: RunSpec, workspace: Path):
+    def __init__(self, task: Task, spec: RunSpec, workspace: Path, *, zygote_socket: Path | None = None):
         self.task, self.spec, self.workspace = task, spec, workspace
+        self.zygote_socket = zygote_socket
 
     async def evaluate(self, node: Node) -> Node:
-        pool = EvaluatorPool(self.task, 1, self.workspace / node.run_id / node.id, self.spec.sandbox)
+        pool = EvaluatorPool(
+            self.task,
+            1,
+            self.workspace / node.run_id / node.id,
+            self.spec.sandbox,
+            zygote_socket=self.zygote_socket,
+            shared_root=None if self.zygote_socket is None else self.workspace,
+        )
         await pool.start()
         try:
             return await Engineer(self.task, pool, self.spec.stages).evaluate(node)

@@ -12,6 +12,13 @@ makes them: a fresh scratch folder per candidate (deleted after), a watcher that
 files pass the quota, and, as root, the sweep of every process and every file in /tmp, /var/tmp and /dev/shm
 left by the slot's uid (which nothing else uses, see slot_uids.allocate).
 
+In a Kubernetes evaluation pod (the pod layout, `zygote_socket`) the zygote is the candidate container's own
+process: this process listens on a Unix socket in the volume the two containers share, accepts one
+connection (the zygote's, made before any candidate code exists), and never another: a zygote that dies is
+not replaced, and the candidate's evaluation ends with a sandbox failure. Its candidates' scratch folders are
+in that volume, writable by the other container's uid; the whole volume counts against the disk quota, and
+a candidate is killed through the zygote (its pids are another pid namespace's).
+
 Engine protocol: as the legacy worker (worker.py), one JSON job per line on stdin, one JSON reply per line.
 """
 
@@ -36,7 +43,13 @@ from typing import Any
 
 from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer import confine
-from kubevolve.loop.engineer.slot_uids import SHARED_TMP, SweepFailed, kill_uid, remove_files_of_uid
+from kubevolve.loop.engineer.slot_uids import (
+    SweepFailed,
+    held_deleted_bytes,
+    kill_uid,
+    remove_files_of_uid,
+    uid_entries,
+)
 from kubevolve.loop.engineer.worker import describe_import_error
 from kubevolve.loop.engineer.zygote import SETUP_FAILED
 from kubevolve.sdk import channel
@@ -109,6 +122,11 @@ class Config:
     zygote_env: dict[str, str]
     uid: int | None = None  # root only: the slot's own uid
     scratch_root: str | None = None  # sandbox "none": where per-candidate scratch folders go
+    # the pod layout: the zygote connects here from the candidate's container (zygote_argv is then unused),
+    # told to load `runner`; everything under `shared_root` is the candidate's to write and counts as its disk
+    zygote_socket: str | None = None
+    runner: str = ""
+    shared_root: str | None = None
 
 
 class Zygote:
@@ -116,8 +134,50 @@ class Zygote:
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.control: socket.socket | None = None
+        self.accepted = False  # the pod layout: a pod's one zygote has connected
 
     def start(self) -> None:
+        if self.config.zygote_socket is not None:
+            self.control = self._accept(self.config.zygote_socket)
+        else:
+            self._spawn()
+        message = self.receive(STARTUP_TIMEOUT)
+        if message.get("op") == "fatal":
+            self.stop()
+            raise RuntimeError(str(message.get("error"))[:4000])
+        if message.get("op") != "ready":
+            self.stop()
+            raise RuntimeError(f"the zygote did not start: {message}")
+
+    def _accept(self, path: str) -> socket.socket:
+        """The pod layout: the one connection of the candidate container's zygote, told what to load. The
+        socket is gone once it is taken, so nothing started later (a candidate) can connect in its place."""
+        if self.accepted:
+            raise RuntimeError("the candidate container's zygote is gone (a pod has one; it is not replaced)")
+        self.accepted = True
+        folder = os.path.dirname(path)
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            listener.bind(path)
+            os.chmod(path, 0o777)  # the other container's uid must be able to connect
+            listener.listen(1)
+            if not select.select([listener], [], [], STARTUP_TIMEOUT)[0]:
+                raise RuntimeError(
+                    f"no zygote connected from the candidate's container within {STARTUP_TIMEOUT:g}s"
+                )
+            control, _ = listener.accept()
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        load = {"op": "load", "runner": self.config.runner, "task_root": self.config.task_root}
+        control.send(json.dumps(load).encode())
+        return control
+
+    def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
@@ -130,16 +190,11 @@ class Zygote:
         finally:
             theirs.close()
         self.control = ours
-        message = self.receive(STARTUP_TIMEOUT)
-        if message.get("op") == "fatal":
-            self.stop()
-            raise RuntimeError(str(message.get("error"))[:4000])
-        if message.get("op") != "ready":
-            self.stop()
-            raise RuntimeError(f"the zygote did not start: {message}")
 
     @property
     def alive(self) -> bool:
+        if self.config.zygote_socket is not None:  # another container's process: alive while connected
+            return self.control is not None
         return self.proc is not None and self.proc.poll() is None
 
     def receive(self, timeout: float | None) -> dict[str, Any]:
@@ -397,19 +452,14 @@ class CandidateProcess:
     # sandbox "none": the quota
 
     def _quota_roots(self) -> list[str]:
+        if self.slot.config.shared_root is not None:  # the pod layout: all the candidate can write
+            return [self.slot.config.shared_root]
         roots = [self._scratch] if self._scratch else []
         uid = self.slot.config.uid
-        if uid is not None:
-            for folder in SHARED_TMP:
-                with contextlib.suppress(OSError), os.scandir(folder) as entries:
-                    for entry in entries:
-                        with contextlib.suppress(OSError):  # one that vanishes must not hide the others
-                            if entry.stat(follow_symlinks=False).st_uid == uid:
-                                roots.append(entry.path)
-        return roots
+        return roots + (uid_entries(uid) if uid is not None else [])
 
     def _quota_message(self) -> str:
-        return f"disk quota exceeded ({self.job['disk_bytes'] >> 20} MiB in its scratch, /tmp and /dev/shm)"
+        return f"disk quota exceeded ({self.job['disk_bytes'] >> 20} MiB in its scratch and the shared /tmp folders)"
 
     def _watch_quota(self) -> None:
         """A thread that kills the candidate's processes once its files pass the quota (the kernel has no
@@ -418,8 +468,10 @@ class CandidateProcess:
         limit = self.job["disk_bytes"]
 
         def watch() -> None:
+            uid = self.slot.config.uid
             while not stop.wait(QUOTA_POLL):
                 used, entries = disk_usage(self._quota_roots())
+                used += held_deleted_bytes(uid) if uid is not None else 0
                 if used > limit or entries > MAX_SCRATCH_ENTRIES:
                     self._over_quota.set()
                     self.slot.kill_candidate_processes()
@@ -570,8 +622,16 @@ class JudgeSlot:
         self.killed.clear()
 
     def kill_candidate_processes(self) -> None:
-        """Sandbox "none": every process of the slot's uid (root), else the candidate's process group."""
+        """Sandbox "none": every process of the slot's uid (root), else the candidate's process group; in the
+        pod layout the zygote kills them (their pids are not ours), and once it is gone the kernel has (it was
+        their container's pid 1)."""
         if self.config.mode != "none":
+            return
+        if self.config.zygote_socket is not None:
+            if self.zygote.control is not None:
+                for ident in list(self.pids):
+                    with contextlib.suppress(ZygoteBroken):
+                        self.zygote.send({"op": "kill", "id": ident})
             return
         if self.config.uid is not None:
             kill_uid(self.config.uid)
@@ -588,6 +648,8 @@ class JudgeSlot:
         path.mkdir(mode=0o700)
         if self.config.uid is not None:
             os.chown(path, self.config.uid, self.config.uid)
+        elif self.config.zygote_socket is not None:  # the candidate is another container's uid: no chown
+            os.chmod(path, 0o777)
         return str(path)
 
     def sweep(self, scratch: str | None) -> None:

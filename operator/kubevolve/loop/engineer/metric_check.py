@@ -42,7 +42,10 @@ def validate_metrics(result: Any, primary: str) -> tuple[dict[str, float], dict[
             raise MetricsError(f"metric names must be strings, got {key!r}")
         if isinstance(value, bool) or not isinstance(value, Real):
             raise MetricsError(f"metric {key!r} must be a number, got {type(value).__name__} {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too large for a float (JSON integers have no size limit)
+            raise MetricsError(f"metric {key!r} is too large for a float ({str(value)[:40]}...)") from None
         if not math.isfinite(value):
             raise MetricsError(f"metric {key!r} is not finite ({value})")
         metrics[key] = value

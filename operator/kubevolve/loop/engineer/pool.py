@@ -258,7 +258,9 @@ class Slot:
         # bubblewrap: the next candidate's process waits beside this one (judge.JudgeSlot.prepare_spare); as
         # root only the candidate runs as the slot's uid, else its keeper and init run as ours too
         spare = (1 if uid is not None else 3) if self.worker.launch.mode == "bwrap" else 0
-        if uid is not None:  # the slot's own uid: nothing else runs as it, the candidate itself counts
+        if uid is not None or self.worker.launch.remote_zygote:
+            # the slot's own uid (or the candidate container's: the zygote adds its own threads): nothing
+            # else runs as it, the candidate itself counts
             job["max_processes"] = spec.resources.max_processes + 1 + spare
         else:
             job["max_processes"] += spare
@@ -307,11 +309,26 @@ class Slot:
 
 
 class EvaluatorPool:
-    def __init__(self, task: Task, slots: int, workspace: Path, sandbox: SandboxMode = "auto"):
+    """`zygote_socket` (one slot): the pod layout, where the candidate's side is another container whose
+    zygote connects to the judge there, and `shared_root` the volume the two containers share."""
+
+    def __init__(
+        self,
+        task: Task,
+        slots: int,
+        workspace: Path,
+        sandbox: SandboxMode = "auto",
+        *,
+        zygote_socket: Path | None = None,
+        shared_root: Path | None = None,
+    ):
         self.task = task
         self.size = slots
         self.workspace = workspace
         self.sandbox = sandbox
+        self.zygote_socket, self.shared_root = zygote_socket, shared_root
+        if zygote_socket is not None and slots != 1:
+            raise ValueError("the pod layout has one candidate container: one slot")
         self.slots: list[Slot] = []
         self._free: asyncio.Queue[Slot] = asyncio.Queue()
         self.started_at = 0.0
@@ -322,6 +339,10 @@ class EvaluatorPool:
 
     def _launch(self, index: int, scratch: Path, threads: int, gpus: int) -> WorkerLaunch:
         runner = self.task.runner_path
+        if runner is None and self.zygote_socket is not None:
+            raise EvaluatorUnavailable(
+                f"task {self.task.name!r} has no runner: a legacy task runs in one container, not the pod layout"
+            )
         if runner is None:
             return build_worker_launch(
                 self.sandbox,
@@ -342,6 +363,8 @@ class EvaluatorPool:
             judge_seed=self.judge_seed,
             threads=threads,
             gpus=gpus,
+            zygote_socket=self.zygote_socket,
+            shared_root=self.shared_root,
         )
 
     async def start(self) -> None:

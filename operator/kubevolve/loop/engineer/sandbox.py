@@ -16,6 +16,9 @@ Tasks with a runner (`run.py`, see judge.py and zygote.py) split a slot in two: 
 started plainly, and the zygote it starts, inside this sandbox, which forks each candidate into namespaces of
 its own. `build_judge_launch` builds both command lines. Tasks without a runner still run their evaluator in
 the legacy worker (worker.py), with the candidate in its address space (`build_worker_launch`).
+
+In a Kubernetes evaluation pod the zygote is not started here at all: it is the candidate container's own
+process, which connects to the judge's socket (`zygote_socket`, the pod layout); the pod is its sandbox.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class WorkerLaunch:
     notes: list[str] = field(default_factory=list)
     judged: bool = False  # a judge process with a zygote (the task has a runner), not the legacy worker
     slot_uid: int | None = None  # the judged slot's own uid (root only)
+    remote_zygote: bool = False  # the pod layout: the zygote is another container's process, its uid alone
 
 
 def _installed() -> bool:
@@ -235,20 +239,34 @@ def build_judge_launch(
     judge_seed: int,
     threads: int = 1,
     gpus: int = 0,
+    zygote_socket: Path | None = None,
+    shared_root: Path | None = None,
 ) -> WorkerLaunch:
     """The command line of a slot's judge, which carries the command line of its zygote. `judge_seed` goes
-    into the judge's environment only (kubevolve.sdk.judging.judge_seed), never the zygote's."""
-    resolved = resolve_mode(mode)
+    into the judge's environment only (kubevolve.sdk.judging.judge_seed), never the zygote's. With
+    `zygote_socket` (the pod layout) the zygote runs in the candidate's container, without namespaces of its
+    own, and connects there; `shared_root` is the volume it writes."""
+    resolved: Literal["bwrap", "none"] = "none" if zygote_socket is not None else resolve_mode(mode)
     env = worker_env(threads, None)
     judge_env = dict(env, **{SEED_VARIABLE: str(judge_seed)})
+    zygote_argv = (
+        []
+        if zygote_socket is not None
+        else zygote_command(resolved, task_root=task_root, runner=runner, env=env, gpus=gpus)
+    )
     config = {
         "evaluator": str(evaluator),
         "task_root": str(task_root),
         "mode": resolved,
-        "zygote_argv": zygote_command(resolved, task_root=task_root, runner=runner, env=env, gpus=gpus),
+        "zygote_argv": zygote_argv,
         "zygote_env": env,
         "uid": uid,
         "scratch_root": str(scratch_root),
+        "zygote_socket": None if zygote_socket is None else str(zygote_socket),
+        "runner": str(runner),
+        "shared_root": None if shared_root is None else str(shared_root),
     }
     argv = [sys.executable, "-P", "-m", "kubevolve.loop.engineer.judge", json.dumps(config)]
-    return WorkerLaunch(argv, judge_env, None, resolved, judged=True, slot_uid=uid)
+    return WorkerLaunch(
+        argv, judge_env, None, resolved, judged=True, slot_uid=uid, remote_zygote=zygote_socket is not None
+    )

@@ -16,6 +16,7 @@ import os
 import resource
 import shutil
 import signal
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ SHARED_TMP = (
     "/tmp",
     "/var/tmp",
     "/dev/shm",
-)  # world-writable: where a candidate can leave files outside scratch
+    "/run/lock",  # world-writable on Debian and Ubuntu (/var/lock links to it)
+    "/dev/mqueue",
+)  # world-writable: where a candidate can leave files outside scratch (uid_entries looks one level deeper)
 
 
 class NoFreeUid(KubevolveError, RuntimeError):
@@ -60,6 +63,25 @@ def _uids_of(pid: str) -> set[int]:
 
 def processes_of_uid(uid: int) -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and uid in _uids_of(p)]
+
+
+def held_deleted_bytes(uid: int) -> int:
+    """Disk `uid`'s processes hold in files they deleted and keep open: no folder walk finds a file without
+    a name, and its space is freed only when the last descriptor closes (a quota must count it)."""
+    total, seen = 0, set()
+    for pid in processes_of_uid(uid):
+        folder = f"/proc/{pid}/fd"
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(folder):
+                with contextlib.suppress(OSError):
+                    path = f"{folder}/{fd}"
+                    if not os.readlink(path).endswith(" (deleted)"):
+                        continue
+                    info = os.stat(path)  # the open file itself
+                    if stat.S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) not in seen:
+                        seen.add((info.st_dev, info.st_ino))
+                        total += info.st_blocks * 512
+    return total
 
 
 def _alone() -> bool:
@@ -105,20 +127,36 @@ def _kill_uid(uid: int, attempts: int) -> None:
         raise SweepFailed(f"processes of sandbox uid {uid} survive SIGKILL: {processes_of_uid(uid)[:10]}")
 
 
-def remove_files_of_uid(uid: int) -> list[str]:
-    """Delete what `uid` owns at the top of the world-writable folders; return the paths."""
-    removed = []
-    for folder in SHARED_TMP:
+def uid_entries(uid: int) -> list[str]:
+    """What `uid` owns at the top of the world-writable folders, and inside the world-writable folders of
+    others found there (/tmp/.X11-unix, /tmp/.ICE-unix: any user may write in them too)."""
+    found: list[str] = []
+
+    def scan(folder: str, deeper: bool) -> None:
         with contextlib.suppress(OSError), os.scandir(folder) as entries:
             for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_uid != uid:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
-                    removed.append(entry.path)
+                with contextlib.suppress(OSError):  # one that vanishes must not hide the others
+                    info = entry.stat(follow_symlinks=False)
+                    if info.st_uid == uid:
+                        found.append(entry.path)
+                    elif deeper and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_IWOTH:
+                        scan(entry.path, deeper=False)
+
+    for folder in SHARED_TMP:
+        scan(folder, deeper=True)
+    return found
+
+
+def remove_files_of_uid(uid: int) -> list[str]:
+    """Delete what `uid` left in the world-writable folders (uid_entries); return the paths."""
+    removed = []
+    for path in uid_entries(uid):
+        with contextlib.suppress(OSError):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+            removed.append(path)
     return removed
 
 

@@ -21,6 +21,15 @@ descriptor but the three, no way to gain privileges, and dies with its parent.
 Control protocol (a SOCK_SEQPACKET socket whose fd is the last argument, JSON datagrams): the zygote sends
 `ready`; the judge sends `spawn` (an id, the limits, and three descriptors by SCM_RIGHTS) and `kill` (an id);
 the zygote answers `spawned` and, when the process ends, `exit` with its id and wait status.
+
+In a Kubernetes evaluation pod the zygote is the candidate container's own process (`--connect SOCKET`, the
+pod layout, docs/kubernetes.md): the judge runs in another container, as another uid, and listens on a Unix
+socket in a volume the two containers share. The zygote connects (once: the judge accepts one connection,
+made before any candidate code exists), is told which runner to load, and serves the same protocol; the
+descriptors it receives cross the containers as they cross processes. It is the container's pid 1, so no
+candidate can kill it (the kernel drops signals a namespace's init has not asked for), and every process a
+candidate leaves becomes its child. It removes each candidate's scratch itself when the candidate exits: the
+judge, another uid, cannot delete what the candidate made there.
 """
 
 from __future__ import annotations
@@ -50,6 +59,9 @@ REQUEST_FD, REPLY_FD = 3, 4  # in the candidate, after keep_only_fds
 SETUP_FAILED = 121  # the exit status of a candidate whose confinement could not be set up
 SCRATCH = "/tmp"  # bwrap mode: the per-candidate tmpfs, also seen at /dev/shm
 MAX_CONTROL = 1 << 16
+CONNECT_TIMEOUT = 600.0  # pod layout: the judge's container loads the task (torch, ...) before it listens
+CONNECT_POLL = 0.05
+JUDGE_GONE = ".gone"  # pod layout: beside the socket, the judge's note that it will not listen (any more)
 # imported once here so that a candidate which has dropped to a uid that cannot read the interpreter's
 # folder (a root-owned install, sandbox "none") still finds the modules programs commonly use
 PRELOAD = [
@@ -281,7 +293,10 @@ def _send(control: socket.socket, message: dict[str, Any]) -> None:
 
 def _receive(control: socket.socket) -> tuple[dict[str, Any], list[int]]:
     fds = array.array("i")
-    data, ancillary, _, _ = control.recvmsg(MAX_CONTROL, socket.CMSG_SPACE(16 * fds.itemsize))
+    try:
+        data, ancillary, _, _ = control.recvmsg(MAX_CONTROL, socket.CMSG_SPACE(16 * fds.itemsize))
+    except ConnectionResetError:  # the judge exited with our replies unread: it is gone all the same
+        raise EOFError("the judge closed the control socket") from None
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
@@ -299,6 +314,7 @@ class Spawned:
     kill_pid: int  # killing this ends the candidate and all it started
     kill_signal: int
     init: int | None = None  # bwrap as root: the namespace's init, our child too
+    scratch: str | None = None  # sandbox "none": its scratch folder, which a pod's zygote removes after it
 
 
 class Spawner:
@@ -345,7 +361,7 @@ class Spawner:
                 _run_candidate(self.runner, job, fds, zygote)
             finally:
                 os._exit(SETUP_FAILED)
-        return Spawned(ident, pid, pid, signal.SIGKILL)
+        return Spawned(ident, pid, pid, signal.SIGKILL, scratch=job.get("scratch"))
 
     def _in_new_pid_namespace(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
         assert self.own_pid_ns is not None
@@ -405,9 +421,49 @@ def _kill_descendants() -> None:
         time.sleep(0.001)
 
 
+def connect(path: str, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+    """Pod layout: the judge's socket, once it listens. Raises EOFError if the judge leaves its note that it
+    never will (it failed before), TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if os.path.exists(path + JUDGE_GONE):
+            raise EOFError("the judge's container ended without listening for the candidate's")
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            control.connect(path)
+            return control
+        except (FileNotFoundError, ConnectionRefusedError):
+            control.close()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no judge listened at {path} within {timeout:g}s")
+        time.sleep(CONNECT_POLL)
+
+
+def _load_message(control: socket.socket) -> tuple[str, str, str]:
+    """Pod layout: the judge's first message names the runner and the task root (the same paths in both
+    containers: they run one image)."""
+    message, fds = _receive(control)
+    for fd in fds:
+        os.close(fd)
+    runner, task_root = message.get("runner"), message.get("task_root")
+    if message.get("op") != "load" or not isinstance(runner, str) or not isinstance(task_root, str):
+        raise EOFError(f"the judge sent no runner to load: {str(message)[:200]}")
+    return runner, task_root, "none"
+
+
 def main(argv: list[str]) -> int:
-    runner_path, task_root, mode, control_fd = argv[1], argv[2], argv[3], int(argv[4])
-    control = socket.socket(fileno=control_fd)
+    pod = len(argv) == 3 and argv[1] == "--connect"
+    if pod:  # the container's pid 1: a handler would let a candidate's SIGINT through the init protection
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            control = connect(argv[2])
+            runner_path, task_root, mode = _load_message(control)
+        except (EOFError, TimeoutError, OSError) as err:
+            print(f"kubevolve zygote: {err}", file=sys.stderr)
+            return 1
+    else:
+        runner_path, task_root, mode, control_fd = argv[1], argv[2], argv[3], int(argv[4])
+        control = socket.socket(fileno=control_fd)
     os.dup2(2, 1)  # stray prints of the runner's import go to stderr
     confine.not_dumpable()
     confine.prctl(confine.PR_SET_CHILD_SUBREAPER, 1)
@@ -422,7 +478,7 @@ def main(argv: list[str]) -> int:
         _send(control, {"op": "fatal", "error": message[:4000]})
         return 2
     _send(control, {"op": "ready", "pid": os.getpid()})
-    serve_judge(control, runner, mode)
+    serve_judge(control, runner, mode, pod=pod)
     return 0
 
 
@@ -434,9 +490,25 @@ def _report(ident: Any, status: int, mode: str) -> dict[str, Any]:
     return {"op": "exit", "id": ident, "signal": None, "code": os.WEXITSTATUS(status)}
 
 
-def serve_judge(control: socket.socket, runner: Any, mode: str) -> None:
+def _own_tasks() -> int:
+    """Threads of this process: they count against its uid's process limit, which candidates share (pod)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _kill_all(children: dict[int, Spawned]) -> None:
+    for child in children.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.kill_pid, child.kill_signal)
+
+
+def serve_judge(control: socket.socket, runner: Any, mode: str, *, pod: bool = False) -> None:
     """Spawn, kill and report candidate processes (each known by the judge's id) until the judge goes.
-    Several may live at once (one running, one waiting for its program); each exit is reported once."""
+    Several may live at once (one running, one waiting for its program); each exit is reported once.
+    `pod`: the judge is another container's uid, so a candidate's scratch is removed here, and the process
+    limit (RLIMIT_NPROC counts the whole uid, ours too) includes this process's threads."""
     spawner = Spawner(runner, mode)
     children: dict[int, Spawned] = {}  # pidfd -> the candidate
     inits: dict[int, int] = {}  # pidfd -> pid of a killed namespace's init, reaped once its namespace is gone
@@ -456,20 +528,27 @@ def serve_judge(control: socket.socket, runner: Any, mode: str) -> None:
                 inits[os.pidfd_open(child.init)] = child.init  # (the kernel may take a while to tear it down)
             if mode == "none" and not children:
                 _kill_descendants()  # whatever it started, in any session (we are its subreaper)
-            _send(control, _report(child.ident, status, mode))
+            if pod and child.scratch:
+                shutil.rmtree(child.scratch, ignore_errors=True)
+            try:
+                _send(control, _report(child.ident, status, mode))
+            except (BrokenPipeError, ConnectionResetError):  # the judge is gone: as EOF below
+                _kill_all(children)
+                return
         if control not in ready:
             continue
         try:
             message, fds = _receive(control)
         except EOFError:
-            for child in children.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.kill_pid, child.kill_signal)
+            _kill_all(children)
             return
         op, ident = message.get("op"), message.get("id")
         if op == "spawn" and len(fds) == 3:
+            job = message["job"]
+            if pod:
+                job = dict(job, max_processes=job["max_processes"] + _own_tasks())
             try:
-                child = spawner.spawn(ident, message["job"], fds)
+                child = spawner.spawn(ident, job, fds)
             except OSError as err:
                 _send(
                     control,

@@ -5,7 +5,8 @@ what to do from the store (nodes, run record) and the Jobs the run owns, so a re
 and starts nothing twice (Job names are deterministic; a create that finds the Job already there is a no-op).
 
 Modules, one concern each: `crd` (schema from RunSpec), `names` (labels, deterministic names), `jobs` and
-`trainjob` (what a pod runs), `observe` (what a Job's status means), `snapshot` (what the store says),
+`trainjob` (what a pod runs), `handover` (what an evaluation pod is given), `results` (what it hands back),
+`observe` (what a Job's status means), `snapshot` (what the store says),
 `plan` (the pure decision), `status` (conditions, phase), `kube` (API calls), `reconcile` (one pass),
 `handlers/` (kopf wiring).
 """
@@ -22,6 +23,7 @@ CANDIDATE_LABEL = "kubevolve.io/candidate"
 ATTEMPT_LABEL = "kubevolve.io/attempt"
 NODE_ANNOTATION = "kubevolve.io/node-id"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+NETWORK_LABEL = "kubevolve.io/network"  # "none" on evaluation pods: the isolation NetworkPolicy selects them
 FINALIZER = "kubevolve.io/cleanup"
 STORE_KEY_SECRET = "kubevolve-store"  # a lab's own store key, in its namespace (labkeys.py)
 STORE_KEY = "api-key"

@@ -30,6 +30,8 @@ class OperatorConfig:
     trainjobs: bool = False  # watch Kubeflow Trainer TrainJobs (enable where Trainer is installed)
     lab_keys: bool = False  # give each lab its own store key (labkeys.py; a Weaviate with RBAC and DB users)
     run_as_user: int = 65532  # the non-root uid of every step pod
+    # an evaluation pod's candidate container runs as a uid of its own, one of 2^24 above this (jobs.py)
+    candidate_uid_base: int = 2_100_000_000
     scratch_size: str = "8Gi"  # emptyDir size limit of a pod's scratch folder
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty: every namespace
     metrics_port: int | None = None  # serve Prometheus metrics here (KUBEVOLVE_METRICS_PORT)

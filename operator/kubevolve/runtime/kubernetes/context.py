@@ -117,6 +117,8 @@ class OperatorContext:
     started_jobs: set[tuple[str | None, str | None]] = field(default_factory=set)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)  # one reconcile per run at once
     feeds: dict[tuple[str, str], RunFeed] = field(default_factory=dict)  # runs' metrics read from the store
+    results_seen: set[tuple[str, str]] = field(default_factory=set)  # (namespace, Job) whose pods were read
+    seeded: set[str] = field(default_factory=set)  # uids of the runs whose judge-seed Secret exists
     runtimes: set[tuple[str, str]] = field(default_factory=set)  # runs' TrainingRuntimes known to exist
     lab_keys: set[tuple[str, str]] = field(default_factory=set)  # (namespace, store URL) with a key Secret
 

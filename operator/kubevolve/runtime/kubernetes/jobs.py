@@ -1,32 +1,43 @@
 """The Jobs a run is made of: what each pod runs (`kubevolve step ...`, the command a local shell would run),
 with which image, labels, owner, resources and security settings.
 
-Every step pod is hardened the same way, evaluation pods above all (they run untrusted candidate code):
-no service-account token (the steps talk to the store, never to the Kubernetes API; the pods run as the
-step ServiceAccount, `kubevolve-step` from the chart and `kubevolve lab create`, which has no rights), non-root uid, read-only
-root filesystem with emptyDir scratch and /tmp, no privilege escalation, all capabilities dropped, the runtime
-default seccomp profile, and resource limits. Only proposal and analysis pods see the LLM key and the store key;
-no pod but the operator's has API credentials. `backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so
-that every attempt is a visible, named Job. A pod that Kubernetes itself takes away (a node drain, a
-preemption, an eviction: its `DisruptionTarget` condition) is not such a failure: the `podFailurePolicy`
-ignores it and the Job starts the pod again. `ttlSecondsAfterFinished` is a backstop for Jobs the operator
-did not delete (it deletes finished Jobs itself once their follow-ups exist, and keeps failed ones for
-`kubectl describe` until then).
+Every step pod is hardened the same way: no service-account token (the steps talk to the store, never to
+the Kubernetes API; the pods run as the step ServiceAccount, `kubevolve-step` from the chart and `kubevolve
+lab create`, which has no rights), non-root uid, read-only root filesystem with emptyDir scratch and /tmp, no
+privilege escalation, all capabilities dropped, the runtime default seccomp profile, and resource limits.
+Only proposal and analysis pods see the LLM key and the store key; no pod but the operator's has API
+credentials. `backoffLimit: 0`: the operator retries a failed Job itself, with backoff, so that every attempt
+is a visible, named Job. A pod that Kubernetes itself takes away (a node drain, a preemption, an eviction: its
+`DisruptionTarget` condition) is not such a failure: the `podFailurePolicy` ignores it and the Job starts the
+pod again. `ttlSecondsAfterFinished` is a backstop for Jobs the operator did not delete (it deletes finished
+Jobs itself once their follow-ups exist, and keeps failed ones for `kubectl describe` until then).
+
+Evaluation pods run untrusted candidate code, and hold nothing a candidate could use: no store key, no route
+anywhere (the label `kubevolve.io/network: none`, which the isolation NetworkPolicy selects). They are given
+the candidate in a ConfigMap and publish their result for the operator to store (handover.py, results.py).
+A judged task's evaluation pod has two containers (the pod layout): `judge` runs `kubevolve step evaluate`
+with the task's judge, holds the run's judge seed (a Secret) and the candidate's ConfigMap, and publishes the
+result; `candidate` runs only the zygote that forks the candidate's processes, as a uid of its own, with no
+Secret, no mounted input, no environment of the judge's and its own pid namespace (processes of one
+container cannot see or signal the other's). They talk over a Unix socket in the `sandbox` emptyDir, the one
+volume they share, which is also the candidates' scratch. A legacy task (no runner) evaluates in one `judge`
+container, the candidate inside the evaluator's process as ever: it can forge its own score, nothing else.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from kubevolve.core.kinds import Role
 from kubevolve.core.spec import RunSpec
 from kubevolve.runtime.kubernetes import (
-    API_VERSION,
     ATTEMPT_LABEL,
     CANDIDATE_LABEL,
-    KIND,
+    NETWORK_LABEL,
     NODE_ANNOTATION,
     QUEUE_LABEL,
     ROLE_LABEL,
@@ -35,14 +46,36 @@ from kubevolve.runtime.kubernetes import (
     STORE_KEY_SECRET,
 )
 from kubevolve.runtime.kubernetes.config import OperatorConfig
+from kubevolve.runtime.kubernetes.handover import INPUT_KEY, SEED_KEY, owner, seed_secret_name
 from kubevolve.runtime.kubernetes.names import job_name, node_id, parse_key, run_label
-from kubevolve.runtime.kubernetes.resources import TaskFacts, active_deadline, evaluation_gpus, pod_resources
+from kubevolve.runtime.kubernetes.resources import (
+    TaskFacts,
+    active_deadline,
+    evaluation_gpus,
+    evaluation_resources,
+    pod_resources,
+)
+from kubevolve.sdk.judging import SEED_VARIABLE
 
 JOB_TTL_SECONDS = 7 * 24 * 3600  # a finished Job the operator left behind goes a week after it finished
 # node drains, preemptions and evictions are not the step's failure: the Job controller starts the pod again
 POD_FAILURE_POLICY = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
 SCRATCH = "/scratch"  # KUBEVOLVE_HOME in the pod: the evaluation workspace lives under it
 WORKSPACE = f"{SCRATCH}/work"
+JUDGE, CANDIDATE = "judge", "candidate"  # an evaluation pod's containers (the operator reads the judge's)
+INPUT = "/input"  # the candidate's ConfigMap, in the judge's container only
+SANDBOX = "/sandbox"  # the volume the judge and the candidate share: the candidates' scratch, the socket
+ZYGOTE_SOCKET = f"{SANDBOX}/.judge/zygote.sock"
+TERMINATION_LOG = "/dev/termination-log"
+CANDIDATE_UIDS = (
+    1 << 24
+)  # a candidate container's uid is one of these above OperatorConfig.candidate_uid_base
+HARDENED = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +100,7 @@ def store_url(spec: RunSpec, config: OperatorConfig) -> str | None:
 
 
 def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobRequest) -> list[str]:
+    """The step as it runs with the store (proposal, analysis, a TrainJob's evaluation)."""
     nid = node_id(run.name, req.key)
     command = ["kubevolve", "step", str(req.role), "--run", run.name]
     if req.role == Role.PROPOSE:  # proposal pods started together see one store: each draws by its own index
@@ -80,6 +114,22 @@ def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobReq
     if req.retry_of:
         command += ["--retry-of", req.retry_of]
     return command
+
+
+def evaluate_command(run: RunRef, req: JobRequest, judged: bool) -> list[str]:
+    """An evaluation pod's step: the candidate from its ConfigMap, the result in its termination message."""
+    command = ["kubevolve", "step", "evaluate", "--run", run.name, "--node", node_id(run.name, req.key)]
+    command += ["--input", f"{INPUT}/{INPUT_KEY}", "--termination-log", TERMINATION_LOG]
+    if judged:
+        return command + ["--workspace", SANDBOX, "--candidate-socket", ZYGOTE_SOCKET]
+    return command + ["--workspace", WORKSPACE]
+
+
+def candidate_uid(config: OperatorConfig, job: str) -> int:
+    """The candidate container's uid: its own, as far as a hash can make it (RLIMIT_NPROC counts every
+    process of a uid on the node, other pods' included, and a uid no other pod uses is one nobody else's
+    process limit is spent on)."""
+    return config.candidate_uid_base + int(hashlib.sha256(job.encode()).hexdigest(), 16) % CANDIDATE_UIDS
 
 
 def labels(run: RunRef, spec: RunSpec, req: JobRequest) -> dict[str, str]:
@@ -103,16 +153,7 @@ def metadata(run: RunRef, spec: RunSpec, req: JobRequest) -> dict[str, Any]:
         "namespace": run.namespace,
         "labels": labels(run, spec, req),
         "annotations": {NODE_ANNOTATION: node_id(run.name, req.key)},
-        "ownerReferences": [
-            {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": run.name,
-                "uid": run.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
+        "ownerReferences": [owner(run.name, run.uid)],
     }
 
 
@@ -133,16 +174,20 @@ def store_key_env(role: Role, spec: RunSpec, config: OperatorConfig) -> list[dic
     return []
 
 
-def step_env(role: Role, spec: RunSpec, facts: TaskFacts, config: OperatorConfig) -> list[dict[str, Any]]:
-    env = [
-        {"name": "KUBEVOLVE_HOME", "value": SCRATCH},
-        {"name": "HOME", "value": "/tmp"},
+def _base_env(home: str, tmp: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "KUBEVOLVE_HOME", "value": home},
+        {"name": "HOME", "value": tmp},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # the root filesystem is read-only
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
     ]
-    env += store_key_env(role, spec, config)
+
+
+def step_env(role: Role, spec: RunSpec, facts: TaskFacts, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The environment of a step with the store: its key, and the LLM key for proposal and analysis."""
+    env = _base_env(SCRATCH, "/tmp") + store_key_env(role, spec, config)
     if role != Role.EVALUATE and spec.llm.api_key_secret:
         env.append(_secret_env(spec.llm.api_key_env, spec.llm.api_key_secret))
     return env
@@ -157,7 +202,23 @@ def image(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -
     return config.image
 
 
+def handed_over(spec: RunSpec, role: Role) -> bool:
+    """Whether the step's pod is an evaluation Job's: given its candidate, publishing its result, no network.
+    (A TrainJob's evaluation, trainjob.py, runs the step with the store instead.)"""
+    trainjob = bool(spec.jobs and spec.jobs.evaluate and spec.jobs.evaluate.train_job)
+    return role == Role.EVALUATE and not trainjob
+
+
+def _needs_shm(role: Role, spec: RunSpec, facts: TaskFacts) -> bool:
+    return role == Role.EVALUATE and evaluation_gpus(spec, facts) > 0  # NCCL and data loaders use /dev/shm
+
+
+def _mounts(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
+    return [{"name": name, "mountPath": path} for name, path in pairs]
+
+
 def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest) -> dict:
+    """The one container of a step with the store: a proposal's, an analysis's, a TrainJob's evaluation's."""
     return {
         "name": "step",
         "image": image(req.role, spec, config, facts),
@@ -166,29 +227,80 @@ def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFac
         "workingDir": config.task_root,
         "env": step_env(req.role, spec, facts, config),
         "resources": pod_resources(req.role, spec, facts),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "scratch", "mountPath": SCRATCH},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ]
-        + ([{"name": "dshm", "mountPath": "/dev/shm"}] if _needs_shm(req.role, spec, facts) else []),
+        "securityContext": copy.deepcopy(HARDENED),
+        "volumeMounts": _mounts(
+            ("scratch", SCRATCH),
+            ("tmp", "/tmp"),
+            *([("dshm", "/dev/shm")] if _needs_shm(req.role, spec, facts) else []),
+        ),
     }
 
 
-def _needs_shm(role: Role, spec: RunSpec, facts: TaskFacts) -> bool:
-    return role == Role.EVALUATE and evaluation_gpus(spec, facts) > 0  # NCCL and data loaders use /dev/shm
+def evaluation_containers(
+    run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest
+) -> list[dict[str, Any]]:
+    """The judge's container, and for a judged task the candidate's (see the module's docstring)."""
+    common = {
+        "image": image(Role.EVALUATE, spec, config, facts),
+        "imagePullPolicy": spec.image_pull_policy or config.image_pull_policy,
+        "workingDir": config.task_root,
+    }
+    shm = [("dshm", "/dev/shm")] if _needs_shm(Role.EVALUATE, spec, facts) else []
+    judge: dict[str, Any] = {
+        "name": JUDGE,
+        **common,
+        "command": evaluate_command(run, req, facts.judged),
+        "env": _base_env(SCRATCH, "/tmp"),
+        "securityContext": copy.deepcopy(HARDENED),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+    }
+    mounts = [("scratch", SCRATCH), ("tmp", "/tmp")]
+    if not facts.judged:
+        judge["resources"] = pod_resources(Role.EVALUATE, spec, facts)
+        judge["volumeMounts"] = _mounts(*mounts, *shm) + [
+            {"name": "input", "mountPath": INPUT, "readOnly": True}
+        ]
+        return [judge]
+    judge_resources, candidate_resources = evaluation_resources(spec, facts)
+    seed = {"secretKeyRef": {"name": seed_secret_name(run.name), "key": SEED_KEY}}
+    judge["env"] = judge["env"] + [{"name": SEED_VARIABLE, "valueFrom": seed}]
+    if evaluation_gpus(spec, facts) > 0:
+        # the GPUs are the candidate's: a CUDA image's NVIDIA_VISIBLE_DEVICES=all would show the judge's
+        # container every GPU of the node where the NVIDIA runtime is the default
+        judge["env"].append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+    judge["resources"] = judge_resources
+    judge["volumeMounts"] = _mounts(*mounts, ("sandbox", SANDBOX)) + [
+        {"name": "input", "mountPath": INPUT, "readOnly": True}
+    ]
+    uid = candidate_uid(config, job_name(run.name, req.role, req.key, req.attempt))
+    threads = str(max(1, math.ceil(facts.cpu)))
+    candidate = {
+        "name": CANDIDATE,
+        **common,
+        "command": ["python", "-P", "-m", "kubevolve.loop.engineer.zygote", "--connect", ZYGOTE_SOCKET],
+        "env": _base_env(SANDBOX, SANDBOX)
+        + [{"name": "TMPDIR", "value": SANDBOX}]
+        + [
+            {"name": v, "value": threads}
+            for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        ],
+        "resources": candidate_resources,
+        "securityContext": copy.deepcopy(HARDENED) | {"runAsUser": uid, "runAsGroup": uid},
+        "volumeMounts": _mounts(("sandbox", SANDBOX), *shm),
+    }
+    return [judge, candidate]
 
 
-def volumes(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -> list[dict[str, Any]]:
-    out = [
+def volumes(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, job: str) -> list[dict]:
+    out: list[dict[str, Any]] = [
         {"name": "scratch", "emptyDir": {"sizeLimit": config.scratch_size}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
+    if handed_over(spec, role):
+        out.append({"name": "input", "configMap": {"name": job, "defaultMode": 0o444}})
+        if facts.judged:
+            out.append({"name": "sandbox", "emptyDir": {"sizeLimit": config.scratch_size}})
     if _needs_shm(role, spec, facts):
         out.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}})
     return out
@@ -196,6 +308,7 @@ def volumes(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts)
 
 def pod_spec(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest) -> dict:
     overrides = getattr(spec.jobs, req.role, None) if spec.jobs else None
+    evaluation = handed_over(spec, req.role)
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -207,9 +320,15 @@ def pod_spec(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFact
             "fsGroup": config.run_as_user,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container(run, spec, config, facts, req)],
-        "volumes": volumes(req.role, spec, config, facts),
+        "containers": (
+            evaluation_containers(run, spec, config, facts, req)
+            if evaluation
+            else [container(run, spec, config, facts, req)]
+        ),
+        "volumes": volumes(req.role, spec, config, facts, job_name(run.name, req.role, req.key, req.attempt)),
     }
+    if evaluation:  # each container its own processes, the candidate's none of the judge's
+        pod["shareProcessNamespace"] = False
     account = spec.service_account_name or config.step_service_account
     if account:
         pod["serviceAccountName"] = account
@@ -235,6 +354,8 @@ def pod_spec(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFact
 def build_job(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest) -> dict:
     meta = metadata(run, spec, req)
     pod_labels = {k: v for k, v in meta["labels"].items() if k != QUEUE_LABEL}
+    if handed_over(spec, req.role):
+        pod_labels[NETWORK_LABEL] = "none"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

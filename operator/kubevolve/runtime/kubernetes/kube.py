@@ -90,11 +90,13 @@ class Kube:
                 tally[0] += waited
 
     async def create(self, body: dict[str, Any]) -> bool:
-        """Create a Job, TrainJob or TrainingRuntime; False when it already existed."""
+        """Create a Job, TrainJob, TrainingRuntime or ConfigMap; False when it already existed."""
         namespace = body["metadata"]["namespace"]
         try:
             if body["kind"] == "Job":
                 await self._call(self.batch.create_namespaced_job, namespace, body)
+            elif body["kind"] == "ConfigMap":
+                await self._call(self.core.create_namespaced_config_map, namespace, body)
             else:
                 await self._call(
                     self.custom.create_namespaced_custom_object,
@@ -111,12 +113,14 @@ class Kube:
         return True
 
     async def delete(self, namespace: str, name: str, kind: str = "Job") -> bool:
-        """Delete a Job (with its pods) or a TrainJob; False when it was already gone."""
+        """Delete a Job (with its pods), a TrainJob or a ConfigMap; False when it was already gone."""
         try:
             if kind == "Job":
                 await self._call(
                     self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
                 )
+            elif kind == "ConfigMap":
+                await self._call(self.core.delete_namespaced_config_map, name, namespace)
             else:
                 await self._call(
                     self.custom.delete_namespaced_custom_object,
@@ -168,6 +172,37 @@ class Kube:
                 if all(labels.get(k) == v for k, v in selector.items()):
                     items.append(item)
         return items
+
+    async def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict]:
+        """The pods whose labels match `selector`, filtered here too."""
+        label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+        data = await self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
+        items = json.loads(data or b"{}").get("items", [])
+        return [
+            item
+            for item in items
+            if all(
+                ((item.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in selector.items()
+            )
+        ]
+
+    async def pod_log(
+        self, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int
+    ) -> str | None:
+        """The last lines of a container's log, at most `limit_bytes` of them (counted from the first line
+        returned); None when the kubelet cannot give it (gone, rotated)."""
+        try:
+            data = await self._call(
+                self.core.read_namespaced_pod_log,
+                pod,
+                namespace,
+                container=container,
+                tail_lines=tail_lines,
+                limit_bytes=limit_bytes,
+            )
+        except ApiException:
+            return None
+        return data.decode(errors="replace")
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create a Secret; False when it already existed (its content is never read)."""

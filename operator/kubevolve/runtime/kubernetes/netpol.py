@@ -1,11 +1,18 @@
-"""The NetworkPolicy of evaluation pods, which run untrusted candidate code.
+"""The NetworkPolicies of evaluation pods, which run untrusted candidate code.
 
-They may reach DNS and the store (the evaluate step reads the candidate and writes its result there), nothing
-else: no internet, no other pod, no API server. No ingress at all. The Helm chart renders the same policy for
-its namespaces (tests/deploy/test_helm_chart.py checks the two agree); `kubevolve lab create` adds it to new labs.
+- `kubevolve-evaluation-isolation`: the evaluation pods of Jobs (labelled `kubevolve.io/network: none`)
+  reach nothing and are reached by nothing. They need no network: the operator hands them the candidate
+  (a ConfigMap) and reads their result from the pod (termination message and log). The containers of a pod
+  share one network namespace, so this is what keeps the candidate's container off the network; the
+  candidate's seccomp filter (no internet socket) is a second layer.
+- `kubevolve-evaluation-egress`: the other evaluation pods (a TrainJob's, whose trainer writes its result to
+  the store itself) may reach DNS and the store, nothing else; no ingress.
 
-The ports are the store's own, from its URL (HTTP and gRPC): a NetworkPolicy matches the port a packet is sent
-to at the destination, so an external Weaviate behind `https://...:443` needs 443, not Weaviate's 8080.
+The Helm chart renders the same policies for its namespaces (tests/deploy/test_helm_chart.py checks they
+agree); `kubevolve lab create` adds them to new labs.
+
+The store ports are the store's own, from its URL (HTTP and gRPC): a NetworkPolicy matches the port a packet
+is sent to at the destination, so an external Weaviate behind `https://...:443` needs 443, not Weaviate's 8080.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 from kubevolve.core.kinds import Role
-from kubevolve.runtime.kubernetes import ROLE_LABEL
+from kubevolve.runtime.kubernetes import NETWORK_LABEL, ROLE_LABEL
 from kubevolve.store.weaviate.connection import WeaviateSettings
 
 POLICY_NAME = "kubevolve-evaluation-egress"
+ISOLATION_POLICY_NAME = "kubevolve-evaluation-isolation"
 STORE_PORTS = (8080, 50051)  # the bundled Weaviate's HTTP and gRPC ports (its pods listen on these)
 
 
@@ -29,6 +37,22 @@ def store_ports(url: str | None) -> tuple[int, ...]:
     return tuple(dict.fromkeys((settings.http_port, settings.grpc_port)))
 
 
+def _policy(name: str, namespace: str, labels: dict | None, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "spec": spec,
+    }
+
+
+def evaluation_isolation_policy(namespace: str, *, labels: dict | None = None) -> dict[str, Any]:
+    """No egress and no ingress at all for the evaluation pods of Jobs."""
+    selector = {"matchLabels": {ROLE_LABEL: str(Role.EVALUATE), NETWORK_LABEL: "none"}}
+    spec = {"podSelector": selector, "policyTypes": ["Egress", "Ingress"], "ingress": [], "egress": []}
+    return _policy(ISOLATION_POLICY_NAME, namespace, labels, spec)
+
+
 def evaluation_network_policy(
     namespace: str,
     *,
@@ -37,8 +61,9 @@ def evaluation_network_policy(
     labels: dict | None = None,
     store_url: str | None = None,
 ) -> dict[str, Any]:
-    """Egress only to DNS and the store: the bundled Weaviate in `store_namespace`, or `store_cidrs`, on the
-    ports of `store_url` (the bundled store's when None)."""
+    """Egress only to DNS and the store (the bundled Weaviate in `store_namespace`, or `store_cidrs`, on the
+    ports of `store_url`, the bundled store's when None), for the evaluation pods not isolated (without the
+    network label: a TrainJob's)."""
     ports = [{"protocol": "TCP", "port": p} for p in store_ports(store_url)]
     store_peers: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr}} for cidr in store_cidrs or []]
     if not store_cidrs:
@@ -52,14 +77,14 @@ def evaluation_network_policy(
         "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": POLICY_NAME, "namespace": namespace, "labels": dict(labels or {})},
-        "spec": {
-            "podSelector": {"matchLabels": {ROLE_LABEL: str(Role.EVALUATE)}},
-            "policyTypes": ["Egress", "Ingress"],
-            "ingress": [],
-            "egress": [dns, {"to": store_peers, "ports": ports}],
-        },
+    selector = {
+        "matchLabels": {ROLE_LABEL: str(Role.EVALUATE)},
+        "matchExpressions": [{"key": NETWORK_LABEL, "operator": "DoesNotExist"}],
     }
+    spec = {
+        "podSelector": selector,
+        "policyTypes": ["Egress", "Ingress"],
+        "ingress": [],
+        "egress": [dns, {"to": store_peers, "ports": ports}],
+    }
+    return _policy(POLICY_NAME, namespace, labels, spec)

@@ -1,8 +1,10 @@
 """One reconcile of one EvolutionRun: read the store and the run's Jobs, decide (plan.py), act, report.
 
-The order of the actions is what makes a crash at any point harmless: store writes first (a candidate
-recorded failed), then Job creations (idempotent), then the status (with the next proposal index), and only
-then the deletion of finished Jobs, whose results and follow-ups now exist.
+The order of the actions is what makes a crash at any point harmless: the results finished evaluation pods
+published are stored first (results.py; the pass then reads the store again), then the decision's store
+writes (a candidate recorded failed), then Job creations (idempotent; an evaluation's ConfigMap, and the
+run's judge-seed Secret, before its Job), then the status (with the next proposal index), and only then the
+deletion of finished Jobs (with their ConfigMaps), whose results and follow-ups now exist.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kubevolve.core.kinds import Role
+from kubevolve.core.kinds import FailureKind, Role
+from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import FailurePolicySpec, RunSpec, SpecError, parse_run_spec
 from kubevolve.runtime.kubernetes.context import Expectations, OperatorContext
+from kubevolve.runtime.kubernetes.handover import InputTooLarge, evaluation_input, judge_seed_secret
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job, store_url
 from kubevolve.runtime.kubernetes.kube import API_WAIT
 from kubevolve.runtime.kubernetes.labkeys import ensure_lab_key, wanted
-from kubevolve.runtime.kubernetes.names import make_key, node_id, retry_key, run_label
+from kubevolve.runtime.kubernetes.names import job_name, make_key, node_id, retry_key, run_label
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
 from kubevolve.runtime.kubernetes.policy import in_cluster, policy_problem, trainjob_problem
 from kubevolve.runtime.kubernetes.resources import TaskFacts, read_task, reported_facts
-from kubevolve.runtime.kubernetes.snapshot import record_failed, set_phase, take_snapshot
+from kubevolve.runtime.kubernetes.results import awaiting_result, collect_results
+from kubevolve.runtime.kubernetes.snapshot import record_failed, record_spec, set_phase, take_snapshot
 from kubevolve.runtime.kubernetes.status import (
     TERMINAL,
     build_status,
@@ -35,7 +40,7 @@ from kubevolve.runtime.kubernetes.status import (
 )
 from kubevolve.runtime.kubernetes.telemetry import feed_run
 from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob, uses_trainjob
-from kubevolve.store.base import StoreError
+from kubevolve.store.base import Store, StoreError
 
 log = logging.getLogger("kubevolve.operator")
 Post = Callable[[str, str, str], None]  # (type, reason, message) -> a Kubernetes event on the run
@@ -126,6 +131,9 @@ async def _reconcile(
         snap = await asyncio.to_thread(
             take_snapshot, store, name, spec, facts, ids, scan_indices="nextCandidate" not in old, slack=slack
         )
+        due = awaiting_result(jobs, snap.nodes)
+        if due and await collect_results(ctx.kube, store, namespace, due, ctx.results_seen):
+            snap = await asyncio.to_thread(take_snapshot, store, name, spec, facts, ids, slack=slack)
     except StoreError as err:
         await _problem(ctx, body, post, "StoreUnavailable", f"the store does not answer: {err}", failed=False)
         return STORE_RETRY_SECONDS
@@ -151,7 +159,10 @@ async def _reconcile(
         if await asyncio.to_thread(record_failed, store, nid, error, stage):
             post("Warning", "CandidateFailed", f"node {nid}: {error}")
     policy = spec.failure_policy or FailurePolicySpec()
-    await asyncio.gather(*(_create(ctx, run, spec, facts, req, expect, post, policy) for req in plan.create))
+    candidates = {n.id: n for n in snap.proposed} | {i: n for i, n in snap.nodes.items() if n is not None}
+    await asyncio.gather(
+        *(_create(ctx, run, spec, facts, req, expect, post, policy, store, candidates) for req in plan.create)
+    )
 
     new = build_status(
         old,
@@ -167,9 +178,14 @@ async def _reconcile(
     patch = status_patch(old, new)
     if patch:
         await ctx.kube.patch_status(namespace, name, patch)
-    await asyncio.gather(*(ctx.kube.delete(namespace, job.name, job.kind) for job in plan.delete))
+    inputs = [job for job in plan.delete if job.role == Role.EVALUATE and job.kind == "Job"]
+    await asyncio.gather(
+        *(ctx.kube.delete(namespace, job.name, job.kind) for job in plan.delete),
+        *(ctx.kube.delete(namespace, job.name, "ConfigMap") for job in inputs),
+    )
     for job in plan.delete:
         expect.expect_deleted(job.name, time.time())
+        ctx.results_seen.discard((namespace, job.name))
     for kind, reason, message in transition_events(old, new):
         post(kind, reason, message)
     terminal = plan.phase in TERMINAL
@@ -205,8 +221,16 @@ async def _create(
     expect: Expectations,
     post: Post,
     policy: FailurePolicySpec,
+    store: Store,
+    candidates: dict[str, Node],
 ) -> None:
     trainjob = uses_trainjob(spec, req.role)
+    if (
+        req.role == Role.EVALUATE
+        and not trainjob
+        and not await _hand_over(ctx, run, spec, facts, req, store, candidates, post)
+    ):
+        return
     build = build_trainjob if trainjob else build_job
     body = build(run, spec, ctx.config, facts, req)
     if trainjob and not _train_job_runtime(spec):
@@ -231,3 +255,35 @@ async def _create(
         )
     if created and req.retry_of:
         post("Normal", "DebugRetry", f"candidate {req.key} retries failed node {req.retry_of} with its error")
+
+
+async def _hand_over(
+    ctx: OperatorContext,
+    run: RunRef,
+    spec: RunSpec,
+    facts: TaskFacts,
+    req: JobRequest,
+    store: Store,
+    candidates: dict[str, Node],
+    post: Post,
+) -> bool:
+    """What an evaluation pod is given, before its Job: the run's judge seed (once), the candidate's
+    ConfigMap. False when no Job can evaluate the candidate (not found; too large, recorded as failed)."""
+    nid = node_id(run.name, req.key)
+    node = candidates.get(nid)
+    if node is None:
+        log.warning(f"{run.namespace}/{run.name}: candidate {nid} is not in the store: not evaluated")
+        return False
+    name = job_name(run.name, req.role, req.key, req.attempt)
+    try:
+        body = evaluation_input(name, run.namespace, run.name, run.uid, record_spec(spec, run.name), node)
+    except InputTooLarge as err:
+        stage = Stage.FAILED_QUICK if "quick" in (spec.stages or ["quick"]) else Stage.FAILED_FULL
+        if await asyncio.to_thread(record_failed, store, nid, str(err), stage, FailureKind.PROGRAM_TOO_LARGE):
+            post("Warning", "CandidateFailed", f"node {nid}: {err}")
+        return False
+    if facts.judged and run.uid not in ctx.seeded:
+        await ctx.kube.create_secret(run.namespace, judge_seed_secret(run.namespace, run.name, run.uid))
+        ctx.seeded.add(run.uid)
+    await ctx.kube.create(body)
+    return True

@@ -5,6 +5,11 @@ image may hold a task the operator's image does not).
 Evaluation pods get the task's largest stage (CPU, memory, GPUs) plus the step's own overhead, as requests
 equal to limits (Guaranteed QoS: a GPU evaluation is not evicted for a neighbour). `spec.jobs.<role>`
 overrides any of it; a resource set only in `requests` or only in `limits` is set in both.
+
+A judged task's evaluation pod has two containers (`evaluation_resources`): the candidate's gets the stage
+(and the overrides), as requests equal to limits; the judge's requests the step's overhead and may use up to
+the stage's CPU and memory besides (a judge may train on what the candidate returned), so the pod requests
+what a one-container pod did and is Burstable.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class TaskFacts:
     memory_mb: int = 2048
     gpus: int = 0
     timeout_seconds: float = 600.0
+    judged: bool = False  # the task has a runner: its evaluation pods have a judge and a candidate container
     error: str = ""
 
     def to_score(self, metric_value: float) -> float:
@@ -112,6 +118,24 @@ def pod_resources(role: Role, spec: RunSpec, facts: TaskFacts) -> dict[str, dict
     if gpus:
         amounts[ev.gpu_resource] = str(gpus)
     return _merge({"requests": amounts, "limits": dict(amounts)}, ev)
+
+
+def evaluation_resources(spec: RunSpec, facts: TaskFacts) -> tuple[dict, dict]:
+    """(the judge container's, the candidate container's) resources of a judged task's evaluation pod."""
+    ev: EvaluationJobOverrides = (spec.jobs.evaluate if spec.jobs else None) or EvaluationJobOverrides()
+    stage = {"cpu": _cpu(facts.cpu), "memory": f"{facts.memory_mb}Mi"}
+    gpus = evaluation_gpus(spec, facts)
+    if gpus:
+        stage[ev.gpu_resource] = str(gpus)
+    candidate = _merge({"requests": stage, "limits": dict(stage)}, ev)
+    judge = {
+        "requests": {"cpu": _cpu(STEP_CPU_OVERHEAD), "memory": f"{STEP_MEMORY_OVERHEAD_MB}Mi"},
+        "limits": {
+            "cpu": _cpu(facts.cpu + STEP_CPU_OVERHEAD),
+            "memory": f"{facts.memory_mb + STEP_MEMORY_OVERHEAD_MB}Mi",
+        },
+    }
+    return judge, candidate
 
 
 def active_deadline(role: Role, spec: RunSpec, facts: TaskFacts) -> int:

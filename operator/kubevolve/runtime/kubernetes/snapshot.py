@@ -1,8 +1,9 @@
 """What the store says about a run, read in one pass per reconcile, and the few writes the operator makes.
 
 The operator writes only: the run record (so the step pods find the run and its spec, and `kubevolve status`
-shows the phase), and, for an evaluation whose Jobs all failed, the candidate's final failed state. Every
-other write is a step's. All functions here are synchronous; the reconciler calls them in a thread.
+shows the phase); the result an evaluation pod published (results.py: evaluation pods cannot reach the
+store); and, for an evaluation whose Jobs all failed, the candidate's final failed state. Every other write
+is a step's. All functions here are synchronous; the reconciler calls them in a thread.
 """
 
 from __future__ import annotations
@@ -130,12 +131,15 @@ def take_snapshot(
     return snap
 
 
-def record_failed(store: Store, node_id: str, error: str, stage: Stage) -> Node | None:
-    """Make a PROPOSED node final as failed (its evaluation Jobs ran out of attempts); None if already final."""
+def record_failed(
+    store: Store, node_id: str, error: str, stage: Stage, kind: FailureKind = FailureKind.JOB_FAILED
+) -> Node | None:
+    """Make a PROPOSED node final as failed (its evaluation Jobs ran out of attempts, or none can be made
+    for it); None if already final."""
     node = store.get_node(node_id)
     if node.stage.is_final:
         return None
-    node.fail(stage, FailureKind.JOB_FAILED, error[:500])
+    node.fail(stage, kind, error[:500])
     node.log_tail = node.log_tail or error
     store.update_node(node)
     return node

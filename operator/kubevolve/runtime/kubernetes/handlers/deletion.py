@@ -1,5 +1,6 @@
-"""The finalizer: a deleted EvolutionRun takes its Jobs with it, even where no garbage collector follows the
-owner references (and sooner where one does). The store keeps the run's nodes: results outlive the object."""
+"""The finalizer: a deleted EvolutionRun takes its Jobs (and their evaluation ConfigMaps) with it, even where
+no garbage collector follows the owner references (and sooner where one does). The store keeps the run's
+nodes: results outlive the object."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 import kopf
 
+from kubevolve.core.kinds import Role
 from kubevolve.core.spec import SpecError
-from kubevolve.runtime.kubernetes import GROUP, PLURAL, RUN_LABEL, VERSION, telemetry
+from kubevolve.runtime.kubernetes import GROUP, PLURAL, ROLE_LABEL, RUN_LABEL, VERSION, telemetry
 from kubevolve.runtime.kubernetes.context import OperatorContext
 from kubevolve.runtime.kubernetes.handlers.jobs import indexed_jobs
 from kubevolve.runtime.kubernetes.jobs import store_url
@@ -27,11 +29,19 @@ def register(registry: kopf.OperatorRegistry) -> None:
         assert namespace is not None  # EvolutionRuns and Jobs are namespaced
         ctx = memo.kubevolve
         label = run_label(name)
-        targets = {(j.name, j.kind) for j in indexed_jobs(kwargs, namespace, label)}
+        indexed = indexed_jobs(kwargs, namespace, label)
+        targets = {(j.name, j.kind) for j in indexed}
+        inputs = {j.name for j in indexed if j.role == Role.EVALUATE and j.kind == "Job"}
         listed = await ctx.kube.list_jobs(namespace, {RUN_LABEL: label}, trainjobs=ctx.config.trainjobs)
-        targets |= {(item["metadata"]["name"], item.get("kind", "Job")) for item in listed}
+        for item in listed:
+            kind, meta = item.get("kind", "Job"), item["metadata"]
+            targets.add((meta["name"], kind))
+            if kind == "Job" and (meta.get("labels") or {}).get(ROLE_LABEL) == Role.EVALUATE:
+                inputs.add(meta["name"])
         for job_name, kind in sorted(targets):
             await ctx.kube.delete(namespace, job_name, kind)
+        for job_name in sorted(inputs):
+            await ctx.kube.delete(namespace, job_name, "ConfigMap")
         logger.info(f"deleted {len(targets)} Jobs of {namespace}/{name}")
         ctx.expectations.pop((namespace, label), None)
         ctx.wakers.forget(namespace, label)
