@@ -15,6 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Server(ThreadingHTTPServer):
+    # the listen backlog: the default (5) refuses connections when a run opens more at once (a pipelined run
+    # with 16 slots sends 19 proposals together)
+    request_queue_size = 256
+
+
 @dataclass
 class Reply:
     content: str = ""
@@ -84,7 +90,7 @@ class OpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

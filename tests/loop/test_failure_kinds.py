@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from kubevolve.core.kinds import FailureKind
@@ -188,13 +187,22 @@ CASES = {
 ELSEWHERE = {FailureKind.UNKNOWN, FailureKind.JOB_FAILED}
 
 
-class SameVector:
-    """An embedder under which every text is alike: each candidate is a near-duplicate of the last one."""
+class Rewritten:
+    """Proposes one experiment again and again, each time written differently (spacing, comments, names)."""
 
-    dim = 4
+    name = "rewritten"
+    versions = (
+        program("x = 2.0\ny = -1.0\nreturn x, y"),
+        program("# the same point, spelled out\npx = 2.0  # x\npy = -1.\nreturn (px, py)"),
+    )
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return np.tile(np.asarray([1.0, 0.0, 0.0, 0.0], dtype=np.float32), (len(texts), 1))
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def propose(self, request) -> Proposal:
+        self.calls += 1
+        code = self.versions[(self.calls - 1) % len(self.versions)]
+        return Proposal(code=code, motivation="the same experiment", proposer=self.name)
 
 
 class Twice:
@@ -302,11 +310,11 @@ async def _judged(store: SQLiteStore, task_dir: Path, verdict: str) -> Node:
 
 
 async def _near_duplicate(store: SQLiteStore, task_dir: Path) -> Node:
-    """propose_step twice with the novelty filter on: to the filter, the second child is the first again."""
-    _evaluated_seed(store, RunSpec(task=str(task_dir), name="novelty", engineer={"noveltyThreshold": 0.9}))
-    agents = Agents(OfflineProposer(), OfflineAnalyzer(), embedder=SameVector())
+    """propose_step twice: the second child is the first (still awaiting its evaluation), written otherwise."""
+    _evaluated_seed(store, RunSpec(task=str(task_dir), name="novelty"))
+    agents = Agents(Rewritten(), OfflineAnalyzer())
     first = await propose_step(load_context(store, "novelty"), agents)
-    assert first.stage is Stage.PROPOSED and first.embedding is not None, first.error
+    assert first.stage is Stage.PROPOSED and first.canonical_hash, first.error
     return await propose_step(load_context(store, "novelty"), agents)
 
 

@@ -8,6 +8,7 @@ import hashlib
 
 import pytest
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import load_task
@@ -218,19 +219,20 @@ def test_a_debug_retry_after_an_edit_that_did_not_apply_gets_that_answer_back(to
 def test_near_duplicates_are_rejected_before_evaluation(toy_task, store, tmp_path):
     near_copy = REWRITE.replace("    x = 3.0\n", "    x = 3.0  # the optimum\n")
     with OpenAIServer(Script(REWRITE, near_copy)) as server:
-        _, nodes = llm_run(
-            toy_task,
-            store,
-            tmp_path,
-            server,
-            budget={"maxCandidates": 3},
-            engineer={"noveltyThreshold": 0.95},
-        )
+        _, nodes = llm_run(toy_task, store, tmp_path, server, budget={"maxCandidates": 3})
     first, second = nodes[1], nodes[2]
     assert first.stage is Stage.EVALUATED
-    assert second.stage is Stage.REJECTED_NOVELTY
-    assert f"near-duplicate of node {first.id}" in second.error
+    assert second.stage is Stage.REJECTED_NOVELTY and second.failure is FailureKind.NEAR_DUPLICATE
+    assert f"the same experiment as node {first.id}" in second.error
     assert "quick" not in second.timings  # rejected before any evaluation ran
+
+
+def test_a_changed_constant_is_a_new_experiment(toy_task, store, tmp_path):
+    """What the embedding filter rejected (a program's embedding barely moves with a number) is evaluated."""
+    answers = [REWRITE.replace("x = 3.0", f"x = 3.{i}") for i in range(1, 6)]
+    with OpenAIServer(Script(*answers)) as server:
+        _, nodes = llm_run(toy_task, store, tmp_path, server, budget={"maxCandidates": 6})
+    assert [n.stage for n in nodes[1:]] == [Stage.EVALUATED] * 5
 
 
 def test_retrieved_cognition_and_insights_appear_in_the_prompt(toy_task, store, tmp_path):

@@ -8,15 +8,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from kubevolve.core.models import Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import load_task
+from kubevolve.loop.agents import Agents
+from kubevolve.loop.analyze.analyzer import OfflineAnalyzer
+from kubevolve.loop.learn.embeddings import EmbeddingService
+from kubevolve.loop.llm.client import LLMClient
 from kubevolve.loop.research.offline import OfflineProposer
+from kubevolve.loop.research.researcher import Researcher
 from kubevolve.runtime.local import Evolution
 from kubevolve.store.sqlite import SQLiteStore
+from tests.kit.openai_server import OpenAIServer, Reply
 from tests.kit.toy_task import write_task
 
 
@@ -158,3 +167,95 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_nothing(tmp_path,
     assert len([n for n in nodes if not n.parent_ids]) == 1  # the initial program was not evaluated again
     evaluated = [n.code_hash for n in nodes if n.stage is Stage.EVALUATED]
     assert len(evaluated) == len(set(evaluated))  # no program evaluated twice
+
+
+# ---- start-up: the embedding model loads in the background --------------------------------------------------
+PRIOR = "## Maximising a concave quadratic\nFor f(x) = -(x - a)^2 the maximum is at x = a.\nSource: elementary calculus\n"
+
+
+class HeldModel:
+    """An embedding model whose load waits until the test lets it finish."""
+
+    dim = 4
+
+    def __init__(self, release: threading.Event):
+        self.release = release
+
+    def load(self) -> None:
+        assert self.release.wait(60), "the model was never released"
+
+    def encode(self, texts):
+        return np.asarray([[1.0, 0.1 * len(t), 0.0, 0.0] for t in texts], dtype=np.float32)
+
+
+def _llm_evolution(task_dir: Path, store, tmp_path: Path, url: str, embedder, **fields) -> Evolution:
+    spec = RunSpec(task=str(task_dir), name="run", llm={"endpoint": url, "model": "m"}, **fields)
+    agents = Agents(Researcher(LLMClient(spec.llm), spec.llm), OfflineAnalyzer(), embedder=embedder)
+    return Evolution(
+        spec,
+        load_task(task_dir),
+        store,
+        agents.proposer,
+        tmp_path / "work",
+        analyzer=agents.analyzer,
+        embedder=agents.embedder,
+    )
+
+
+def _answers(release: threading.Event, seen_held: list[bool]):
+    def answer(body, index) -> Reply:
+        seen_held.append(not release.is_set())  # was the model still loading when this proposal was made?
+        release.set()
+        return Reply(
+            f"MOTIVATION: x = {index}.\n<<<<<<< SEARCH\n    x = 0.5\n=======\n    x = {index}.5\n>>>>>>> REPLACE\n"
+        )
+
+    return answer
+
+
+def test_proposals_start_before_the_embedding_model_is_loaded(toy_task, store, tmp_path):
+    """The first LLM request is made while the model still loads (it is released only by that request), without
+    retrieved cognition; once retrieval is ready, proposals get it."""
+    (toy_task / "cognition").mkdir()
+    (toy_task / "cognition" / "priors.md").write_text(PRIOR)
+    release, seen_held = threading.Event(), []
+    with OpenAIServer(_answers(release, seen_held)) as server:
+        embedder = EmbeddingService(HeldModel(release))
+        evolution = _llm_evolution(
+            toy_task,
+            store,
+            tmp_path,
+            server.url,
+            embedder,
+            budget={"maxCandidates": 8},
+            parallelism={"evaluators": 1, "proposers": 1},
+        )
+        record = asyncio.run(evolution.run())
+    assert record.phase == "Succeeded" and seen_held[0]
+    nodes = store.list_nodes("run")
+    assert nodes[1].retrieved == {"insights": [], "cognition": []}
+    prior = store.list_cognition("toy")[0]  # stored once the model was loaded
+    assert prior.embedding is not None and any(prior.id in n.retrieved["cognition"] for n in nodes[2:])
+
+
+def test_sequential_runs_wait_for_retrieval(toy_task, store, tmp_path):
+    (toy_task / "cognition").mkdir()
+    (toy_task / "cognition" / "priors.md").write_text(PRIOR)
+    release, seen_held = threading.Event(), []
+    timer = threading.Timer(0.3, release.set)
+    timer.start()
+    with OpenAIServer(_answers(release, seen_held)) as server:
+        evolution = _llm_evolution(
+            toy_task,
+            store,
+            tmp_path,
+            server.url,
+            EmbeddingService(HeldModel(release)),
+            budget={"maxCandidates": 3},
+            parallelism={"evaluators": 1, "proposers": 1, "proposalsAhead": 0},
+        )
+        asyncio.run(evolution.run())
+        prompts = server.prompts()
+    timer.cancel()
+    assert seen_held == [False, False]  # no proposal was made while the model loaded
+    assert all("Maximising a concave quadratic" in p for p in prompts)

@@ -126,6 +126,7 @@ def test_every_node_field_round_trips(store: Store) -> None:
         generation=7,
         motivation="try doubling",
         diff="- x\n+ x * 2",
+        canonical_hash="c1:00112233445566778899aabbccddeeff",
         metrics={"accuracy": 0.75, "latency_ms": 12.5},
         score=0.75,
         stage=Stage.EVALUATED,

@@ -34,7 +34,9 @@ class FailureKind(StrEnum):
     )
     # novelty (rejected_novelty)
     DUPLICATE = "duplicate"  # the same program text as a stored candidate or one being evaluated
-    NEAR_DUPLICATE = "near_duplicate"  # the novelty filter: embedding too similar to a recent or elite node
+    # the same experiment as one run or being evaluated: the same program once formatting, comments, docstrings
+    # and local names are set aside (the novelty filter, loop/engineer/novelty.py); a changed constant is not
+    NEAR_DUPLICATE = "near_duplicate"
     # evaluation (failed_quick / failed_full)
     TIMEOUT = "timeout"  # ran past the stage's wall-clock timeout and was killed
     CPU_LIMIT = "cpu_limit"  # killed by SIGXCPU: used up its CPU seconds

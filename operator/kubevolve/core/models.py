@@ -85,6 +85,8 @@ class Node:
     generation: int = 0
     motivation: str = ""
     diff: str = ""
+    # the program's canonical form, hashed (loop/engineer/canonical.py): the same experiment, however written
+    canonical_hash: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     score: float | None = None
     stage: Stage = Stage.PROPOSED

@@ -86,7 +86,8 @@ class BudgetSpec(_Model):
 class ParallelismSpec(_Model):
     evaluators: Annotated[int, Field(ge=1, le=1024)] = 2  # evaluation slots kept busy
     proposers: Annotated[int, Field(ge=1, le=1024)] = 2  # proposals made concurrently
-    # proposals queued ahead of the evaluators; None: one per evaluator; 0: sequential (reproducible, slow)
+    # proposals in flight beyond the proposers; None: locally, the pacer's bound (loop/pacing.py), on
+    # Kubernetes one per evaluator; 0: sequential (reproducible, slow)
     proposals_ahead: Annotated[int, Field(ge=0, le=4096)] | None = None
 
 
@@ -135,8 +136,10 @@ class EngineerSpec(_Model):
     """The Engineer's filters and retries."""
 
     debug_retries: Annotated[int, Field(ge=0, le=10)] = 1  # a failed static/quick stage goes back to the LLM
-    novelty_threshold: Annotated[float, Field(gt=0, le=1)] = 0.98  # cosine similarity at or above: duplicate
-    novelty_window: Annotated[int, Field(ge=0)] = 64  # recent and elite nodes compared against
+    # Unused: the novelty filter compares canonical forms, not embeddings (loop/engineer/novelty.py). Kept so
+    # that run files, manifests and the specs stored with earlier runs that set them still load.
+    novelty_threshold: Annotated[float, Field(gt=0, le=1)] = 0.98
+    novelty_window: Annotated[int, Field(ge=0)] = 64
 
 
 class RetrievalSpec(_Model):

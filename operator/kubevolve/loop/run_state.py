@@ -5,14 +5,14 @@ All of it is derived from the stored nodes: `replay` rebuilds it by observing ev
 local runtime builds it once per run and feeds it each node it stores (`observe`); a Kubernetes step pod
 rebuilds it for its one step (`RunState.load`). Either way the same history gives the same state.
 
-Without an embedder (the offline default) retrieval and the embedding novelty filter are off: the offline
-proposer cannot read a prompt, and its literal tweaks are near-duplicates by design.
+Without an embedder (the offline default) retrieval is off: the offline proposer cannot read a prompt. The
+novelty filter needs no embedder and is always on.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 
 import numpy as np
 
@@ -24,11 +24,22 @@ from kubevolve.loop.engineer.novelty import NoveltyFilter
 from kubevolve.loop.learn.embeddings import Embedder
 from kubevolve.loop.learn.retrieval import RetrievedContext, Retriever
 from kubevolve.loop.llm.ensemble import CostAwareBandit
+from kubevolve.loop.offload import off_loop
 from kubevolve.loop.sample import make_sampler, sampler_settings
 from kubevolve.loop.sample.base import Sampler, Selection
 from kubevolve.store.base import NotFound, Store
 
 NEIGHBOUR_POOL = 64  # final nodes kept for the LLM judge's neighbour search, at least
+
+
+def neighbour_text(task: Task, node: Node) -> str:
+    """What a candidate's embedding is made of for the LLM judge's neighbours: its motivation and its evolve
+    blocks (the whole program if it has none)."""
+    try:
+        blocks = "\n".join(task.split(node.code).blocks)
+    except ValueError:
+        blocks = node.code
+    return f"{node.motivation}\n{blocks}"
 
 
 class RunState:
@@ -62,12 +73,12 @@ class RunState:
         # the latest final nodes with an embedding: where the LLM judge's nearest neighbours are looked up
         self._embedded: deque[Node] = deque(maxlen=max(spec.engineer.novelty_window, NEIGHBOUR_POOL))
         self.retriever: Retriever | None = None
-        self.novelty: NoveltyFilter | None = None
+        # False while the embedding model loads as a local run starts: proposals then get the analyses of their
+        # parents and inspirations but no cognition or insights (retrieval needs the model), and need not wait
+        self.retrieval_ready = True
+        self.novelty = NoveltyFilter()
         if embedder is not None:
             self.retriever = Retriever(store, task, run_id, spec.retrieval, embedder)
-            self.novelty = NoveltyFilter(
-                task, embedder, spec.engineer.novelty_threshold, spec.engineer.novelty_window
-            )
 
     @classmethod
     def load(
@@ -113,8 +124,7 @@ class RunState:
             self._embedded.append(node)
         self.spent_usd += llm_cost(node)
         self._scores[node.id] = node.score if node.stage is Stage.EVALUATED else None
-        if self.novelty is not None:
-            self.novelty.remember(node)
+        self.novelty.remember(node)
         if self.bandit is not None and node.proposer.startswith("llm:"):
             parent = self._parent_score(node)
             gain = (node.score - parent) if node.score is not None and parent is not None else 0.0
@@ -164,8 +174,9 @@ class RunState:
         relatives = [*selection.parents, *selection.inspirations]
         pool = {n.id: n for n in [*self._embedded, *relatives] if n.id != node.id}
         vector = node.embedding
-        if vector is None and self.novelty is not None:
-            vector = self.novelty.embed(node)
+        if vector is None and self.retriever is not None and self.retrieval_ready:
+            text = neighbour_text(self.task, node)
+            node.embedding = vector = self.retriever.embedder.encode([text])[0].tolist()
         scored: list[tuple[Node, float | None]] = []
         if vector is not None:
             query = np.asarray(vector, dtype=np.float32)
@@ -180,8 +191,20 @@ class RunState:
         scored += [(n, None) for n in pool.values() if n.id not in shown and n.id in related]
         return scored[:k]
 
-    def novelty_reason(self, node: Node) -> str | None:
-        return None if self.novelty is None else self.novelty.check(node)
+    async def retrieve(self, selection: Selection, failed: Node | None = None) -> RetrievedContext | None:
+        """`context`, run off the event loop (its embeddings and searches take milliseconds of CPU); only the
+        analyses while retrieval is not ready (`retrieval_ready`)."""
+        if self.retriever is None:
+            return None
+        if not self.retrieval_ready:
+            return RetrievedContext(
+                analyses=self.retriever.analyses([*selection.parents, *selection.inspirations])
+            )
+        return await off_loop(self.context, selection, failed)
+
+    def novelty_reason(self, node: Node, in_flight: Container[str] = frozenset()) -> str | None:
+        """Why a fingerprinted candidate repeats an experiment already run or in flight, or None."""
+        return self.novelty.check(node, in_flight)
 
     def target_score(self) -> float | None:
         """`budget.targetScore` in score units (higher is better)."""

@@ -12,6 +12,7 @@ node already final (evaluate) or already analysed (analyze) is returned as it is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ from kubevolve.loop.analyze.analyzer import (
 )
 from kubevolve.loop.budget import wants_debug_retry
 from kubevolve.loop.engineer.engineer import Evaluator, precheck
+from kubevolve.loop.engineer.novelty import fingerprint
 from kubevolve.loop.learn.cognition import sync_task_cognition
+from kubevolve.loop.offload import off_loop
 from kubevolve.loop.research.candidate import proposal_seed, propose_candidate, seed_node
 from kubevolve.loop.run_state import RunState
 from kubevolve.loop.sample import sampler_settings
@@ -66,16 +69,16 @@ async def propose(
     in_flight: Container[str] = frozenset(),
 ) -> Candidate:
     """One candidate: select parents (or take back the failed attempt `retry_of`, with its error), ask the
-    proposer, pre-check it (static and exact-duplicate checks) and filter near-duplicates. The run's first
-    candidate is its initial program. `in_flight`: code hashes of candidates being evaluated and not stored
-    yet, which count as duplicates too.
+    proposer, pre-check it (static and exact-duplicate checks) and filter repeats of an experiment (the
+    novelty filter). The run's first candidate is its initial program. `in_flight`: the code hashes and
+    canonical hashes of candidates being evaluated and not stored yet, which count as run already.
 
     The node comes back PROPOSED (to evaluate) or final (rejected, the reason in `error`). Nothing is stored.
     """
     if retry_of is None and state.observed == 0:
         state.next_proposal()
         node = seed_node(state.run_id, state.task, node_id)
-        precheck(state.task, state.store, node, None)
+        await off_loop(checked, state.task, state.store, node, None)
         return Candidate(node)
     index = state.next_proposal()
     if retry_of is not None:
@@ -92,11 +95,13 @@ async def propose(
         agents.proposer,
         proposal_seed(state.spec.seed, index),
         node_id=node_id,
-        context=state.context(selection, failed),
+        context=await state.retrieve(selection, failed),
         retry_of=failed,
     )
-    rejected = (
-        node if node.stage.is_final else precheck(state.task, state.store, node, selection.parents[0].code)
+    rejected = (  # the checks parse the program: off the event loop
+        node
+        if node.stage.is_final
+        else await off_loop(checked, state.task, state.store, node, selection.parents[0].code)
     )
     if rejected is None and node.code_hash in in_flight:
         node.stage, node.failure, node.error = (
@@ -106,7 +111,7 @@ async def propose(
         )
         rejected = node
     if rejected is None:
-        reason = state.novelty_reason(node)
+        reason = state.novelty_reason(node, in_flight)
         if reason:
             node.fail(Stage.REJECTED_NOVELTY, FailureKind.NEAR_DUPLICATE, reason)
     if not node.stage.is_final and agents.judge is not None:
@@ -114,11 +119,21 @@ async def propose(
     return Candidate(node, selection)
 
 
+def checked(task: Task, store: Store, node: Node, parent_code: str | None) -> Node | None:
+    """`precheck` (static and exact-duplicate checks), then the canonical hash of a candidate that passed
+    them, which the novelty filter compares: a proposal's CPU work after the LLM, in one call."""
+    rejected = precheck(task, store, node, parent_code)
+    if rejected is None:
+        fingerprint(node)
+    return rejected
+
+
 async def judge(state: RunState, llm_judge: LLMJudge, node: Node, selection: Selection) -> None:
     """The LLM judge's verdict on a candidate that passed every other check: kept on the node with its cost
-    and transcript; a rejection settles the node (REJECTED_STATIC, LLM_JUDGE_REJECTED)."""
+    and transcript; a rejection settles the node (REJECTED_STATIC, LLM_JUDGE_REJECTED). Its neighbours are
+    found off the event loop (they may need the candidate's embedding)."""
     started = time.monotonic()
-    neighbours = state.neighbours(node, llm_judge.spec.neighbours, selection)
+    neighbours = await off_loop(state.neighbours, node, llm_judge.spec.neighbours, selection)
     verdict = await llm_judge.judge(state.task, node, neighbours)
     node.timings["judge"] = time.monotonic() - started
     node.judge = {"verdict": verdict.verdict, "reason": verdict.reason}
@@ -137,11 +152,18 @@ async def evaluate(evaluator: Evaluator, node: Node) -> Node:
 
 
 async def analyze(
-    store: Store, task: Task, agents: Agents, node: Node, *, island_best: Node | None = None
+    store: Store,
+    task: Task,
+    agents: Agents,
+    node: Node,
+    *,
+    island_best: Node | None = None,
+    give_up: asyncio.Event | None = None,
 ) -> Insight | None:
     """The insight of a stored, finished node, written and linked from the node if it has none yet. None for
     nodes that are not analysed (a rejection with no idea in it, or any node when the analyzer is off). A
-    proposal rejected before evaluation is analysed offline, whatever the run's Analyzer."""
+    proposal rejected before evaluation is analysed offline, whatever the run's Analyzer. `give_up`: see
+    `analyze_and_store`."""
     if agents.analyzer is None:
         return None
     if node.insight_id:
@@ -149,7 +171,9 @@ async def analyze(
     if not wants_analysis(node):
         return None
     analyzer = OfflineAnalyzer() if is_analysed_rejection(node) else agents.analyzer
-    return await analyze_and_store(store, analyzer, task, node, agents.embedder, island_best=island_best)
+    return await analyze_and_store(
+        store, analyzer, task, node, agents.embedder, island_best=island_best, give_up=give_up
+    )
 
 
 def wants_retry(candidate: Candidate, spec: RunSpec, agents: Agents) -> bool:

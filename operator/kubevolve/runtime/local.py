@@ -1,9 +1,13 @@
 """The local runtime: a steady-state, pipelined evolution loop in one process.
 
-Proposers and evaluators are separate asyncio tasks joined by a bounded queue. Proposers select parents,
-propose and pre-check candidates ahead of need; evaluators take them one at a time into a sandboxed slot.
-So an evaluation slot never waits for the LLM while proposal capacity suffices, and there is no generation
-barrier: every finished candidate is committed to the store at once and feeds the next selection.
+Proposals and evaluations are separate asyncio tasks joined by a queue of ready candidates. A dispatcher
+starts proposals (each selects its parents, asks the proposer and pre-checks the candidate) so that about as
+many are in flight as the evaluators will need while they are made (`loop/pacing.py`, Little's law: about
+W x LLM latency / evaluation time, measured as the run goes), at most `parallelism.proposers` at once;
+evaluators take ready candidates one at a time into a sandboxed slot. So an evaluation slot never waits for
+the LLM while proposal capacity suffices, each proposal selects from a store at most about one proposal time
+old, and there is no generation barrier: every finished candidate is committed to the store at once and
+feeds the next selection.
 
 Only finished candidates are stored. A run killed at any moment (even SIGKILL) resumes from the store with
 every committed node and nothing evaluated twice; the candidates that were in flight are simply proposed anew.
@@ -12,23 +16,27 @@ every committed node and nothing evaluated twice; the candidates that were in fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
 from kubevolve.loop.agents import Agents
-from kubevolve.loop.analyze.analyzer import Analyzer, OfflineAnalyzer, wants_analysis
+from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer, wants_analysis
 from kubevolve.loop.budget import BudgetVerdict, StopCause
 from kubevolve.loop.engineer.engineer import Engineer
 from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable
 from kubevolve.loop.learn.cognition import sync_task_cognition
-from kubevolve.loop.learn.embeddings import Embedder
+from kubevolve.loop.learn.embeddings import Embedder, EmbeddingService
 from kubevolve.loop.llm.ensemble import CostAwareBandit
+from kubevolve.loop.offload import off_loop
+from kubevolve.loop.pacing import Pacer
 from kubevolve.loop.research.proposal import Proposer
 from kubevolve.loop.run_state import RunState
 from kubevolve.loop.steps import Candidate, analyze, evaluate, propose, wants_retry
@@ -80,9 +88,19 @@ class Evolution:
         self._retries: deque[Candidate] = deque()  # failed attempts awaiting a debug retry
         self.started_at = time.time()
         self.in_flight = 0
-        self.in_flight_hashes: set[str] = set()
+        self.in_flight_hashes: set[str] = set()  # code and canonical hashes of candidates being evaluated
         self.verdict: BudgetVerdict | None = None
         self._stop = asyncio.Event()
+        self._retrieval: asyncio.Task[None] | None = None  # the model's load and the cognition's sync
+        self.pacer = Pacer(spec.parallelism.evaluators)
+        self._ready: asyncio.Queue[Candidate] = asyncio.Queue()  # proposed, waiting for a slot
+        self._proposing: set[asyncio.Task[None]] = set()
+        self._proposal_starts: dict[object, float] = {}  # proposals under way -> when each started
+        self._busy: dict[int, float] = {}  # evaluator -> when its evaluation started (monotonic)
+        self._idle = 0  # evaluators waiting for a candidate
+        self._wake = asyncio.Event()  # something the dispatcher counts changed
+        self._failure: BaseException | None = None  # what a proposal raised: the run fails with it
+        self._ending = asyncio.Event()  # set as the run drains: analyses stop waiting for the embedding model
 
     # ---- state ---------------------------------------------------------------------------------------
     def _load_or_create_run(self) -> RunRecord:
@@ -97,11 +115,17 @@ class Evolution:
         return record
 
     def _replay(self) -> None:
-        """Rebuild the state from the stored nodes (a resumed run continues exactly)."""
+        """Rebuild the state from the stored nodes (a resumed run continues exactly); the pacer starts from
+        the proposal and evaluation times they record."""
         for node in self.state.replay():
             if self.agents.analyzer is not None and wants_analysis(node):
                 self._unanalysed.append(node)  # committed just before an interruption
             self.progress.record(node, live=False)
+            if "propose" in node.timings and node.failure != FailureKind.LLM_ERROR:
+                self.pacer.proposed(node.timings["propose"], evaluated=node.stage in ANALYSED_STAGES)
+            stages = [node.timings[s] for s in ("quick", "full") if s in node.timings]
+            if stages:
+                self.pacer.evaluated(sum(stages))
 
     def _notify(self, node: Node | None) -> None:
         for observer in self.observers:
@@ -132,7 +156,9 @@ class Evolution:
 
         async def analyse() -> None:
             island_best = self.state.island_best.get(node.island)
-            insight = await analyze(self.store, self.task, self.agents, node, island_best=island_best)
+            insight = await analyze(
+                self.store, self.task, self.agents, node, island_best=island_best, give_up=self._ending
+            )
             if insight is not None:
                 self.state.observe_insight(insight, node)
 
@@ -141,6 +167,9 @@ class Evolution:
         task.add_done_callback(self._analyses.discard)
 
     async def _drain_analyses(self) -> None:
+        """Finish the analyses under way; those waiting for the embedding model's load store their insight
+        unembedded rather than hold the run's exit (`analyze_and_store`)."""
+        self._ending.set()
         if self._analyses:
             await asyncio.gather(*self._analyses, return_exceptions=True)
 
@@ -161,49 +190,133 @@ class Evolution:
         self.in_flight += 1
         return True
 
-    def _release(self, code_hash: str | None = None) -> None:
+    def _release(self, node: Node | None = None) -> None:
         self.in_flight -= 1
-        if code_hash:
-            self.in_flight_hashes.discard(code_hash)
+        if node is not None:
+            self.in_flight_hashes.discard(node.code_hash)
+            self.in_flight_hashes.discard(node.canonical_hash)
 
-    async def _propose_one(self) -> Candidate | None:
-        """Propose one candidate (a debug retry first, if one waits). Returns it for evaluation, or None if it
-        was settled (rejected and committed) here."""
+    async def _propose_one(self) -> Candidate:
+        """Propose one candidate (a debug retry first, if one waits). A candidate rejected here (its node
+        final) is committed here; the caller evaluates the others."""
         retry = self._retries.popleft() if self._retries else None
         candidate = await propose(self.state, self.agents, retry_of=retry, in_flight=self.in_flight_hashes)
         if candidate.node.stage.is_final:
             self._release()
             self._commit(candidate)
-            return None
-        self.in_flight_hashes.add(candidate.node.code_hash)
+            return candidate
+        self.in_flight_hashes.update(
+            h for h in (candidate.node.code_hash, candidate.node.canonical_hash) if h
+        )
         return candidate
+
+    async def _propose_ready(self) -> None:
+        """One proposal, timed for the pacer; a candidate to evaluate joins the ready queue. A proposal the
+        LLM endpoint failed tells the pacer nothing: neither how long proposals take (errors come back fast)
+        nor how many reach a slot (proposing more would only press a failing endpoint harder)."""
+        key = object()
+        started = self._proposal_starts[key] = time.monotonic()
+        try:
+            candidate = await self._propose_one()
+        finally:
+            del self._proposal_starts[key]
+        node = candidate.node
+        if node.failure is not FailureKind.LLM_ERROR:
+            self.pacer.proposed(time.monotonic() - started, evaluated=not node.stage.is_final)
+        if not node.stage.is_final:
+            self._ready.put_nowait(candidate)
 
     async def _settled(self) -> None:
         """Sequential mode (proposalsAhead: 0): wait until nothing is in flight, analyses included, so each
-        selection sees every earlier result. Slow, and reproducible against a deterministic endpoint."""
-        while self.in_flight or self._analyses:
+        selection sees every earlier result, and until retrieval is ready, so that every proposal is told what
+        retrieval finds. Slow, and reproducible against a deterministic endpoint."""
+        while self.in_flight or self._analyses or (self._retrieval and not self._retrieval.done()):
             await asyncio.sleep(0.005)
 
-    async def _proposer_loop(self, queue: asyncio.Queue[Candidate]) -> None:
-        sequential = self.spec.parallelism.proposals_ahead == 0
-        while not self._stop.is_set():
-            if sequential:
-                await self._settled()
-            if not self._reserve():
-                return
-            item = await self._propose_one()
-            if item is not None:
-                await queue.put(item)
+    def _start_retrieval(self) -> None:
+        """As the run starts, in the background: load the embedding model, then store the task's cognition.
+        Proposals made meanwhile go without retrieved cognition and insights (RunState.retrieval_ready)."""
+        embedder = self.agents.embedder
+        if embedder is None:
+            return
 
-    async def _evaluator_loop(self, queue: asyncio.Queue[Candidate]) -> None:
+        async def prepare() -> None:
+            if isinstance(embedder, EmbeddingService):
+                embedder.load_in_background()
+                await embedder.wait_ready()
+            await off_loop(sync_task_cognition, self.store, self.task, embedder)
+            self.state.retrieval_ready = True
+
+        self.state.retrieval_ready = False
+        self._retrieval = asyncio.create_task(prepare())
+
+    def _wanted(self) -> int:
+        """Proposals to have in flight (being made or ready): `proposalsAhead` beyond the proposers when the
+        spec fixes it, else the pacer's in-flight bound."""
+        par = self.spec.parallelism
+        if par.proposals_ahead:
+            return par.proposers + par.proposals_ahead
+        return self.pacer.wanted(self._idle, list(self._busy.values()), time.monotonic(), self._oldest())
+
+    def _oldest(self) -> float | None:
+        """When the oldest proposal under way started (None: none is)."""
+        return min(self._proposal_starts.values(), default=None)
+
+    def _proposal_done(self, task: asyncio.Task[None]) -> None:
+        self._proposing.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+        self._wake.set()
+
+    async def _dispatcher(self) -> None:
+        """Start proposals while fewer are in flight than wanted (at most `proposers` at once), as long as the
+        budget allows; then sleep until a count changes or a running evaluation comes within a proposal time
+        of its end. Sequential mode: one proposal at a time, once everything before it is settled."""
+        par = self.spec.parallelism
         while not self._stop.is_set():
-            candidate = await queue.get()
+            if self._failure is not None:
+                raise self._failure
+            if par.proposals_ahead == 0:
+                await self._settled()
+                if not self._reserve():
+                    return
+                await self._propose_ready()
+                continue
+            self._wake.clear()
+            while (
+                len(self._proposing) < par.proposers
+                and len(self._proposing) + self._ready.qsize() < self._wanted()
+                and self._reserve()
+            ):
+                task = asyncio.create_task(self._propose_ready())
+                self._proposing.add(task)
+                task.add_done_callback(self._proposal_done)
+            delay = None
+            if par.proposals_ahead is None:
+                delay = self.pacer.next_need(list(self._busy.values()), time.monotonic(), self._oldest())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    async def _evaluator_loop(self, index: int) -> None:
+        while not self._stop.is_set():
+            self._idle += 1
+            self._wake.set()
+            try:
+                candidate = await self._ready.get()
+            finally:
+                self._idle -= 1
+            started = self._busy[index] = time.monotonic()
+            self._wake.set()
             try:
                 candidate.node = await evaluate(self.engineer, candidate.node)
             finally:
-                self._release(candidate.node.code_hash)
+                self._release(candidate.node)
+                del self._busy[index]
+            self.pacer.evaluated(time.monotonic() - started)
             self.progress.occupancy = self.pool.occupancy()
             self._commit(candidate)
+            self._wake.set()
             if (
                 self.spec.budget.max_candidates is not None
                 and self.state.observed >= self.spec.budget.max_candidates
@@ -212,16 +325,17 @@ class Evolution:
 
     async def _seed(self) -> Node:
         candidate = await propose(self.state, self.agents)
+        started = time.monotonic()
         candidate.node = await evaluate(self.engineer, candidate.node)
+        self.pacer.evaluated(time.monotonic() - started)
         self._commit(candidate)
         return candidate.node
 
     async def run(self) -> RunRecord:
+        self._start_retrieval()
         record = self._load_or_create_run()
-        if self.agents.embedder is not None:
-            sync_task_cognition(self.store, self.task, self.agents.embedder)  # once per run, as it starts
         self._replay()
-        tasks: list[asyncio.Task] = []
+        tasks: list[asyncio.Task] = [] if self._retrieval is None else [self._retrieval]
         heartbeat = asyncio.create_task(owner.keep_alive(self.store, record))
         try:
             await self.pool.start()
@@ -236,18 +350,12 @@ class Evolution:
             for node in self._unanalysed:
                 self._analyse(node)
             self.pool.reset_accounting()
-            ahead = self.spec.parallelism.proposals_ahead or self.spec.parallelism.evaluators
-            queue: asyncio.Queue[Candidate] = asyncio.Queue(maxsize=max(1, ahead))
-            tasks = [
-                asyncio.create_task(self._proposer_loop(queue))
-                for _ in range(self.spec.parallelism.proposers)
-            ]
+            tasks.append(asyncio.create_task(self._dispatcher()))
             tasks += [
-                asyncio.create_task(self._evaluator_loop(queue))
-                for _ in range(self.spec.parallelism.evaluators)
+                asyncio.create_task(self._evaluator_loop(i)) for i in range(self.spec.parallelism.evaluators)
             ]
             await self._wait_for_stop(tasks)
-            await _cancel_all(tasks)
+            await _cancel_all([*tasks, *self._proposing])
             await self._drain_analyses()
             if not self._stop.is_set():
                 self.verdict = BudgetVerdict("every budgeted candidate is done", cause=StopCause.CANDIDATES)
@@ -262,7 +370,7 @@ class Evolution:
             self._finish(record, RunPhase.FAILED, f"internal error: {type(err).__name__}: {err}")
             raise
         finally:
-            await _cancel_all([*tasks, *self._analyses, heartbeat])
+            await _cancel_all([*tasks, *self._proposing, *self._analyses, heartbeat])
             await self.pool.close()
 
     async def _wait_for_stop(self, tasks: list[asyncio.Task]) -> None:

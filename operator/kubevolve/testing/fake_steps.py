@@ -44,8 +44,9 @@ STAGE_SECONDS = 0.001  # the duration a stand-in evaluation records for each sta
 
 
 class ScriptedProposer:
-    """Appends a comment naming the proposal's seed to the parent's last evolve block: a valid child (the static
-    check passes) that no other proposal repeats, at no cost."""
+    """Appends an assignment of the proposal's seed to the parent's last evolve block: a valid child (the static
+    check passes) that no other proposal repeats, at no cost. Not a comment: a comment-only change is the same
+    experiment, which the novelty filter rejects."""
 
     name = "scripted"
     accepts_feedback = False
@@ -53,7 +54,8 @@ class ScriptedProposer:
     async def propose(self, request: ProposalRequest) -> Proposal:
         parent = request.parents[0]
         split = request.task.split(parent.code)
-        blocks = [*split.blocks[:-1], f"{split.blocks[-1]}# scripted proposal {request.seed:016x}\n"]
+        line = f"scripted_proposal = 0x{request.seed:016x}  # scripted proposal\n"
+        blocks = [*split.blocks[:-1], f"{split.blocks[-1]}{line}"]
         return Proposal(
             code=split.join(blocks), motivation=f"scripted proposal {request.seed:016x}", proposer=self.name
         )

@@ -435,5 +435,5 @@ async def test_the_judges_log_is_read_with_a_byte_limit_and_the_compact_copy_sta
     )
     got = await published_result(FakeKube(), "lab-a", job)  # type: ignore[arg-type]
     assert reads == [{"container": "judge", "tail_lines": LOG_LINES, "limit_bytes": LOG_BYTES}]
-    assert LOG_BYTES < len(flood) and got is not None
+    assert len(flood) > LOG_BYTES and got is not None
     assert got.score == result.score and got.metrics == result.metrics and got.log_tail == PARTIAL_NOTE

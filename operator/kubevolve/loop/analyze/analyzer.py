@@ -11,6 +11,7 @@ why an idea was refused without paying an LLM for it.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -190,17 +191,23 @@ async def analyze_and_store(
     embedder: Embedder | None = None,
     *,
     island_best: Node | None = None,
+    give_up: asyncio.Event | None = None,
 ) -> Insight:
     """Analyse a committed node, store the analysis with the node and as an insight (embedded, for retrieval),
-    linked from the node."""
+    linked from the node. `give_up`: once set (the run is ending), an embedding model still loading is not
+    waited for and the insight is stored without an embedding (listed with its node, not found by
+    similarity)."""
     parent = store.get_node(node.parent_ids[0]) if node.parent_ids else None
     best = store.best_node(node.run_id)
     request = AnalysisRequest(task=task, node=node, parent=parent, best=best, island_best=island_best)
     analysis = await analyzer.analyze(request)
     text = analysis.text or "(the Analyzer returned nothing)"
     insight = Insight(run_id=node.run_id, text=text, node_ids=[node.id])
-    if embedder is not None:
-        insight.embedding = embedder.encode([text])[0].tolist()
+    if embedder is not None:  # on the embedding service's thread, batched with what else waits
+        from kubevolve.loop.learn.embeddings import encode_unless
+
+        vectors = await encode_unless(embedder, [text], give_up)
+        insight.embedding = None if vectors is None else vectors[0].tolist()
     insight = store.add_insight(insight)
     node.insight_id = insight.id
     node.analysis = {k: v.strip() for k, v in analysis.fields.items() if v.strip()}

@@ -1,73 +1,65 @@
-"""The novelty filter: a candidate too similar to a recent or elite node is rejected before it is evaluated.
+"""The novelty filter: a candidate that repeats an experiment is rejected before it is evaluated.
 
-The exact-duplicate check (same program text) is the store's hash lookup; this is the second check: the
-embedding of the candidate's motivation and evolve blocks against those of the last `window` nodes and the
-best ones. Evaluations are the expensive resource; a near-copy of something already measured teaches nothing.
+Two checks, both of the same experiment and never of a merely similar one. The exact-duplicate check (the same
+program text as a stored candidate or one being evaluated) is the store's hash lookup (`precheck`) and the
+local runtime's set of programs in flight: `FailureKind.DUPLICATE`. This filter is the second: a program
+whose canonical form (`canonical.py`: formatting, comments, docstrings and local names set aside) equals that
+of a program already run, or of one being evaluated, is `FailureKind.NEAR_DUPLICATE`. The same edit made to
+the same parent again gives the same program, so it is caught here too, however it is written.
+
+A changed constant is a new experiment: tuning a number is what much of a search does, and such a candidate
+always passes. Embedding similarity is no part of the decision (a program's embedding barely moves when a
+number changes: at the old threshold of 0.98 it rejected 96 of 100 one-constant edits).
+
+What counts as "already run": nodes that reached an evaluation and got its verdict (evaluated, or failed in a
+stage for a reason of their own) and nodes proposed and awaiting evaluation (on Kubernetes, stored PROPOSED).
+A node whose evaluation failed for the infrastructure's sake (the sandbox could not be set up, the Job ran
+out of attempts) was not run: its experiment may be proposed again. Nodes stored before canonical forms
+existed (no `canonical_hash`) are compared by their exact text only.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import deque
+from collections.abc import Container
 
-import numpy as np
-
+from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
-from kubevolve.core.task import Task
-from kubevolve.loop.learn.embeddings import Embedder
+from kubevolve.loop.engineer.canonical import canonical_hash
 
-ELITES = 8
+RUN_STAGES = (Stage.EVALUATED, Stage.FAILED_QUICK, Stage.FAILED_FULL, Stage.PROPOSED)
+NOT_RUN = (FailureKind.SANDBOX_FAILED, FailureKind.JOB_FAILED)  # failures of the infrastructure
 
 
-def novelty_text(task: Task, node: Node) -> str:
-    try:
-        blocks = "\n".join(task.split(node.code).blocks)
-    except ValueError:
-        blocks = node.code
-    return f"{node.motivation}\n{blocks}"
+def fingerprint(node: Node) -> str:
+    """Set and return the node's canonical hash ("" if its program does not parse). CPU work: parses it."""
+    node.canonical_hash = canonical_hash(node.code)
+    return node.canonical_hash
+
+
+def was_run(node: Node) -> bool:
+    """Whether the node's experiment was run (or is being run): what a repeat of it is compared against."""
+    return node.stage in RUN_STAGES and node.failure not in NOT_RUN
 
 
 class NoveltyFilter:
-    def __init__(self, task: Task, embedder: Embedder, threshold: float, window: int):
-        self.task = task
-        self.embedder = embedder
-        self.threshold = threshold
-        self.recent: deque[Node] = deque(maxlen=max(window, 1))
-        self.elites: list[tuple[float, int, Node]] = []  # min-heap of the best evaluated nodes
-        self._count = 0
+    """The canonical hashes of a run's experiments, fed every stored node (`remember`) in order."""
 
-    def embed(self, node: Node) -> list[float]:
-        if node.embedding is None:
-            node.embedding = self.embedder.encode([novelty_text(self.task, node)])[0].tolist()
-        return node.embedding
+    def __init__(self) -> None:
+        self.experiments: dict[str, str] = {}  # canonical hash -> the first node that ran it
 
     def remember(self, node: Node) -> None:
-        """Take a committed node (with its embedding) into the reference set."""
-        if node.embedding is None:
-            return
-        self.recent.append(node)
-        if node.stage is Stage.EVALUATED and node.score is not None:
-            self._count += 1
-            entry = (node.score, -self._count, node)
-            if len(self.elites) < ELITES:
-                heapq.heappush(self.elites, entry)
-            elif entry[:2] > self.elites[0][:2]:
-                heapq.heapreplace(self.elites, entry)
+        if node.canonical_hash and was_run(node):
+            self.experiments.setdefault(node.canonical_hash, node.id)
 
-    def check(self, node: Node) -> str | None:
-        """Why `node` is a near-duplicate, or None. Embeds the node as a side effect."""
-        vector = np.asarray(self.embed(node), dtype=np.float32)
-        references = {n.id: n for n in self.recent} | {n.id: n for _, _, n in self.elites}
-        references.pop(node.id, None)
-        if not references:
+    def check(self, node: Node, in_flight: Container[str] = frozenset()) -> str | None:
+        """Why `node` (fingerprinted) repeats an experiment, or None. `in_flight`: the canonical hashes of
+        candidates being evaluated and not stored yet."""
+        key = node.canonical_hash
+        if not key:
             return None
-        ids = list(references)
-        matrix = np.asarray([references[i].embedding for i in ids], dtype=np.float32)
-        similarity = matrix @ vector
-        best = int(np.argmax(similarity))
-        if similarity[best] >= self.threshold:
-            return (
-                f"near-duplicate of node {ids[best]} (embedding similarity {similarity[best]:.4f} "
-                f">= noveltyThreshold {self.threshold:g})"
-            )
+        earlier = self.experiments.get(key)
+        if earlier is not None and earlier != node.id:
+            return f"the same experiment as node {earlier} (the same program once formatting, comments and local names are set aside)"
+        if key in in_flight:
+            return "the same experiment as a candidate being evaluated (the same program once formatting, comments and local names are set aside)"
         return None

@@ -130,6 +130,12 @@ def _installed() -> bool:
     return any(Path(d).resolve() == PACKAGE_ROOT for d in site_dirs)
 
 
+def checkout_root() -> str | None:
+    """What a child interpreter needs on its PYTHONPATH to import this kubevolve: the folder holding the
+    package when it runs from a checkout or a worktree, None when it is installed."""
+    return None if _installed() else str(PACKAGE_ROOT)
+
+
 def worker_env(threads: int, drop_to_uid: int | None) -> dict[str, str]:
     """The worker's whole environment: nothing of the host's (no API keys), a few settings it needs."""
     env = {
@@ -141,8 +147,9 @@ def worker_env(threads: int, drop_to_uid: int | None) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
-    if not _installed():  # a checkout or a worktree: the worker imports the same kubevolve as the engine
-        env["PYTHONPATH"] = str(PACKAGE_ROOT)
+    root = checkout_root()
+    if root is not None:  # a checkout or a worktree: the worker imports the same kubevolve as the engine
+        env["PYTHONPATH"] = root
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     # KUBEVOLVE_NUM_NODES and KUBEVOLVE_HOSTFILE: a multi-node TrainJob's layout (launcher.node_layout), no

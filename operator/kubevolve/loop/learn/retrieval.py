@@ -112,10 +112,14 @@ class Retriever:
         """The query of one node (its situation mixed with the description), as floats."""
         return [float(x) for x in self.query_vectors([self.situation(parent)])[0]]
 
+    def analyses(self, nodes: list[Node]) -> dict[str, str]:
+        """The analyses of these nodes that are stored (node id -> its text): no embedding needed."""
+        return {n.id: text for n in nodes if (text := self.analysis_of(n))}
+
     def context(self, nodes: list[Node], feedback: str = "") -> RetrievedContext:
         """Cognition entries, insights and analyses for a selection's parents and inspirations (parent first);
         `feedback`, a debug retry's account of the failed attempt, is one more query."""
-        analyses = {n.id: text for n in nodes if (text := self.analysis_of(n))}
+        analyses = self.analyses(nodes)
         if not (self.spec.cognition_top_k or self.spec.insights_top_k):
             return RetrievedContext(analyses=analyses)
         texts = list(dict.fromkeys(self.situation(n) for n in nodes))

@@ -9,7 +9,8 @@ from kubevolve.core.spec import LLMSpec
 from kubevolve.loop.llm.client import LLMClient, LLMError
 from kubevolve.loop.llm.ensemble import CostAwareBandit
 from kubevolve.loop.llm.prompts import render
-from kubevolve.loop.research.edit_format import EditError, apply_answer, parse_answer
+from kubevolve.loop.offload import off_loop
+from kubevolve.loop.research.edit_format import Answer, EditError, apply_answer, parse_answer
 from kubevolve.loop.research.proposal import Proposal, ProposalError, ProposalRequest
 
 EDIT_INSTRUCTIONS = {
@@ -82,6 +83,12 @@ def researcher_messages(request: ProposalRequest, edit_format: str) -> list[dict
     ]
 
 
+def apply_completion(text: str, parent_code: str, start: str, end: str) -> tuple[Answer, str]:
+    """The answer parsed and the program it makes of the parent; EditError says why it cannot."""
+    answer = parse_answer(text)
+    return answer, apply_answer(parent_code, answer, start, end)
+
+
 class Researcher:
     accepts_feedback = True
 
@@ -93,7 +100,8 @@ class Researcher:
 
     async def propose(self, request: ProposalRequest) -> Proposal:
         model = self.bandit.choose() if self.bandit else None
-        messages = researcher_messages(request, self.spec.edit_format)
+        # building the prompt and applying the answer run off the event loop (kubevolve.loop.offload)
+        messages = await off_loop(researcher_messages, request, self.spec.edit_format)
         try:
             completion = await self.client.complete(messages, model=model, seed=request.seed % (2**31))
         except LLMError as err:
@@ -106,8 +114,9 @@ class Researcher:
         transcript = [completion.record("researcher" if not request.feedback else "debug retry")]
         markers = request.task.spec.evolve_block
         try:
-            answer = parse_answer(completion.text)
-            code = apply_answer(request.parents[0].code, answer, markers.start, markers.end)
+            answer, code = await off_loop(
+                apply_completion, completion.text, request.parents[0].code, markers.start, markers.end
+            )
         except EditError as err:
             raise ProposalError(str(err), llm=usage, transcript=transcript, kind=err.kind) from None
         return Proposal(

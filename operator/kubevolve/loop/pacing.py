@@ -1,0 +1,138 @@
+"""How many proposals a pipelined run keeps in flight: enough to keep every evaluator busy, and no more, so
+that each proposal selects its parents from the freshest store it can.
+
+Little's law: to hand W slots a candidate every E seconds (the evaluation time) through a proposer that takes
+L seconds (the LLM's latency), about W x L / E proposals must be under way. Fewer and the slots wait for the
+LLM; more and proposals are made long before a slot needs them, from a store that lacks everything evaluated
+meanwhile (with W=16, L=1 s, E=4 s and 64 candidates, a first wave that reserved the whole budget made all 64
+children of the initial program).
+
+The pacer applies it slot by slot. It keeps moving averages of the proposal time and the evaluation time (and
+of their spread, as TCP does for round trips) and counts, for each slot, the candidates it will take within
+one proposal time from now: an idle slot one now, a busy one one when its evaluation should end, and, when
+evaluations are shorter than proposals, one more per evaluation time after that. A proposal started now is
+then ready about when its slot wants it, having seen every result stored until it started. A few more are kept in flight (the
+buffer) for evaluations that end early, and the count is divided by the share of proposals that reach an
+evaluator at all (the others are rejected before evaluation and fill no slot). In a steady state the count is
+W x L / E plus the buffer; when evaluations end together, as a first wave's do, the next wave is proposed
+together, one proposal time before it is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+ALPHA = 0.25  # weight of a new sample in a moving average
+MIN_YIELD = 0.2  # proposals per slot filled are counted at most 1 / MIN_YIELD times over
+SPREAD = 2.0  # deviations of margin on either estimate
+MAX_PER_SLOT = 64  # candidates one slot is counted to take within a horizon (instant evaluations: unbounded)
+PRE_MEASURE_PER_SLOT = 2  # the same, until a proposal time is measured
+
+
+@dataclass
+class Estimate:
+    """A moving average of a duration and of its absolute deviation; None until the first sample. The
+    deviation starts at zero, not at half the first sample as TCP's does: with SPREAD deviations of margin
+    that would count every running evaluation as about to end, and propose a second wave from the store the
+    first wave saw."""
+
+    mean: float | None = None
+    deviation: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        if self.mean is None:
+            self.mean = seconds
+            return
+        self.deviation += ALPHA * (abs(seconds - self.mean) - self.deviation)
+        self.mean += ALPHA * (seconds - self.mean)
+
+
+def buffer_for(slots: int) -> int:
+    """Proposals kept in flight beyond the slots' need: one, and one more per eight slots."""
+    return 1 + slots // 8
+
+
+class Pacer:
+    """The in-flight bound of a run with `slots` evaluation slots (the local runtime asks it `wanted`)."""
+
+    def __init__(self, slots: int, buffer: int | None = None):
+        self.slots = slots
+        self.buffer = buffer_for(slots) if buffer is None else buffer
+        self.proposal = Estimate()
+        self.evaluation = Estimate()
+        self.yield_ = 1.0  # moving share of proposals that went on to an evaluator
+
+    def proposed(self, seconds: float, *, evaluated: bool) -> None:
+        """A proposal took `seconds`; `evaluated`: it goes on to an evaluator (it was not rejected first)."""
+        self.proposal.add(seconds)
+        self.yield_ += ALPHA * ((1.0 if evaluated else 0.0) - self.yield_)
+
+    def evaluated(self, seconds: float) -> None:
+        self.evaluation.add(seconds)
+
+    def horizon(self, now: float = 0.0, oldest: float | None = None) -> float:
+        """How far ahead a slot's need is counted: one proposal time, with margin. Until one is measured, the
+        age of the oldest proposal under way (since `oldest`; zero when none is), for proposals take at least
+        that long: with an LLM slower than the evaluations a second candidate per slot is then proposed once
+        the first wave has taken longer than an evaluation, not one LLM latency later. Each slot counts at most
+        PRE_MEASURE_PER_SLOT candidates meanwhile: under load that age grows with every proposal added, and
+        unbounded it proposed the whole budget from the initial program."""
+        if self.proposal.mean is not None:
+            return self.proposal.mean + SPREAD * self.proposal.deviation
+        return 0.0 if oldest is None else max(0.0, now - oldest)
+
+    def frees_at(self, started: float, now: float) -> float:
+        """When an evaluation that started at `started` should end, early side; an overdue one (or any, while
+        nothing is measured) ends now."""
+        if self.evaluation.mean is None:
+            return now
+        return max(now, started + max(0.0, self.evaluation.mean - SPREAD * self.evaluation.deviation))
+
+    def _period(self) -> float | None:
+        """A slot's time per candidate, short side: the interval at which it takes the next (None: unknown)."""
+        if self.evaluation.mean is None:
+            return None
+        return max(0.0, self.evaluation.mean - SPREAD * self.evaluation.deviation)
+
+    def _takes(self, free: float, until: float) -> int:
+        """Candidates a slot free from `free` on takes until `until`: one then, and one per period after."""
+        if free > until:
+            return 0
+        period = self._period()
+        if period is None:
+            return 1
+        most = MAX_PER_SLOT if self.proposal.mean is not None else PRE_MEASURE_PER_SLOT
+        if period <= 0:
+            return 1 if until <= free else most
+        return min(most, 1 + math.floor((until - free) / period))
+
+    def wanted(self, idle: int, busy_since: list[float], now: float, oldest: float | None = None) -> int:
+        """Proposals to have in flight (being made, or ready and waiting for a slot) now, given `idle` slots
+        waiting for a candidate, the start times of the evaluations running and of the oldest proposal under
+        way (None: none is)."""
+        until = now + self.horizon(now, oldest)
+        needed = idle * self._takes(now, until) + sum(
+            self._takes(self.frees_at(started, now), until) for started in busy_since
+        )
+        return math.ceil(needed / max(self.yield_, MIN_YIELD)) + self.buffer
+
+    def next_need(self, busy_since: list[float], now: float, oldest: float | None = None) -> float | None:
+        """Seconds from `now` until the count may grow (None: not as things stand): a running evaluation's
+        slot comes to take one more candidate within the horizon, or, while the age of the first proposals is
+        the horizon and grows with it, a fraction of an evaluation time."""
+        horizon, period = self.horizon(now, oldest), self._period()
+        most = MAX_PER_SLOT if self.proposal.mean is not None else PRE_MEASURE_PER_SLOT
+        later = []
+        for started in busy_since:
+            free = self.frees_at(started, now)
+            taken = self._takes(free, now + horizon)
+            if taken == 0:
+                later.append(free - horizon - now)
+            elif period and taken < most:
+                later.append(free + taken * period - horizon - now)
+        if oldest is not None and self.proposal.mean is None:
+            later.append(min(1.0, max(0.02, (period or 1.0) / 4)))
+        later = [t for t in later if t > 0]
+        return min(later) if later else None

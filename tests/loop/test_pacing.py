@@ -1,0 +1,130 @@
+"""The pacer's in-flight bound: every slot filled at the start, Little's law in a steady state, more proposals
+when many are rejected, and a wake-up when the next evaluation comes within a proposal time of its end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kubevolve.loop.pacing import MAX_PER_SLOT, Estimate, Pacer, buffer_for
+
+
+def steady(pacer: Pacer, latency: float, evaluation: float, samples: int = 20) -> None:
+    for _ in range(samples):
+        pacer.proposed(latency, evaluated=True)
+        pacer.evaluated(evaluation)
+
+
+def staggered(slots: int, evaluation: float, now: float) -> list[float]:
+    """Start times of `slots` evaluations spread evenly over one evaluation time: a steady state."""
+    return [now - evaluation * i / slots for i in range(slots)]
+
+
+def test_before_any_measure_every_idle_slot_gets_a_proposal_plus_the_buffer():
+    pacer = Pacer(16)
+    assert pacer.buffer == buffer_for(16) == 3
+    assert pacer.wanted(16, [], now=0.0) == 19
+    # evaluations running and nothing measured: each may end at once, so each counts
+    assert pacer.wanted(0, [0.0] * 16, now=0.0) == 19
+
+
+@pytest.mark.parametrize(
+    ("slots", "latency", "evaluation"),
+    [(16, 1.0, 4.0), (8, 1.0, 2.0), (4, 0.5, 2.0), (8, 2.0, 2.0), (4, 2.0, 1.0), (8, 4.0, 2.0)],
+)
+def test_steady_state_keeps_little_laws_count_in_flight(slots, latency, evaluation):
+    pacer = Pacer(slots)
+    steady(pacer, latency, evaluation)
+    now = 100.0
+    wanted = pacer.wanted(0, staggered(slots, evaluation, now), now)
+    assert wanted == math.ceil(slots * latency / evaluation) + pacer.buffer
+
+
+def test_a_wave_that_just_started_needs_only_the_buffer():
+    """The issue's stale case: W=16, LLM 1 s, eval 4 s. Sixteen evaluations that just started end in 4 s; a
+    proposal takes 1 s; so nothing is proposed now (it would select from the store as it is), only in 3 s."""
+    pacer = Pacer(16)
+    steady(pacer, 1.0, 4.0)
+    now = 10.0
+    assert pacer.wanted(0, [now] * 16, now) == pacer.buffer
+    assert pacer.next_need([now] * 16, now) == pytest.approx(3.0)
+    assert pacer.wanted(0, [now] * 16, now + 3.0) == 16 + pacer.buffer
+
+
+def test_evaluations_shorter_than_proposals_count_each_slot_several_times():
+    """W=4, LLM 2 s, eval 1 s: each slot takes two candidates per proposal time, so eight must be under way
+    (counting one per slot left the slots idle half the time)."""
+    pacer = Pacer(4)
+    steady(pacer, 2.0, 1.0)
+    assert pacer.wanted(4, [], now=0.0) == 4 * 3 + pacer.buffer  # idle: one now, then at 1 s and 2 s
+    assert pacer.next_need([10.0] * 4, 10.0) == pytest.approx(1.0)
+
+
+def test_before_the_first_proposal_is_back_its_age_counts_at_most_two_per_slot():
+    """LLM slower than an evaluation (eval 1 s), nothing measured yet: the first wave fills the slots; once it
+    has taken longer than an evaluation, each slot counts a second candidate; however long it takes (under
+    load, longer with every proposal added) never more than two per slot."""
+    pacer = Pacer(16)
+    pacer.evaluated(1.0)  # the initial program's
+    assert pacer.wanted(16, [], now=0.0) == 16 + pacer.buffer
+    assert pacer.wanted(16, [], now=0.5, oldest=0.0) == 16 + pacer.buffer
+    assert pacer.wanted(16, [], now=1.5, oldest=0.0) == 32 + pacer.buffer
+    assert pacer.wanted(16, [], now=30.0, oldest=0.0) == 32 + pacer.buffer
+    assert pacer.next_need([], 0.5, oldest=0.0) == pytest.approx(0.25)  # the age grows: look again soon
+    # once proposals are measured, one slow answer does not pull the next wave forward
+    steady(pacer, 1.0, 4.0)
+    assert pacer.wanted(0, [10.0] * 16, now=10.0, oldest=7.0) == pacer.buffer
+
+
+def test_instant_evaluations_count_a_bounded_number_per_slot():
+    pacer = Pacer(2)
+    steady(pacer, 1.0, 0.0)
+    assert pacer.wanted(2, [], now=0.0) == 2 * MAX_PER_SLOT + pacer.buffer
+    instant = Pacer(2)
+    steady(instant, 0.0, 0.0)  # and an instant LLM: one each
+    assert instant.wanted(2, [], now=0.0) == 2 + instant.buffer
+
+
+def test_rejected_proposals_raise_the_bound():
+    pacer = Pacer(8)
+    steady(pacer, 1.0, 2.0)
+    now = 50.0
+    before = pacer.wanted(0, staggered(8, 2.0, now), now)
+    for index in range(20):  # every other proposal is rejected before evaluation
+        pacer.proposed(1.0, evaluated=index % 2 == 0)
+    after = pacer.wanted(0, staggered(8, 2.0, now), now)
+    assert after > before
+    for _ in range(50):  # all rejected: the bound stays finite (1 / MIN_YIELD times the need)
+        pacer.proposed(1.0, evaluated=False)
+    assert pacer.wanted(0, staggered(8, 2.0, now), now) <= 5 * 8 + pacer.buffer
+
+
+def test_spread_in_evaluation_times_widens_the_margin():
+    calm, noisy = Pacer(8), Pacer(8)
+    steady(calm, 1.0, 4.0)
+    for index in range(40):
+        noisy.proposed(1.0, evaluated=True)
+        noisy.evaluated(4.0 + (1.5 if index % 2 else -1.5))
+    now = 100.0
+    busy = staggered(8, 4.0, now)
+    assert noisy.wanted(0, busy, now) > calm.wanted(0, busy, now)
+
+
+def test_next_need_without_running_evaluations_and_for_overdue_ones():
+    pacer = Pacer(2)
+    steady(pacer, 1.0, 2.0)
+    assert pacer.next_need([], 5.0) is None
+    # both should have ended at 2: counted as ending now (one candidate each, not three since 2), and each
+    # takes its second one 2 s from now, which comes within the 1 s horizon in 1 s
+    assert pacer.wanted(0, [0.0, 0.0], 5.0) == 2 + pacer.buffer
+    assert pacer.next_need([0.0, 0.0], 5.0) == pytest.approx(1.0)
+
+
+def test_estimate_ignores_negative_durations_and_follows_new_samples():
+    estimate = Estimate()
+    estimate.add(-3.0)
+    assert estimate.mean == 0.0 and estimate.deviation == 0.0
+    for _ in range(30):
+        estimate.add(2.0)
+    assert estimate.mean == pytest.approx(2.0, abs=0.01)
