@@ -150,6 +150,15 @@ def test_an_external_store_is_reached_by_address_range() -> None:
     assert policy["spec"]["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.9.0.0/24"}}]
 
 
+def test_an_external_store_is_reached_on_its_urls_ports() -> None:
+    docs = create("nlp", "--no-queue", "--store-cidr", "10.9.0.0/24", "--store-url", "https://store.lab:443")
+    (policy,) = [d for d in docs if d["metadata"]["name"] == "kubevolve-evaluation-egress"]
+    assert [p["port"] for p in policy["spec"]["egress"][1]["ports"]] == [443, 50051]
+    validate(policy)
+    bad = runner.invoke(app, ["lab", "create", "nlp", "--store-url", "ftp://store.lab"])
+    assert bad.exit_code != 0 and "--store-url" in bad.output
+
+
 def test_a_minimal_lab_has_no_empty_bindings_or_quota() -> None:
     docs = create("solo", "--no-queue")
     assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "NetworkPolicy", "NetworkPolicy"]

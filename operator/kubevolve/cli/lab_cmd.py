@@ -28,6 +28,7 @@ from kubevolve.cli.common import console, fail
 from kubevolve.core.quantity import NON_NEGATIVE_QUANTITY_PATTERN
 from kubevolve.errors import KubevolveError
 from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, evaluation_network_policy
+from kubevolve.store.base import StoreError
 
 LAB_LABEL = "kubevolve.io/lab"
 ADMIN_ROLE, VIEWER_ROLE = "kubevolve-lab-admin", "kubevolve-lab-viewer"
@@ -81,6 +82,7 @@ def lab_manifests(
     viewers: list[str] = (),  # type: ignore[assignment]
     store_namespace: str = "kubevolve-system",
     store_cidrs: list[str] | None = None,
+    store_url: str | None = None,
     image_pull_secrets: list[str] = (),  # type: ignore[assignment]
 ) -> list[dict[str, Any]]:
     """Every object of a lab, Namespace first. Raises LabError for a bad name or value."""
@@ -153,7 +155,11 @@ def lab_manifests(
     docs.append(evaluation_isolation_policy(name, labels=labels))
     docs.append(
         evaluation_network_policy(
-            name, store_namespace=store_namespace, store_cidrs=store_cidrs, labels=labels
+            name,
+            store_namespace=store_namespace,
+            store_cidrs=store_cidrs,
+            labels=labels,
+            store_url=store_url,
         )
     )
     return docs
@@ -250,6 +256,13 @@ def create(
         list[str] | None,
         typer.Option(help="An external store's address range (repeatable); replaces the above."),
     ] = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            help="An external store's URL (as the chart's store.external.url): its policy allows that "
+            "URL's ports, not the bundled Weaviate's 8080 and 50051."
+        ),
+    ] = None,
     image_pull_secret: Annotated[
         list[str] | None,
         typer.Option(help="A registry Secret in the lab the step pods pull images with (repeatable)."),
@@ -270,6 +283,7 @@ def create(
             viewers=_split(viewers),
             store_namespace=store_namespace,
             store_cidrs=store_cidr,
+            store_url=store_url,
             image_pull_secrets=image_pull_secret or [],
         )
         if not apply:
@@ -278,6 +292,8 @@ def create(
         applied = apply_manifests(docs)
     except LabError as err:
         fail(str(err))
+    except StoreError as err:
+        fail(f"--store-url: {err}")
     for item in applied:
         console.print(f"applied {item}", highlight=False)
     queue = "" if no_queue else f"; its runs set spec.queueName: {LOCAL_QUEUE}"
