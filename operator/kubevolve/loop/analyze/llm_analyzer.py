@@ -15,10 +15,9 @@ import logging
 import re
 
 from kubevolve.core.models import Node, Stage
-from kubevolve.core.task import Task
 from kubevolve.loop.analyze.analyzer import Analysis, AnalysisRequest, offline_fields
 from kubevolve.loop.llm.client import LLMClient, LLMError
-from kubevolve.loop.llm.prompts import render
+from kubevolve.loop.llm.prompts import evolve_blocks, render
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +90,6 @@ def metric_table(node: Node, parent: Node | None, best: Node | None, island: Nod
     return "\n".join(rows)
 
 
-def _blocks(task: Task, code: str) -> str:
-    try:
-        text = "\n# ...\n".join(task.split(code).blocks)
-    except ValueError:  # a rejected candidate may have broken its markers: show the program
-        text = code
-    return text[-CODE_CHARS:].rstrip("\n")
-
-
 def outcome(node: Node) -> str:
     """The candidate's outcome, with the reason when it was rejected or failed."""
     if node.stage is Stage.EVALUATED:
@@ -141,15 +132,13 @@ def analyzer_messages(request: AnalysisRequest) -> list[dict[str, str]]:
     user = render(
         "analyzer",
         task,
-        task_name=task.name,
-        task_description=task.spec.description.strip(),
-        metric=task.spec.metric,
-        direction=task.spec.direction,
         motivation=node.motivation or "none given",
         outcome=outcome(node),
         metric_table=metric_table(node, parent, request.best, island),
-        parent_code=_blocks(task, parent.code) if parent else "(no parent: this is the initial program)",
-        child_code=_blocks(task, node.code),
+        parent_code=evolve_blocks(task, parent.code, CODE_CHARS)
+        if parent
+        else "(no parent: this is the initial program)",
+        child_code=evolve_blocks(task, node.code, CODE_CHARS),
         diff=(node.diff or "(no diff: the initial program)")[-CODE_CHARS:].rstrip("\n"),
         curves=curves,
         tables=tables,

@@ -20,7 +20,7 @@ from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import LLMJudgeSpec
 from kubevolve.core.task import Task
 from kubevolve.loop.llm.client import LLMClient, LLMError
-from kubevolve.loop.llm.prompts import render
+from kubevolve.loop.llm.prompts import evolve_blocks, render
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,6 @@ def task_rules(task: Task) -> str:
     return "\n".join(rules)
 
 
-def _block(task: Task, code: str) -> str:
-    try:
-        text = "\n# ...\n".join(task.split(code).blocks)
-    except ValueError:
-        text = code
-    return text[-CODE_CHARS:].rstrip("\n")
-
-
 def _standing(node: Node) -> str:
     if node.stage is Stage.EVALUATED and node.score is not None:
         return f"evaluated, score {node.score:.6g}"
@@ -89,20 +81,16 @@ def judge_messages(
         f"## Neighbour {i} ("
         + (f"similarity {similarity:.3f}; " if similarity is not None else "")
         + f"{_standing(n)})\nMotivation: {n.motivation.strip() or 'none given'}\n"
-        f"```python\n{_block(task, n.code)}\n```"
+        f"```python\n{evolve_blocks(task, n.code, CODE_CHARS)}\n```"
         for i, (n, similarity) in enumerate(neighbours, start=1)
     ]
     user = render(
         "judge",
         task,
-        task_name=task.name,
-        task_description=task.spec.description.strip(),
-        metric=task.spec.metric,
-        direction=task.spec.direction,
         rules=task_rules(task),
         motivation=node.motivation.strip() or "none given",
         diff=node.diff.rstrip("\n")[-CODE_CHARS:] or "(no diff)",
-        code=_block(task, node.code),
+        code=evolve_blocks(task, node.code, CODE_CHARS),
         neighbours="\n\n".join(shown) or "none yet",
     )
     return [

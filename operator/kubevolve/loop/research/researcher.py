@@ -62,10 +62,6 @@ def researcher_messages(request: ProposalRequest, edit_format: str) -> list[dict
     user = render(
         "researcher",
         task,
-        task_name=task.name,
-        task_description=task.spec.description.strip(),
-        metric=task.spec.metric,
-        direction=task.spec.direction,
         edit_instruction=EDIT_INSTRUCTIONS[edit_format],
         parent_score=_score(parent),
         parent_metrics=_metrics(parent),
