@@ -227,15 +227,12 @@ async def one_run(root: Path, url: str, name: str, fields: dict[str, Any], candi
     agents = make_agents(spec)
     started = time.monotonic()
     try:
-        evolution = Evolution(
+        evolution = Evolution.of_agents(
             spec,
             load_task(task_dir),
             store,
-            agents.proposer,
+            agents,
             root / "work",
-            analyzer=agents.analyzer,
-            embedder=agents.embedder,
-            judge=agents.judge,
         )
         await evolution.run()
     finally:

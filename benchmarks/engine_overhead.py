@@ -105,16 +105,13 @@ async def measure(stored: int, candidates: int, sampler: str, llm_url: str | Non
 
     if llm_url:
         agents = make_agents(spec)
-        evolution = Evolution(
+        evolution = Evolution.of_agents(
             spec,
             task,
             store,
-            agents.proposer,
+            agents,
             tmp / "work",
             observers=[on_commit],
-            analyzer=agents.analyzer,
-            embedder=agents.embedder,
-            bandit=agents.bandit,
         )
     else:
         evolution = Evolution(spec, task, store, SimulatedProposer(0), tmp / "work", observers=[on_commit])

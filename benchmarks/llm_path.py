@@ -189,16 +189,13 @@ async def one_run(
         agents.embedder.load_in_background()
         await agents.embedder.wait_ready()
     commits: list[float] = []
-    evolution = Evolution(
+    evolution = Evolution.of_agents(
         spec,
         load_task(task_dir),
         store,
-        agents.proposer,
+        agents,
         workdir / "work",
         observers=[lambda progress, node: commits.append(time.monotonic()) if node is not None else None],
-        analyzer=agents.analyzer,
-        embedder=agents.embedder,
-        bandit=agents.bandit,
     )
     try:
         await evolution.run()

@@ -189,17 +189,13 @@ class PreparedRun:
         from kubevolve.runtime.local import Evolution
         from kubevolve.runtime.targets import kubevolve_home
 
-        return Evolution(
+        return Evolution.of_agents(
             self.spec,
             self.task,
             self.store,
-            self.agents.proposer,
+            self.agents,
             workspace or kubevolve_home() / "work",
             observers=observers,
-            analyzer=self.agents.analyzer,
-            embedder=self.agents.embedder,
-            bandit=self.agents.bandit,
-            judge=self.agents.judge,
         )
 
 

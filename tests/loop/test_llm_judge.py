@@ -69,15 +69,12 @@ def judged_run(toy_task, store, tmp_path, script: Script, candidates: int = 3, *
 
         async def go():
             try:
-                evolution = Evolution(
+                evolution = Evolution.of_agents(
                     spec,
                     load_task(toy_task),
                     store,
-                    agents.proposer,
+                    agents,
                     tmp_path / "work",
-                    analyzer=agents.analyzer,
-                    embedder=agents.embedder,
-                    judge=agents.judge,
                 )
                 await evolution.run()
                 return evolution

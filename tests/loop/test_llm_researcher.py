@@ -77,15 +77,12 @@ def llm_run(task_dir, store, tmp_path, server, name="llm-run", requests=None, **
 
     async def go():
         try:
-            evolution = Evolution(
+            evolution = Evolution.of_agents(
                 spec,
                 load_task(task_dir),
                 store,
-                agents.proposer,
+                agents,
                 tmp_path / "work",
-                analyzer=agents.analyzer,
-                embedder=agents.embedder,
-                bandit=agents.bandit,
             )
             return await evolution.run()
         finally:

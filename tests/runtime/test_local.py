@@ -191,14 +191,12 @@ class HeldModel:
 def _llm_evolution(task_dir: Path, store, tmp_path: Path, url: str, embedder, **fields) -> Evolution:
     spec = RunSpec(task=str(task_dir), name="run", llm={"endpoint": url, "model": "m"}, **fields)
     agents = Agents(Researcher(LLMClient(spec.llm), spec.llm), OfflineAnalyzer(), embedder=embedder)
-    return Evolution(
+    return Evolution.of_agents(
         spec,
         load_task(task_dir),
         store,
-        agents.proposer,
+        agents,
         tmp_path / "work",
-        analyzer=agents.analyzer,
-        embedder=agents.embedder,
     )
 
 

@@ -102,6 +102,33 @@ class Evolution:
         self._failure: BaseException | None = None  # what a proposal raised: the run fails with it
         self._ending = asyncio.Event()  # set as the run drains: analyses stop waiting for the embedding model
 
+    @classmethod
+    def of_agents(
+        cls,
+        spec: RunSpec,
+        task: Task,
+        store: Store,
+        agents: Agents,
+        workspace: Path,
+        *,
+        observers: Iterable[RunObserver] = (),
+        pool: EvaluatorPool | None = None,
+    ) -> Evolution:
+        """The run of what `make_agents` (or a caller's own Agents) built: each of its roles goes in."""
+        return cls(
+            spec,
+            task,
+            store,
+            agents.proposer,
+            workspace,
+            observers=observers,
+            analyzer=agents.analyzer,
+            embedder=agents.embedder,
+            bandit=agents.bandit,
+            judge=agents.judge,
+            pool=pool,
+        )
+
     # ---- state ---------------------------------------------------------------------------------------
     def _load_or_create_run(self) -> RunRecord:
         try:
