@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from kubevolve.core import evolve_block
+from kubevolve.core import evolve_block, pysource
 from kubevolve.core.spec import SamplerSpec, StageName, _Model, format_validation_error
 from kubevolve.errors import KubevolveError
 
@@ -173,7 +173,7 @@ def load_task(path: str | Path) -> Task:
         raise TaskError(f"{manifest}: program {spec.program!r} not found in {root}")
     code = program.read_text()
     try:
-        ast.parse(code, filename=str(program))
+        pysource.parse(code, filename=str(program))
     except SyntaxError as err:
         raise TaskError(f"{program}: initial program does not parse: line {err.lineno}: {err.msg}") from None
     try:
@@ -185,7 +185,7 @@ def load_task(path: str | Path) -> Task:
     if not evaluator.is_file():
         raise TaskError(f"{manifest}: evaluator {spec.evaluator!r} not found in {root}")
     try:
-        tree = ast.parse(evaluator.read_text(), filename=str(evaluator))
+        tree = pysource.parse(evaluator.read_text(), filename=str(evaluator))
     except SyntaxError as err:
         raise TaskError(f"{evaluator}: does not parse: line {err.lineno}: {err.msg}") from None
     entry = "judge(candidate, stage)" if spec.runner else "evaluate(program_path, stage)"
@@ -196,7 +196,7 @@ def load_task(path: str | Path) -> Task:
         if not runner.is_file():
             raise TaskError(f"{manifest}: runner {spec.runner!r} not found in {root}")
         try:
-            tree = ast.parse(runner.read_text(), filename=str(runner))
+            tree = pysource.parse(runner.read_text(), filename=str(runner))
         except SyntaxError as err:
             raise TaskError(f"{runner}: does not parse: line {err.lineno}: {err.msg}") from None
         if not any(isinstance(n, ast.FunctionDef) and n.name == "run" for n in tree.body):

@@ -18,6 +18,8 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from kubevolve.core import pysource
+
 VERSION = "c1"  # part of every hash: a later canonical form must not be compared with this one
 NAME_READERS = frozenset({"locals", "vars", "eval", "exec"})
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -36,7 +38,7 @@ _STATEMENT_LISTS = ("body", "orelse", "finalbody")
 def canonical_hash(code: str) -> str:
     """`VERSION:` and a hash of the canonical form; "" when the program does not parse."""
     try:
-        tree = ast.parse(code)
+        tree = pysource.parse(code)
         _drop_string_statements(tree)
         _Renamer().rename(tree)
         dump = ast.dump(tree, annotate_fields=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from kubevolve.core import evolve_block
+from kubevolve.core import evolve_block, pysource
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.task import Task
 
@@ -97,7 +97,7 @@ def static_check(task: Task, code: str, parent_code: str) -> Rejection | None:
             f"program is {len(code.encode())} bytes, over the task's limit of {checks.max_code_bytes}",
         )
     try:
-        tree = ast.parse(code)
+        tree = pysource.parse(code)
     except SyntaxError as err:
         return Rejection(FailureKind.SYNTAX_ERROR, f"syntax error at line {err.lineno}: {err.msg}")
     markers = task.spec.evolve_block

@@ -25,6 +25,7 @@ import random
 import tokenize
 from dataclasses import dataclass
 
+from kubevolve.core import pysource
 from kubevolve.core.evolve_block import BlockError, Split
 from kubevolve.loop.research.proposal import Proposal, ProposalError, ProposalRequest
 
@@ -99,7 +100,7 @@ def propose_offline(request: ProposalRequest) -> Proposal:
             failures.append("no change" if code == parent else "copy of an inspiration")
             continue
         try:
-            ast.parse(code)
+            pysource.parse(code)
         except SyntaxError as err:
             failures.append(f"did not parse ({err.msg})")
             continue
@@ -377,7 +378,7 @@ def _decimal_value(text: str) -> int | float | None:
 def _structural_positions(code: str) -> set[tuple[int, int]]:
     """(line, byte column) of int constants used as subscript indices or axis-like keyword arguments."""
     try:
-        tree = ast.parse(code)
+        tree = pysource.parse(code)
     except SyntaxError as err:
         raise ProposalError(
             f"offline proposer: the program does not parse: line {err.lineno}: {err.msg}"
