@@ -413,9 +413,12 @@ class CandidateProcess:
     def _on_exit(self, report: dict[str, Any] | None) -> None:
         report = report or {}
         signum, code = report.get("signal"), report.get("code")
-        self._exited = _describe_exit(
-            signum if isinstance(signum, int) else None, code if isinstance(code, int) else None, self.job
-        )
+        if self._over_quota.is_set():  # the quota watch killed it: its exit report may come in first
+            self._exited = CandidateCrashed(self._quota_message(), "disk_quota")
+        else:
+            self._exited = _describe_exit(
+                signum if isinstance(signum, int) else None, code if isinstance(code, int) else None, self.job
+            )
         if self._fds:
             self._read_log()
 
