@@ -28,7 +28,7 @@ from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
 from kubevolve.loop.agents import Agents
-from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer, wants_analysis
+from kubevolve.loop.analyze.analyzer import Analyzer, OfflineAnalyzer, wants_analysis
 from kubevolve.loop.budget import BudgetVerdict, StopCause
 from kubevolve.loop.engineer.engineer import Engineer
 from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable
@@ -100,6 +100,7 @@ class Evolution:
         self._idle = 0  # evaluators waiting for a candidate
         self._wake = asyncio.Event()  # something the dispatcher counts changed
         self._failure: BaseException | None = None  # what a proposal raised: the run fails with it
+        self._first = True  # no proposed candidate's result is stored yet: every proposal builds on the seed
         self._ending = asyncio.Event()  # set as the run drains: analyses stop waiting for the embedding model
 
     @classmethod
@@ -148,11 +149,8 @@ class Evolution:
             if self.agents.analyzer is not None and wants_analysis(node):
                 self._unanalysed.append(node)  # committed just before an interruption
             self.progress.record(node, live=False)
-            if "propose" in node.timings and node.failure != FailureKind.LLM_ERROR:
-                self.pacer.proposed(node.timings["propose"], evaluated=node.stage in ANALYSED_STAGES)
-            stages = [node.timings[s] for s in ("quick", "full") if s in node.timings]
-            if stages:
-                self.pacer.evaluated(sum(stages))
+            self.pacer.replay(node)
+        self._first = self.state.observed <= 1
 
     def _notify(self, node: Node | None) -> None:
         for observer in self.observers:
@@ -277,13 +275,17 @@ class Evolution:
         self.state.retrieval_ready = False
         self._retrieval = asyncio.create_task(prepare())
 
-    def _wanted(self) -> int:
-        """Proposals to have in flight (being made or ready): `proposalsAhead` beyond the proposers when the
-        spec fixes it, else the pacer's in-flight bound."""
-        par = self.spec.parallelism
+    def _to_start(self) -> int:
+        """Proposals to start now, at most `proposers` under way: as many as bring those in flight (being
+        made or ready) to `proposalsAhead` beyond the proposers when the spec fixes it, else to the pacer's
+        bound. None while the first result is due within the pacer's hold."""
+        par, proposing, ready = self.spec.parallelism, len(self._proposing), self._ready.qsize()
+        room = self.spec.proposers_at_once - proposing
         if par.proposals_ahead:
-            return par.proposers + par.proposals_ahead
-        return self.pacer.wanted(self._idle, list(self._busy.values()), time.monotonic(), self._oldest())
+            return min(room, self.spec.proposers_at_once + par.proposals_ahead - proposing - ready)
+        busy, now = list(self._busy.values()), time.monotonic()
+        wanted = self.pacer.wanted(self._idle, busy, now, self._oldest(), first=self._first)
+        return min(room, self.pacer.starts(wanted, proposing, ready))
 
     def _oldest(self) -> float | None:
         """When the oldest proposal under way started (None: none is)."""
@@ -298,7 +300,9 @@ class Evolution:
     async def _dispatcher(self) -> None:
         """Start proposals while fewer are in flight than wanted (at most `proposers` at once), as long as the
         budget allows; then sleep until a count changes or a running evaluation comes within a proposal time
-        of its end. Sequential mode: one proposal at a time, once everything before it is settled."""
+        of its end. Until a proposed candidate's result is stored, proposals due just before the first one are
+        held for it (`Pacer.hold`). Sequential mode: one proposal at a time, once everything before it is
+        settled."""
         par = self.spec.parallelism
         while not self._stop.is_set():
             if self._failure is not None:
@@ -310,17 +314,19 @@ class Evolution:
                 await self._propose_ready()
                 continue
             self._wake.clear()
-            while (
-                len(self._proposing) < par.proposers
-                and len(self._proposing) + self._ready.qsize() < self._wanted()
-                and self._reserve()
-            ):
-                task = asyncio.create_task(self._propose_ready())
-                self._proposing.add(task)
-                task.add_done_callback(self._proposal_done)
-            delay = None
-            if par.proposals_ahead is None:
-                delay = self.pacer.next_need(list(self._busy.values()), time.monotonic(), self._oldest())
+            starts, delay = self._to_start(), None
+            hold = self.pacer.hold(list(self._busy.values()), time.monotonic()) if starts > 0 else 0.0
+            if self._first and par.proposals_ahead is None and hold > 0:
+                delay = hold  # the first result is about to be stored: the proposals build on it
+            else:
+                for _ in range(max(starts, 0)):
+                    if not self._reserve():
+                        break
+                    task = asyncio.create_task(self._propose_ready())
+                    self._proposing.add(task)
+                    task.add_done_callback(self._proposal_done)
+                if par.proposals_ahead is None:
+                    delay = self.pacer.next_need(list(self._busy.values()), time.monotonic(), self._oldest())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
@@ -343,6 +349,7 @@ class Evolution:
             self.pacer.evaluated(time.monotonic() - started)
             self.progress.occupancy = self.pool.occupancy()
             self._commit(candidate)
+            self._first = False
             self._wake.set()
             if (
                 self.spec.budget.max_candidates is not None
