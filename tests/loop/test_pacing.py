@@ -131,16 +131,25 @@ def test_no_buffer_while_every_proposal_builds_on_the_initial_program():
 
 
 def test_proposals_due_just_before_the_first_result_wait_for_it():
-    """W=8, LLM 4 s, eval 2 s: the third wave's proposals are due at 6 s, as the first result (at 6 s, the
-    first wave's evaluations having started at 4 s) is stored. Held for it, they build on it."""
+    """W=8, LLM 4 s, eval 2 s: the fourth wave's proposals are due at 6 s, as the first result (at 6 s, the
+    first wave's evaluations having started at 4 s) is stored, a few milliseconds either side. Held for it
+    (at most 0.2 s past its due time), they build on it."""
     pacer = Pacer(8)
     steady(pacer, 4.0, 2.0)
     busy = [4.0] * 8
-    assert pacer.hold(busy, now=5.9) == pytest.approx(0.1)
+    assert pacer.hold(busy, now=5.95) == pytest.approx(0.25)  # until 0.2 s (HOLD x E) after it is due
+    assert pacer.hold(busy, now=6.05) == pytest.approx(0.15)  # a little late, as under load: still held
     assert pacer.hold(busy, now=5.5) == 0.0  # half an evaluation away: the slots would idle too long
-    assert pacer.hold(busy, now=6.5) == 0.0  # overdue: nothing to wait for
+    assert pacer.hold(busy, now=6.25) == 0.0  # long overdue: nothing to wait for
     assert pacer.hold([], now=5.9) == 0.0
     assert Pacer(8).hold(busy, now=5.9) == 0.0  # nothing measured
+    # with spread times the pacer proposes earlier, by its margins: the hold starts as much earlier
+    noisy = Pacer(8)
+    for index in range(20):
+        noisy.proposed(4.0 + (0.1 if index % 2 else -0.1), evaluated=True)
+        noisy.evaluated(2.0 + (0.05 if index % 2 else -0.05))
+    assert noisy.hold(busy, now=5.3) == 0.0
+    assert noisy.hold(busy, now=5.65) > 0.5
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ MIN_YIELD = 0.2  # proposals per slot filled are counted at most 1 / MIN_YIELD t
 SPREAD = 2.0  # deviations of margin on either estimate
 MAX_PER_SLOT = 64  # candidates one slot is counted to take within a horizon (instant evaluations: unbounded)
 PRE_MEASURE_PER_SLOT = 2  # the same, until a proposal time is measured
-HOLD = 0.1  # of an evaluation time: how long proposals wait for the first result due, before it is stored
+HOLD = 0.1  # of an evaluation time: how near its due time proposals wait for the first result
 REACHED_SLOT = (Stage.EVALUATED, Stage.FAILED_QUICK, Stage.FAILED_FULL)  # a proposal that filled a slot
 
 
@@ -161,13 +161,19 @@ class Pacer:
         return max(0, math.ceil(short / share - 1e-9))
 
     def hold(self, busy_since: list[float], now: float) -> float:
-        """Seconds to hold new proposals for the result due first (0: none due within HOLD evaluation times):
-        asked while every proposal is a child of the initial program, so that one that would start just before
-        the first result is stored builds on it instead, for a slot left idle at most that long, once."""
+        """Seconds to hold new proposals for the result due first (0: none to wait for). Asked while every
+        proposal is a child of the initial program, so that proposals due as the first result is stored build
+        on it: with L a whole multiple of E they come due just as it does, or a little before, by the margins
+        the pacer keeps (SPREAD deviations of either time). So they wait from that margin plus HOLD
+        evaluation times before the result's due time until HOLD evaluation times after it; the caller stops
+        holding once the result is stored. The slots they fill lose that margin, and idle at most HOLD
+        evaluation times more, once in a run."""
         if self.evaluation.mean is None or not busy_since:
             return 0.0
+        late = HOLD * self.evaluation.mean
+        margin = SPREAD * (self.evaluation.deviation + self.proposal.deviation)
         due = min(busy_since) + self.evaluation.mean - now
-        return due if 0.0 < due <= HOLD * self.evaluation.mean else 0.0
+        return due + late if -late < due <= late + margin else 0.0
 
     def next_need(self, busy_since: list[float], now: float, oldest: float | None = None) -> float | None:
         """Seconds from `now` until the count may grow (None: not as things stand): a running evaluation's

@@ -95,7 +95,7 @@ class Evolution:
         self.pacer = Pacer(spec.parallelism.evaluators)
         self._ready: asyncio.Queue[Candidate] = asyncio.Queue()  # proposed, waiting for a slot
         self._proposing: set[asyncio.Task[None]] = set()
-        self._proposal_starts: dict[object, float] = {}  # proposals under way -> when each started
+        self._proposal_starts: dict[asyncio.Task[None], float] = {}  # proposals under way -> when started
         self._busy: dict[int, float] = {}  # evaluator -> when its evaluation started (monotonic)
         self._idle = 0  # evaluators waiting for a candidate
         self._wake = asyncio.Event()  # something the dispatcher counts changed
@@ -235,16 +235,11 @@ class Evolution:
         )
         return candidate
 
-    async def _propose_ready(self) -> None:
-        """One proposal, timed for the pacer; a candidate to evaluate joins the ready queue. A proposal the
-        LLM endpoint failed tells the pacer nothing: neither how long proposals take (errors come back fast)
-        nor how many reach a slot (proposing more would only press a failing endpoint harder)."""
-        key = object()
-        started = self._proposal_starts[key] = time.monotonic()
-        try:
-            candidate = await self._propose_one()
-        finally:
-            del self._proposal_starts[key]
+    async def _propose_ready(self, started: float) -> None:
+        """One proposal, timed for the pacer from `started`; a candidate to evaluate joins the ready queue. A
+        proposal the LLM endpoint failed tells the pacer nothing: neither how long proposals take (errors come
+        back fast) nor how many reach a slot (proposing more would only press a failing endpoint harder)."""
+        candidate = await self._propose_one()
         node = candidate.node
         if node.failure is not FailureKind.LLM_ERROR:
             self.pacer.proposed(time.monotonic() - started, evaluated=not node.stage.is_final)
@@ -291,8 +286,19 @@ class Evolution:
         """When the oldest proposal under way started (None: none is)."""
         return min(self._proposal_starts.values(), default=None)
 
+    def _start_proposal(self) -> None:
+        """A proposal task, its start time recorded at once: the dispatcher's next wake-up depends on the age
+        of the oldest proposal under way, which a task not yet running would otherwise not show (the first
+        wave then slept until it came back, and no second candidate per slot was proposed meanwhile)."""
+        started = time.monotonic()
+        task = asyncio.create_task(self._propose_ready(started))
+        self._proposal_starts[task] = started
+        self._proposing.add(task)
+        task.add_done_callback(self._proposal_done)
+
     def _proposal_done(self, task: asyncio.Task[None]) -> None:
         self._proposing.discard(task)
+        self._proposal_starts.pop(task, None)
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()
         self._wake.set()
@@ -311,7 +317,7 @@ class Evolution:
                 await self._settled()
                 if not self._reserve():
                     return
-                await self._propose_ready()
+                await self._propose_ready(time.monotonic())
                 continue
             self._wake.clear()
             starts, delay = self._to_start(), None
@@ -322,9 +328,7 @@ class Evolution:
                 for _ in range(max(starts, 0)):
                     if not self._reserve():
                         break
-                    task = asyncio.create_task(self._propose_ready())
-                    self._proposing.add(task)
-                    task.add_done_callback(self._proposal_done)
+                    self._start_proposal()
                 if par.proposals_ahead is None:
                     delay = self.pacer.next_need(list(self._busy.values()), time.monotonic(), self._oldest())
             with contextlib.suppress(TimeoutError):
