@@ -163,7 +163,9 @@ def test_proposals_due_just_before_the_first_result_wait_for_it():
         (4, 1.0, 0.0, 40, 4),  # instant evaluations: nothing to wait for
     ],
 )
-def test_fewest_children_of_the_initial_program_at_full_occupancy(slots, latency, evaluation, candidates, bound):
+def test_fewest_children_of_the_initial_program_at_full_occupancy(
+    slots, latency, evaluation, candidates, bound
+):
     assert initial_children(slots, latency, evaluation, candidates) == bound
 
 

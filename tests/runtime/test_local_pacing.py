@@ -175,7 +175,9 @@ def test_later_proposals_build_on_fresh_parents_while_evaluators_stay_busy(tmp_p
     assert pool.occupancy() >= 0.85, pool.occupancy()
 
 
-def test_an_llm_slower_than_the_evaluations_keeps_the_slots_busy_with_the_fewest_stale_parents(tmp_path, store):
+def test_an_llm_slower_than_the_evaluations_keeps_the_slots_busy_with_the_fewest_stale_parents(
+    tmp_path, store
+):
     """LLM twice as slow as an evaluation: the first wave is out for two evaluation times, so each slot needs a
     second candidate proposed meanwhile. The dispatcher once slept through that (the age of the proposals
     under way, which it wakes on, was recorded only once a proposal task ran), and the slots idled a whole

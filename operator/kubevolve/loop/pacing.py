@@ -39,7 +39,8 @@ SPREAD = 2.0  # deviations of margin on either estimate
 MAX_PER_SLOT = 64  # candidates one slot is counted to take within a horizon (instant evaluations: unbounded)
 PRE_MEASURE_PER_SLOT = 2  # the same, until a proposal time is measured
 HOLD = 0.1  # of an evaluation time: how near its due time proposals wait for the first result
-REACHED_SLOT = (Stage.EVALUATED, Stage.FAILED_QUICK, Stage.FAILED_FULL)  # a proposal that filled a slot
+RESULTS = (Stage.EVALUATED, Stage.FAILED_QUICK, Stage.FAILED_FULL)  # a candidate whose evaluation ended
+REJECTED = (Stage.REJECTED_STATIC, Stage.REJECTED_NOVELTY)  # a proposal that reached no evaluator
 
 
 def initial_children(slots: int, latency: float, evaluation: float, candidates: int) -> int:
@@ -90,9 +91,10 @@ class Pacer:
 
     def replay(self, node: Node) -> None:
         """Learn from a stored node's timings (a resumed run, or the Kubernetes operator, which keeps nothing
-        between passes): its proposal time, unless the LLM endpoint failed it, and its evaluation time."""
+        between passes): its proposal time, unless the LLM endpoint failed it, and its evaluation time. A node
+        still PROPOSED (on Kubernetes, waiting for or in its evaluation) passed the checks: it fills a slot."""
         if "propose" in node.timings and node.failure is not FailureKind.LLM_ERROR:
-            self.proposed(node.timings["propose"], evaluated=node.stage in REACHED_SLOT)
+            self.proposed(node.timings["propose"], evaluated=node.stage not in REJECTED)
         stages = [node.timings[s] for s in ("quick", "full") if s in node.timings]
         if stages:
             self.evaluated(sum(stages))
@@ -142,7 +144,13 @@ class Pacer:
         return min(most, 1 + math.floor((until - free) / period))
 
     def wanted(
-        self, idle: int, busy_since: list[float], now: float, oldest: float | None = None, *, first: bool = False
+        self,
+        idle: int,
+        busy_since: list[float],
+        now: float,
+        oldest: float | None = None,
+        *,
+        first: bool = False,
     ) -> int:
         """Candidates to have on the way (being proposed, or ready and waiting for a slot) now, given `idle`
         slots waiting for a candidate, the start times of the evaluations running and of the oldest proposal

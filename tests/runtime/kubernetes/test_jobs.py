@@ -303,6 +303,18 @@ def test_job_state_is_read_from_status(status, spec_, state):
         assert "DeadlineExceeded" in info.reason
 
 
+def test_a_jobs_start_time_comes_from_its_status_or_else_its_creation():
+    """What the pacer counts a running evaluation or proposal from, read from the watch stream's body."""
+    job = build_job(RUN, spec(), CONFIG, CPU_TASK, JobRequest("evaluate", "00001"))
+    assert job_info(job).started_at is None  # as built: not created yet
+    job["metadata"]["creationTimestamp"] = "2026-12-03T22:00:00Z"
+    assert job_info(job).started_at == 1796335200.0
+    job["status"] = {"startTime": "2026-12-03T22:00:05Z"}
+    assert job_info(job).started_at == 1796335205.0
+    job["status"] = {"startTime": "yesterday"}  # unreadable: as if it had none
+    assert job_info(job).started_at == 1796335200.0
+
+
 def test_config_from_environment():
     config = OperatorConfig.from_env(
         {

@@ -8,9 +8,13 @@ No memory of earlier passes is needed, which is what makes the operator level-tr
   time on the Job itself. A candidate whose evaluation Jobs used up their attempts is recorded as failed in
   the store; a proposal or analysis that used them up keeps its failed Jobs, which count towards
   `failurePolicy.maxFailedJobs`.
-- Pipelining: evaluation Jobs keep `parallelism.evaluators` slots busy; proposals are made ahead (up to
-  `parallelism.proposalsAhead`, default one per slot) by at most `parallelism.proposers` Jobs at a time, and
-  never beyond `budget.maxCandidates`.
+- Pipelining: evaluation Jobs keep `parallelism.evaluators` slots busy; proposals are made ahead by at most
+  `parallelism.proposers` Jobs at a time (default `llm.maxConcurrency`), never beyond `budget.maxCandidates`:
+  as many as the local runtime's pacer wants (loop/pacing.py, Little's law), or a fixed
+  `parallelism.proposalsAhead` beyond the free slots when the spec sets one. The pacer is rebuilt at every
+  pass from what the pass reads anyway: the proposal and evaluation times the run's last nodes record (the
+  steps measure them; a pod's start-up is not in them), and the start times of the running Jobs (from the
+  watch stream). The pass asks to be run again when the next proposal falls due.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import FailurePolicySpec, RunSpec
 from kubevolve.loop.budget import BudgetVerdict, StopCause, check_budget, wants_debug_retry
+from kubevolve.loop.pacing import RESULTS, Pacer
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
 from kubevolve.runtime.kubernetes.names import key_of_node, make_key, node_id, parse_key, retry_key
 from kubevolve.runtime.kubernetes.observe import FAILED, SUCCEEDED, WAITING, JobInfo
@@ -271,14 +276,14 @@ class _Planner:
         if self.snap.best is None:
             return  # nothing evaluated yet to build on: the seed goes first
         par = self.spec.parallelism
-        ahead = par.proposals_ahead if par.proposals_ahead is not None else par.evaluators
         queued = sum(
             1 for n in self.snap.proposed if (key_of_node(self.run, n.id) or "") not in self.evaluating
         )
-        room = min(
-            par.proposers - self.inflight_proposals,
-            self.free_slots() + ahead - queued - self.inflight_proposals,
-        )
+        if par.proposals_ahead is None:
+            wanted = self.paced(queued)
+        else:
+            wanted = self.free_slots() + par.proposals_ahead - queued - self.inflight_proposals
+        room = min(self.spec.proposers_at_once - self.inflight_proposals, wanted)
         limit = self.spec.budget.max_candidates
         if limit is not None:
             room = min(room, limit - self.snap.total - self.inflight_proposals)
@@ -286,6 +291,40 @@ class _Planner:
             self.create(Role.PROPOSE, make_key(self.plan.next_index))
             self.plan.next_index += 1
             self.inflight_proposals += 1
+
+    def started(self, role: Role, keys: set[str] | None = None) -> list[float]:
+        """Start times of the running Jobs of `role` (of `keys` only, if given); now for one created this
+        pass, or seen without a time."""
+        now = self.inp.now
+        found = [
+            jobs[-1].started_at or now
+            for (r, k), jobs in self.groups.items()
+            if r == role and not jobs[-1].done and (keys is None or k in keys)
+        ]
+        created = [req for req in self.plan.create if req.role == role and (keys is None or req.key in keys)]
+        return found + [now] * len(created)
+
+    def paced(self, queued: int) -> int:
+        """Proposals to start now by the pacer, rebuilt from the run's last nodes (Snapshot.recent): the slots
+        free now, the evaluations running (since their Jobs started), the proposals under way (the oldest's
+        age stands for the proposal time until one is measured) and the `queued` candidates waiting for a
+        slot. Schedules the pass at which the next proposal falls due; holds proposals for the first result
+        when it is due (Pacer.hold)."""
+        pacer, now = Pacer(self.spec.parallelism.evaluators), self.inp.now
+        for node in self.snap.recent:
+            pacer.replay(node)
+        busy = self.started(Role.EVALUATE, self.evaluating)
+        proposing = self.started(Role.PROPOSE)
+        oldest = min(proposing, default=None)
+        first = sum(self.snap.counts.get(stage, 0) for stage in RESULTS) <= 1
+        if first and (hold := pacer.hold(busy, now)) > 0:
+            self.plan.wake_in(hold)
+            return 0
+        due = pacer.next_need(busy, now, oldest)
+        if due is not None:
+            self.plan.wake_in(due)
+        wanted = pacer.wanted(self.free_slots(), busy, now, oldest, first=first)
+        return pacer.starts(wanted, self.inflight_proposals, queued)
 
     def stop_running(self) -> None:
         """The run is over: the proposals and evaluations still running (with no result yet) are not needed."""
