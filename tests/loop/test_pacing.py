@@ -180,6 +180,13 @@ def test_a_stored_node_teaches_its_times_unless_the_endpoint_failed_it():
     assert pacer.proposal.mean == 3.0 and pacer.yield_ == 1.0
     pacer.replay(Node(run_id="r", code="", stage=Stage.REJECTED_NOVELTY, timings={"propose": 3.0}))
     assert pacer.yield_ == pytest.approx(0.75) and pacer.evaluation.mean == 5.0
+    # a node still PROPOSED passed the checks: it reaches a slot
+    pacer.replay(Node(run_id="r", code="", timings={"propose": 3.0}))
+    assert pacer.yield_ == pytest.approx(0.8125)
+    # the operator's evaluation Job time (pod start-up included) stands for the stages' own
+    on_cluster = Pacer(2)
+    on_cluster.replay(Node(run_id="r", code="", stage=Stage.EVALUATED, timings={"quick": 0.001, "job": 6.0}))
+    assert on_cluster.evaluation.mean == 6.0
 
 
 def test_spread_in_evaluation_times_widens_the_margin():

@@ -10,7 +10,7 @@ from kubevolve.loop.pacing import buffer_for
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
 from kubevolve.runtime.kubernetes.names import job_name, node_id
 from kubevolve.runtime.kubernetes.observe import ACTIVE, FAILED, SUCCEEDED, JobInfo
-from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
+from kubevolve.runtime.kubernetes.plan import PACE_SECONDS, PlanInput, make_plan
 from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.snapshot import Snapshot
 
@@ -276,19 +276,20 @@ def test_after_the_first_results_the_buffer_is_kept_and_rejections_are_made_up_f
 
 
 def test_proposals_due_as_the_first_result_is_stored_wait_for_it():
-    """W=8, LLM 4 s, eval 2 s: the fourth wave falls due as the first wave's evaluations end; the pass holds
-    it and asks to be run again just after, so that it builds on their results."""
+    """W=8, LLM 4 s, eval 2 s: as the first wave's evaluations end, the next two waves are being proposed
+    and the fourth falls due (its candidates will be taken one proposal time from now). The pass holds it
+    and asks to be run again just after those results are due, so that it builds on them."""
     spec = {"parallelism": {"evaluators": 8}, "llm": {"maxConcurrency": 64}}
-    seed = timed("00000", 0, latency=4.0, evaluation=2.0)
-    queued = [timed(k, i, Stage.PROPOSED, latency=4.0, evaluation=2.0) for i, k in enumerate(wave(1, 24), 1)]
+    seed = timed("00000", 0, latency=4.1, evaluation=2.0)
+    evaluating = [timed(k, i, Stage.PROPOSED, latency=4.1) for i, k in enumerate(wave(1, 8), 1)]
     jobs = [job("evaluate", k, started_at=NOW - 1.95) for k in wave(1, 8)]
-    jobs += [job("propose", k, started_at=NOW - 2.0) for k in wave(25, 8)]
-    plan = plan_for([seed, *queued], jobs, next_index=33, **spec)
+    jobs += [job("propose", k, started_at=NOW - 2.0) for k in wave(9, 16)]
+    plan = plan_for([seed, *evaluating], jobs, next_index=25, **spec)
     assert proposals(plan) == [] and plan.requeue == pytest.approx(0.25)
     # one result stored: no more holding
-    queued[0] = timed("00001", 1, latency=4.0, evaluation=2.0)
-    plan = plan_for([seed, *queued], jobs[1:], next_index=33, now=NOW + 0.06, **spec)
-    assert proposals(plan)
+    evaluating[0] = timed("00001", 1, latency=4.1, evaluation=2.0)
+    plan = plan_for([seed, *evaluating], jobs[1:], next_index=25, now=NOW + 0.06, **spec)
+    assert proposals(plan) == wave(25, 8 + buffer_for(8))
 
 
 def test_the_pacer_is_rebuilt_from_the_snapshot_alone():
@@ -310,3 +311,33 @@ def test_proposals_at_once_are_capped_by_the_endpoints_concurrency_by_default():
     assert len(proposals(plan)) == 8  # llm.maxConcurrency's default
     plan = plan_for([seed], next_index=1, parallelism={"evaluators": 16, "proposers": 3})
     assert len(proposals(plan)) == 3
+
+
+def test_the_pacer_asks_for_no_pass_it_could_not_use():
+    """A pass costs the operator (and kmock) work: the pacer asks for one only when a proposal could start
+    then, and no sooner than PACE_SECONDS (with ms-long steps it asked every 50 ms: 37 passes per candidate
+    in benchmarks/operator_scale.py against 6)."""
+    seed = timed("00000", 0)
+    running = [timed(k, i, Stage.PROPOSED) for i, k in enumerate(wave(1, 16), 1)]
+    jobs = [job("evaluate", k, started_at=NOW) for k in wave(1, 16)]
+    assert plan_for([seed, *running], jobs, next_index=17, **PACED).requeue == pytest.approx(3.0)
+    # every proposer busy: the end of a proposal Job brings the next pass
+    capped = {"parallelism": {"evaluators": 16, "proposers": 2}}
+    busy = jobs + [job("propose", k, started_at=NOW) for k in ("00017", "00018")]
+    assert plan_for([seed, *running], busy, next_index=19, **capped).requeue is None
+    # the budget spent: nothing to propose, nothing to wake for
+    assert (
+        plan_for([seed, *running], jobs, next_index=17, budget={"maxCandidates": 17}, **PACED).requeue is None
+    )
+    # instant steps: no pass sooner than PACE_SECONDS
+    quick = [
+        timed(k, i, Stage.PROPOSED, latency=0.001, evaluation=0.001) for i, k in enumerate(wave(1, 16), 1)
+    ]
+    plan = plan_for(
+        [timed("00000", 0, latency=0.001, evaluation=0.001), *quick],
+        jobs,
+        next_index=17,
+        now=NOW - 0.01,
+        **PACED,
+    )
+    assert plan.requeue is None or plan.requeue >= PACE_SECONDS

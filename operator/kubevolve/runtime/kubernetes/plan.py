@@ -35,6 +35,7 @@ from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.snapshot import Snapshot, needs_analysis
 
 SEED_KEY = make_key(0)
+PACE_SECONDS = 1.0  # the shortest wait for a pass the pacer asks for: a Job's start-up takes longer
 # the reason of the Succeeded / Failed condition, by the budget limit that stopped the run (None: a runtime's own)
 CONDITION_REASONS: dict[StopCause | None, str] = {
     StopCause.CANDIDATES: "MaxCandidatesReached",
@@ -135,6 +136,7 @@ class _Planner:
         self.suspended = inp.spec.suspend
         self.stopped = False
         self.inflight_proposals = 0
+        self.holding = False  # proposals held for the first result (Pacer.hold)
         # keys with a running (or just created) evaluation whose result is not stored yet
         self.evaluating = {
             k
@@ -279,14 +281,20 @@ class _Planner:
         queued = sum(
             1 for n in self.snap.proposed if (key_of_node(self.run, n.id) or "") not in self.evaluating
         )
+        due: float | None = None
         if par.proposals_ahead is None:
-            wanted = self.paced(queued)
+            wanted, due = self.paced(queued)
         else:
             wanted = self.free_slots() + par.proposals_ahead - queued - self.inflight_proposals
-        room = min(self.spec.proposers_at_once - self.inflight_proposals, wanted)
+        room = self.spec.proposers_at_once - self.inflight_proposals
         limit = self.spec.budget.max_candidates
         if limit is not None:
             room = min(room, limit - self.snap.total - self.inflight_proposals)
+        if due is not None and room > max(wanted, 0):
+            # a pass when the next proposal falls due, unless the proposers or the budget are what hold it
+            # back (a proposal Job's end, which is an event, starts that pass); no finer than PACE_SECONDS
+            self.plan.wake_in(due if self.holding else max(due, PACE_SECONDS))
+        room = min(room, wanted)
         for _ in range(max(room, 0)):
             self.create(Role.PROPOSE, make_key(self.plan.next_index))
             self.plan.next_index += 1
@@ -304,12 +312,12 @@ class _Planner:
         created = [req for req in self.plan.create if req.role == role and (keys is None or req.key in keys)]
         return found + [now] * len(created)
 
-    def paced(self, queued: int) -> int:
+    def paced(self, queued: int) -> tuple[int, float | None]:
         """Proposals to start now by the pacer, rebuilt from the run's last nodes (Snapshot.recent): the slots
         free now, the evaluations running (since their Jobs started), the proposals under way (the oldest's
         age stands for the proposal time until one is measured) and the `queued` candidates waiting for a
-        slot. Schedules the pass at which the next proposal falls due; holds proposals for the first result
-        when it is due (Pacer.hold)."""
+        slot; and the seconds until more may fall due (None: not as things stand). Proposals due as the
+        first result is stored are held for it (Pacer.hold)."""
         pacer, now = Pacer(self.spec.parallelism.evaluators), self.inp.now
         for node in self.snap.recent:
             pacer.replay(node)
@@ -317,14 +325,12 @@ class _Planner:
         proposing = self.started(Role.PROPOSE)
         oldest = min(proposing, default=None)
         first = sum(self.snap.counts.get(stage, 0) for stage in RESULTS) <= 1
-        if first and (hold := pacer.hold(busy, now)) > 0:
-            self.plan.wake_in(hold)
-            return 0
-        due = pacer.next_need(busy, now, oldest)
-        if due is not None:
-            self.plan.wake_in(due)
         wanted = pacer.wanted(self.free_slots(), busy, now, oldest, first=first)
-        return pacer.starts(wanted, self.inflight_proposals, queued)
+        starts = pacer.starts(wanted, self.inflight_proposals, queued)
+        if starts > 0 and first and (hold := pacer.hold(busy, now)) > 0:
+            self.holding = True
+            return 0, hold
+        return starts, pacer.next_need(busy, now, oldest)
 
     def stop_running(self) -> None:
         """The run is over: the proposals and evaluations still running (with no result yet) are not needed."""
