@@ -185,8 +185,15 @@ def test_a_stored_node_teaches_its_times_unless_the_endpoint_failed_it():
     assert pacer.yield_ == pytest.approx(0.8125)
     # the operator's evaluation Job time (pod start-up included) stands for the stages' own
     on_cluster = Pacer(2)
-    on_cluster.replay(Node(run_id="r", code="", stage=Stage.EVALUATED, timings={"quick": 0.001, "job": 6.0}))
-    assert on_cluster.evaluation.mean == 6.0
+    on_cluster.replay(
+        Node(
+            run_id="r",
+            code="",
+            stage=Stage.EVALUATED,
+            timings={"quick": 0.001, "evaluate_job": 6.0, "propose": 0.01, "propose_job": 4.0},
+        )
+    )
+    assert on_cluster.evaluation.mean == 6.0 and on_cluster.proposal.mean == 4.0
 
 
 def test_spread_in_evaluation_times_widens_the_margin():

@@ -91,13 +91,15 @@ class Pacer:
 
     def replay(self, node: Node) -> None:
         """Learn from a stored node's timings (a resumed run, or the Kubernetes operator, which keeps nothing
-        between passes): its proposal time, unless the LLM endpoint failed it, and its evaluation time (its
-        evaluation Job's, pod start-up included, where the operator recorded one). A node still PROPOSED (on
-        Kubernetes, waiting for or in its evaluation) passed the checks: it fills a slot."""
-        if "propose" in node.timings and node.failure is not FailureKind.LLM_ERROR:
-            self.proposed(node.timings["propose"], evaluated=node.stage not in REJECTED)
-        if "job" in node.timings:  # the Kubernetes runtime's evaluation Job, start to end
-            self.evaluated(node.timings["job"])
+        between passes): its proposal time, unless the LLM endpoint failed it, and its evaluation time; on
+        Kubernetes its proposal and evaluation Jobs' wall times where recorded (pod start-up included: what
+        the operator waits for). A node still PROPOSED (on Kubernetes, waiting for or in its evaluation)
+        passed the checks: it fills a slot."""
+        proposal = node.timings.get("propose_job", node.timings.get("propose"))
+        if proposal is not None and node.failure is not FailureKind.LLM_ERROR:
+            self.proposed(proposal, evaluated=node.stage not in REJECTED)
+        if "evaluate_job" in node.timings:  # the Kubernetes runtime's evaluation Job, start to end
+            self.evaluated(node.timings["evaluate_job"])
             return
         stages = [node.timings[s] for s in ("quick", "full") if s in node.timings]
         if stages:

@@ -259,8 +259,8 @@ def test_a_stored_result_records_its_jobs_wall_time_and_no_pod_can_claim_one(tmp
     finished = JobInfo("r-eval-00001", Role.EVALUATE, "00001", 0, "r-c00001", "succeeded")
     finished = dataclasses.replace(finished, started_at=100.0, finished_at=107.5)
     store_result(store, evaluated(), finished)
-    assert store.get_node("r-c00001").timings == {"quick": 0.4, "job": 7.5}
-    forged = evaluated("r-c00002", timings={"quick": 0.4, "job": 1e9})
+    assert store.get_node("r-c00001").timings == {"quick": 0.4, "evaluate_job": 7.5}
+    forged = evaluated("r-c00002", timings={"quick": 0.4, "evaluate_job": 1e9})
     store_result(store, forged, dataclasses.replace(finished, started_at=None))
     assert store.get_node("r-c00002").timings == {"quick": 0.4}
     store.close()

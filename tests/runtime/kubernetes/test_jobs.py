@@ -375,9 +375,11 @@ def test_a_bad_setting_names_its_variable(variable, value):
 @pytest.mark.parametrize("role", list(Role))
 def test_the_step_parser_reads_every_command_the_operator_writes(role):
     retry = "packing-1-c00004" if role is Role.PROPOSE else None
-    req = JobRequest(role, "00004d1" if retry else "00004", retry_of=retry)
+    queued = 1796335200.25 if role is Role.PROPOSE else None
+    req = JobRequest(role, "00004d1" if retry else "00004", retry_of=retry, queued_at=queued)
     command = container(build_job(RUN, spec(), CONFIG, CPU_TASK, req))["command"]
     parsed = parse_step_command(command)
+    assert parsed.queued_at == queued  # a proposal times its Job from the operator's decision
     assert (
         parsed.role is role and parsed.run_id == "packing-1" and parsed.node_id == node_id(RUN.name, req.key)
     )

@@ -160,7 +160,8 @@ class _Planner:
 
     def create(self, role: Role, key: str, attempt: int = 0) -> None:
         retry_of = previous_node(self.run, key) if role == Role.PROPOSE else None
-        self.plan.create.append(JobRequest(role, key, attempt, retry_of))
+        queued_at = self.inp.now if role == Role.PROPOSE else None
+        self.plan.create.append(JobRequest(role, key, attempt, retry_of, queued_at))
         self.plan.running[role] += 1
         if role == Role.EVALUATE:
             self.evaluating.add(key)

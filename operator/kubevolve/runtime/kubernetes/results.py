@@ -84,15 +84,15 @@ async def published_result(kube: Kube, namespace: str, job: JobInfo) -> Evaluati
 
 def store_result(store: Store, result: EvaluationResult, job: JobInfo | None = None) -> Node | None:
     """Make the node final with `result`; None if it already is (a result is stored once). With the `job`
-    that evaluated it, its wall time from the Job's start to its end (`timings["job"]`, pod start-up
+    that evaluated it, its wall time from the Job's start to its end (`timings["evaluate_job"]`, pod start-up
     included: what the operator's pacer counts a slot busy for, loop/pacing.py)."""
     node = store.get_node(result.node_id)
     if node.stage.is_final:
         return None
     node = result.apply(node)
-    node.timings.pop("job", None)  # the operator's own measure: never what a pod published
+    node.timings.pop("evaluate_job", None)  # the operator's own measure: never what a pod published
     if job is not None and job.started_at is not None and job.finished_at is not None:
-        node.timings["job"] = max(0.0, job.finished_at - job.started_at)
+        node.timings["evaluate_job"] = max(0.0, job.finished_at - job.started_at)
     store.update_node(node)
     return node
 
