@@ -315,12 +315,15 @@ def test_proposals_at_once_are_capped_by_the_endpoints_concurrency_by_default():
 
 def test_the_pacer_asks_for_no_pass_it_could_not_use():
     """A pass costs the operator (and kmock) work: the pacer asks for one only when a proposal could start
-    then, and no sooner than PACE_SECONDS (with ms-long steps it asked every 50 ms: 37 passes per candidate
-    in benchmarks/operator_scale.py against 6)."""
+    then and no Job is expected to end before it, and no sooner than PACE_SECONDS (with ms-long steps it
+    asked every 50 ms: 37 passes per candidate in benchmarks/operator_scale.py against 6)."""
     seed = timed("00000", 0)
     running = [timed(k, i, Stage.PROPOSED) for i, k in enumerate(wave(1, 16), 1)]
     jobs = [job("evaluate", k, started_at=NOW) for k in wave(1, 16)]
     assert plan_for([seed, *running], jobs, next_index=17, **PACED).requeue == pytest.approx(3.0)
+    # an evaluation that ends before then: its Job's event brings a pass, which looks again
+    staggered = jobs[:-1] + [job("evaluate", "00016", started_at=NOW - 3.5)]
+    assert plan_for([seed, *running], staggered, next_index=17, **PACED).requeue is None
     # every proposer busy: the end of a proposal Job brings the next pass
     capped = {"parallelism": {"evaluators": 16, "proposers": 2}}
     busy = jobs + [job("propose", k, started_at=NOW) for k in ("00017", "00018")]

@@ -331,7 +331,10 @@ class _Planner:
         if starts > 0 and first and (hold := pacer.hold(busy, now)) > 0:
             self.holding = True
             return 0, hold
-        return starts, pacer.next_need(busy, now, oldest)
+        due = pacer.next_need(busy, now, oldest)
+        if due is not None and _ends_within(pacer, busy, proposing, now, due):
+            due = None  # a Job's end comes first, and its event brings a pass that looks again
+        return starts, due
 
     def stop_running(self) -> None:
         """The run is over: the proposals and evaluations still running (with no result yet) are not needed."""
@@ -350,6 +353,16 @@ class _Planner:
             self.inp.next_index - 1,
         ]
         return max(indices) + 1
+
+
+def _ends_within(
+    pacer: Pacer, evaluating: list[float], proposing: list[float], now: float, due: float
+) -> bool:
+    """A running evaluation or proposal Job (started at the times given) should end within `due` seconds."""
+    ends = [(evaluating, pacer.evaluation.mean), (proposing, pacer.proposal.mean)]
+    return any(
+        now < start + mean <= now + due for starts, mean in ends if mean is not None for start in starts
+    )
 
 
 def make_plan(inp: PlanInput) -> Plan:
