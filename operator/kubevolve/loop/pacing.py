@@ -19,10 +19,12 @@ evaluations end together, as a first wave's do, the next wave is proposed togeth
 before it is needed.
 
 Until the first proposed candidate's result is stored, every proposal is a child of the initial program, and
-with fixed times some must be: the slots free together at L + E, and each candidate they take until L + E + L
-is proposed before that (`initial_children`: W x ceil((L + E) / E) for full occupancy). So meanwhile the
-pacer keeps no buffer (it would only add children of the initial program, which wait a whole evaluation for
-a slot), and a proposal due when that first result is a fraction of an evaluation away (HOLD) waits for it.
+with fixed times some must be for the slots to stay busy: they free together at L + E (the first results),
+and each candidate they take before L + E + L was proposed before L + E (`initial_children`: W x
+ceil((L + E) / E); the first wave alone only with an instant LLM). So meanwhile the pacer keeps no buffer
+(it would only add children of the initial program, which wait a whole evaluation for a slot), and proposals
+that fall due as that first result is due (within the pacer's margins before, HOLD evaluation times after)
+wait for it. The Kubernetes operator uses the same pacer, rebuilt at every pass (`replay`).
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def buffer_for(slots: int) -> int:
 
 
 class Pacer:
-    """The in-flight bound of a run with `slots` evaluation slots (the local runtime asks it `wanted`)."""
+    """The in-flight bound of a run with `slots` evaluation slots: `wanted` candidates on the way, `starts`
+    proposals to start for them, `hold` for the first result, `next_need` for when to look again."""
 
     def __init__(self, slots: int, buffer: int | None = None):
         self.slots = slots

@@ -3,7 +3,8 @@
 Proposals and evaluations are separate asyncio tasks joined by a queue of ready candidates. A dispatcher
 starts proposals (each selects its parents, asks the proposer and pre-checks the candidate) so that about as
 many are in flight as the evaluators will need while they are made (`loop/pacing.py`, Little's law: about
-W x LLM latency / evaluation time, measured as the run goes), at most `parallelism.proposers` at once;
+W x LLM latency / evaluation time, measured as the run goes), at most `parallelism.proposers` at once
+(default `llm.maxConcurrency`); a proposal selects its parents as it starts, from everything stored by then;
 evaluators take ready candidates one at a time into a sandboxed slot. So an evaluation slot never waits for
 the LLM while proposal capacity suffices, each proposal selects from a store at most about one proposal time
 old, and there is no generation barrier: every finished candidate is committed to the store at once and
