@@ -76,6 +76,35 @@ def kubevolve_evaluator(eval_seconds: float, jitter: float = 0.0, clock: Path | 
     return evaluator_source(eval_seconds, jitter, clock) + entry
 
 
+def openevolve_evaluator(eval_seconds: float, clock: Path | None = None) -> str:
+    """OpenEvolve's evaluation file: evaluate(program_path) -> metrics, `combined_score` the one it ranks by."""
+    entry = '\n\ndef evaluate(program_path):\n    return {"combined_score": score(program_path)}\n'
+    return evaluator_source(eval_seconds, 0.0, clock) + entry
+
+
+def shinka_evaluator(eval_seconds: float, clock: Path | None = None) -> str:
+    """ShinkaEvolve's evaluation script: run as `python evaluate.py --program_path P --results_dir D`, it
+    writes metrics.json (`combined_score`) and correct.json into D."""
+    entry = """
+
+if __name__ == "__main__":
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--program_path", required=True)
+    parser.add_argument("--results_dir", required=True)
+    args = parser.parse_args()
+    value = score(args.program_path)
+    os.makedirs(args.results_dir, exist_ok=True)
+    with open(os.path.join(args.results_dir, "metrics.json"), "w") as out:
+        json.dump({"combined_score": value, "public": {}, "private": {}}, out)
+    with open(os.path.join(args.results_dir, "correct.json"), "w") as out:
+        json.dump({"correct": True, "error": None}, out)
+"""
+    return evaluator_source(eval_seconds, 0.0, clock) + entry
+
+
 TASK_YAML = """\
 name: llm_path
 description: A benchmark task whose evaluator takes a fixed time and scores the program's one constant.
@@ -107,7 +136,7 @@ def answer_text(parent: int, value: int) -> str:
 
 
 # ---- the server and clock, in its own process --------------------------------------------------------------
-def serve(latency: float, folder: Path) -> None:
+def serve(latency: float, folder: Path, clock_path: Path) -> None:
     """Answer after `latency` seconds: an insight to kubevolve's Analyzer, one constant edit to anything else;
     log each request (`requests.jsonl`) and each evaluation the clock socket receives (`evaluations.jsonl`)."""
     sys.path.insert(0, str(REPO / "tests" / "kit"))  # the OpenAI-protocol server of the tests
@@ -133,8 +162,8 @@ def serve(latency: float, folder: Path) -> None:
         return Reply(answer_text(parent, value), delay=latency)
 
     clock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    clock.bind(str(folder / "clock.sock"))
-    os.chmod(folder / "clock.sock", 0o777)  # a sandboxed evaluator runs as another uid
+    clock.bind(str(clock_path))
+    os.chmod(clock_path, 0o777)  # a sandboxed evaluator runs as another uid
     evaluations = (folder / "evaluations.jsonl").open("a", buffering=1)
     with OpenAIServer(answer) as server:
         (folder / "url").write_text(server.url)
@@ -144,15 +173,17 @@ def serve(latency: float, folder: Path) -> None:
 
 class Server:
     """The server and clock process: `url`, `clock` (the socket path an evaluator reports to), and what it
-    logged (`requests()`, `evaluations()`). `folder` must be visible to the evaluators (kubevolve's sandbox
-    shows the task folder), so it is usually the task folder's parent."""
+    logged (`requests()`, `evaluations()`) in `folder`. `clock` must lie where the evaluators can see it:
+    kubevolve's sandbox shows the task folder and hides /tmp around it."""
 
-    def __init__(self, latency: float, folder: Path | None = None):
+    def __init__(self, latency: float, folder: Path | None = None, clock: Path | None = None):
         self.dir = folder or Path(tempfile.mkdtemp(prefix="kubevolve-llm-"))
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o755)  # mkdtemp's 0700 would keep a sandboxed evaluator's uid from the socket
-        self.clock = self.dir / "clock.sock"
+        self.clock = clock or self.dir / "clock.sock"
+        for path in (self.dir, self.clock.parent):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o755)  # mkdtemp's 0700 would keep a sandboxed evaluator's uid from the socket
         command = [sys.executable, __file__, "serve", "--latency", str(latency), "--dir", str(self.dir)]
+        command += ["--clock", str(self.clock)]
         self.proc = subprocess.Popen(command)
         deadline = time.monotonic() + 30
         url = self.dir / "url"
@@ -196,8 +227,9 @@ def main() -> None:
     parser.add_argument("what", choices=["serve"])
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--clock", type=Path, required=True)
     args = parser.parse_args()
-    serve(args.latency, args.dir)
+    serve(args.latency, args.dir, args.clock)
 
 
 if __name__ == "__main__":
