@@ -79,6 +79,7 @@ class Figures:
     launch_to_first_request: float = float("nan")
     shutdown: float = float("nan")  # the last evaluation's end to the process's exit
     seed_children: int = 0
+    most_at_once: int = 0
     best: float = float("nan")
 
 
@@ -91,6 +92,16 @@ def occupancy(evaluations: list[dict[str, float]], slots: int) -> float:
     if end <= start:
         return float("nan")
     return sum(e["end"] - e["start"] for e in evaluations) / (slots * (end - start))
+
+
+def most_at_once(evaluations: list[dict[str, float]]) -> int:
+    """The most evaluations running at the same moment: whether a framework used its W slots at all."""
+    events = sorted([(e["start"], 1) for e in evaluations] + [(e["end"], -1) for e in evaluations])
+    running = most = 0
+    for _, step in events:  # at equal times an end (-1) sorts before a start: back-to-back is not overlap
+        running += step
+        most = max(most, running)
+    return most
 
 
 def measure(
@@ -116,6 +127,9 @@ def measure(
         figures.note = "no child was evaluated"
         return figures
     figures.occupancy = occupancy(children, setting.slots)
+    figures.most_at_once = most_at_once(children)
+    if figures.most_at_once < setting.slots and not setting.instant:
+        figures.note = f"at most {figures.most_at_once} evaluations at once"
     from_seed = {r["value"] for r in proposals if r.get("parent") == 0}
     figures.seed_children = sum(1 for e in children if e["value"] in from_seed)
     if setting.instant and proposals:
@@ -171,9 +185,7 @@ def installed(framework: str) -> bool:
 def run(framework: str, setting: Setting, *, timeout: float = 600.0) -> Figures:
     """One run of `framework` at `setting`, measured from outside."""
     if not installed(framework):
-        return Figures(
-            framework, setting, note=f"not installed (`make peers` puts it in {PEERS / framework})"
-        )
+        return Figures(framework, setting, note="not installed (`make peers`)")
     with tempfile.TemporaryDirectory(prefix=f"peers-{framework}-") as tmp:
         root = Path(tmp)
         with Server(setting.latency, root, root / "task" / "clock.sock") as server:
@@ -210,7 +222,7 @@ def _seconds(value: float) -> str:
 def row(f: Figures) -> str:
     head = f"| {f.setting} | {TITLES.get(f.framework, f.framework)} |"
     if f.note and not f.evaluated:
-        return head + f" {f.note} |" + " |" * 8
+        return head + f" {f.note} |" + " |" * 7
     wall = f"{f.wall:.1f} / {f.setting.ideal:.1f} s" + (
         f" ({f.wall / f.setting.ideal - 1:+.0%})" if f.setting.ideal else ""
     )
