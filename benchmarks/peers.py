@@ -81,6 +81,7 @@ class Figures:
     seed_children: int = 0
     most_at_once: int = 0
     best: float = float("nan")
+    load: float = float("nan")  # the machine's 1-minute load average when the run ended
 
 
 def occupancy(evaluations: list[dict[str, float]], slots: int) -> float:
@@ -202,6 +203,7 @@ def run(framework: str, setting: Setting, *, timeout: float = 600.0) -> Figures:
             log.close()
             time.sleep(0.05)  # the last datagram, if any, reaches the log
             figures = measure(framework, setting, launched, exited, server.requests(), server.evaluations())
+            figures.load = os.getloadavg()[0]
             if proc.returncode != 0:
                 tail = (root / "output.log").read_text().strip().splitlines()[-3:]
                 figures.note = f"exit code {proc.returncode}: " + " / ".join(tail)[-300:]
@@ -211,7 +213,7 @@ def run(framework: str, setting: Setting, *, timeout: float = 600.0) -> Figures:
 # ---- the table ----------------------------------------------------------------------------------------------
 HEADER = (
     "| setting | framework | evaluated | occupancy | total wall / ideal | per-candidate overhead | launch to first "
-    "LLM request | shutdown | children of the initial program | best |"
+    "LLM request | shutdown | children of the initial program | best | load average |"
 )
 
 
@@ -222,23 +224,25 @@ def _seconds(value: float) -> str:
 def row(f: Figures) -> str:
     head = f"| {f.setting} | {TITLES.get(f.framework, f.framework)} |"
     if f.note and not f.evaluated:
-        return head + f" {f.note} |" + " |" * 7
+        return head + f" {f.note} |" + " |" * 8
     wall = f"{f.wall:.1f} / {f.setting.ideal:.1f} s" + (
         f" ({f.wall / f.setting.ideal - 1:+.0%})" if f.setting.ideal else ""
     )
     overhead = "—" if f.per_candidate_ms != f.per_candidate_ms else f"{f.per_candidate_ms:.0f} ms"
+    busy = "—" if f.setting.instant else f"{f.occupancy:.2f}"  # nothing to keep busy with
     note = f" ({f.note})" if f.note else ""
     return (
-        f"{head} {f.evaluated}{note} | {f.occupancy:.2f} | {wall} | {overhead} | "
-        f"{_seconds(f.launch_to_first_request)} | {_seconds(f.shutdown)} | {f.seed_children} | {f.best:.0f} |"
+        f"{head} {f.evaluated}{note} | {busy} | {wall} | {overhead} | {_seconds(f.launch_to_first_request)} | "
+        f"{_seconds(f.shutdown)} | {f.seed_children} | {f.best:.0f} | {f.load:.1f} |"
     )
 
 
 def limit_row(setting: Setting) -> str:
     """The physical limit: N x eval / W of wall, every slot always busy, nothing else."""
+    busy = "—" if setting.instant else "1.00"
     return (
-        f"| {setting} | physical limit | {setting.candidates} | 1.00 | {setting.ideal:.1f} / "
-        f"{setting.ideal:.1f} s | 0 ms | 0 s | 0 s | — | — |"
+        f"| {setting} | physical limit | {setting.candidates} | {busy} | {setting.ideal:.1f} / "
+        f"{setting.ideal:.1f} s | 0 ms | 0 s | 0 s | — | — | — |"
     )
 
 
@@ -253,7 +257,7 @@ def main() -> None:
     unknown = [name for name in frameworks if name not in FRAMEWORKS]
     if unknown:
         parser.error(f"unknown framework {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}")
-    print(f"{load()} at the start\n\n{HEADER}\n" + "|---" * 10 + "|", flush=True)
+    print(f"{load()} at the start\n\n{HEADER}\n" + "|---" * HEADER.count(" | ") + "|---|", flush=True)
     for setting in SETTINGS:
         for framework in frameworks:
             for _ in range(args.repeat):

@@ -94,3 +94,4 @@ def test_a_tiny_kubevolve_run_is_measured_from_outside() -> None:
     assert 1 <= f.seed_children <= 3
     assert 0 < f.occupancy <= 1
     assert f.per_candidate_ms > 0
+    assert f"| {setting} | kubevolve | 3 | — |" in peers.row(f)  # no occupancy without an evaluation cost
