@@ -206,7 +206,7 @@ def run(framework: str, setting: Setting, *, timeout: float = 600.0) -> Figures:
             figures.load = os.getloadavg()[0]
             if proc.returncode != 0:
                 tail = (root / "output.log").read_text().strip().splitlines()[-3:]
-                figures.note = f"exit code {proc.returncode}: " + " / ".join(tail)[-300:]
+                figures.note = f"exit code {proc.returncode}: " + " / ".join(tail)[-300:].replace("|", "/")
             return figures
 
 
