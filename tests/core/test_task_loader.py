@@ -41,7 +41,9 @@ def test_toy_task_loads(toy_task):
         ),
         (
             lambda root: (root / "task.yaml").write_text(
-                TOY_TASK_YAML.format(timeout=5).replace("    timeoutSeconds: 5\n", "    timeoutSeconds: 5\n    network: tcp\n")
+                TOY_TASK_YAML.format(timeout=5).replace(
+                    "    timeoutSeconds: 5\n", "    timeoutSeconds: 5\n    network: tcp\n"
+                )
             ),
             "invalid task:\n  task.stages.quick.network: Input should be 'isolated' or 'ranks'",
         ),
@@ -80,7 +82,9 @@ def test_malformed_task_gives_a_clear_error(tmp_path, mutate, message):
 
 def test_a_stage_is_isolated_unless_it_says_ranks(tmp_path):
     yaml_text = TOY_TASK_YAML.format(timeout=5)
-    assert load_task(write_task(tmp_path / "a", yaml_text=yaml_text)).spec.stages["quick"].network == "isolated"
+    assert (
+        load_task(write_task(tmp_path / "a", yaml_text=yaml_text)).spec.stages["quick"].network == "isolated"
+    )
     ranks = yaml_text.replace("    timeoutSeconds: 5\n", "    timeoutSeconds: 5\n    network: ranks\n")
     assert load_task(write_task(tmp_path / "b", yaml_text=ranks)).spec.stages["quick"].network == "ranks"
 
