@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from kubevolve.loop.engineer import judge as judging  # noqa: E402
 from tests.adversarial.slots import judged_slot, toy_job  # noqa: E402
+
+from kubevolve.loop.engineer import judge as judging  # noqa: E402
 
 WARM_UP = 5
 PROGRAM = "def solve():\n    return 3.0, -1.0\n"
