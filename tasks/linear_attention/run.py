@@ -191,16 +191,17 @@ def requested_nodes() -> int:
 
 def require_tcp(nodes: int) -> None:
     """The ranks meet over TCP (torch.distributed's store, NCCL's bootstrap, mpirun's ssh). The judged sandbox
-    refuses internet sockets to the candidate's process and its children (a seccomp filter): say so plainly
-    rather than let the ranks time out at their rendezvous."""
+    refuses internet sockets to the candidate's process and its children (a seccomp filter) unless the stage
+    says `network: ranks`: say so plainly rather than let the ranks time out at their rendezvous."""
     try:
         socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
     except OSError as err:
         where = f"{nodes} nodes" if nodes > 1 else f"{torch.cuda.device_count()} GPUs"
         raise RuntimeError(
             f"training on {where} needs its processes to meet over TCP, and the candidate's sandbox refuses "
-            f"internet sockets ({err}); give the stage one GPU on one node (it then trains in this process, "
-            "as with `launcher: null`)"
+            f"internet sockets ({err}); let the stage's ranks meet (`stages.<stage>.network: ranks` in "
+            "task.yaml, as the full stage has) or give the stage one GPU on one node (it then trains in this "
+            "process, as with `launcher: null`)"
         ) from None
 
 

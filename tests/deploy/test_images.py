@@ -175,7 +175,7 @@ SECCOMP = """
 import errno, json, socket
 from kubevolve.loop.engineer import confine
 confine.no_new_privileges()
-installed = confine.deny_network()
+installed = confine.restrict_syscalls()
 try:
     socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     inet = "opened"

@@ -697,14 +697,16 @@ def test_unknown_stage_is_an_error():
 
 
 def test_training_across_nodes_in_the_judged_sandbox_stops_with_a_message(tmp_path, monkeypatch):
-    """A multi-node TrainJob's launcher pod (KUBEVOLVE_NUM_NODES): the ranks would meet over TCP,
-    which the candidate's sandbox refuses, so the runner says so instead of training on one node alone or
-    waiting at a rendezvous (README.md, "Several GPUs or nodes")."""
+    """A multi-node TrainJob's launcher pod (KUBEVOLVE_NUM_NODES): the ranks would meet over TCP, which the
+    candidate's sandbox refuses at a stage without `network: ranks` (the quick stage), so the runner says so,
+    naming the setting, instead of training on one node alone or waiting at a rendezvous (README.md, "Several
+    GPUs or nodes")."""
     task_dir = task_copy_with_settings(TASK_DIR, tmp_path, "quick", merge(TINY, {"launcher": "deepspeed"}))
     monkeypatch.setenv("KUBEVOLVE_NUM_NODES", "2")  # what the operator sets in a TrainJob
     node = evaluate_through_engine(task_dir, load_task(task_dir).initial_code, tmp_path)
     assert node.stage is Stage.FAILED_QUICK, node.metrics
     assert "training on 2 nodes needs its processes to meet over TCP" in node.error, node.error
+    assert "`stages.<stage>.network: ranks`" in node.error, node.error  # the setting that lets them
 
 
 @pytest.mark.slow

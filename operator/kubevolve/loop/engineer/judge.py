@@ -507,9 +507,11 @@ class CandidateProcess:
 
 
 def spawn_params(job: dict[str, Any], config: Config) -> dict[str, Any]:
-    """What the zygote needs to start a candidate process for `job`: its limits, the mode, the uid."""
+    """What the zygote needs to start a candidate process for `job`: its limits, the mode, the uid, and its
+    stage's network ("isolated" or "ranks", core.task.StageSpec)."""
     params = {key: job[key] for key in ("cpu_seconds", "memory_bytes", "file_bytes", "max_processes")}
     params.update(mode=config.mode, uid=config.uid, disk_bytes=job["disk_bytes"])
+    params.update(network=job.get("network", "isolated"))
     return params
 
 
