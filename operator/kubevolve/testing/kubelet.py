@@ -88,8 +88,6 @@ NESTED_PYTHON_CHECK = (
 )
 
 
-
-
 @dataclass
 class ContainerRun:
     """One container of a pod, as it ran."""

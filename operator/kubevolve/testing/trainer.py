@@ -71,14 +71,22 @@ def _check_patches(trainjob: dict[str, Any], jobs: dict[str, dict[str, Any]]) ->
         ) or []
         for job in replicated:
             if job["name"] not in jobs:
-                raise TrainJobRefused("must not have replicated job that doesn't exist in the runtime job template")
-            names = {c["name"] for c in jobs[job["name"]]["template"]["spec"]["template"]["spec"]["containers"]}
+                raise TrainJobRefused(
+                    "must not have replicated job that doesn't exist in the runtime job template"
+                )
+            names = {
+                c["name"] for c in jobs[job["name"]]["template"]["spec"]["template"]["spec"]["containers"]
+            }
             pod = ((job.get("template") or {}).get("spec") or {}).get("template") or {}
             for c in (pod.get("spec") or {}).get("containers") or []:
                 if c["name"] not in names:
-                    raise TrainJobRefused(f"must not have container that doesn't exist in the runtime job {job['name']}")
+                    raise TrainJobRefused(
+                        f"must not have container that doesn't exist in the runtime job {job['name']}"
+                    )
                 if c.get("env") and c["name"] == NODE:
-                    raise TrainJobRefused("must not have envs for the dataset-initializer, model-initializer, node containers")
+                    raise TrainJobRefused(
+                        "must not have envs for the dataset-initializer, model-initializer, node containers"
+                    )
 
 
 def jobset_pods(trainjob: dict[str, Any], runtime: dict[str, Any]) -> JobSetPods:
@@ -130,8 +138,16 @@ def jobset_pods(trainjob: dict[str, Any], runtime: dict[str, Any]) -> JobSetPods
         out.pods[job["name"]] = (count, pod)
         if job["name"] == NODE or (as_node and job["name"] == LAUNCHER):
             hosts += [f"{name}-{job['name']}-0-{i}.{name} slots={slots}" for i in range(count)]
-    owner = {"apiVersion": trainjob["apiVersion"], "kind": "TrainJob", "name": name, "uid": trainjob["metadata"].get("uid", "")}
-    meta = {"namespace": namespace, "ownerReferences": [owner | {"controller": True, "blockOwnerDeletion": True}]}
+    owner = {
+        "apiVersion": trainjob["apiVersion"],
+        "kind": "TrainJob",
+        "name": name,
+        "uid": trainjob["metadata"].get("uid", ""),
+    }
+    meta = {
+        "namespace": namespace,
+        "ownerReferences": [owner | {"controller": True, "blockOwnerDeletion": True}],
+    }
     out.objects = [
         {
             "apiVersion": "v1",
@@ -160,7 +176,10 @@ def _secret_volume(name: str) -> dict[str, Any]:
         {"key": "ssh-publickey", "path": "id_rsa.pub", "mode": 0o644},
         {"key": "ssh-publickey", "path": "authorized_keys", "mode": 0o644},
     ]
-    return {"name": "mpi-ssh-auth", "secret": {"secretName": f"{name}-mpi-ssh-auth", "defaultMode": 0o400, "items": items}}
+    return {
+        "name": "mpi-ssh-auth",
+        "secret": {"secretName": f"{name}-mpi-ssh-auth", "defaultMode": 0o400, "items": items},
+    }
 
 
 def _hostfile_volume(name: str) -> dict[str, Any]:

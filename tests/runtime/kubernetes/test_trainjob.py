@@ -36,7 +36,9 @@ from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
-CONFIG = OperatorConfig(image="registry.lab/kubevolve:1", store_url="weaviate://weaviate.kv:8080", lab_keys=True)
+CONFIG = OperatorConfig(
+    image="registry.lab/kubevolve:1", store_url="weaviate://weaviate.kv:8080", lab_keys=True
+)
 JUDGED = TaskFacts(name="linear_attention", metric="acc", cpu=8, memory_mb=65536, gpus=2, judged=True)
 # every Secret a lab admin can name in a run: none may reach a TrainJob's pods
 SPEC = parse_run_spec(
@@ -50,7 +52,10 @@ SPEC = parse_run_spec(
 SSH_SECRET = "mpi-ssh-auth"
 
 
-def pods(req: JobRequest = JobRequest("evaluate", "00004", 1)) -> tuple[dict[str, Any], dict[str, dict]]:
+REQ = JobRequest("evaluate", "00004", 1)
+
+
+def pods(req: JobRequest = REQ) -> tuple[dict[str, Any], dict[str, dict]]:
     """The TrainJob, and its launcher's and node pods' templates as Trainer makes them."""
     trainjob = build_trainjob(RUN, SPEC, CONFIG, JUDGED, req)
     made = jobset_pods(trainjob, build_runtime(RUN, SPEC, CONFIG, JUDGED))
@@ -96,7 +101,9 @@ def test_no_trainjob_pod_holds_a_store_key_and_only_the_judge_has_the_seed():
     judge, candidate = launcher["node"], launcher["candidate"]
     # the judge runs the judge's step (not the store's), publishing its result; the candidate runs the zygote
     command = parse_step_command(judge["command"])
-    assert command.input_file is not None and command.termination_log is not None and command.store_url is None
+    assert (
+        command.input_file is not None and command.termination_log is not None and command.store_url is None
+    )
     assert judge["command"] == trainjob["spec"]["trainer"]["command"]
     assert str(command.candidate_socket) in candidate["command"]
     assert judge["terminationMessagePolicy"] == "File"
@@ -147,7 +154,9 @@ def test_every_trainjob_pod_is_isolated_and_its_peer_policy_lets_only_its_pods_m
 def test_the_patch_is_one_trainers_webhook_accepts_and_an_admins_runtime_gets_no_candidate():
     """Trainer refuses a patch that names a container the runtime lacks or sets a `node` container's env: the
     patch adds the candidate's nothing, so it fits a cluster admin's runtime with `launcher` and `node` too."""
-    admins = parse_run_spec({"task": "tasks/x", "jobs": {"evaluate": {"trainJob": {"runtime": "site", "numNodes": 2}}}})
+    admins = parse_run_spec(
+        {"task": "tasks/x", "jobs": {"evaluate": {"trainJob": {"runtime": "site", "numNodes": 2}}}}
+    )
     legacy = replace(JUDGED, judged=False)
     trainjob = build_trainjob(RUN, admins, CONFIG, legacy, JobRequest("evaluate", "00001"))
     site = build_runtime(RUN, admins, CONFIG, legacy)  # an MPI runtime with `launcher` and `node` only
@@ -184,7 +193,9 @@ async def test_a_trainjobs_judge_publishes_and_the_operator_stores_the_result(
     kubelet = Kubelet(api, mode="process", concurrency=2, identities=evaluations)
     kubelet.start()
     await operator.start()
-    await api.create(RUNS, run_manifest("mn", "toy", budget={"maxCandidates": 2}, jobs={"evaluate": TRAINJOB}))
+    await api.create(
+        RUNS, run_manifest("mn", "toy", budget={"maxCandidates": 2}, jobs={"evaluate": TRAINJOB})
+    )
     try:
         await until(lambda: run_status(kmock, "mn").get("phase") == "Succeeded", 90, "Succeeded")
     except AssertionError as err:
@@ -206,7 +217,9 @@ async def test_a_trainjobs_judge_publishes_and_the_operator_stores_the_result(
     command = kubelet.bodies["mn-eval-00000"]["spec"]["trainer"]["command"]
     assert "--store" not in command and "--termination-log" in command
     # the operator read the launcher's judge, nothing of a node pod's
-    logs = [r for r in kmock if r.resource is not None and r.resource.plural == "pods" and r.subresource == "log"]
+    logs = [
+        r for r in kmock if r.resource is not None and r.resource.plural == "pods" and r.subresource == "log"
+    ]
     assert logs and {r.params.get("container") for r in logs} == {"node"}
     assert all("-launcher-" in (r.name or "") for r in logs)
     policies = {
@@ -226,7 +239,12 @@ async def test_a_failed_trainjob_is_retried_and_then_recorded_as_a_failed_candid
     kmock, api, operator, operator_config, store_url
 ):
     write_task(Path(operator_config.task_root) / "toy")
-    fail = lambda job: "DeadlineExceeded" if job["kind"] == "TrainJob" and "00001" in job["metadata"]["name"] else None  # noqa: E731
+
+    def fail(job: dict) -> str | None:  # Trainer copies the JobSet's Failed condition, e.g. past its deadline
+        return (
+            "DeadlineExceeded" if job["kind"] == "TrainJob" and "00001" in job["metadata"]["name"] else None
+        )
+
     kubelet = Kubelet(api, mode="fake", concurrency=4, fail=fail)
     kubelet.start()
     await operator.start()
@@ -238,7 +256,11 @@ async def test_a_failed_trainjob_is_retried_and_then_recorded_as_a_failed_candid
         await kubelet.stop()
     assert kubelet.started["mnf-eval-00001"] == 1 and kubelet.started["mnf-eval-00001-a1"] == 1
     node = open_store(store_url, tenant=NAMESPACE).get_node("mnf-c00001")
-    assert node.stage is Stage.FAILED_QUICK and "failed 2 times" in node.error and "DeadlineExceeded" in node.error
+    assert (
+        node.stage is Stage.FAILED_QUICK
+        and "failed 2 times" in node.error
+        and "DeadlineExceeded" in node.error
+    )
 
 
 async def test_a_judged_task_on_an_admins_runtime_is_refused(kmock, api, operator, operator_config):

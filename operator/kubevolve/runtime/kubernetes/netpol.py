@@ -28,7 +28,13 @@ import copy
 from typing import Any
 
 from kubevolve.core.kinds import Role
-from kubevolve.runtime.kubernetes import NETWORK_LABEL, ROLE_LABEL, TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_LABEL
+from kubevolve.runtime.kubernetes import (
+    NETWORK_LABEL,
+    ROLE_LABEL,
+    TRAINER_GROUP,
+    TRAINER_VERSION,
+    TRAINJOB_LABEL,
+)
 from kubevolve.store.weaviate.connection import WeaviateSettings
 
 POLICY_NAME = "kubevolve-evaluation-egress"
@@ -109,6 +115,11 @@ def trainjob_peer_policy(namespace: str, trainjob: str, uid: str) -> dict[str, A
         "egress": [{"to": [copy.deepcopy(peers)]}, copy.deepcopy(DNS_EGRESS)],
     }
     policy = _policy(f"{trainjob}-peers", namespace, {TRAINJOB_LABEL: trainjob}, spec)
-    owner = {"apiVersion": f"{TRAINER_GROUP}/{TRAINER_VERSION}", "kind": "TrainJob", "name": trainjob, "uid": uid}
+    owner = {
+        "apiVersion": f"{TRAINER_GROUP}/{TRAINER_VERSION}",
+        "kind": "TrainJob",
+        "name": trainjob,
+        "uid": uid,
+    }
     policy["metadata"]["ownerReferences"] = [owner]
     return policy

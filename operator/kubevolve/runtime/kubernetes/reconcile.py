@@ -21,7 +21,14 @@ from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import FailurePolicySpec, RunSpec, SpecError, parse_run_spec
 from kubevolve.runtime.kubernetes.context import Expectations, OperatorContext
 from kubevolve.runtime.kubernetes.handover import InputTooLarge, evaluation_input, judge_seed_secret
-from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job, object_name, store_url, uses_trainjob
+from kubevolve.runtime.kubernetes.jobs import (
+    JobRequest,
+    RunRef,
+    build_job,
+    object_name,
+    store_url,
+    uses_trainjob,
+)
 from kubevolve.runtime.kubernetes.kube import API_WAIT
 from kubevolve.runtime.kubernetes.labkeys import ensure_lab_key, wanted
 from kubevolve.runtime.kubernetes.names import make_key, node_id, retry_key, run_label
@@ -235,7 +242,9 @@ async def _create(
     candidates: dict[str, Node],
 ) -> None:
     trainjob = uses_trainjob(spec, req.role)
-    if req.role == Role.EVALUATE and not await _hand_over(ctx, run, spec, facts, req, store, candidates, post):
+    if req.role == Role.EVALUATE and not await _hand_over(
+        ctx, run, spec, facts, req, store, candidates, post
+    ):
         return
     if trainjob:
         body = build_trainjob(run, spec, ctx.config, facts, req)

@@ -117,7 +117,10 @@ def _containers(
             {"name": SSH_VOLUME, "mountPath": SSH_DIR, "readOnly": True},
             {"name": HOSTFILE_VOLUME, "mountPath": HOSTFILE_DIR, "readOnly": True},
         ]
-        user = {"runAsUser": config.run_as_user, "runAsGroup": config.run_as_user}  # ssh needs its passwd entry
+        user = {
+            "runAsUser": config.run_as_user,
+            "runAsGroup": config.run_as_user,
+        }  # ssh needs its passwd entry
         launcher.append(
             candidate
             | {
@@ -217,7 +220,11 @@ def runtime_patch(
             "securityContext": pod["securityContext"],
             "volumes": [v for v in pod["volumes"] if v["name"] in mounted],
             "containers": [
-                {"name": NODE, "volumeMounts": step["volumeMounts"], "securityContext": step["securityContext"]}
+                {
+                    "name": NODE,
+                    "volumeMounts": step["volumeMounts"],
+                    "securityContext": step["securityContext"],
+                }
             ],
         }
         if job == LAUNCHER:  # the candidate's volumes too (the sandbox it shares with the judge)
@@ -251,7 +258,8 @@ def build_trainjob(
     trainer: dict[str, Any] = {
         "image": image(Role.EVALUATE, spec, config, facts),
         "command": judge["command"],  # the judge's step, publishing its result (jobs.evaluate_command)
-        "env": step_env(Role.EVALUATE, spec, facts, config) + [_nodes_env(spec)],  # no secret: nodes get it too
+        "env": step_env(Role.EVALUATE, spec, facts, config)
+        + [_nodes_env(spec)],  # no secret: nodes get it too
         "numNodes": tj.num_nodes,
     }
     if tj.num_proc_per_node or gpus:
