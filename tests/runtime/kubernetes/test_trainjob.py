@@ -5,6 +5,7 @@ TrainJob and the run's TrainingRuntime (kubevolve.testing.trainer), end to end o
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import replace
@@ -20,6 +21,7 @@ from kubevolve.runtime.kubernetes import ROLE_LABEL
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import seed_secret_name
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
+from kubevolve.runtime.kubernetes.kube import Kube
 from kubevolve.runtime.kubernetes.netpol import (
     evaluation_isolation_policy,
     evaluation_network_policy,
@@ -31,6 +33,7 @@ from kubevolve.store import open_store
 from kubevolve.testing import RUNS, TRAINJOBS, live_objects
 from kubevolve.testing.kubelet import Kubelet
 from kubevolve.testing.trainer import TrainJobRefused, jobset_pods
+from tests.kit.cluster import OPERATOR
 from tests.kit.netpol import egress_rules, selects
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
@@ -272,3 +275,16 @@ async def test_a_judged_task_on_an_admins_runtime_is_refused(kmock, api, operato
     status = run_status(kmock, "site")
     assert "spec.jobs.evaluate.trainJob.runtime" in status["message"] and "site-mpi" in status["message"]
     assert not live_objects(kmock, TRAINJOBS, NAMESPACE)
+
+
+async def test_a_trainjob_an_earlier_pass_created_gives_its_uid_for_the_peer_policy(kmock, api):
+    """A pass that finds its TrainJob already there (created before a restart) still owns the peer policy
+    by the TrainJob's uid: it reads it back (the chart grants `get` on trainjobs for this)."""
+    kube = Kube.for_server(str(kmock.url), kmock.policy.token_for(OPERATOR))
+    try:
+        body = build_trainjob(RunRef("again", NAMESPACE, "u"), SPEC, CONFIG, JUDGED, REQ)
+        first, created = await kube.create_trainjob(copy.deepcopy(body))
+        again, created_again = await kube.create_trainjob(copy.deepcopy(body))
+    finally:
+        kube.close()
+    assert created and not created_again and first == again and first
