@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -78,12 +79,12 @@ def lab_manifests(
     cluster_queue: str | None = "kubevolve",
     cpu: str | None = None,
     memory: str | None = None,
-    admins: list[str] = (),  # type: ignore[assignment]
-    viewers: list[str] = (),  # type: ignore[assignment]
+    admins: Sequence[str] = (),
+    viewers: Sequence[str] = (),
     store_namespace: str = "kubevolve-system",
     store_cidrs: list[str] | None = None,
     store_url: str | None = None,
-    image_pull_secrets: list[str] = (),  # type: ignore[assignment]
+    image_pull_secrets: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Every object of a lab, Namespace first. Raises LabError for a bad name or value."""
     if not _DNS_LABEL.match(name):

@@ -131,6 +131,7 @@ class Task:
             "cpu": max(s.resources.cpu for s in stages),
             "memory_mb": max(s.resources.memory_mb for s in stages),
             "gpus": max(s.resources.gpus for s in stages),
+            "disk_mb": max(s.resources.max_disk_mb for s in stages),
             "timeout_seconds": sum(s.timeout_seconds for s in stages),
             "sampler": self.spec.sampler.kind,  # what a run uses whose spec names no sampler
             "judged": self.runner_path is not None,  # a judge and a runner: the two-container evaluation pod

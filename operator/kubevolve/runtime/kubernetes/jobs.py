@@ -21,7 +21,8 @@ with the task's judge, holds the run's judge seed (a Secret) and the candidate's
 result; `candidate` runs only the zygote that forks the candidate's processes, as a uid of its own, with no
 Secret, no mounted input, no environment of the judge's and its own pid namespace (processes of one
 container cannot see or signal the other's). They talk over a Unix socket in the `sandbox` emptyDir, the one
-volume they share, which is also the candidates' scratch. A legacy task (no runner) evaluates in one `judge`
+volume they share, which is also the candidates' scratch: memory-backed and sized to the task's largest
+`maxDiskMb`, so the kernel bounds the candidate's files and the judge counts them exactly. A legacy task (no runner) evaluates in one `judge`
 container, the candidate inside the evaluator's process as ever: it can forge its own score, nothing else.
 """
 
@@ -312,7 +313,11 @@ def volumes(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts,
     if handed_over(spec, role):
         out.append({"name": "input", "configMap": {"name": job, "defaultMode": 0o444}})
         if facts.judged:
-            out.append({"name": "sandbox", "emptyDir": {"sizeLimit": config.scratch_size}})
+            # a tmpfs of the stage's disk size: the kernel refuses the write past it (ENOSPC), and the judge
+            # counts it from the filesystem's own counters, which no file mode hides (judge.tmpfs_usage)
+            out.append(
+                {"name": "sandbox", "emptyDir": {"medium": "Memory", "sizeLimit": f"{facts.disk_mb}Mi"}}
+            )
     if _needs_shm(role, spec, facts):
         out.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}})
     return out
