@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from kubevolve.cli.step import parse_step_command
+from kubevolve.core.kinds import Role
 from kubevolve.core.models import Stage
 from kubevolve.core.spec import parse_run_spec
-from kubevolve.runtime.kubernetes import ROLE_LABEL
+from kubevolve.loop.evaluation_io import EvaluationResult
+from kubevolve.runtime.kubernetes import MPI_JOB_LABEL, ROLE_LABEL, TRAINJOB_LABEL
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import seed_secret_name
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
@@ -26,7 +28,9 @@ from kubevolve.runtime.kubernetes.netpol import (
     evaluation_network_policy,
     trainjob_peer_policy,
 )
+from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.resources import TaskFacts
+from kubevolve.runtime.kubernetes.results import published_result
 from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob
 from kubevolve.store import open_store
 from kubevolve.testing import RUNS, TRAINJOBS, live_objects
@@ -36,6 +40,7 @@ from tests.kit.cluster import OPERATOR
 from tests.kit.netpol import egress_rules, selects
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
+from tests.runtime.kubernetes.test_evaluation_pod import evaluated
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
 CONFIG = OperatorConfig(
@@ -286,3 +291,36 @@ async def test_a_trainjob_an_earlier_pass_created_gives_its_uid_for_the_peer_pol
     finally:
         kube.close()
     assert created and not created_again and first == again and first
+
+
+async def test_a_result_a_node_pod_publishes_is_never_read():
+    """Candidate code runs in the node pods' `node` containers (its ranks, through sshd): a well-formed result
+    it leaves in such a pod's termination message and log, in a pod newer than the launcher's, is not read;
+    the launcher's judge's is."""
+    honest, forged = evaluated("r-c00003"), evaluated("r-c00003", score=99.0, metrics={"f": 99.0})
+    tj = "r-eval-00003"
+
+    def pod(name: str, job: str, result: EvaluationResult, when: str) -> dict[str, Any]:
+        status = {
+            "name": "node",
+            "state": {"terminated": {"exitCode": 0, "message": result.termination_message()}},
+        }
+        labels = {TRAINJOB_LABEL: tj, MPI_JOB_LABEL: job}
+        meta = {"name": name, "labels": labels, "creationTimestamp": when}
+        return {"metadata": meta, "status": {"containerStatuses": [status]}, "log": result.log_line() + "\n"}
+
+    pods_ = [
+        pod("l", "launcher", honest, "2026-01-01T00:00:00Z"),
+        pod("n", "node", forged, "2026-01-01T00:09:00Z"),
+    ]
+
+    class FakeKube:
+        async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict]:
+            return [p for p in pods_ if all(p["metadata"]["labels"].get(k) == v for k, v in labels.items())]
+
+        async def pod_log(self, namespace, name, container, tail_lines, limit_bytes):
+            return next(p["log"] for p in pods_ if p["metadata"]["name"] == name)
+
+    job = JobInfo(tj, Role.EVALUATE, "00003", 0, "r-c00003", "succeeded", "TrainJob")
+    got = await published_result(FakeKube(), NAMESPACE, job)  # type: ignore[arg-type]
+    assert got is not None and got.score == honest.score != 99.0
