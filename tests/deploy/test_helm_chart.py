@@ -553,8 +553,9 @@ OPERATOR_NEEDS = {
     ("", "events", None): {"create"},
     ("", "namespaces", None): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions", None): {"list", "watch"},
-    ("trainer.kubeflow.org", "trainjobs", None): {"list", "watch", "create", "delete"},
+    ("trainer.kubeflow.org", "trainjobs", None): {"list", "watch", "get", "create", "delete"},
     ("trainer.kubeflow.org", "trainingruntimes", None): {"create"},  # each run's own MPI runtime
+    ("networking.k8s.io", "networkpolicies", None): {"create"},  # each TrainJob's peer policy
 }
 LEADER_NEEDS = {  # the Role in the release namespace: its own Lease only
     ("coordination.k8s.io", "leases", None): {"create"},

@@ -9,7 +9,7 @@ A lab is a namespace. Onboarding it takes, all labelled `kubevolve.io/lab: NAME`
 - a Kueue LocalQueue `kubevolve` pointing at a ClusterQueue, the queue a run names in `spec.queueName`;
 - a ResourceQuota capping the lab's GPU, CPU and memory requests (when any cap is given);
 - the NetworkPolicies of evaluation pods (untrusted candidate code): the pods of evaluation Jobs reach nothing
-  at all, a TrainJob's reach DNS and the store only (netpol.py).
+  at all, as do a TrainJob's but for each other and DNS (a policy the operator makes per TrainJob; netpol.py).
 
 It prints them as multi-document YAML for review or GitOps; `--apply` creates them in the current kubeconfig context
 instead, and server-side-applies the ones that exist already, so re-running it (with changed flags) updates them.

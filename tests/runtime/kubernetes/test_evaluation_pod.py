@@ -287,11 +287,12 @@ def test_results_are_awaited_only_for_finished_evaluation_jobs_of_proposed_nodes
         job("running", "a", "active"),
         job("stored", "b"),
         job("train", "a", kind="TrainJob"),
+        job("training", "a", "active", kind="TrainJob"),
         job("proposal", "a", role="propose"),
         job("gone", "c"),
     ]
     due = awaiting_result(jobs, {"a": proposed, "b": final, "c": None})
-    assert [j.name for j in due] == ["done", "failed"]
+    assert [j.name for j in due] == ["done", "failed", "train"]  # a TrainJob's judge publishes as a Job's
 
 
 # --- a candidate that forges its result where the pod publishes -------------------------------------------
