@@ -468,10 +468,38 @@ def _load_message(control: socket.socket) -> tuple[str, str, str]:
     return runner, task_root, "none"
 
 
+def write_identity() -> None:
+    """nss_wrapper's passwd and group files, where the container's environment names them (NSS_WRAPPER_PASSWD
+    and NSS_WRAPPER_GROUP, with LD_PRELOAD=libnss_wrapper.so: a TrainJob launcher's candidate, trainjob.py):
+    the image's entries and one for this uid. ssh, which mpirun starts the ranks with, exits when its uid has
+    no passwd entry, and a candidate's uid is in no image's /etc/passwd. Written before any candidate exists;
+    a candidate may rewrite them, but they tell only its own processes, and the judge reads neither."""
+    paths = os.environ.get("NSS_WRAPPER_PASSWD"), os.environ.get("NSS_WRAPPER_GROUP")
+    if not all(paths):
+        return
+    uid, gid = os.getuid(), os.getgid()
+    home = os.environ.get("HOME") or "/"
+    mine = (f"candidate:x:{uid}:{gid}:kubevolve candidate:{home}:/bin/sh", f"candidate:x:{gid}:")
+    for path, system, entry in zip(paths, ("/etc/passwd", "/etc/group"), mine, strict=True):
+        assert path is not None
+        try:
+            theirs = [line for line in Path(system).read_text().splitlines() if line.strip()]
+        except OSError:
+            theirs = []
+        taken = {line.split(":")[2] for line in theirs if line.count(":") >= 3}
+        lines = theirs + ([entry] if entry.split(":")[2] not in taken else [])
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text("".join(line + "\n" for line in lines))
+        except OSError as err:  # the candidate still runs; only what needs a user name (ssh) will fail
+            print(f"kubevolve zygote: cannot write {path}: {err}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     pod = len(argv) == 3 and argv[1] == "--connect"
     if pod:  # the container's pid 1: a handler would let a candidate's SIGINT through the init protection
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        write_identity()
         try:
             control = connect(argv[2])
             runner_path, task_root, mode = _load_message(control)

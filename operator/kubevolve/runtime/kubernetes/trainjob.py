@@ -63,6 +63,7 @@ from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.jobs import (
     CANDIDATE,
     JUDGE,
+    SANDBOX,
     JobRequest,
     RunRef,
     container,
@@ -84,6 +85,12 @@ HOSTFILE_DIR = "/etc/mpi"  # where Trainer mounts the hostfile in the launcher (
 SSH_PORT = 2222
 SSHD = ["/usr/sbin/sshd", "-De", "-f", "/etc/kubevolve/sshd_config"]
 TEMPLATE_KEY = "00000"  # the request the run's runtime is built from: what differs per TrainJob is patched
+IDENTITY = f"{SANDBOX}/.identity"  # the candidate's passwd and group, written by its zygote (write_identity)
+NSS_WRAPPER = [  # ssh exits when its uid has no passwd entry: nss_wrapper (in the image) gives the candidate's
+    {"name": "LD_PRELOAD", "value": "libnss_wrapper.so"},
+    {"name": "NSS_WRAPPER_PASSWD", "value": f"{IDENTITY}/passwd"},
+    {"name": "NSS_WRAPPER_GROUP", "value": f"{IDENTITY}/group"},
+]
 
 
 def _train_job_spec(spec: RunSpec) -> Any:
@@ -117,15 +124,10 @@ def _containers(
             {"name": SSH_VOLUME, "mountPath": SSH_DIR, "readOnly": True},
             {"name": HOSTFILE_VOLUME, "mountPath": HOSTFILE_DIR, "readOnly": True},
         ]
-        user = {
-            "runAsUser": config.run_as_user,
-            "runAsGroup": config.run_as_user,
-        }  # ssh needs its passwd entry
         launcher.append(
             candidate
             | {
-                "env": candidate["env"] + [_nodes_env(spec)],
-                "securityContext": candidate["securityContext"] | user,
+                "env": candidate["env"] + [_nodes_env(spec)] + NSS_WRAPPER,
                 "volumeMounts": candidate["volumeMounts"] + ssh,
             }
         )
@@ -229,6 +231,8 @@ def runtime_patch(
         }
         if job == LAUNCHER:  # the candidate's volumes too (the sandbox it shares with the judge)
             pod_patch["volumes"] = pod["volumes"]
+            for c in launcher[1:]:  # its uid, this TrainJob's own as an evaluation Job's is (jobs.candidate_uid)
+                pod_patch["containers"].append({"name": c["name"], "securityContext": c["securityContext"]})
         return {
             "name": job,
             "template": {
