@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,12 @@ from kubevolve.cli.step import parse_step_command
 from kubevolve.core.kinds import Role
 from kubevolve.core.models import Stage
 from kubevolve.core.spec import parse_run_spec
+from kubevolve.loop.engineer import zygote
 from kubevolve.loop.evaluation_io import EvaluationResult
 from kubevolve.runtime.kubernetes import MPI_JOB_LABEL, ROLE_LABEL, TRAINJOB_LABEL
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import seed_secret_name
-from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
+from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, candidate_uid
 from kubevolve.runtime.kubernetes.kube import Kube
 from kubevolve.runtime.kubernetes.netpol import (
     evaluation_isolation_policy,
@@ -124,6 +127,78 @@ def test_no_trainjob_pod_holds_a_store_key_and_only_the_judge_has_the_seed():
     (node,) = templates["node"]["spec"]["containers"]
     assert node["resources"]["limits"]["nvidia.com/gpu"] == "2" and node["command"][0] == "/usr/sbin/sshd"
     assert {"name": "KUBEVOLVE_NUM_NODES", "value": "3"} in candidate["env"]
+
+
+def test_the_launchers_candidate_runs_as_a_uid_of_its_own_with_a_passwd_entry_for_ssh():
+    """As in an evaluation Job's pod: the candidate is not its judge's uid (it could signal the judge, read its
+    files), and each TrainJob's candidate has its own (jobs.candidate_uid). ssh, which mpirun starts the ranks
+    with, exits without a passwd entry for its uid: nss_wrapper gives it one, from files the zygote writes in
+    the candidate's sandbox; the node pods run sshd as the image's user, whom the candidate logs in as."""
+    uids = {}
+    for req in (REQ, JobRequest("evaluate", "00005")):
+        trainjob, templates = pods(req)
+        pod = templates["launcher"]["spec"]
+        launcher = {c["name"]: c for c in pod["containers"]}
+        judge, candidate = launcher["node"], launcher["candidate"]
+        uid = candidate["securityContext"]["runAsUser"]
+        assert (
+            uid
+            == candidate["securityContext"]["runAsGroup"]
+            == candidate_uid(CONFIG, trainjob["metadata"]["name"])
+        )
+        assert (
+            uid != CONFIG.run_as_user and judge["securityContext"].get("runAsUser", CONFIG.run_as_user) != uid
+        )
+        assert pod["securityContext"]["runAsUser"] == CONFIG.run_as_user  # the judge's, and sshd's below
+        (node,) = templates["node"]["spec"]["containers"]
+        assert node["securityContext"].get("runAsUser") is None
+        assert templates["node"]["spec"]["securityContext"]["runAsUser"] == CONFIG.run_as_user
+        env = {e["name"]: e.get("value") for e in candidate["env"]}
+        assert env["LD_PRELOAD"] == "libnss_wrapper.so"
+        sandbox = next(m["mountPath"] for m in candidate["volumeMounts"] if m["name"] == "sandbox")
+        for name in ("NSS_WRAPPER_PASSWD", "NSS_WRAPPER_GROUP"):  # in its writable volume, not the judge's
+            assert env[name].startswith(sandbox + "/")
+        assert not {"LD_PRELOAD", "NSS_WRAPPER_PASSWD"} & {e["name"] for e in judge["env"]}
+        uids[req.key] = uid
+    assert len(set(uids.values())) == 2  # one per TrainJob, though they share the run's runtime
+
+
+def test_the_zygote_writes_the_candidates_passwd_entry_before_it_connects(tmp_path, monkeypatch):
+    """With the environment the operator sets (here in a folder of the test's): the image's entries and one for
+    the zygote's uid, written before it connects to the judge, that is before any candidate exists."""
+    _, templates = pods()
+    launcher = {c["name"]: c for c in templates["launcher"]["spec"]["containers"]}
+    env = {e["name"]: e["value"] for e in launcher["candidate"]["env"] if "value" in e}
+    for name in ("NSS_WRAPPER_PASSWD", "NSS_WRAPPER_GROUP"):
+        monkeypatch.setenv(name, str(tmp_path / env[name].lstrip("/")))
+    monkeypatch.setenv("HOME", "/sandbox")
+
+    def refused(path: str) -> None:
+        assert (tmp_path / env["NSS_WRAPPER_PASSWD"].lstrip("/")).exists()
+        raise OSError("no judge")
+
+    monkeypatch.setattr(zygote, "connect", refused)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        assert zygote.main(["zygote", "--connect", "/nowhere"]) == 1
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    passwd = (tmp_path / env["NSS_WRAPPER_PASSWD"].lstrip("/")).read_text().splitlines()
+    group = (tmp_path / env["NSS_WRAPPER_GROUP"].lstrip("/")).read_text().splitlines()
+    uid, gid = os.getuid(), os.getgid()
+    mine = [line for line in passwd if line.split(":")[2] == str(uid)]
+    assert len(mine) == 1 and [line for line in group if line.split(":")[2] == str(gid)]
+    assert (
+        passwd[: len(Path("/etc/passwd").read_text().splitlines())]
+        == Path("/etc/passwd").read_text().splitlines()
+    )
+    if not [line for line in Path("/etc/passwd").read_text().splitlines() if line.split(":")[2] == str(uid)]:
+        assert mine == [f"candidate:x:{uid}:{gid}:kubevolve candidate:/sandbox:/bin/sh"]
+    # without the operator's environment (an evaluation Job's candidate) nothing is written
+    monkeypatch.delenv("NSS_WRAPPER_GROUP")
+    (tmp_path / env["NSS_WRAPPER_PASSWD"].lstrip("/")).unlink()
+    zygote.write_identity()
+    assert not (tmp_path / env["NSS_WRAPPER_PASSWD"].lstrip("/")).exists()
 
 
 def test_every_trainjob_pod_is_isolated_and_its_peer_policy_lets_only_its_pods_meet():
@@ -237,8 +312,12 @@ async def test_a_trainjobs_judge_publishes_and_the_operator_stores_the_result(
     for name, trainjob in trainjobs.items():
         (owner,) = policies[f"{name}-peers"]["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["name"], owner["uid"]) == ("TrainJob", name, trainjob["metadata"]["uid"])
-    if kubelet.identified:  # the judge and candidate ran as the image's user, which cannot open the store
-        assert {c.uid for c in launcher.containers.values()} == {operator_config.run_as_user}
+    if kubelet.identified:  # the judge as the image's user, the candidate as its own: neither opens the store
+        uids = {name: c.uid for name, c in launcher.containers.items()}
+        assert uids == {
+            "node": operator_config.run_as_user,
+            "candidate": candidate_uid(operator_config, "mn-eval-00000"),
+        }
 
 
 async def test_a_failed_trainjob_is_retried_and_then_recorded_as_a_failed_candidate(
