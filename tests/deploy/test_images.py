@@ -260,10 +260,15 @@ try:
     without = subprocess.run(ssh + ["true"], env=bare, capture_output=True, text=True, timeout=60)
     write_identity()
     logged = subprocess.run(ssh + ["id -un; id -u"], capture_output=True, text=True, timeout=120)
+    # mpirun starts a rank through that ssh (127.0.0.2 is not one of this pod's addresses: a remote node)
+    rsh = {**os.environ, "OMPI_MCA_plm_rsh_agent": " ".join(["ssh", *config])}
+    mpi = ["mpirun", "-n", "1", "--host", "127.0.0.2", "sh", "-c", "id -un"]
+    ranks = subprocess.run(mpi, env=rsh, capture_output=True, text=True, timeout=120)
     print(json.dumps({
         "uid": os.getuid(),
         "without": [without.returncode, without.stderr.strip()],
         "with": [logged.returncode, logged.stdout.split(), logged.stderr.strip()],
+        "mpirun": [ranks.returncode, ranks.stdout.split(), ranks.stderr.strip()],
     }))
 finally:
     open("/done/done", "w").close()
@@ -350,3 +355,5 @@ async def test_the_launchers_candidate_uid_logs_in_to_a_node_pods_sshd():
     assert code == 255 and f"No user exists for uid {uid}" in said  # OpenSSH's ssh.c, before anything else
     code, out, said = facts_seen["with"]
     assert code == 0 and out == ["kubevolve", "65532"], said  # logged in as the node pod's sshd user
+    code, out, said = facts_seen["mpirun"]
+    assert code == 0 and out == ["kubevolve"], said  # the rank ran on the "node", as its user
