@@ -24,9 +24,12 @@ its `node` container is the judge (Trainer gives it the judge's step as `trainer
 judge-seed Secret is in the template, the only place it can be put, as a patch may not set a `node`
 container's env), and its `candidate` container runs the zygote, with the shared `sandbox` volume for the
 judge's socket and, to start the ranks with mpirun, the ssh key and the hostfile, nothing else secret. It
-runs as the image's user, not a uid of its own: ssh needs a passwd entry for its uid, and the node pods'
-sshd (images/trainer/ssh), unprivileged, logs in only its own user. The `node` pods run sshd as that user;
-the candidate's ranks run there. The judge listens on no port: nothing can reach it but through the socket.
+runs as a uid of its own (jobs.candidate_uid of the TrainJob's name, patched in per TrainJob), not the
+judge's. ssh exits when its uid has no passwd entry, so its environment preloads nss_wrapper (NSS_WRAPPER)
+with passwd and group files its zygote writes before it connects to the judge (zygote.write_identity), and
+it logs in as the user the node pods' unprivileged sshd runs as, the only one that sshd logs in
+(images/trainer/ssh). The candidate's ranks run there. The judge listens on no port: nothing can reach it
+but through the socket.
 
 Each TrainJob names the runtime and patches in what differs per TrainJob and what every kubevolve pod has
 (`runtime_patch`): the pod labels (`kubevolve.io/network: none`, so the isolation NetworkPolicy isolates every
