@@ -253,7 +253,9 @@ async def test_the_linear_attention_quick_stage_runs_in_the_trainer():
 SSH_CLIENT = """
 import json, os, subprocess
 from kubevolve.loop.engineer.zygote import write_identity
-config = ["-F", "/etc/ssh/ssh_config.d/kubevolve.conf"]  # the image's, read as mpirun's ssh reads it
+# the image's config, named: the runner's user namespace shows root's files as nobody's, and ssh refuses
+# such a file as its system config's Include (a kubelet maps root as root; images/README.md)
+config = ["-F", "/etc/ssh/ssh_config.d/kubevolve.conf"]
 ssh = ["ssh", *config, "-o", "ConnectionAttempts=60", "-o", "ConnectTimeout=2", "127.0.0.1"]
 try:
     bare = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
