@@ -2,7 +2,8 @@
 non-root user, entrypoints that exist), and, marked `images` (`make test-images` builds them first), the built
 images themselves, each run as a pod runs it (kubevolve.testing.pods): the entrypoint as uid 65532 on a
 read-only root, every file of the app readable by that uid, the worker's CPU torch, the trainer's CPU smoke
-test and the linear_attention quick stage inside the trainer."""
+test and the linear_attention quick stage inside the trainer, and a TrainJob launcher's candidate, as a uid of
+its own, logging in to a node pod's sshd."""
 
 from __future__ import annotations
 
