@@ -474,14 +474,13 @@ def write_identity() -> None:
     the image's entries and one for this uid. ssh, which mpirun starts the ranks with, exits when its uid has
     no passwd entry, and a candidate's uid is in no image's /etc/passwd. Written before any candidate exists;
     a candidate may rewrite them, but they tell only its own processes, and the judge reads neither."""
-    paths = os.environ.get("NSS_WRAPPER_PASSWD"), os.environ.get("NSS_WRAPPER_GROUP")
-    if not all(paths):
+    passwd, group = os.environ.get("NSS_WRAPPER_PASSWD"), os.environ.get("NSS_WRAPPER_GROUP")
+    if not passwd or not group:
         return
     uid, gid = os.getuid(), os.getgid()
     home = os.environ.get("HOME") or "/"
     mine = (f"candidate:x:{uid}:{gid}:kubevolve candidate:{home}:/bin/sh", f"candidate:x:{gid}:")
-    for path, system, entry in zip(paths, ("/etc/passwd", "/etc/group"), mine, strict=True):
-        assert path is not None
+    for path, system, entry in zip((passwd, group), ("/etc/passwd", "/etc/group"), mine, strict=True):
         try:
             theirs = [line for line in Path(system).read_text().splitlines() if line.strip()]
         except OSError:

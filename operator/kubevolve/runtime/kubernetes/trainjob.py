@@ -234,9 +234,8 @@ def runtime_patch(
         }
         if job == LAUNCHER:  # the candidate's volumes too (the sandbox it shares with the judge)
             pod_patch["volumes"] = pod["volumes"]
-            for c in launcher[
-                1:
-            ]:  # its uid, this TrainJob's own as an evaluation Job's is (jobs.candidate_uid)
+            # and its uid: this TrainJob's own, as an evaluation Job's is (jobs.candidate_uid)
+            for c in launcher[1:]:
                 pod_patch["containers"].append({"name": c["name"], "securityContext": c["securityContext"]})
         return {
             "name": job,
