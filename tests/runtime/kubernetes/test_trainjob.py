@@ -23,11 +23,7 @@ from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import seed_secret_name
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
 from kubevolve.runtime.kubernetes.kube import Kube
-from kubevolve.runtime.kubernetes.netpol import (
-    evaluation_isolation_policy,
-    evaluation_network_policy,
-    trainjob_peer_policy,
-)
+from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, trainjob_peer_policy
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.results import published_result
@@ -136,10 +132,7 @@ def test_every_trainjob_pod_is_isolated_and_its_peer_policy_lets_only_its_pods_m
         {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "name": name, "uid": "tj-uid"}
     ]
     _, other = pods(JobRequest("evaluate", "00005"))
-    base = [
-        evaluation_isolation_policy(NAMESPACE),
-        evaluation_network_policy(NAMESPACE, store_namespace="kubevolve-system"),
-    ]
+    base = [evaluation_isolation_policy(NAMESPACE)]
     for template in templates.values():
         labels = template["metadata"]["labels"]
         assert labels[ROLE_LABEL] == "evaluate" and egress_rules(base, NAMESPACE, labels) == []
