@@ -316,9 +316,7 @@ async def test_a_pod_of_several_containers_shares_volumes_loopback_and_shm(lab_a
     await lab_api.create(NETWORK_POLICIES, evaluation_isolation_policy("lab-a"))
     runner = PodRunner(lab_api)
     try:
-        result = await runner.run(
-            "lab-a", "toy-evaluate-7", EVALUATION, judged_pod(built_image("operator"))
-        )
+        result = await runner.run("lab-a", "toy-evaluate-7", EVALUATION, judged_pod(built_image("operator")))
         pods_dir = runner.workdir / "pods"
         left_mounted = [
             line for line in Path("/proc/mounts").read_text().splitlines() if str(pods_dir) in line
