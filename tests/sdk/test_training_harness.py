@@ -400,7 +400,7 @@ def test_run_launched_reads_rank_zeros_result_and_names_failures(tmp_path):
     assert run_launched([sys.executable, "-c", write], out) == {"score": 0.5}
     with pytest.raises(RuntimeError, match="exit status 3:\n.*boom"):
         run_launched([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"], out)
-    with pytest.raises(RuntimeError, match="wrote no result"):
+    with pytest.raises(RuntimeError, match="no rank wrote a result"):
         run_launched([sys.executable, "-c", "pass"], out)
 
 
