@@ -457,7 +457,10 @@ def test_from_launcher_host_sends_the_files_and_refuses_what_it_cannot(one_rank_
         0,
         {"program.py": b"x = 1\n", "settings.json": b"{}"},
     )
-    with pytest.raises(RuntimeError, match=r"no rank can read program.py, missing.json in .*own host, where at least one rank"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"no rank can read program.py, missing.json in .*own host, where at least one rank",
+    ):
         distributed.from_launcher_host(tmp_path, ("program.py", "missing.json"))
     monkeypatch.setattr(distributed, "MAX_SHARED_BYTES", 7)
     with pytest.raises(RuntimeError, match="too large: 8 bytes, over 7"):

@@ -752,7 +752,9 @@ def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(evaluator, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
+@pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)"
+)
 def test_a_rank_on_another_node_trains_from_what_the_launcher_host_sends(evaluator, tmp_path, monkeypatch):
     """Two nodes laid out as a TrainJob lays them out: Trainer's hostfile names the node pods before the
     launcher, so rank 0 (and the rendezvous) is on the other node, which sees nothing of the launcher's
