@@ -9,7 +9,7 @@ process's children, in this environment and working directory. Every other host'
 with a fresh /tmp and HOSTS_MPIRUN_HIDE (the launcher's folders) hidden under empty tmpfs mounts, in `/`,
 with only the `-x` variables (and a plain PATH), as sshd would start them; each first checks that it cannot
 see anything in the hidden folders. Sharing the network (127.0.0.1) is all they keep of this host.
-HOSTS_MPIRUN_PORT replaces the exported MASTER_PORT: a shared test machine cannot promise 29500 is free.
+A rank that fails ends the others, as mpirun does. HOSTS_MPIRUN_PORT replaces the exported MASTER_PORT: a shared test machine cannot promise 29500 is free.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from kubevolve.sdk.training.launcher import read_hostfile
 
@@ -64,7 +65,13 @@ def main(argv: list[str]) -> int:
             wrap += ["--tmpfs", folder]
         check = ["sh", "-c", CHECK + '; shift; exec "$@"', "sh", *hidden, "--", *command]
         procs.append(subprocess.Popen(wrap + check, env=env))
-    return max(abs(p.wait()) for p in procs)
+    while any(p.poll() is None for p in procs):  # like mpirun: a rank that fails ends the others
+        if any(p.returncode for p in procs):
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        time.sleep(0.1)
+    return max(abs(p.returncode) for p in procs)
 
 
 if __name__ == "__main__":
