@@ -126,7 +126,7 @@ def test_printed_manifests_onboard_a_lab() -> None:
     }
     # an evaluation pod (a Job's or a TrainJob's, labelled network: none) reaches nothing; no policy grants more
     assert isolation["spec"] == {
-        "podSelector": {"matchLabels": {"kubevolve.io/role": "evaluate", "kubevolve.io/network": "none"}},
+        "podSelector": {"matchLabels": {"kubevolve.io/role": "evaluate"}},
         "policyTypes": ["Egress", "Ingress"],
         "ingress": [],
         "egress": [],

@@ -281,8 +281,17 @@ def test_an_over_broad_policy_is_caught(candidate, selector, egress):
 def test_a_candidate_pod_the_isolation_policy_misses_is_caught():
     policies, pods = installed({})
     (pod,) = [p for p in pods if p.what == "evaluation (judged)" and p.namespace == LAB]
-    unlabelled = replace(pod, labels={k: v for k, v in pod.labels.items() if k != "kubevolve.io/network"})
+    unlabelled = replace(pod, labels={k: v for k, v in pod.labels.items() if k != "kubevolve.io/role"})
     assert escapes(policies, unlabelled) == [
         f"evaluation (judged) in {LAB}: not selected by {ISOLATION_POLICY_NAME}",
         f"evaluation (judged) in {LAB}: no policy restricts its egress",
     ]
+
+
+def test_an_evaluation_pod_missing_its_network_label_is_still_isolated():
+    """The isolation policy selects evaluation pods by role alone: a builder that forgot the network label
+    would not let candidate code out."""
+    policies, pods = installed({})
+    (pod,) = [p for p in pods if p.what == "evaluation (judged)" and p.namespace == LAB]
+    unlabelled = replace(pod, labels={k: v for k, v in pod.labels.items() if k != "kubevolve.io/network"})
+    assert escapes(policies, unlabelled) == []

@@ -112,7 +112,7 @@ def test_the_evaluation_policy_cuts_evaluation_pods_off_and_nothing_else():
     policy = evaluation_isolation_policy("lab-a")
     assert egress_restricted([policy], EVALUATION)
     assert not egress_restricted([policy], {"kubevolve.io/role": "propose"})
-    assert not egress_restricted([policy], {"kubevolve.io/role": "evaluate"})  # kubevolve labels all its own
+    assert egress_restricted([policy], {"kubevolve.io/role": "evaluate"})  # the role alone selects it
     assert not egress_restricted([], EVALUATION)
 
 

@@ -1,7 +1,7 @@
 """The NetworkPolicies of evaluation pods, which run untrusted candidate code.
 
 - `kubevolve-evaluation-isolation`: every evaluation pod kubevolve makes (a Job's, and each pod of a
-  TrainJob: all labelled `kubevolve.io/network: none`) reaches nothing and is reached by nothing. They need
+  TrainJob: all labelled `kubevolve.io/role: evaluate`, which alone selects them) reaches nothing and is reached by nothing. They need
   no network: the operator hands them the candidate (a ConfigMap) and reads their result from the pod
   (termination message and log). The containers of a pod share one network namespace, so this is what keeps
   the candidate's container off the network; the candidate's seccomp filter (no internet socket) is a second
@@ -28,7 +28,6 @@ from typing import Any
 
 from kubevolve.core.kinds import Role
 from kubevolve.runtime.kubernetes import (
-    NETWORK_LABEL,
     ROLE_LABEL,
     TRAINER_GROUP,
     TRAINER_VERSION,
@@ -52,8 +51,9 @@ def _policy(name: str, namespace: str, labels: dict | None, spec: dict[str, Any]
 
 
 def evaluation_isolation_policy(namespace: str, *, labels: dict | None = None) -> dict[str, Any]:
-    """No egress and no ingress at all for evaluation pods (a Job's, and every pod of a TrainJob)."""
-    selector = {"matchLabels": {ROLE_LABEL: str(Role.EVALUATE), NETWORK_LABEL: "none"}}
+    """No egress and no ingress at all for evaluation pods (a Job's, and every pod of a TrainJob), selected by
+    their role alone: a pod that lacked some other label would still be isolated."""
+    selector = {"matchLabels": {ROLE_LABEL: str(Role.EVALUATE)}}
     spec = {"podSelector": selector, "policyTypes": ["Egress", "Ingress"], "ingress": [], "egress": []}
     return _policy(ISOLATION_POLICY_NAME, namespace, labels, spec)
 
