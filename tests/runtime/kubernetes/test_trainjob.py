@@ -26,11 +26,7 @@ from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import seed_secret_name
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, candidate_uid
 from kubevolve.runtime.kubernetes.kube import Kube
-from kubevolve.runtime.kubernetes.netpol import (
-    evaluation_isolation_policy,
-    evaluation_network_policy,
-    trainjob_peer_policy,
-)
+from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, trainjob_peer_policy
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.results import published_result
@@ -211,10 +207,7 @@ def test_every_trainjob_pod_is_isolated_and_its_peer_policy_lets_only_its_pods_m
         {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "name": name, "uid": "tj-uid"}
     ]
     _, other = pods(JobRequest("evaluate", "00005"))
-    base = [
-        evaluation_isolation_policy(NAMESPACE),
-        evaluation_network_policy(NAMESPACE, store_namespace="kubevolve-system"),
-    ]
+    base = [evaluation_isolation_policy(NAMESPACE)]
     for template in templates.values():
         labels = template["metadata"]["labels"]
         assert labels[ROLE_LABEL] == "evaluate" and egress_rules(base, NAMESPACE, labels) == []
@@ -403,3 +396,21 @@ async def test_a_result_a_node_pod_publishes_is_never_read():
     job = JobInfo(tj, Role.EVALUATE, "00003", 0, "r-c00003", "succeeded", "TrainJob")
     got = await published_result(FakeKube(), NAMESPACE, job)  # type: ignore[arg-type]
     assert got is not None and got.score == honest.score != 99.0
+
+
+def test_the_hostfile_names_the_node_pods_first_and_the_launcher_last():
+    """Trainer v2.3.0 writes the hostfile in the order of the runtime's replicated Jobs (plugins/mpi/mpi.go,
+    core/trainingruntime.go), and JobSet's webhook (v0.12.0) refuses `dependsOn` on the first one, so the
+    launcher, which waits for the nodes' sshd, comes last: rank 0 and the rendezvous are on a node pod. The
+    runner does not rely on being rank 0 (tasks/linear_attention/run.py: the rank on the launcher's host
+    sends the program and settings and writes the result; tests/tasks/test_linear_attention.py,
+    test_a_rank_on_another_node_trains_from_what_the_launcher_host_sends)."""
+    trainjob = build_trainjob(RUN, SPEC, CONFIG, JUDGED, REQ)
+    runtime = build_runtime(RUN, SPEC, CONFIG, JUDGED)
+    jobs = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert [j["name"] for j in jobs] == ["node", "launcher"]
+    assert "dependsOn" not in jobs[0] and jobs[1]["dependsOn"] == [{"name": "node", "status": "Ready"}]
+    [hostfile] = [o for o in jobset_pods(trainjob, runtime).objects if o["kind"] == "ConfigMap"]
+    name = trainjob["metadata"]["name"]
+    hosts = [line.split()[0] for line in hostfile["data"]["hostfile"].splitlines()]
+    assert hosts == [f"{name}-node-0-0.{name}", f"{name}-node-0-1.{name}", f"{name}-launcher-0-0.{name}"]

@@ -13,7 +13,7 @@ pod again. `ttlSecondsAfterFinished` is a backstop for Jobs the operator did not
 Jobs itself once their follow-ups exist, and keeps failed ones for `kubectl describe` until then).
 
 Evaluation pods run untrusted candidate code, and hold nothing a candidate could use: no store key, no route
-anywhere (the label `kubevolve.io/network: none`, which the isolation NetworkPolicy selects). They are given
+anywhere (the isolation NetworkPolicy selects every pod labelled `kubevolve.io/role: evaluate`). They are given
 the candidate in a ConfigMap and publish their result for the operator to store (handover.py, results.py).
 A multi-node evaluation (a TrainJob, trainjob.py) is built from the same containers.
 A judged task's evaluation pod has two containers (the pod layout): `judge` runs `kubevolve step evaluate`
