@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint format bench chart clean tools
+.PHONY: setup demo test test-all lint format bench chart clean tools peers
 
 setup: $(STAMP) tools
 
@@ -77,6 +77,20 @@ bench: setup
 	$(BIN)/python benchmarks/engine_overhead.py
 	$(BIN)/python benchmarks/store_scale.py
 	$(BIN)/python benchmarks/operator_scale.py
+
+# the peers of benchmarks/peers.py, each in a virtual environment of its own so that their pins never touch
+# kubevolve's (neither needs torch); `make peers` then `.venv/bin/python benchmarks/peers.py`
+PEERS := benchmarks/.peers
+PEER_openevolve := openevolve==0.4.0
+PEER_shinka := shinka-evolve==0.0.7
+peers: $(PEERS)/openevolve/.installed $(PEERS)/shinka/.installed
+
+$(PEERS)/%/.installed:
+	rm -rf $(PEERS)/$*
+	$(PYTHON) -m venv $(PEERS)/$*
+	$(PEERS)/$*/bin/python -m pip install -q --upgrade pip
+	$(PEERS)/$*/bin/pip install -q '$(PEER_$*)'
+	touch $@
 
 # the chart carries copies of the generated CRD and the dashboards (helm reads only files inside the chart)
 chart: setup

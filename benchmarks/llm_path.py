@@ -1,8 +1,8 @@
 """The LLM path against the evaluation path: what the engine costs around LLM calls, how fast a run starts and
 stops, and whether evaluators stay busy with fresh parents as the LLM's latency grows.
 
-A local OpenAI-protocol server (tests/kit/openai_server.py, in a process of its own so that it takes no GIL
-from the engine) answers every Researcher request after a fixed latency with one valid SEARCH/REPLACE edit of
+A local OpenAI-protocol server (_llm_workload.py: tests/kit/openai_server.py in a process of its own so that it
+takes no GIL from the engine) answers every Researcher request after a fixed latency with one valid SEARCH/REPLACE edit of
 the program's one constant (`VALUE = parent's value + a random step`), and every Analyzer request with an
 insight. The task's evaluator sleeps a fixed time (the emulated cost, inside the real sandboxed workers) and
 scores `VALUE`, so the best score keeps rising only if proposals build on fresh parents.
@@ -27,8 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -36,109 +34,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "tests" / "kit"))  # the OpenAI-protocol server of the tests
+sys.path.insert(0, str(HERE))  # the workload shared with peers.py
 
-TASK_YAML = """\
-name: llm_path
-description: A benchmark task whose evaluator takes a fixed time and scores the program's one constant.
-metric: score
-stages:
-  quick: {timeoutSeconds: 120, resources: {memoryMb: 512}}
-checks: {requiredNames: [VALUE]}
-sampler: {kind: greedy, numInspirations: 0}
-"""
-PROGRAM = "# EVOLVE-BLOCK-START\nVALUE = 0\n# EVOLVE-BLOCK-END\n"
-EVALUATOR = """\
-import random
-import time
-
-
-def evaluate(program_path, stage):
-    value = int(open(program_path).read().split("VALUE = ")[1].split()[0])
-    seconds = {seconds} * (1.0 + {jitter} * random.Random(value).uniform(-1.0, 1.0))
-    if seconds > 0:
-        time.sleep(seconds)
-    return {{"score": float(value)}}
-"""
-PARENT_VALUE = re.compile(r"# Current program.*?```python\n.*?VALUE = (-?\d+)", re.S)
-
-
-def value_of(code: str) -> int:
-    return int(code.split("VALUE = ")[1].split()[0])
-
-
-def write_task(root: Path, eval_seconds: float, jitter: float) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "task.yaml").write_text(TASK_YAML)
-    (root / "initial.py").write_text(PROGRAM)
-    (root / "evaluate.py").write_text(EVALUATOR.format(seconds=eval_seconds, jitter=jitter))
-    return root
-
-
-# ---- the LLM server, in its own process ------------------------------------------------------------------
-def serve(latency: float, port_file: Path, log_file: Path) -> None:
-    """Answer after `latency` seconds: an insight to the Analyzer, one constant edit to the Researcher."""
-    from openai_server import OpenAIServer, Reply
-
-    log = log_file.open("a", buffering=1)
-
-    def answer(body: dict[str, Any], index: int) -> Reply:
-        system = body["messages"][0]["content"]
-        role = "analyzer" if system.startswith("You are the Analyzer") else "researcher"
-        log.write(json.dumps({"t": time.time(), "role": role}) + "\n")
-        if role == "analyzer":
-            return Reply(f"INSIGHT: candidate {index} changed VALUE; the score follows VALUE.", delay=latency)
-        match = PARENT_VALUE.search(body["messages"][-1]["content"])
-        parent = int(match.group(1)) if match else 0
-        value = parent + random.Random(index).randint(1, 1000)  # better than its parent: greedy follows
-        edit = f"<<<<<<< SEARCH\nVALUE = {parent}\n=======\nVALUE = {value}\n>>>>>>> REPLACE\n"
-        return Reply(f"MOTIVATION: try VALUE = {value} (a step of {value - parent}).\n{edit}", delay=latency)
-
-    with OpenAIServer(answer) as server:
-        port_file.write_text(server.url)
-        while True:
-            time.sleep(3600)
-
-
-class Server:
-    """The server process: `url`, and the times of the requests it answered (`requests()`)."""
-
-    def __init__(self, latency: float):
-        self.dir = Path(tempfile.mkdtemp(prefix="kubevolve-llm-"))
-        self.log = self.dir / "requests.jsonl"
-        port_file = self.dir / "url"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "serve",
-                "--latency",
-                str(latency),
-                "--port-file",
-                str(port_file),
-                "--log",
-                str(self.log),
-            ]
-        )
-        deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("the LLM server did not start")
-            time.sleep(0.02)
-        self.url = port_file.read_text()
-
-    def requests(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+from _llm_workload import Server, load, value_of, write_task  # noqa: E402
 
 
 # ---- one run in this process ------------------------------------------------------------------------------
@@ -294,11 +195,6 @@ def startup(candidates: int = 30) -> dict[str, float]:
 
 
 # ---- the tables -------------------------------------------------------------------------------------------
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
-
-
 def print_overhead(candidates: int) -> None:
     for warm in (False, True):
         r = run_setting(2, 0.0, 0.0, candidates, 0.0, warm=warm)
@@ -358,7 +254,7 @@ def print_issue(jitter: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "what", nargs="?", default="all", choices=["overhead", "startup", "grid", "issue", "all", "serve"]
+        "what", nargs="?", default="all", choices=["overhead", "startup", "grid", "issue", "all"]
     )
     parser.add_argument("--eval", type=float, default=1.0, help="evaluation seconds in the grid")
     parser.add_argument(
@@ -366,13 +262,7 @@ def main() -> None:
     )
     parser.add_argument("--waves", type=int, default=4, help="candidates per slot in the grid")
     parser.add_argument("--candidates", type=int, default=100, help="candidates of the overhead run")
-    parser.add_argument("--latency", type=float, default=0.0)  # serve
-    parser.add_argument("--port-file", type=Path)  # serve
-    parser.add_argument("--log", type=Path)  # serve
     args = parser.parse_args()
-    if args.what == "serve":
-        serve(args.latency, args.port_file, args.log)
-        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.what in ("startup", "all"):

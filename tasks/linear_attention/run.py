@@ -9,8 +9,9 @@ Requests (`op`):
 - `mixer`: a fresh TokenMixer (eval mode, seeded) applied to the inputs the judge sent: its outputs.
 - `time`: the same mixer on one random sequence of `length` tokens: a checksum (the judge times the request).
 - `train`: train the MQAR model and the LM (trainer.py), keep them in this process; return the curves.
-  With several GPUs (`launcher` in training.yaml) the ranks run this file with `--rank-entry`, train with
-  DeepSpeed, and rank 0 saves both models, which this process loads.
+  With several GPUs (`launcher` in training.yaml) or nodes (mpirun) the ranks run this file with
+  `--rank-entry`, take the program and settings from a rank on this host, train with DeepSpeed, and that
+  rank saves both models, which this process loads.
 - `predict`: a trained model's logits on the inputs the judge sent, at the positions it names.
 """
 
@@ -154,27 +155,30 @@ def predict(request: dict) -> dict[str, np.ndarray]:
 # --- several GPUs --------------------------------------------------------------------------------------------
 
 
-def rank_entry(program_path: str, settings_path: str, out_dir: str) -> list[str]:
-    """The command-line entry each launched rank runs."""
-    return [str(Path(__file__).resolve()), "--rank-entry", program_path, settings_path, out_dir]
+RANK_FILES = ("program.py", "settings.json")  # what train_on_all_gpus writes for its ranks
+
+
+def rank_entry(out_dir: str, device: str | None) -> list[str]:
+    """The command-line entry each launched rank runs: the folder the launching process shares with its ranks
+    (on its own host only) and the device to join the group on (before the settings reach the rank)."""
+    return [str(Path(__file__).resolve()), "--rank-entry", out_dir, device or "auto"]
 
 
 def train_on_all_gpus(program, settings: dict[str, Any]) -> tuple[dict[str, trainer.Trained], int]:
-    """One process per visible GPU (on every node of a multi-node TrainJob) through the configured launcher;
-    rank 0 saves both models, which are loaded here, on this process's GPU, to answer the judge."""
+    """One process per visible GPU (on every node of a multi-node TrainJob, one per node where none is
+    visible) through the configured launcher, or mpirun across nodes; the rank on this host saves both
+    models, which are loaded here, on this process's GPU, to answer the judge."""
     require_tcp(requested_nodes())
     nodes = node_layout()  # several in a TrainJob's launcher pod (KUBEVOLVE_NUM_NODES, the MPI hostfile)
-    out = Path(tempfile.mkdtemp(prefix="kubevolve-ranks-", dir="."))
-    settings_path = out / "settings.json"
-    settings_path.write_text(json.dumps(settings))
-    if nodes.nodes > 1 and settings["launcher"] != "deepspeed":
-        raise ValueError(
-            "a multi-node evaluation needs `launcher: deepspeed` (torchrun starts one node only)"
-        )
+    out = Path(tempfile.mkdtemp(prefix="kubevolve-ranks-", dir=".")).resolve()
+    # the program and settings, for the ranks on this host: they send them to the ranks on the other nodes
+    (out / RANK_FILES[0]).write_bytes(Path(program.__file__).read_bytes())
+    (out / RANK_FILES[1]).write_text(json.dumps(settings))
     command = launch_command(
-        rank_entry(str(Path(program.__file__).resolve()), str(settings_path), str(out)),
-        gpus=torch.cuda.device_count(),
-        launcher=settings["launcher"],
+        rank_entry(str(out), settings.get("device")),
+        gpus=max(torch.cuda.device_count(), 1 if nodes.nodes > 1 else 0),
+        # across nodes, mpirun over the TrainJob's ssh (the deepspeed launcher would need pdsh there)
+        launcher="mpirun" if nodes.nodes > 1 else settings["launcher"],
         nodes=nodes.nodes,
         hostfile=nodes.hostfile,
         master_addr=nodes.master_addr,
@@ -191,21 +195,22 @@ def requested_nodes() -> int:
 
 def require_tcp(nodes: int) -> None:
     """The ranks meet over TCP (torch.distributed's store, NCCL's bootstrap, mpirun's ssh). The judged sandbox
-    refuses internet sockets to the candidate's process and its children (a seccomp filter): say so plainly
-    rather than let the ranks time out at their rendezvous."""
+    refuses internet sockets to the candidate's process and its children (a seccomp filter) unless the stage
+    says `network: ranks`: say so plainly rather than let the ranks time out at their rendezvous."""
     try:
         socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
     except OSError as err:
         where = f"{nodes} nodes" if nodes > 1 else f"{torch.cuda.device_count()} GPUs"
         raise RuntimeError(
             f"training on {where} needs its processes to meet over TCP, and the candidate's sandbox refuses "
-            f"internet sockets ({err}); give the stage one GPU on one node (it then trains in this process, "
-            "as with `launcher: null`)"
+            f"internet sockets ({err}); let the stage's ranks meet (`stages.<stage>.network: ranks` in "
+            "task.yaml, as the full stage has) or give the stage one GPU on one node (it then trains in this "
+            "process, as with `launcher: null`)"
         ) from None
 
 
 def load_trained(mixer_class: type, settings: dict[str, Any], out: Path, info: dict[str, Any]):
-    """The models rank 0 saved in `out`, in float32 on this process's device, in eval mode."""
+    """The models the rank on this host saved in `out`, in float32 on this process's device, in eval mode."""
     device = select_device(settings.get("device"))
     states = torch.load(out / "models.pt", map_location="cpu", weights_only=True)
     trained = {}
@@ -216,20 +221,26 @@ def load_trained(mixer_class: type, settings: dict[str, Any], out: Path, info: d
     return trained
 
 
-def train_ranks(program_path: str, settings_path: str, out_dir: str) -> None:
-    """One launched rank: train both models with DeepSpeed; rank 0 saves them and their curves."""
+def train_ranks(out_dir: str, preferred: str) -> None:
+    """One launched rank: join the group, take the program and settings from a rank on the launching
+    process's host (a rank on another node cannot read `out_dir`), train both models with DeepSpeed; that
+    rank saves them and their curves in `out_dir`, where the launching process reads them."""
     from kubevolve.sdk.evaluator_kit import load_program
 
-    settings = json.loads(Path(settings_path).read_text())
+    device = training_device("deepspeed", None if preferred == "auto" else preferred)
+    home, files = dist_env.from_launcher_host(out_dir, RANK_FILES)
+    settings = json.loads(files["settings.json"])
     settings["engine"] = "deepspeed"
     set_threads(settings["threads"])
-    mixer_class = load_program(program_path, required=["TokenMixer"]).TokenMixer
-    device = training_device("deepspeed", settings.get("device"))
-    models = {
-        "mqar": trainer.train_mqar(mixer_class, settings, device, "deepspeed"),
-        "lm": trainer.train_lm(mixer_class, settings, device, "deepspeed"),
-    }
-    if dist_env.rank() == 0:
+    with tempfile.TemporaryDirectory(prefix="kubevolve-rank-") as scratch:  # this rank's own copy
+        program_path = Path(scratch) / RANK_FILES[0]
+        program_path.write_bytes(files["program.py"])
+        mixer_class = load_program(program_path, required=["TokenMixer"]).TokenMixer
+        models = {
+            "mqar": trainer.train_mqar(mixer_class, settings, device, "deepspeed"),
+            "lm": trainer.train_lm(mixer_class, settings, device, "deepspeed"),
+        }
+    if dist_env.rank() == home:
         out = Path(out_dir)
         states = {name: trainer.module_of(m.model).state_dict() for name, m in models.items()}
         torch.save(states, out / "models.pt")
@@ -240,7 +251,7 @@ def train_ranks(program_path: str, settings_path: str, out_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="one rank of a launched multi-GPU training")
-    parser.add_argument("--rank-entry", nargs=3, metavar=("PROGRAM", "SETTINGS", "OUT"), required=True)
+    parser.add_argument("--rank-entry", nargs=2, metavar=("OUT", "DEVICE"), required=True)
     # the deepspeed launcher appends --local_rank=N; the rank is read from LOCAL_RANK, which it also sets
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -98,13 +98,12 @@ def test_printed_manifests_onboard_a_lab() -> None:
         ("LocalQueue", "kubevolve"),
         ("ResourceQuota", "kubevolve"),
         ("NetworkPolicy", "kubevolve-evaluation-isolation"),
-        ("NetworkPolicy", "kubevolve-evaluation-egress"),
     ]
     for doc in docs:
         validate(doc)
         assert doc["metadata"]["labels"][LAB_LABEL] == "vision"
         assert doc["metadata"].get("namespace", "vision") == "vision"  # the Namespace itself has none
-    admin, viewer, account, queue, quota, isolation, policy = docs[1:]
+    admin, viewer, account, queue, quota, isolation = docs[1:]
     assert account["automountServiceAccountToken"] is False and "imagePullSecrets" not in account
     assert admin["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -125,50 +124,24 @@ def test_printed_manifests_onboard_a_lab() -> None:
         "requests.cpu": "64",
         "requests.memory": "256Gi",
     }
-    # an evaluation Job's pod (labelled network: none) reaches nothing; the store route is a TrainJob's
+    # an evaluation pod (a Job's or a TrainJob's, labelled network: none) reaches nothing; no policy grants more
     assert isolation["spec"] == {
-        "podSelector": {"matchLabels": {"kubevolve.io/role": "evaluate", "kubevolve.io/network": "none"}},
+        "podSelector": {"matchLabels": {"kubevolve.io/role": "evaluate"}},
         "policyTypes": ["Egress", "Ingress"],
         "ingress": [],
         "egress": [],
     }
-    assert policy["spec"]["podSelector"] == {
-        "matchLabels": {"kubevolve.io/role": "evaluate"},
-        "matchExpressions": [{"key": "kubevolve.io/network", "operator": "DoesNotExist"}],
-    }
-    assert set(policy["spec"]["policyTypes"]) == {"Egress", "Ingress"} and policy["spec"]["ingress"] == []
-    dns, store = policy["spec"]["egress"]  # DNS and the release's Weaviate, nothing else
-    assert store["to"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "kubevolve-system"
-    }
-    assert {p["port"] for p in store["ports"]} == {8080, 50051}
-
-
-def test_an_external_store_is_reached_by_address_range() -> None:
-    docs = create("nlp", "--no-queue", "--store-cidr", "10.9.0.0/24")
-    (policy,) = [d for d in docs if d["metadata"]["name"] == "kubevolve-evaluation-egress"]
-    assert policy["spec"]["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.9.0.0/24"}}]
-
-
-def test_an_external_store_is_reached_on_its_urls_ports() -> None:
-    docs = create("nlp", "--no-queue", "--store-cidr", "10.9.0.0/24", "--store-url", "https://store.lab:443")
-    (policy,) = [d for d in docs if d["metadata"]["name"] == "kubevolve-evaluation-egress"]
-    assert [p["port"] for p in policy["spec"]["egress"][1]["ports"]] == [443, 50051]
-    validate(policy)
-    bad = runner.invoke(app, ["lab", "create", "nlp", "--store-url", "ftp://store.lab"])
-    assert bad.exit_code != 0 and "--store-url" in bad.output
 
 
 def test_a_minimal_lab_has_no_empty_bindings_or_quota() -> None:
     docs = create("solo", "--no-queue")
-    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "NetworkPolicy", "NetworkPolicy"]
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "NetworkPolicy"]
     for doc in docs:
         validate(doc)
     assert [d["kind"] for d in create("solo", "--gpus", "0")][1:] == [
         "ServiceAccount",
         "LocalQueue",
         "ResourceQuota",
-        "NetworkPolicy",
         "NetworkPolicy",
     ]
 

@@ -39,6 +39,14 @@ def test_toy_task_loads(toy_task):
             ),
             "task.stages.warmup",
         ),
+        (
+            lambda root: (root / "task.yaml").write_text(
+                TOY_TASK_YAML.format(timeout=5).replace(
+                    "    timeoutSeconds: 5\n", "    timeoutSeconds: 5\n    network: tcp\n"
+                )
+            ),
+            "invalid task:\n  task.stages.quick.network: Input should be 'isolated' or 'ranks'",
+        ),
         (lambda root: (root / "initial.py").unlink(), "program 'initial.py' not found"),
         (lambda root: (root / "initial.py").write_text("def f(:\n"), "initial program does not parse"),
         (lambda root: (root / "initial.py").write_text("x = 1\n"), "no evolve block"),
@@ -70,6 +78,15 @@ def test_malformed_task_gives_a_clear_error(tmp_path, mutate, message):
     mutate(root)
     with pytest.raises(TaskError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_task(root)
+
+
+def test_a_stage_is_isolated_unless_it_says_ranks(tmp_path):
+    yaml_text = TOY_TASK_YAML.format(timeout=5)
+    assert (
+        load_task(write_task(tmp_path / "a", yaml_text=yaml_text)).spec.stages["quick"].network == "isolated"
+    )
+    ranks = yaml_text.replace("    timeoutSeconds: 5\n", "    timeoutSeconds: 5\n    network: ranks\n")
+    assert load_task(write_task(tmp_path / "b", yaml_text=ranks)).spec.stages["quick"].network == "ranks"
 
 
 def test_missing_folder(tmp_path):

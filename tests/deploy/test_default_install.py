@@ -18,10 +18,9 @@ import yaml
 
 from kubevolve.core.kinds import Role
 from kubevolve.core.spec import parse_run_spec
-from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job
 from kubevolve.runtime.kubernetes.resources import read_task
-from tests.kit.cluster import HELM, RELEASE, lab_objects, render_chart
+from tests.kit.cluster import HELM, RELEASE, lab_objects, operator_config_of, render_chart
 from tests.kit.netpol import egress_rules
 from tests.kit.paths import REPO
 
@@ -44,17 +43,8 @@ def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def _operator_config(docs: list[dict[str, Any]]) -> OperatorConfig:
-    (deployment,) = [
-        d for d in _by_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-kubevolve-operator"
-    ]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}  # valueFrom: resolved in the pod
-    return OperatorConfig.from_env(env)
-
-
 def _evaluation_job(docs: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
-    config = _operator_config(docs)
+    config = operator_config_of(docs)
     facts = read_task(REPO / spec["task"])  # the image ships tasks/ at its task root, as this checkout has it
     assert not facts.error, facts.error
     run = RunRef(EXAMPLE["metadata"]["name"], LAB, "0b7e3d6e-0000-4000-8000-000000000001")
@@ -97,7 +87,7 @@ def test_the_default_store_is_authenticated_and_the_operator_points_at_it():
     (service,) = [
         s for s in _by_kind(docs, "Service") if s["metadata"]["name"] == f"{RELEASE}-kubevolve-weaviate"
     ]
-    config = _operator_config(docs)
+    config = operator_config_of(docs)
     assert config.store_url and service["metadata"]["name"] in config.store_url
     assert config.lab_keys  # each lab gets a key of its own tenant, never the administrator's
 

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.kit.netpol import selects
 from tests.kit.paths import REPO
 
 CHART = REPO / "helm" / "kubevolve"
@@ -37,7 +38,7 @@ EVERY_OPTION = {
     "images": {"pullSecrets": [{"name": "registry"}], "pullPolicy": "Always"},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "dashboards": {"labels": {"grafana_folder": "kubevolve"}},
-    "networkPolicy": {"namespaces": ["lab-a", "lab-b"], "storeCIDRs": ["10.0.0.0/8"]},
+    "networkPolicy": {"namespaces": ["lab-a", "lab-b"]},
     "weaviate": {
         "apiKey": {"enabled": True, "existingSecret": "weaviate-key"},
         "persistence": {"size": "100Gi", "storageClass": "fast"},
@@ -175,38 +176,15 @@ def test_pods_are_hardened(tmp_path):
             assert "limits" in container["resources"]
 
 
-@pytest.mark.parametrize("cidrs", [None, ["10.20.0.0/16"]], ids=["bundled-store", "external-store"])
-def test_evaluation_pods_reach_only_dns_and_the_store(tmp_path, cidrs):
-    from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, evaluation_network_policy
+def test_evaluation_pods_are_isolated_by_the_policy_lab_create_makes(tmp_path):
+    from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy
 
-    values = {"networkPolicy": {"storeCIDRs": cidrs}} if cidrs else None
-    policies = {d["metadata"]["name"]: d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"}
-    isolation, policy = policies["kubevolve-evaluation-isolation"], policies["kubevolve-evaluation-egress"]
-    expected = evaluation_network_policy(
-        "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=cidrs
-    )
-    assert policy["spec"] == expected["spec"]  # the chart and `kubevolve lab create` install the same policy
-    assert policy["metadata"]["name"] == expected["metadata"]["name"]
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"kubevolve.io/role": "evaluate"}
-    assert policy["spec"]["ingress"] == [] and len(policy["spec"]["egress"]) == 2
+    policies = [d for d in render(tmp_path) if d["kind"] == "NetworkPolicy"]
+    assert [p["metadata"]["name"] for p in policies] == ["kubevolve-evaluation-isolation"]
+    (isolation,) = policies
+    # the chart and `kubevolve lab create` install the same policy
     assert isolation["spec"] == evaluation_isolation_policy("kubevolve-system")["spec"]
     assert isolation["spec"]["egress"] == [] and isolation["spec"]["ingress"] == []
-
-
-def _selects(selector: dict, labels: dict[str, str]) -> bool:
-    """A label selector, as the API server reads one (matchLabels and the four operators)."""
-    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-        return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        if (
-            (op == "In" and labels.get(key) not in values)
-            or (op == "NotIn" and key in labels and labels[key] in values)
-            or (op == "Exists" and key not in labels)
-            or (op == "DoesNotExist" and key in labels)
-        ):
-            return False
-    return True
 
 
 @pytest.mark.parametrize("gpus", [0, 1], ids=["cpu", "gpu"])
@@ -259,45 +237,11 @@ def test_the_candidate_container_has_no_secret_no_token_and_no_egress(tmp_path, 
 
     # no egress: a rendered policy selects the pod and allows nothing; no policy that selects it allows more
     policies = [d for d in render(tmp_path) if d["kind"] == "NetworkPolicy"]
-    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
+    selecting = [p for p in policies if selects(p["spec"]["podSelector"], labels)]
     assert [p["metadata"]["name"] for p in selecting] == ["kubevolve-evaluation-isolation"]
     (isolation,) = selecting
     assert set(isolation["spec"]["policyTypes"]) == {"Egress", "Ingress"}
     assert isolation["spec"]["egress"] == [] and isolation["spec"]["ingress"] == []
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443",  # values.yaml's example
-        "https://weaviate.example.org",
-        "http://weaviate.db.svc?grpc_host=weaviate-grpc.db.svc",
-        "weaviate://weaviate.db:9000?grpc=9001&secure=false",
-        "http://weaviate.db:8080?grpc=weaviate-grpc.db&grpc_port=7000",
-    ],
-)
-def test_an_external_store_is_reached_on_the_ports_of_its_url(tmp_path, url):
-    """Not Weaviate's 8080 and 50051 whatever the URL says: the chart reads the URL as the operator does."""
-    from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy, store_ports
-
-    values = {
-        "store": {"mode": "external", "external": {"url": url}},
-        "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"]},
-    }
-    (policy,) = [
-        d for d in render(tmp_path, values) if d["metadata"]["name"] == "kubevolve-evaluation-egress"
-    ]
-    expected = evaluation_network_policy(
-        "kubevolve-system", store_namespace="kubevolve-system", store_cidrs=["10.20.0.0/16"], store_url=url
-    )
-    assert policy["spec"] == expected["spec"]
-    assert [p["port"] for p in policy["spec"]["egress"][1]["ports"]] == list(store_ports(url))
-    assert store_ports("https://weaviate.example.org:443?grpc=weaviate-grpc.example.org:443") == (443,)
-    override = {**values, "networkPolicy": {"storeCIDRs": ["10.20.0.0/16"], "storePorts": [8443]}}
-    (policy,) = [
-        d for d in render(tmp_path, override) if d["metadata"]["name"] == "kubevolve-evaluation-egress"
-    ]
-    assert policy["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8443}]
 
 
 def test_operator_replicas_elect_a_leader_with_a_lease_and_report_readiness(tmp_path):
@@ -553,8 +497,9 @@ OPERATOR_NEEDS = {
     ("", "events", None): {"create"},
     ("", "namespaces", None): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions", None): {"list", "watch"},
-    ("trainer.kubeflow.org", "trainjobs", None): {"list", "watch", "create", "delete"},
+    ("trainer.kubeflow.org", "trainjobs", None): {"list", "watch", "get", "create", "delete"},
     ("trainer.kubeflow.org", "trainingruntimes", None): {"create"},  # each run's own MPI runtime
+    ("networking.k8s.io", "networkpolicies", None): {"create"},  # each TrainJob's peer policy
 }
 LEADER_NEEDS = {  # the Role in the release namespace: its own Lease only
     ("coordination.k8s.io", "leases", None): {"create"},

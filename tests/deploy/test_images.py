@@ -2,19 +2,30 @@
 non-root user, entrypoints that exist), and, marked `images` (`make test-images` builds them first), the built
 images themselves, each run as a pod runs it (kubevolve.testing.pods): the entrypoint as uid 65532 on a
 read-only root, every file of the app readable by that uid, the worker's CPU torch, the trainer's CPU smoke
-test and the linear_attention quick stage inside the trainer."""
+test and the linear_attention quick stage inside the trainer, and a TrainJob launcher's candidate, as a uid of
+its own, logging in to a node pod's sshd."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from typer.main import get_command
 
 from kubevolve.cli.app import app
+from kubevolve.core.kinds import Role
+from kubevolve.core.spec import parse_run_spec
+from kubevolve.runtime.kubernetes.config import OperatorConfig
+from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, candidate_uid
+from kubevolve.runtime.kubernetes.resources import TaskFacts
+from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob
 from kubevolve.testing.pods import PodRunner
+from kubevolve.testing.trainer import jobset_pods
 from tests.kit.images import built_image, hardened_pod
 from tests.kit.paths import REPO
 
@@ -175,7 +186,7 @@ SECCOMP = """
 import errno, json, socket
 from kubevolve.loop.engineer import confine
 confine.no_new_privileges()
-installed = confine.deny_network()
+installed = confine.restrict_syscalls()
 try:
     socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     inet = "opened"
@@ -236,3 +247,116 @@ async def test_the_linear_attention_quick_stage_runs_in_the_trainer():
     summary = json.loads(result.output[result.output.rindex("\n{\n") :])  # after the progress lines
     assert summary["phase"] == "Succeeded" and summary["by_stage"] == {"evaluated": 1}, summary
     assert summary["best_score"] > 0.05, summary  # mqar_accuracy above chance (1/32)
+
+
+# the launcher's candidate (a uid of its own, in no /etc/passwd) as the operator renders it: ssh without the
+# wrapper, then its zygote's passwd entry (zygote.write_identity) and ssh with it, to the node pod's sshd
+SSH_CLIENT = """
+import json, os, subprocess
+from kubevolve.loop.engineer.zygote import write_identity
+# the image's config, named: the runner's user namespace shows root's files as nobody's, and ssh refuses
+# such a file as its system config's Include (a kubelet maps root as root; images/README.md)
+config = ["-F", "/etc/ssh/ssh_config.d/kubevolve.conf"]
+ssh = ["ssh", *config, "-o", "ConnectionAttempts=60", "-o", "ConnectTimeout=2", "127.0.0.1"]
+try:
+    bare = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    without = subprocess.run(ssh + ["true"], env=bare, capture_output=True, text=True, timeout=60)
+    write_identity()
+    logged = subprocess.run(ssh + ["id -un; id -u"], capture_output=True, text=True, timeout=120)
+    # mpirun starts a rank through that ssh (127.0.0.2 is not one of this pod's addresses: a remote node)
+    rsh = {**os.environ, "OMPI_MCA_plm_rsh_agent": " ".join(["ssh", *config])}
+    mpi = ["mpirun", "-n", "1", "--host", "127.0.0.2", "sh", "-c", "id -un"]
+    ranks = subprocess.run(mpi, env=rsh, capture_output=True, text=True, timeout=120)
+    print(json.dumps({
+        "uid": os.getuid(),
+        "without": [without.returncode, without.stderr.strip()],
+        "with": [logged.returncode, logged.stdout.split(), logged.stderr.strip()],
+        "mpirun": [ranks.returncode, ranks.stdout.split(), ranks.stderr.strip()],
+    }))
+finally:
+    open("/done/done", "w").close()
+"""
+# sshd until the client is done (a node pod's runs until its JobSet ends)
+UNTIL_DONE = '"$@" & while [ ! -e /done/done ]; do sleep 0.2; done; kill $!'
+
+
+CONFIG = OperatorConfig(image="unused", store_url="weaviate://weaviate.kv:8080")
+
+
+class _Objects:
+    """The API server the pod runner asks for Secrets, ConfigMaps and NetworkPolicies: these objects only."""
+
+    def __init__(self, objects: list[dict]):
+        self.objects = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+    async def get(self, resource: str, namespace: str, name: str) -> dict | None:
+        kind = {"v1/secrets": "Secret", "v1/configmaps": "ConfigMap"}[resource]
+        return self.objects.get((kind, name))
+
+    async def list(self, resource: str, namespace: str) -> list[dict]:  # egress cut: the pod's own loopback
+        return [{"spec": {"podSelector": {}, "policyTypes": ["Egress"]}}]
+
+
+@pytest.mark.slow
+@pytest.mark.images
+async def test_the_launchers_candidate_uid_logs_in_to_a_node_pods_sshd():
+    """The claim the wrapper answers (ssh exits when its uid has no passwd entry), and the answer: the
+    launcher's `candidate` container and a node pod's `node` container as Trainer makes them from the
+    operator's TrainJob (kubevolve.testing.trainer), in the trainer image, side by side in one pod, with an ssh
+    key as Trainer's Secret holds one (made by the image's ssh-keygen)."""
+    image = built_image("trainer")
+    keys = Path(tempfile.mkdtemp(prefix="kubevolve-keys-"))  # where the pod's uid can reach it
+    keys.chmod(0o777)
+    runner = PodRunner(host_mounts={str(keys): "/keys"})
+    try:
+        keygen = ["ssh-keygen", "-q", "-t", "ecdsa", "-b", "521", "-N", "", "-f", "/keys/id"]
+        made = await runner.run("lab-a", "keygen", {}, hardened_pod(image, command=keygen))
+        assert made.exit_code == 0, made.output
+        key = {name: base64.b64encode((keys / name).read_bytes()).decode() for name in ("id", "id.pub")}
+    finally:
+        await runner.close()
+        shutil.rmtree(keys)
+
+    run = RunRef("ssh-1", "lab-a", "uid-1")
+    spec = parse_run_spec(
+        {"task": "tasks/x", "image": image, "jobs": {"evaluate": {"trainJob": {"numNodes": 2}}}}
+    )
+    facts = TaskFacts(name="x", metric="m", cpu=1, memory_mb=1024, gpus=0, judged=True)
+    trainjob = build_trainjob(run, spec, CONFIG, facts, JobRequest(Role.EVALUATE, "00001"))
+    jobset = jobset_pods(trainjob, build_runtime(run, spec, CONFIG, facts))
+    secret = next(o for o in jobset.objects if o["kind"] == "Secret")
+    secret["data"] = {"ssh-privatekey": key["id"], "ssh-publickey": key["id.pub"]}
+    launcher, node_pod = jobset.pods["launcher"][1]["spec"], jobset.pods["node"][1]["spec"]
+    candidate = next(c for c in launcher["containers"] if c["name"] == "candidate")
+    (sshd,) = node_pod["containers"]
+    done = {"name": "done", "mountPath": "/done"}
+    candidate = candidate | {
+        "command": ["python", "-c", SSH_CLIENT],
+        "volumeMounts": candidate["volumeMounts"] + [done],
+    }
+    sshd = sshd | {
+        "command": ["sh", "-c", UNTIL_DONE, "sh", *sshd["command"]],
+        "volumeMounts": sshd["volumeMounts"] + [done],
+    }
+    mounted = {m["name"] for c in (candidate, sshd) for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in node_pod["volumes"] + launcher["volumes"] if v["name"] in mounted}
+    pod = launcher | {
+        "containers": [sshd, candidate],
+        "volumes": [*volumes.values(), {"name": "done", "emptyDir": {}}],
+    }
+    runner = PodRunner(_Objects(jobset.objects))  # type: ignore[arg-type]
+    try:
+        result = await runner.run("lab-a", "ssh-launcher", {}, pod)
+    finally:
+        await runner.close()
+    ran = {c.name: c for c in result.containers}
+    assert ran["candidate"].exit_code == 0, result.output
+    facts_seen = last_json(ran["candidate"].output)
+    uid = candidate_uid(CONFIG, trainjob["metadata"]["name"])
+    assert facts_seen["uid"] == ran["candidate"].uid == uid != ran["node"].uid == 65532
+    code, said = facts_seen["without"]
+    assert code == 255 and f"No user exists for uid {uid}" in said  # OpenSSH's ssh.c, before anything else
+    code, out, said = facts_seen["with"]
+    assert code == 0 and out == ["kubevolve", "65532"], said  # logged in as the node pod's sshd user
+    code, out, said = facts_seen["mpirun"]
+    assert code == 0 and out == ["kubevolve"], said  # the rank ran on the "node", as its user

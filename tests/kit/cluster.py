@@ -79,13 +79,26 @@ def render_chart(values: Mapping[str, Any] | None = None) -> list[dict[str, Any]
     return [json.loads(doc) for doc in _render(json.dumps(values or {}, sort_keys=True))]
 
 
-def operator_lease(values: Mapping[str, Any] | None = None) -> tuple[str, str]:
-    """The namespace and name of the Lease the chart's operator Deployment elects its leader with."""
+def operator_deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chart's operator Deployment among rendered objects."""
     (deployment,) = [
         d
-        for d in render_chart(values)
+        for d in docs
         if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{RELEASE}-kubevolve-operator"
     ]
+    return deployment
+
+
+def operator_config_of(docs: list[dict[str, Any]]) -> OperatorConfig:
+    """The settings the chart's operator Deployment gives the operator: its environment, read as the operator
+    reads its own (values from Secrets are resolved in the pod, so left out)."""
+    (container,) = operator_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    return OperatorConfig.from_env({e["name"]: e["value"] for e in container["env"] if "value" in e})
+
+
+def operator_lease(values: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The namespace and name of the Lease the chart's operator Deployment elects its leader with."""
+    deployment = operator_deployment(render_chart(values))
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     (name,) = [a.split("=", 1)[1] for a in container.get("args", []) if a.startswith("--lease=")]
     return deployment["metadata"]["namespace"], name

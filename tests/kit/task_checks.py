@@ -55,7 +55,7 @@ def evaluate_through_engine(
     task = load_task(task_dir)
 
     async def run() -> Node:
-        pool = EvaluatorPool(task, 1, tmp_path / "work")
+        pool = EvaluatorPool(task, 1, tmp_path / "work", stages=list(stages))
         await pool.start()
         try:
             engineer = Engineer(task, pool, list(stages))

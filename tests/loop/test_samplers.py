@@ -389,3 +389,11 @@ def test_map_elites_keeps_diversity_that_greedy_loses():
     map_elites = [distinct_parent_bins("map_elites", seed) for seed in seeds]
     assert max(greedy) <= 4
     assert statistics.mean(map_elites) >= 8.5 and min(map_elites) >= max(greedy) + 3
+
+
+def test_ranking_an_unscored_node_names_it():
+    """Samplers rank only scored nodes; one without a score is an error that names it, not a None comparison."""
+    scored, unscored = Node(run_id="r", code="", score=0.5), Node(run_id="r", code="", id="n-unscored")
+    assert scored.ranked_score() == 0.5
+    with pytest.raises(ValueError, match="n-unscored has no score to rank"):
+        unscored.ranked_score()

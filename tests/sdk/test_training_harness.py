@@ -400,7 +400,7 @@ def test_run_launched_reads_rank_zeros_result_and_names_failures(tmp_path):
     assert run_launched([sys.executable, "-c", write], out) == {"score": 0.5}
     with pytest.raises(RuntimeError, match="exit status 3:\n.*boom"):
         run_launched([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"], out)
-    with pytest.raises(RuntimeError, match="wrote no result"):
+    with pytest.raises(RuntimeError, match="no rank wrote a result"):
         run_launched([sys.executable, "-c", "pass"], out)
 
 
@@ -431,3 +431,37 @@ def test_node_layout_from_the_operator_and_the_mpi_hostfile(tmp_path):
         node_layout({"KUBEVOLVE_NUM_NODES": "2", "KUBEVOLVE_HOSTFILE": str(tmp_path / "none")})
     with pytest.raises(ValueError, match="KUBEVOLVE_NUM_NODES='two'"):
         node_layout({"KUBEVOLVE_NUM_NODES": "two"})
+
+
+@pytest.fixture
+def one_rank_group():
+    """A joined one-process gloo group, left afterwards."""
+    from kubevolve.sdk.training.distributed import free_port, shutdown
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
+    yield
+    shutdown()
+
+
+def test_from_launcher_host_sends_the_files_and_refuses_what_it_cannot(one_rank_group, tmp_path, monkeypatch):
+    """The files a launch shares with its ranks come from the rank that can read them; where none can (the
+    launcher's host missing from the hostfile), or they are over the bound, every rank stops with the reason."""
+    from kubevolve.sdk.training import distributed
+
+    (tmp_path / "program.py").write_text("x = 1\n")
+    (tmp_path / "settings.json").write_text("{}")
+    names = ("program.py", "settings.json")
+    assert distributed.from_launcher_host(tmp_path, names) == (
+        0,
+        {"program.py": b"x = 1\n", "settings.json": b"{}"},
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"no rank can read program.py, missing.json in .*own host, where at least one rank",
+    ):
+        distributed.from_launcher_host(tmp_path, ("program.py", "missing.json"))
+    monkeypatch.setattr(distributed, "MAX_SHARED_BYTES", 7)
+    with pytest.raises(RuntimeError, match="too large: 8 bytes, over 7"):
+        distributed.from_launcher_host(tmp_path, names)

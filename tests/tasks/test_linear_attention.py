@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -697,14 +698,16 @@ def test_unknown_stage_is_an_error():
 
 
 def test_training_across_nodes_in_the_judged_sandbox_stops_with_a_message(tmp_path, monkeypatch):
-    """A multi-node TrainJob's launcher pod (KUBEVOLVE_NUM_NODES): the ranks would meet over TCP,
-    which the candidate's sandbox refuses, so the runner says so instead of training on one node alone or
-    waiting at a rendezvous (README.md, "Several GPUs or nodes")."""
+    """A multi-node TrainJob's launcher pod (KUBEVOLVE_NUM_NODES): the ranks would meet over TCP, which the
+    candidate's sandbox refuses at a stage without `network: ranks` (the quick stage), so the runner says so,
+    naming the setting, instead of training on one node alone or waiting at a rendezvous (README.md, "Several
+    GPUs or nodes")."""
     task_dir = task_copy_with_settings(TASK_DIR, tmp_path, "quick", merge(TINY, {"launcher": "deepspeed"}))
     monkeypatch.setenv("KUBEVOLVE_NUM_NODES", "2")  # what the operator sets in a TrainJob
     node = evaluate_through_engine(task_dir, load_task(task_dir).initial_code, tmp_path)
     assert node.stage is Stage.FAILED_QUICK, node.metrics
     assert "training on 2 nodes needs its processes to meet over TCP" in node.error, node.error
+    assert "`stages.<stage>.network: ranks`" in node.error, node.error  # the setting that lets them
 
 
 @pytest.mark.slow
@@ -719,8 +722,8 @@ def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(evaluator, tmp
 
     runner = load_module(TASK_DIR / "run.py", "la_runner_ranks")
     settings = tiny_settings()
-    settings_path = tmp_path / "settings.json"
-    settings_path.write_text(json.dumps(settings))
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    shutil.copy(TASK_DIR / "initial.py", tmp_path / "program.py")
     hostfile = None
     if launcher == "mpirun":  # what a multi-node TrainJob uses, here with one host in the hostfile
         if shutil.which("mpirun") is None:
@@ -731,7 +734,7 @@ def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(evaluator, tmp
         monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         monkeypatch.setenv("OMPI_MCA_plm", "isolated")
     command = launch_command(
-        runner.rank_entry(str(TASK_DIR / "initial.py"), str(settings_path), str(tmp_path)),
+        runner.rank_entry(str(tmp_path), "cpu"),
         gpus=2,
         launcher=launcher,
         hostfile=hostfile and str(hostfile),
@@ -743,6 +746,51 @@ def test_the_multi_gpu_rank_entry_runs_two_deepspeed_ranks_on_cpu(evaluator, tmp
     mixer = load_module(TASK_DIR / "initial.py", "la_initial_ranks").TokenMixer
     trained = runner.load_trained(mixer, settings, tmp_path, info)
     runner._trained.update(trained)
+    inputs = torch.randint(0, settings["mqar"]["vocab"], (3, 64)).numpy()
+    logits = runner.predict({"task": "mqar", "inputs": inputs, "positions": np.array([[5, 9]] * 3)})["logits"]
+    assert logits.shape == (3, 2, settings["mqar"]["vocab"]) and np.isfinite(logits).all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)"
+)
+def test_a_rank_on_another_node_trains_from_what_the_launcher_host_sends(evaluator, tmp_path, monkeypatch):
+    """Two nodes laid out as a TrainJob lays them out: Trainer's hostfile names the node pods before the
+    launcher, so rank 0 (and the rendezvous) is on the other node, which sees nothing of the launcher's
+    sandbox (tests/kit/hosts_mpirun.py: another /tmp, the launcher's folder hidden). That rank takes the
+    program and settings from the rank on the launcher's host, the two train together, and the models and
+    curves come back to the runner, which answers the judge's predict requests with them."""
+    pytest.importorskip("deepspeed")
+    from kubevolve.sdk.evaluator_kit import load_program
+    from kubevolve.sdk.training.distributed import free_port
+
+    runner = load_module(TASK_DIR / "run.py", "la_runner_nodes")
+    mpirun = tmp_path / "bin" / "mpirun"
+    mpirun.parent.mkdir()
+    mpirun.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests/kit/hosts_mpirun.py"} "$@"\n')
+    mpirun.chmod(0o755)
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("127.0.0.1 slots=1\n127.0.0.2 slots=1\n")  # the node pod, then the launcher
+    sandbox = tmp_path / "sandbox"  # the launcher's candidate: its program and working directory
+    sandbox.mkdir()
+    shutil.copy(TASK_DIR / "initial.py", sandbox / "candidate.py")
+    monkeypatch.chdir(sandbox)
+    monkeypatch.setenv("PATH", f"{mpirun.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("KUBEVOLVE_NUM_NODES", "2")
+    monkeypatch.setenv("KUBEVOLVE_HOSTFILE", str(hostfile))
+    monkeypatch.setenv("HOSTS_MPIRUN_HOME", "127.0.0.2")
+    monkeypatch.setenv("HOSTS_MPIRUN_HIDE", str(sandbox))
+    monkeypatch.setenv("HOSTS_MPIRUN_PORT", str(free_port()))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    program = load_program(sandbox / "candidate.py", required=["TokenMixer"])
+    settings = merge(tiny_settings(), {"launcher": "deepspeed"})
+
+    info = runner.train(program, settings)
+    assert info["world_size"] == 2 and info["mqar"]["curve"].startswith("MQAR training")
+    assert info["mqar"]["curve"].splitlines()[-1].split()[0] == "20"  # the step budget
+    [out] = sandbox.glob("kubevolve-ranks-*")  # written by the rank on this host, read here
+    assert {p.name for p in out.iterdir()} == {"program.py", "settings.json", "models.pt", "result.json"}
     inputs = torch.randint(0, settings["mqar"]["vocab"], (3, 64)).numpy()
     logits = runner.predict({"task": "mqar", "inputs": inputs, "positions": np.array([[5, 9]] * 3)})["logits"]
     assert logits.shape == (3, 2, settings["mqar"]["vocab"]) and np.isfinite(logits).all()

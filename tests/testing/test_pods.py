@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevolve.runtime.kubernetes.netpol import evaluation_network_policy
+from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy
 from kubevolve.testing import Api, declare_resources
 from kubevolve.testing.pods import (
     NETWORK_POLICIES,
@@ -27,6 +27,8 @@ from kubevolve.testing.pods import (
     identity,
 )
 from tests.kit.images import built_image, derived_image, hardened_pod, remove_image
+
+EVALUATION = {"kubevolve.io/role": "evaluate", "kubevolve.io/network": "none"}  # an evaluation pod's labels
 
 IMAGE = ImageConfig(entrypoint=["kubevolve"], cmd=["--help"], env={}, user="65532:65532", workdir="/opt")
 READ_ONLY = {"readOnlyRootFilesystem": True}
@@ -107,10 +109,11 @@ def test_a_pod_succeeds_only_when_every_container_does():
 
 
 def test_the_evaluation_policy_cuts_evaluation_pods_off_and_nothing_else():
-    policy = evaluation_network_policy("lab-a", store_namespace="kubevolve-system")
-    assert egress_restricted([policy], {"kubevolve.io/role": "evaluate"})
+    policy = evaluation_isolation_policy("lab-a")
+    assert egress_restricted([policy], EVALUATION)
     assert not egress_restricted([policy], {"kubevolve.io/role": "propose"})
-    assert not egress_restricted([], {"kubevolve.io/role": "evaluate"})
+    assert egress_restricted([policy], {"kubevolve.io/role": "evaluate"})  # the role alone selects it
+    assert not egress_restricted([], EVALUATION)
 
 
 def test_policy_types_and_selectors():
@@ -172,9 +175,7 @@ async def test_a_pod_gets_its_env_volumes_and_network_policy(lab_api):
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "llm", "namespace": "lab-a"}}
     secret["data"] = {"key": base64.b64encode(b"sk-test").decode()}
     await lab_api.create("v1/secrets", secret)
-    await lab_api.create(
-        NETWORK_POLICIES, evaluation_network_policy("lab-a", store_namespace="kubevolve-system")
-    )
+    await lab_api.create(NETWORK_POLICIES, evaluation_isolation_policy("lab-a"))
     env = [
         {"name": "LLM_KEY", "valueFrom": {"secretKeyRef": {"name": "llm", "key": "key"}}},
         {"name": "PLAIN", "value": "1"},
@@ -185,7 +186,8 @@ async def test_a_pod_gets_its_env_volumes_and_network_policy(lab_api):
         results = {}
         for role in ("propose", "evaluate"):
             pod = show_pod(image, env=env)
-            results[role] = await runner.run("lab-a", f"toy-{role}-1", {"kubevolve.io/role": role}, pod)
+            labels = EVALUATION if role == "evaluate" else {"kubevolve.io/role": role}
+            results[role] = await runner.run("lab-a", f"toy-{role}-1", labels, pod)
     finally:
         await runner.close()
     facts = {}
@@ -311,14 +313,10 @@ def judged_pod(image: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.images
 async def test_a_pod_of_several_containers_shares_volumes_loopback_and_shm(lab_api):
-    await lab_api.create(
-        NETWORK_POLICIES, evaluation_network_policy("lab-a", store_namespace="kubevolve-system")
-    )
+    await lab_api.create(NETWORK_POLICIES, evaluation_isolation_policy("lab-a"))
     runner = PodRunner(lab_api)
     try:
-        result = await runner.run(
-            "lab-a", "toy-evaluate-7", {"kubevolve.io/role": "evaluate"}, judged_pod(built_image("operator"))
-        )
+        result = await runner.run("lab-a", "toy-evaluate-7", EVALUATION, judged_pod(built_image("operator")))
         pods_dir = runner.workdir / "pods"
         left_mounted = [
             line for line in Path("/proc/mounts").read_text().splitlines() if str(pods_dir) in line

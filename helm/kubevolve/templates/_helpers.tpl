@@ -54,28 +54,3 @@ weaviate://{{ include "kubevolve.fullname" . }}-weaviate.{{ .Release.Namespace }
       key: {{ ternary "api-key" $.Values.store.external.apiKeySecret.key (eq $.Values.store.mode "bundled") }}
 {{- end }}
 {{- end -}}
-
-{{/* The ports evaluation pods may reach the store on, comma-separated: networkPolicy.storePorts, else the
-bundled Weaviate's, else the HTTP and gRPC ports of store.external.url, read as
-kubevolve.runtime.kubernetes.netpol.store_ports reads it (tests check the two agree). */}}
-{{- define "kubevolve.storePorts" -}}
-{{- if .Values.networkPolicy.storePorts -}}
-{{ join "," .Values.networkPolicy.storePorts }}
-{{- else if eq .Values.store.mode "bundled" -}}
-8080,50051
-{{- else -}}
-{{- $url := urlParse .Values.store.external.url -}}
-{{- $http := get (dict "weaviate" "8080" "http" "80" "https" "443") (lower $url.scheme) -}}
-{{- if regexMatch ":[0-9]+$" $url.host }}{{ $http = regexFind "[0-9]+$" $url.host }}{{ end -}}
-{{- $grpc := "50051" -}}
-{{- range splitList "&" $url.query }}
-{{- $kv := splitn "=" 2 . -}}
-{{- if and (eq $kv._0 "grpc") (regexMatch "(^|:)[0-9]+$" (default "" $kv._1)) }}{{ $grpc = regexFind "[0-9]+$" $kv._1 }}{{ end -}}
-{{- end }}
-{{- range splitList "&" $url.query }}
-{{- $kv := splitn "=" 2 . -}}
-{{- if eq $kv._0 "grpc_port" }}{{ $grpc = $kv._1 }}{{ end -}}
-{{- end }}
-{{- list (int $http) (int $grpc) | uniq | join "," -}}
-{{- end -}}
-{{- end -}}

@@ -8,8 +8,10 @@ A lab is a namespace. Onboarding it takes, all labelled `kubevolve.io/lab: NAME`
   registry Secrets to pull step images with (`--image-pull-secret`);
 - a Kueue LocalQueue `kubevolve` pointing at a ClusterQueue, the queue a run names in `spec.queueName`;
 - a ResourceQuota capping the lab's GPU, CPU and memory requests (when any cap is given);
-- the NetworkPolicies of evaluation pods (untrusted candidate code): the pods of evaluation Jobs reach nothing
-  at all, a TrainJob's reach DNS and the store only (netpol.py).
+- the NetworkPolicy `kubevolve-evaluation-isolation`: evaluation pods (untrusted candidate code) reach nothing
+  and are reached by nothing; a TrainJob's pods may also reach each other and DNS, through a policy the
+  operator makes per TrainJob (netpol.py). No policy selects the lab's other step pods (proposal, analysis):
+  they reach the store and the LLM endpoint as the cluster allows.
 
 It prints them as multi-document YAML for review or GitOps; `--apply` creates them in the current kubeconfig context
 instead, and server-side-applies the ones that exist already, so re-running it (with changed flags) updates them.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -27,8 +30,7 @@ import yaml
 from kubevolve.cli.common import console, fail
 from kubevolve.core.quantity import NON_NEGATIVE_QUANTITY_PATTERN
 from kubevolve.errors import KubevolveError
-from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy, evaluation_network_policy
-from kubevolve.store.base import StoreError
+from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy
 
 LAB_LABEL = "kubevolve.io/lab"
 ADMIN_ROLE, VIEWER_ROLE = "kubevolve-lab-admin", "kubevolve-lab-viewer"
@@ -78,12 +80,9 @@ def lab_manifests(
     cluster_queue: str | None = "kubevolve",
     cpu: str | None = None,
     memory: str | None = None,
-    admins: list[str] = (),  # type: ignore[assignment]
-    viewers: list[str] = (),  # type: ignore[assignment]
-    store_namespace: str = "kubevolve-system",
-    store_cidrs: list[str] | None = None,
-    store_url: str | None = None,
-    image_pull_secrets: list[str] = (),  # type: ignore[assignment]
+    admins: Sequence[str] = (),
+    viewers: Sequence[str] = (),
+    image_pull_secrets: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Every object of a lab, Namespace first. Raises LabError for a bad name or value."""
     if not _DNS_LABEL.match(name):
@@ -153,15 +152,6 @@ def lab_manifests(
             }
         )
     docs.append(evaluation_isolation_policy(name, labels=labels))
-    docs.append(
-        evaluation_network_policy(
-            name,
-            store_namespace=store_namespace,
-            store_cidrs=store_cidrs,
-            labels=labels,
-            store_url=store_url,
-        )
-    )
     return docs
 
 
@@ -249,20 +239,6 @@ def create(
     viewers: Annotated[
         str | None, typer.Option("--viewers", help="Users (or group:NAME) who read runs.")
     ] = None,
-    store_namespace: Annotated[
-        str, typer.Option(help="Namespace of the kubevolve release (its bundled Weaviate is the store).")
-    ] = "kubevolve-system",
-    store_cidr: Annotated[
-        list[str] | None,
-        typer.Option(help="An external store's address range (repeatable); replaces the above."),
-    ] = None,
-    store_url: Annotated[
-        str | None,
-        typer.Option(
-            help="An external store's URL (as the chart's store.external.url): its policy allows that "
-            "URL's ports, not the bundled Weaviate's 8080 and 50051."
-        ),
-    ] = None,
     image_pull_secret: Annotated[
         list[str] | None,
         typer.Option(help="A registry Secret in the lab the step pods pull images with (repeatable)."),
@@ -270,7 +246,7 @@ def create(
     apply: Annotated[bool, typer.Option("--apply", help="Apply to the current kubeconfig context.")] = False,
 ) -> None:
     """Print (or --apply) the Namespace, RoleBindings, step ServiceAccount, LocalQueue, ResourceQuota and
-    NetworkPolicies of a lab."""
+    NetworkPolicy of a lab."""
     try:
         docs = lab_manifests(
             name,
@@ -281,9 +257,6 @@ def create(
             memory=memory,
             admins=_split(admins),
             viewers=_split(viewers),
-            store_namespace=store_namespace,
-            store_cidrs=store_cidr,
-            store_url=store_url,
             image_pull_secrets=image_pull_secret or [],
         )
         if not apply:
@@ -292,8 +265,6 @@ def create(
         applied = apply_manifests(docs)
     except LabError as err:
         fail(str(err))
-    except StoreError as err:
-        fail(f"--store-url: {err}")
     for item in applied:
         console.print(f"applied {item}", highlight=False)
     queue = "" if no_queue else f"; its runs set spec.queueName: {LOCAL_QUEUE}"

@@ -115,6 +115,13 @@ class Node:
     def code_hash(self) -> str:
         return code_hash(self.code)
 
+    def ranked_score(self) -> float:
+        """The score of a node that samplers and charts rank, where only scored nodes may be: raises naming the
+        node when it has none, instead of comparing with None somewhere later."""
+        if self.score is None:
+            raise ValueError(f"node {self.id} has no score to rank (stage {self.stage.value})")
+        return self.score
+
     def fail(self, stage: Stage, failure: FailureKind, error: str) -> Node:
         """Settle the node as failed or rejected at `stage`: the kind for machines, the message for people."""
         self.stage, self.failure, self.error = stage, failure, error

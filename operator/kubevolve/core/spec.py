@@ -370,7 +370,8 @@ def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         lines.append(f"{loc}: {msg}")
-    return "invalid run spec:\n  " + "\n  ".join(lines)
+    what = "run spec" if prefix == "spec" else prefix  # task.yaml's errors say "invalid task"
+    return f"invalid {what}:\n  " + "\n  ".join(lines)
 
 
 def parse_run_spec(data: Any) -> RunSpec:

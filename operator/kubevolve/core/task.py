@@ -15,6 +15,7 @@ process, where the candidate can reach it. It keeps working, with a warning in t
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -48,6 +49,9 @@ class StageSpec(_Model):
     # early rejection: a candidate whose metric is below (above) the bound fails this stage
     reject_below: dict[str, float] = Field(default_factory=dict)
     reject_above: dict[str, float] = Field(default_factory=dict)
+    # "ranks": the candidate's own processes may open TCP sockets to meet (torch.distributed, NCCL, mpirun);
+    # they reach nothing else (a network namespace per candidate, or the pod's NetworkPolicy)
+    network: Literal["isolated", "ranks"] = "isolated"
 
 
 class Checks(_Model):
@@ -131,6 +135,7 @@ class Task:
             "cpu": max(s.resources.cpu for s in stages),
             "memory_mb": max(s.resources.memory_mb for s in stages),
             "gpus": max(s.resources.gpus for s in stages),
+            "disk_mb": max(s.resources.max_disk_mb for s in stages),
             "timeout_seconds": sum(s.timeout_seconds for s in stages),
             "sampler": self.spec.sampler.kind,  # what a run uses whose spec names no sampler
             "judged": self.runner_path is not None,  # a judge and a runner: the two-container evaluation pod
@@ -148,6 +153,11 @@ class Task:
 
     def split(self, code: str) -> evolve_block.Split:
         return evolve_block.split(code, self.spec.evolve_block.start, self.spec.evolve_block.end)
+
+
+def run_stages(task: Task, stages: Sequence[StageName] | None) -> list[StageName]:
+    """The task's stages a run evaluates (the spec's `stages`, None: all), in the task's order."""
+    return [s for s in task.stage_names if stages is None or s in stages]
 
 
 def load_task(path: str | Path) -> Task:

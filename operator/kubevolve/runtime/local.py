@@ -79,7 +79,7 @@ class Evolution:
         self.agents = Agents(proposer, analyzer, embedder, bandit, judge=judge)
         self.state = RunState(spec, task, store, self.run_id, embedder=embedder, bandit=bandit)
         self.pool = pool or EvaluatorPool(
-            task, spec.parallelism.evaluators, workspace / self.run_id, spec.sandbox
+            task, spec.parallelism.evaluators, workspace / self.run_id, spec.sandbox, stages=spec.stages
         )
         self.engineer = Engineer(task, self.pool, spec.stages)
         self.observers: list[RunObserver] = list(observers)

@@ -21,10 +21,9 @@ from kubevolve.cli.step import StepCommand, parse_step_command
 from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import RunSpec, parse_run_spec
-from kubevolve.core.task import Task, load_task
+from kubevolve.core.task import Task, load_task, run_stages
 from kubevolve.loop.agents import Agents
 from kubevolve.loop.analyze.analyzer import OfflineAnalyzer
-from kubevolve.loop.engineer.engineer import run_stages
 from kubevolve.loop.evaluation_io import EvaluationInput, EvaluationResult
 from kubevolve.loop.research.proposal import Proposal, ProposalRequest
 from kubevolve.loop.steps import (

@@ -22,10 +22,11 @@ In `fake` mode a Job's first container runs in-process instead (fake_steps.py: t
 agents and a stand-in evaluation), and its result is published the same way.
 Suspended Jobs (Kueue's admission) wait until `admit()`; `fail` can make chosen Jobs fail like a crashed pod.
 
-A container that names no working directory (a TrainJob's trainer) runs in its image's WORKDIR, which in
-kubevolve's images is the task root the operator's Jobs name as their `workingDir`: the kubelet uses the last
-one a Job named. A TrainJob has no pod template here (that is its training runtime's): its trainer runs as one
-process, and no Pod object is recorded.
+A container that names no working directory runs in its image's WORKDIR, which in kubevolve's images is the
+task root the operator's Jobs name as their `workingDir`: the kubelet uses the last one a Job named. A
+TrainJob's pods are what Trainer would make of it on its TrainingRuntime (trainer.py, which also makes the
+hostfile ConfigMap and ssh key Secret, as Trainer does): its launcher pod is recorded and run as a Job's pod
+is (process and fake modes), its node pods, which would run sshd, are not run.
 
 It acts as the control plane (`CONTROL_PLANE_TOKEN`: the Job controller, Kueue and the kubelet are cluster
 components, outside the chart's RBAC). A pod runs as its ServiceAccount, as on a cluster: a pod that names one
@@ -60,10 +61,20 @@ from kubevolve.cli.step import parse_step_command
 from kubevolve.core.kinds import Role
 from kubevolve.runtime.kubernetes import QUEUE_LABEL
 from kubevolve.runtime.kubernetes.observe import format_time
-from kubevolve.testing import CONFIGMAPS, JOBS, LOG_ANNOTATION, PODS, TRAINJOBS, Api, ApiError
+from kubevolve.testing import (
+    CONFIGMAPS,
+    JOBS,
+    LOG_ANNOTATION,
+    PODS,
+    TRAINING_RUNTIMES,
+    TRAINJOBS,
+    Api,
+    ApiError,
+)
 from kubevolve.testing.fake_steps import FakeSteps, Score
 from kubevolve.testing.pods import PodError, PodResult, PodRunner
 from kubevolve.testing.strict import CONTROL_PLANE_TOKEN
+from kubevolve.testing.trainer import LAUNCHER, TrainJobRefused, jobset_pods
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds the kubevolve package
 TERMINATION_LIMIT = 4096  # a kubelet keeps at most this much of a termination message
@@ -75,10 +86,6 @@ JobRule = Callable[[dict[str, Any]], bool]
 NESTED_PYTHON_CHECK = (
     "import kubevolve, subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True)"
 )
-
-
-def _trainer(job: dict) -> dict:
-    return job["spec"]["trainer"]
 
 
 @dataclass
@@ -130,9 +137,9 @@ def _python_for(uid: int, gid: int) -> tuple[str, str] | None:
 
 
 def _pod_spec_of(job: dict) -> dict:
-    """The pod spec a Job's pods get (a TrainJob's come from its runtime: the defaults here)."""
+    """The pod spec a Job's pods get (a TrainJob's launcher's: `_launcher` puts it on the TrainJob's body)."""
     if job["kind"] == "TrainJob":
-        return {}
+        return (job.get("_launcher") or {}).get("spec") or {}
     return job["spec"]["template"]["spec"]
 
 
@@ -318,23 +325,17 @@ class Kubelet:
         """Run the Job's pod (a TrainJob's trainer); None if it succeeded, else why it failed."""
         meta = job["metadata"]
         if job["kind"] == "TrainJob":
-            containers = [_trainer(job)]
-        else:
-            containers = job["spec"]["template"]["spec"]["containers"]
+            if self.mode == "image":
+                return "a TrainJob's pods run in process or fake mode only"
+            refused = await self._launcher(job)
+            if refused is not None:
+                return refused
+        containers = _pod_spec_of(job)["containers"]
         argv = list(containers[0]["command"]) + list(containers[0].get("args") or [])
         command = parse_step_command(argv)
         self.ran[(command.role, command.node_id or "")] += 1
         self.image_workdir = containers[0].get("workingDir") or self.image_workdir
-        if job["kind"] == "TrainJob" and self.mode == "image":
-            return "a TrainJob's pods come from its training runtime's template, which this kubelet lacks"
-        if job["kind"] == "TrainJob":
-            pod = PodRun(meta["name"])
-            root = self.workdir / f"p{next(self._pod_ids)}"
-            credentials = await self._credentials(job, root / ".pod")
-            pod.containers["trainer"] = await self._process(
-                meta["namespace"], containers[0], {}, root, None, credentials
-            )
-        elif self.mode == "image":
+        if self.mode == "image":
             pod = await self._in_image(job)
         else:
             pod = await self._pod(job)
@@ -348,18 +349,40 @@ class Kubelet:
         return f"container {failed[0].name}: exit status {failed[0].exit_code}: {lines[-1:] or ''}"
 
     # ---- a Job's pod ---------------------------------------------------------------------------------
+    async def _launcher(self, job: dict) -> str | None:
+        """What Trainer makes of a TrainJob: its MPI objects, and its launcher pod's template, kept on the
+        body (`_launcher`) for the pod to run from; why it cannot run, else None."""
+        meta, ref = job["metadata"], job["spec"]["runtimeRef"]
+        if ref.get("kind") != "TrainingRuntime":
+            return f"{ref.get('kind')} {ref['name']}: only namespaced TrainingRuntimes are emulated here"
+        runtime = await self.api.get(TRAINING_RUNTIMES, meta["namespace"], ref["name"])
+        if runtime is None:
+            return f"TrainingRuntime {ref['name']} not found"
+        try:
+            made = jobset_pods(job, runtime)
+        except TrainJobRefused as err:
+            return f"refused by Trainer's webhook: {err}"
+        for obj in made.objects:
+            resource = CONFIGMAPS if obj["kind"] == "ConfigMap" else "v1/secrets"
+            with contextlib.suppress(ApiError):  # made once per TrainJob, as Trainer does
+                await self.api.create(resource, obj)
+        job["_launcher"] = made.pods[LAUNCHER][1]
+        return None
+
     async def _pod_object(self, job: dict) -> str:
-        """Create the Job's Pod object (as the Job controller does); its name."""
-        meta, template = job["metadata"], job["spec"]["template"]
-        name = f"{meta['name']}-{uuid.uuid4().hex[:5]}"
-        labels = {**(template.get("metadata") or {}).get("labels", {}), JOB_NAME_LABEL: meta["name"]}
+        """Create the Job's Pod object (as the Job controller does, or JobSet's for a TrainJob); its name."""
+        meta = job["metadata"]
+        template = job["_launcher"] if job["kind"] == "TrainJob" else job["spec"]["template"]
+        owner = (template.get("metadata") or {}).get("labels", {}).get(JOB_NAME_LABEL, meta["name"])
+        name = f"{owner}-{uuid.uuid4().hex[:5]}"
+        labels = {**(template.get("metadata") or {}).get("labels", {}), JOB_NAME_LABEL: owner}
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "name": name,
                 "namespace": meta["namespace"],
-                "labels": labels | {"job-name": meta["name"]},
+                "labels": labels | {"job-name": owner},
             },
             "spec": template["spec"],
         }
@@ -368,7 +391,7 @@ class Kubelet:
 
     async def _pod(self, job: dict) -> PodRun:
         """Create the Pod object, run its containers side by side, record how each ended and its log."""
-        namespace, pod_spec = job["metadata"]["namespace"], job["spec"]["template"]["spec"]
+        namespace, pod_spec = job["metadata"]["namespace"], _pod_spec_of(job)
         run = PodRun(await self._pod_object(job))
         root = self.workdir / f"p{next(self._pod_ids)}"  # short: a Unix socket's path has 107 bytes
         try:
@@ -404,9 +427,14 @@ class Kubelet:
                 config = await self.api.get(CONFIGMAPS, namespace, ref)
                 if config is None:
                     raise LookupError(f"CreateContainerConfigError: configmap {ref!r} not found")
-                for key, value in (config.get("data") or {}).items():
-                    (path / key).write_text(value)
-                    os.chmod(path / key, 0o644)
+                _write_items(path, config.get("data") or {}, volume["configMap"].get("items"))
+            if "secret" in volume:  # a TrainJob's ssh key (Trainer's MPI plugin)
+                ref = volume["secret"]["secretName"]
+                secret = await self.api.get("v1/secrets", namespace, ref)
+                if secret is None:
+                    raise LookupError(f"CreateContainerConfigError: secret {ref!r} not found")
+                data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+                _write_items(path, data, volume["secret"].get("items"))
         return out
 
     def _private_volumes(self, pod_spec: dict, volumes: dict[str, Path]) -> None:
@@ -594,6 +622,14 @@ class Kubelet:
         gid = own.get("runAsGroup", pod_context.get("runAsGroup", uid))
         groups = [pod_context["fsGroup"]] if "fsGroup" in pod_context else []
         return int(uid), int(gid), groups
+
+
+def _write_items(folder: Path, data: dict[str, str], items: list[dict] | None) -> None:
+    """A ConfigMap's or Secret's keys as files of a volume: all of them, or the `items` it names."""
+    for item in items if items is not None else [{"key": k, "path": k} for k in data]:
+        target = folder / item["path"]
+        target.write_text(data[item["key"]])
+        os.chmod(target, 0o644)
 
 
 def _local(value: str, mounts: dict[str, Path]) -> str:

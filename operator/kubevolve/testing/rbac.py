@@ -246,7 +246,7 @@ def _subject_matches(subject: Mapping[str, Any], identity: Identity, binding_nam
 
 
 def _has(values: Sequence[str] | None, value: str) -> bool:
-    return bool(values) and ("*" in values or value in values)  # type: ignore[operator]
+    return values is not None and ("*" in values or value in values)
 
 
 def _resource_matches(patterns: Sequence[str], request: RequestAttributes) -> bool:

@@ -18,12 +18,7 @@ from kubevolve.core.kinds import Role
 from kubevolve.core.models import Stage
 from kubevolve.runtime.kubernetes import ROLE_LABEL
 from kubevolve.runtime.kubernetes.names import job_name, key_of_node, node_id
-from kubevolve.runtime.kubernetes.netpol import (
-    ISOLATION_POLICY_NAME,
-    POLICY_NAME,
-    evaluation_isolation_policy,
-    evaluation_network_policy,
-)
+from kubevolve.runtime.kubernetes.netpol import ISOLATION_POLICY_NAME, evaluation_isolation_policy
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
@@ -74,9 +69,8 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, ope
         assert node.metrics["f"] == node.score and node.artifacts["point"]
     assert not live_objects(kmock, "v1/configmaps", NAMESPACE)  # each evaluation's input went with its Job
     # every evaluation Job the operator created: no token, nothing secret in the candidate's container, and the
-    # lab's isolation policy (not the store route) selects its pod
+    # lab's isolation policy selects its pod
     isolation = evaluation_isolation_policy(NAMESPACE)
-    store_route = evaluation_network_policy(NAMESPACE, store_namespace="kubevolve-system")
     created = [b for b in kubelet.bodies.values() if is_evaluation(b)]
     assert len(created) == len(evaluated)
     for body in created:
@@ -85,7 +79,7 @@ async def test_run_succeeds_across_an_operator_restart(kmock, api, operator, ope
         (candidate,) = [c for c in pod["containers"] if c["name"] == "candidate"]
         assert pod["automountServiceAccountToken"] is False and "envFrom" not in candidate
         assert all("valueFrom" not in e for e in candidate["env"])
-        assert egress_restricted([isolation], labels) and not egress_restricted([store_route], labels)
+        assert egress_restricted([isolation], labels)
 
 
 @pytest.mark.slow
@@ -112,9 +106,8 @@ async def test_run_succeeds_with_every_step_in_its_image(kmock, api, operator, o
     )
     # the pod runner is the kubelet: it reads Secrets and NetworkPolicies as the control plane
     control_plane = api.as_token(kmock.policy.token_for(CONTROL_PLANE))
-    # the lab's NetworkPolicies are there already: the fixture onboarded the lab as `kubevolve lab create` does
-    for policy in (POLICY_NAME, ISOLATION_POLICY_NAME):
-        assert await control_plane.get(NETWORK_POLICIES, NAMESPACE, policy) is not None
+    # the lab's NetworkPolicy is there already: the fixture onboarded the lab as `kubevolve lab create` does
+    assert await control_plane.get(NETWORK_POLICIES, NAMESPACE, ISOLATION_POLICY_NAME) is not None
     pods = PodRunner(control_plane, host_mounts={str(database.parent): str(database.parent)})
     kubelet = Kubelet(api, mode="image", concurrency=2, pods=pods)
     try:

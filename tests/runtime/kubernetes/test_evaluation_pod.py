@@ -61,7 +61,7 @@ from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_statu
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
 CONFIG = OperatorConfig(image="registry.lab/kubevolve:1", store_url="weaviate://weaviate.kv:8080")
-JUDGED = TaskFacts(name="circle_packing", metric="sum_radii", cpu=2, memory_mb=1024, judged=True)
+JUDGED = TaskFacts(name="circle_packing", metric="sum_radii", cpu=2, memory_mb=1024, disk_mb=300, judged=True)
 
 
 def spec(**fields):
@@ -96,11 +96,14 @@ def test_a_judged_evaluation_pod_splits_judge_and_candidate():
         "KUBEVOLVE_JUDGE_SEED": {"secretKeyRef": {"name": seed_secret_name(RUN.name), "key": "seed"}}
     }
     assert pod["shareProcessNamespace"] is False and pod["automountServiceAccountToken"] is False
-    # the candidate's container gets the stage; the judge's requests the step and may burst to the stage
+    # the candidate's container gets the stage, its files in memory included; the judge's requests the step
+    # and may burst to the stage
     assert candidate["resources"] == {
-        "requests": {"cpu": "2000m", "memory": "1024Mi"},
-        "limits": {"cpu": "2000m", "memory": "1024Mi"},
+        "requests": {"cpu": "2000m", "memory": "1324Mi"},
+        "limits": {"cpu": "2000m", "memory": "1324Mi"},
     }
+    # the candidate's files: a tmpfs of the task's disk size, which the kernel bounds and the judge counts
+    assert {"name": "sandbox", "emptyDir": {"medium": "Memory", "sizeLimit": "300Mi"}} in pod["volumes"]
     assert judge["resources"]["requests"] == {"cpu": "500m", "memory": "768Mi"}
     assert judge["resources"]["limits"] == {"cpu": "2500m", "memory": "1792Mi"}
 
@@ -301,11 +304,12 @@ def test_results_are_awaited_only_for_finished_evaluation_jobs_of_proposed_nodes
         job("running", "a", "active"),
         job("stored", "b"),
         job("train", "a", kind="TrainJob"),
+        job("training", "a", "active", kind="TrainJob"),
         job("proposal", "a", role="propose"),
         job("gone", "c"),
     ]
     due = awaiting_result(jobs, {"a": proposed, "b": final, "c": None})
-    assert [j.name for j in due] == ["done", "failed"]
+    assert [j.name for j in due] == ["done", "failed", "train"]  # a TrainJob's judge publishes as a Job's
 
 
 # --- a candidate that forges its result where the pod publishes -------------------------------------------

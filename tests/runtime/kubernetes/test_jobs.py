@@ -195,9 +195,17 @@ def test_trainjob_for_multi_node_evaluation():
     }
     trainer = tj["spec"]["trainer"]
     assert trainer["numNodes"] == 4 and trainer["numProcPerNode"] == 8
-    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
+    # the run's own runtime sizes each container: resourcesPerNode would give the launcher's judge the GPUs
+    assert "resourcesPerNode" not in trainer
+    node_job = next(j for j in runtime["spec"]["template"]["spec"]["replicatedJobs"] if j["name"] == "node")
+    (node,) = node_job["template"]["spec"]["template"]["spec"]["containers"]
+    assert node["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert trainer["command"][:3] == ["kubevolve", "step", "evaluate"]
+    assert "--store" not in trainer["command"] and "--termination-log" in trainer["command"]
     assert tj["spec"]["activeDeadlineSeconds"] == 2600  # as a Job's
+    admins = spec(jobs={"evaluate": {"gpus": 8, "trainJob": {"numNodes": 4, "runtime": "site-mpi"}}})
+    admin_trainer = build_trainjob(RUN, admins, CONFIG, GPU_TASK, req)["spec"]["trainer"]
+    assert admin_trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     with pytest.raises(ValueError):
         build_trainjob(RUN, spec(), CONFIG, GPU_TASK, JobRequest("evaluate", "00002"))
 

@@ -209,7 +209,11 @@ async def test_multi_node_evaluation_is_a_trainjob(kmock, api, operator, kubelet
         "apiGroup": "trainer.kubeflow.org",
     }
     assert trainer["numNodes"] == 2 and trainjob["spec"]["activeDeadlineSeconds"] > 0
-    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
+    (node_job,) = [
+        j for j in runtimes[0]["spec"]["template"]["spec"]["replicatedJobs"] if j["name"] == "node"
+    ]
+    (node,) = node_job["template"]["spec"]["template"]["spec"]["containers"]
+    assert node["resources"]["limits"]["nvidia.com/gpu"] == "8"  # each node pod's, in the run's runtime
     assert trainer["command"][:3] == ["kubevolve", "step", "evaluate"]
     assert trainer["numProcPerNode"] == 8
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import resource
 import signal
+import socket
 import struct
 from typing import Any
 
@@ -32,6 +34,7 @@ _SYSCALLS = {
     "aarch64": (0xC00000B7, 198, 425, 0xFFFFFFFF),
 }
 AF_INET, AF_INET6, ENETUNREACH, EPERM = 2, 10, 101, 1
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -155,11 +158,13 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def deny_network() -> bool:
-    """A seccomp filter: socket(AF_INET or AF_INET6) fails with ENETUNREACH, io_uring (which can open sockets
-    on its own) and every syscall of a foreign ABI (i386 or x32 on x86_64, which would bypass the numbers
-    below) with EPERM. Without namespaces (sandbox "none") this is what keeps a candidate off the network,
-    loopback services included. Returns False on a machine the filter does not know (it then adds nothing).
+def restrict_syscalls(*, internet: bool = False) -> bool:
+    """A seccomp filter: io_uring (which can open sockets on its own) and every syscall of a foreign ABI (i386
+    or x32 on x86_64, which would bypass the numbers below) fail with EPERM; unless `internet`,
+    socket(AF_INET or AF_INET6) fails with ENETUNREACH. Without namespaces (sandbox "none") the refusal is
+    what keeps a candidate off the network, loopback services included; `internet` (a stage's `network:
+    ranks`) is for a candidate whose reach something else bounds: a network namespace of its own (bubblewrap)
+    or the pod's NetworkPolicy. Returns False on a machine the filter does not know (it then adds nothing).
     Needs no privilege once no_new_privileges() is set."""
     known = _SYSCALLS.get(os.uname().machine)
     if known is None:
@@ -181,12 +186,23 @@ def deny_network() -> bool:
         (ret, 0, 0, unreachable),  # 10
         (ret, 0, 0, refused),  # 11
     ]
+    if internet:  # instruction 5 jumps to 9 (allow) for every socket call
+        program[5] = (jeq, 3, 3, socket_nr)
     filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
     fprog = _SockFprog(len(program), filters)
     _check(
         _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "installing seccomp"
     )
     return True
+
+
+def loopback_up() -> None:
+    """In a fresh network namespace (whose only device, `lo`, starts down): bring loopback up, so that the
+    candidate's own processes can meet on 127.0.0.1 and ::1. Needs CAP_NET_ADMIN over the namespace."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:  # any socket carries interface ioctls
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
 
 
 def set_limits(limits: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Protocol
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import RunSpec, StageName
-from kubevolve.core.task import Task
+from kubevolve.core.task import Task, run_stages
 from kubevolve.loop.engineer.metric_check import MetricsError, validate_metrics
 from kubevolve.loop.engineer.pool import EvaluatorPool
 from kubevolve.loop.engineer.static_check import static_check
@@ -49,11 +49,6 @@ def precheck(task: Task, store: Store, node: Node, parent_code: str | None) -> N
         message = f"identical to node {duplicate.id} (same program text)"
         return node.fail(Stage.REJECTED_NOVELTY, FailureKind.DUPLICATE, message)
     return None
-
-
-def run_stages(task: Task, stages: Sequence[StageName] | None) -> list[StageName]:
-    """The task's stages a run evaluates (the spec's `stages`, None: all), in the task's order."""
-    return [s for s in task.stage_names if stages is None or s in stages]
 
 
 class Evaluator(Protocol):
@@ -110,6 +105,7 @@ class OneSlotEngineer:
             1,
             self.workspace / node.run_id / node.id,
             self.spec.sandbox,
+            stages=self.spec.stages,
             zygote_socket=self.zygote_socket,
             shared_root=None if self.zygote_socket is None else self.workspace,
         )

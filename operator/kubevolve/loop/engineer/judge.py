@@ -108,6 +108,24 @@ def disk_usage(roots: list[str], limit_entries: int = MAX_SCRATCH_ENTRIES) -> tu
     return total, entries
 
 
+def tmpfs_usage(root: str) -> tuple[int, int] | None:
+    """(bytes, inodes) in use on the tmpfs mounted at `root`, or None when no tmpfs is mounted exactly there.
+    The pod layout's `sandbox` volume is a memory-backed emptyDir: a tmpfs of its own, whose counters include
+    every file on it, those in folders the judge's uid cannot read and those deleted but still open, which a
+    walk (disk_usage) cannot see."""
+    target = os.path.realpath(root)
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            # id parent major:minor root mount-point options [optional...] - fstype source super-options
+            if len(fields) > 4 and fields[4].replace("\\040", " ") == target and "-" in fields:
+                fstype = fields[fields.index("-") + 1]
+                if fstype == "tmpfs":
+                    st = os.statvfs(target)
+                    return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_files - st.f_ffree
+    return None
+
+
 # --- the zygote ----------------------------------------------------------------------------------------------
 
 
@@ -472,9 +490,14 @@ class CandidateProcess:
 
         def watch() -> None:
             uid = self.slot.config.uid
+            shared = self.slot.config.shared_root
             while not stop.wait(QUOTA_POLL):
-                used, entries = disk_usage(self._quota_roots())
-                used += held_deleted_bytes(uid) if uid is not None else 0
+                counted = tmpfs_usage(shared) if shared is not None else None
+                if counted is not None:
+                    used, entries = counted
+                else:
+                    used, entries = disk_usage(self._quota_roots())
+                    used += held_deleted_bytes(uid) if uid is not None else 0
                 if used > limit or entries > MAX_SCRATCH_ENTRIES:
                     self._over_quota.set()
                     self.slot.kill_candidate_processes()
@@ -484,9 +507,11 @@ class CandidateProcess:
 
 
 def spawn_params(job: dict[str, Any], config: Config) -> dict[str, Any]:
-    """What the zygote needs to start a candidate process for `job`: its limits, the mode, the uid."""
+    """What the zygote needs to start a candidate process for `job`: its limits, the mode, the uid, and its
+    stage's network ("isolated" or "ranks", core.task.StageSpec)."""
     params = {key: job[key] for key in ("cpu_seconds", "memory_bytes", "file_bytes", "max_processes")}
     params.update(mode=config.mode, uid=config.uid, disk_bytes=job["disk_bytes"])
+    params.update(network=job.get("network", "isolated"))
     return params
 
 

@@ -19,13 +19,14 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubevolve.core.kinds import FailureKind
-from kubevolve.core.task import StageSpec, Task
+from kubevolve.core.spec import StageName
+from kubevolve.core.task import StageSpec, Task, run_stages
 from kubevolve.errors import KubevolveError
 from kubevolve.loop.engineer import slot_uids
 from kubevolve.loop.engineer.sandbox import SandboxMode, WorkerLaunch, build_judge_launch, build_worker_launch
@@ -253,6 +254,7 @@ class Slot:
             "required": task.spec.checks.required_names,
             "stage": stage,
             "disk_bytes": spec.resources.max_disk_mb << 20,
+            "network": spec.network,
             **self._limits(spec, uid),
         }
         # bubblewrap: the next candidate's process waits beside this one (judge.JudgeSlot.prepare_spare); as
@@ -308,9 +310,29 @@ class Slot:
         return outcome
 
 
+def network_problem(task: Task, stages: Sequence[StageName] | None, mode: str, *, remote: bool) -> str | None:
+    """Why the run's stages cannot have the network they ask for in this sandbox; None if they can. A stage
+    with `network: ranks` lets the candidate open TCP sockets: bubblewrap bounds them with a network namespace
+    per candidate and the pod layout with the pod's NetworkPolicy, but sandbox "none" on a machine has
+    neither, so the host's network (its loopback services too) would be the candidate's."""
+    if mode != "none" or remote:
+        return None
+    for stage in run_stages(task, stages):
+        if task.spec.stages[stage].network == "ranks":
+            return (
+                f"task {task.name!r}, stage {stage!r}: `stages.{stage}.network: ranks` lets the candidate's "
+                "processes open TCP sockets, which only a network namespace per candidate (sandbox 'bwrap': "
+                "install the 'bubblewrap' package) or an evaluation pod's NetworkPolicy confines; with "
+                "sandbox 'none' here they would reach the host's network. Run with bubblewrap, in Kubernetes, "
+                f"or without that stage (the run's `stages`)"
+            )
+    return None
+
+
 class EvaluatorPool:
     """`zygote_socket` (one slot): the pod layout, where the candidate's side is another container whose
-    zygote connects to the judge there, and `shared_root` the volume the two containers share."""
+    zygote connects to the judge there, and `shared_root` the volume the two containers share. `stages`: the
+    ones the run evaluates (None: all the task's), whose network settings the sandbox must be able to give."""
 
     def __init__(
         self,
@@ -319,10 +341,12 @@ class EvaluatorPool:
         workspace: Path,
         sandbox: SandboxMode = "auto",
         *,
+        stages: Sequence[StageName] | None = None,
         zygote_socket: Path | None = None,
         shared_root: Path | None = None,
     ):
         self.task = task
+        self.stages = stages
         self.size = slots
         self.workspace = workspace
         self.sandbox = sandbox
@@ -383,6 +407,10 @@ class EvaluatorPool:
             if launch.drop_to_uid is not None:
                 os.chown(scratch, launch.drop_to_uid, launch.drop_to_uid)
             self.slots.append(Slot(index, scratch, Worker(launch)))
+        problem = network_problem(self.task, self.stages, self.mode, remote=self.zygote_socket is not None)
+        if problem:
+            await self.close()
+            raise EvaluatorUnavailable(problem)
         if self.mode == "none":
             _protect_host_process()
         results = await asyncio.gather(*(slot.worker.start() for slot in self.slots), return_exceptions=True)

@@ -190,11 +190,12 @@ def build_worker_launch(
 
 def _zygote_flags(root: bool) -> list[str]:
     """bwrap flags of a slot's zygote. As root it keeps what the per-candidate set-up needs (new namespaces and
-    mounts, the change to the slot's uid, killing the candidate); without root, the user namespace bwrap
-    makes lets a keeper make a nested one per candidate, so it needs no capability at all."""
+    mounts, bringing up the loopback of a candidate's network namespace, the change to the slot's uid,
+    killing the candidate); without root, the user namespace bwrap makes lets a keeper make a nested one per
+    candidate, so it needs no capability at all."""
     common = ["--die-with-parent", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
     if root:
-        caps = ("SYS_ADMIN", "SETUID", "SETGID", "KILL")
+        caps = ("SYS_ADMIN", "NET_ADMIN", "SETUID", "SETGID", "KILL")
         return common + ["--cap-drop", "ALL"] + [f for c in caps for f in ("--cap-add", f"CAP_{c}")]
     return common + ["--unshare-user", "--cap-drop", "ALL"]
 

@@ -31,8 +31,8 @@ def _imported_modules(tree: ast.AST) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
-        elif isinstance(node, ast.Call) and _last(node.func) in IMPORT_FUNCTIONS and _literal(node):
-            names.add(_literal(node))  # type: ignore[arg-type]
+        elif isinstance(node, ast.Call) and _last(node.func) in IMPORT_FUNCTIONS and (name := _literal(node)):
+            names.add(name)
     return names
 
 

@@ -9,14 +9,19 @@ For each candidate the judge sends `spawn` with three descriptors (requests in, 
 zygote forks; the child confines itself (confine.py) and only then loads the candidate's program and serves
 the judge's requests with `run(program, request)`. Confinement per mode:
 - bwrap: the candidate is pid 2 of a new pid namespace whose init only waits (kill(-1) reaches only the
-  candidate's own processes; killing the init ends them all), with its own mount and IPC namespace, a fresh
-  size-limited tmpfs on /tmp (its scratch, also on /dev/shm) and its own /proc. As root the zygote forks it
-  straight into the new namespace; otherwise a forked keeper first enters a user namespace of its own, the
-  only place an unprivileged process may create the others (Spawner).
+  candidate's own processes; killing the init ends them all), with its own mount, IPC and network namespace,
+  a fresh size-limited tmpfs on /tmp (its scratch, also on /dev/shm) and its own /proc. As root the zygote
+  forks it straight into the new namespace; otherwise a forked keeper first enters a user namespace of its
+  own, the only place an unprivileged process may create the others (Spawner). Its network namespace holds
+  only a loopback device, up for a stage with `network: ranks` (its ranks meet there; nothing else, not the
+  host's loopback nor another candidate's, is in it), down otherwise.
 - none: the candidate is forked directly into its own session, in a fresh scratch folder the judge made;
-  the judge sweeps what it leaves (see judge.py).
+  the judge sweeps what it leaves (see judge.py). No namespace bounds its network, so `network: ranks` is
+  refused here (the pool refuses such a run before it starts), except in the pod layout, where the pod's
+  NetworkPolicy is the bound.
 In both, when we are root the candidate becomes the slot's own unprivileged uid; it keeps no capability, no
-descriptor but the three, no way to gain privileges, and dies with its parent.
+descriptor but the three, no way to gain privileges, and dies with its parent. Its seccomp filter refuses
+io_uring, foreign ABIs and, unless the stage says `network: ranks`, internet sockets.
 
 Control protocol (a SOCK_SEQPACKET socket whose fd is the last argument, JSON datagrams): the zygote sends
 `ready`; the judge sends `spawn` (an id, the limits, and three descriptors by SCM_RIGHTS) and `kill` (an id);
@@ -56,6 +61,7 @@ from kubevolve.sdk import channel
 from kubevolve.sdk.evaluator_kit import load_program
 
 REQUEST_FD, REPLY_FD = 3, 4  # in the candidate, after keep_only_fds
+RANKS = "ranks"  # a job's `network` (a stage's, core.task.StageSpec) that lets its processes meet over TCP
 SETUP_FAILED = 121  # the exit status of a candidate whose confinement could not be set up
 SCRATCH = "/tmp"  # bwrap mode: the per-candidate tmpfs, also seen at /dev/shm
 MAX_CONTROL = 1 << 16
@@ -183,7 +189,7 @@ def _become_candidate(job: dict[str, Any], fds: list[int], parent: int) -> None:
     elif job["mode"] == "bwrap":
         confine.drop_capabilities()  # what the user namespace granted
     confine.no_new_privileges()
-    confine.deny_network()
+    confine.restrict_syscalls(internet=job.get("network") == RANKS)
     confine.die_with_parent(parent)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
@@ -217,11 +223,15 @@ def _encoded(status: int) -> int:
 
 
 def _enter_scratch(job: dict[str, Any], new_mount_ns: bool) -> None:
-    """In the candidate (pid 2 of its namespace, still privileged there): its own mount and IPC namespace,
-    a fresh size-limited tmpfs on /tmp (its scratch), the same tmpfs on /dev/shm, and a /proc of its own
-    pid namespace."""
-    if new_mount_ns:
-        confine.unshare(confine.CLONE_NEWNS | confine.CLONE_NEWIPC)
+    """In the candidate (pid 2 of its namespace, still privileged there): its own mount and IPC namespace
+    (unless its keeper made them), its own network namespace (loopback up for `network: ranks`), a fresh
+    size-limited tmpfs on /tmp (its scratch), the same tmpfs on /dev/shm, and a /proc of its own pid
+    namespace. The network namespace is made even for an isolated stage: candidates of one slot share the
+    zygote's otherwise, and abstract Unix sockets, which the seccomp filter allows, live in it."""
+    flags = confine.CLONE_NEWNET | (confine.CLONE_NEWNS | confine.CLONE_NEWIPC if new_mount_ns else 0)
+    confine.unshare(flags)
+    if job.get("network") == RANKS:
+        confine.loopback_up()
     confine.private_mounts()
     confine.scratch_tmpfs(SCRATCH, job["disk_bytes"])
     shm = os.path.join(SCRATCH, ".shm")
@@ -325,10 +335,12 @@ class Spawner:
     - bwrap as root: we may create pid namespaces ourselves, so the candidate is forked straight into a new
       one (unshare, then setns back), after an init that is spawned, not forked: one fork.
     - bwrap otherwise: only a process in a user namespace of its own may create the others, and entering
-      one is for good, so a keeper is forked to do it: two forks."""
+      one is for good, so a keeper is forked to do it: two forks.
 
-    def __init__(self, runner: Any, mode: str):
-        self.runner, self.mode = runner, mode
+    `pod`: the zygote of a pod's candidate container, where the NetworkPolicy bounds `network: ranks`."""
+
+    def __init__(self, runner: Any, mode: str, *, pod: bool = False):
+        self.runner, self.mode, self.pod = runner, mode, pod
         self.root = os.geteuid() == 0
         self.init_program = shutil.which("sleep") or "/bin/sleep"
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY) if mode == "bwrap" and self.root else None
@@ -338,6 +350,11 @@ class Spawner:
             os.set_inheritable(fd, False)
         try:
             if self.mode == "none":
+                if job.get("network") == RANKS and not self.pod:
+                    raise OSError(
+                        "network 'ranks' needs a network namespace per candidate (sandbox 'bwrap') or the "
+                        "pod layout's NetworkPolicy; sandbox 'none' would give the candidate the host's network"
+                    )
                 return self._plain(ident, job, fds)
             if self.root:
                 return self._in_new_pid_namespace(ident, job, fds)
@@ -451,10 +468,37 @@ def _load_message(control: socket.socket) -> tuple[str, str, str]:
     return runner, task_root, "none"
 
 
+def write_identity() -> None:
+    """nss_wrapper's passwd and group files, where the container's environment names them (NSS_WRAPPER_PASSWD
+    and NSS_WRAPPER_GROUP, with LD_PRELOAD=libnss_wrapper.so: a TrainJob launcher's candidate, trainjob.py):
+    the image's entries and one for this uid. ssh, which mpirun starts the ranks with, exits when its uid has
+    no passwd entry, and a candidate's uid is in no image's /etc/passwd. Written before any candidate exists;
+    a candidate may rewrite them, but they tell only its own processes, and the judge reads neither."""
+    passwd, group = os.environ.get("NSS_WRAPPER_PASSWD"), os.environ.get("NSS_WRAPPER_GROUP")
+    if not passwd or not group:
+        return
+    uid, gid = os.getuid(), os.getgid()
+    home = os.environ.get("HOME") or "/"
+    mine = (f"candidate:x:{uid}:{gid}:kubevolve candidate:{home}:/bin/sh", f"candidate:x:{gid}:")
+    for path, system, entry in zip((passwd, group), ("/etc/passwd", "/etc/group"), mine, strict=True):
+        try:
+            theirs = [line for line in Path(system).read_text().splitlines() if line.strip()]
+        except OSError:
+            theirs = []
+        taken = {line.split(":")[2] for line in theirs if line.count(":") >= 3}
+        lines = theirs + ([entry] if entry.split(":")[2] not in taken else [])
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text("".join(line + "\n" for line in lines))
+        except OSError as err:  # the candidate still runs; only what needs a user name (ssh) will fail
+            print(f"kubevolve zygote: cannot write {path}: {err}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     pod = len(argv) == 3 and argv[1] == "--connect"
     if pod:  # the container's pid 1: a handler would let a candidate's SIGINT through the init protection
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        write_identity()
         try:
             control = connect(argv[2])
             runner_path, task_root, mode = _load_message(control)
@@ -509,7 +553,7 @@ def serve_judge(control: socket.socket, runner: Any, mode: str, *, pod: bool = F
     Several may live at once (one running, one waiting for its program); each exit is reported once.
     `pod`: the judge is another container's uid, so a candidate's scratch is removed here, and the process
     limit (RLIMIT_NPROC counts the whole uid, ours too) includes this process's threads."""
-    spawner = Spawner(runner, mode)
+    spawner = Spawner(runner, mode, pod=pod)
     children: dict[int, Spawned] = {}  # pidfd -> the candidate
     inits: dict[int, int] = {}  # pidfd -> pid of a killed namespace's init, reaped once its namespace is gone
     while True:

@@ -53,7 +53,7 @@ class Island:
         if incumbent is None:
             self.cells.append(cell)
             self.grid[cell] = node
-        elif node.score > incumbent.score:  # type: ignore[operator]  # ties keep the incumbent
+        elif node.ranked_score() > incumbent.ranked_score():  # ties keep the incumbent
             self.grid[cell] = node
 
     def __len__(self) -> int:

@@ -28,15 +28,15 @@ class UCB1Sampler(TrackingSampler):
 
     def _choose(self, rng: random.Random) -> Selection | None:
         entries = self.pool.entries()
-        lo = min(node.score for node, _ in entries)  # type: ignore[type-var]
-        hi = max(node.score for node, _ in entries)  # type: ignore[type-var]
+        lo = min(node.ranked_score() for node, _ in entries)
+        hi = max(node.ranked_score() for node, _ in entries)
         scale, log_total, visits = self.spec.exploration, math.log(self.visits.total + 1), self.visits.visits
 
         def value(entry: tuple[Node, int]) -> tuple[float, int]:
             node, order = entry
             bonus = scale * math.sqrt(log_total / (visits(node.id) + 1))
             # ties go to the earlier node, so the choice does not depend on the pool's internal order
-            return unit_position(node.score, lo, hi) + bonus, -order  # type: ignore[arg-type]
+            return unit_position(node.ranked_score(), lo, hi) + bonus, -order
 
         parents = [node for node, _ in heapq.nlargest(self.spec.num_parents, entries, key=value)]
         taken = {p.id for p in parents}

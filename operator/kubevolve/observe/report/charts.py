@@ -318,7 +318,7 @@ def elites_grid(data: RunData, grids: list[dict[tuple[int, ...], Node]], width: 
         best: dict[tuple[int, int], Node] = {}
         for cell, node in grid.items():
             key = (cell[0], cell[1] if len(cell) > 1 else 0)
-            if key not in best or node.score > best[key].score:  # type: ignore[operator]
+            if key not in best or node.ranked_score() > best[key].ranked_score():
                 best[key] = node
         body = [
             f'<text class="panel-title" x="{left}" y="15">island {i} · {len(grid)} of '

@@ -1,5 +1,5 @@
 """What the operator hands an evaluation pod, so that the pod needs no store and no network: the candidate
-(a ConfigMap per evaluation Job, of the Job's name) and the judge's seed (a Secret per run).
+(a ConfigMap per evaluation Job or TrainJob, of its name) and the judge's seed (a Secret per run).
 
 Both are mounted in the judge's container only. The ConfigMap is deleted with its Job; both name the
 EvolutionRun as their owner, so the garbage collector removes what is left when the run is deleted. The
@@ -47,7 +47,7 @@ def seed_secret_name(run: str) -> str:
 def evaluation_input(
     name: str, namespace: str, run_name: str, run_uid: str, spec: dict[str, Any], node: Node
 ) -> dict[str, Any]:
-    """The ConfigMap `name` (the evaluation Job's name) holding what `kubevolve step evaluate --input` reads."""
+    """The ConfigMap `name` (the evaluation Job's or TrainJob's name) holding what `kubevolve step evaluate --input` reads."""
     data = EvaluationInput(run_id=run_name, spec=spec, node_id=node.id, code=node.code).to_json()
     if len(data.encode()) > MAX_INPUT_BYTES:
         raise InputTooLarge(

@@ -13,14 +13,16 @@ pod again. `ttlSecondsAfterFinished` is a backstop for Jobs the operator did not
 Jobs itself once their follow-ups exist, and keeps failed ones for `kubectl describe` until then).
 
 Evaluation pods run untrusted candidate code, and hold nothing a candidate could use: no store key, no route
-anywhere (the label `kubevolve.io/network: none`, which the isolation NetworkPolicy selects). They are given
+anywhere (the isolation NetworkPolicy selects every pod labelled `kubevolve.io/role: evaluate`). They are given
 the candidate in a ConfigMap and publish their result for the operator to store (handover.py, results.py).
+A multi-node evaluation (a TrainJob, trainjob.py) is built from the same containers.
 A judged task's evaluation pod has two containers (the pod layout): `judge` runs `kubevolve step evaluate`
 with the task's judge, holds the run's judge seed (a Secret) and the candidate's ConfigMap, and publishes the
 result; `candidate` runs only the zygote that forks the candidate's processes, as a uid of its own, with no
 Secret, no mounted input, no environment of the judge's and its own pid namespace (processes of one
 container cannot see or signal the other's). They talk over a Unix socket in the `sandbox` emptyDir, the one
-volume they share, which is also the candidates' scratch. A legacy task (no runner) evaluates in one `judge`
+volume they share, which is also the candidates' scratch: memory-backed and sized to the task's largest
+`maxDiskMb`, so the kernel bounds the candidate's files and the judge counts them exactly. A legacy task (no runner) evaluates in one `judge`
 container, the candidate inside the evaluator's process as ever: it can forge its own score, nothing else.
 """
 
@@ -47,7 +49,7 @@ from kubevolve.runtime.kubernetes import (
 )
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import INPUT_KEY, SEED_KEY, owner, seed_secret_name
-from kubevolve.runtime.kubernetes.names import job_name, node_id, parse_key, run_label
+from kubevolve.runtime.kubernetes.names import job_name, node_id, parse_key, run_label, trainjob_name
 from kubevolve.runtime.kubernetes.resources import (
     TaskFacts,
     active_deadline,
@@ -103,7 +105,7 @@ def store_url(spec: RunSpec, config: OperatorConfig) -> str | None:
 
 
 def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobRequest) -> list[str]:
-    """The step as it runs with the store (proposal, analysis, a TrainJob's evaluation)."""
+    """The step as it runs with the store (proposal, analysis)."""
     nid = node_id(run.name, req.key)
     command = ["kubevolve", "step", str(req.role), "--run", run.name]
     if req.role == Role.PROPOSE:  # proposal pods started together see one store: each draws by its own index
@@ -208,10 +210,21 @@ def image(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts) -
 
 
 def handed_over(spec: RunSpec, role: Role) -> bool:
-    """Whether the step's pod is an evaluation Job's: given its candidate, publishing its result, no network.
-    (A TrainJob's evaluation, trainjob.py, runs the step with the store instead.)"""
-    trainjob = bool(spec.jobs and spec.jobs.evaluate and spec.jobs.evaluate.train_job)
-    return role == Role.EVALUATE and not trainjob
+    """Whether the step's pod is an evaluation's (a Job's or a TrainJob's launcher): given its candidate,
+    publishing its result, no store."""
+    return role == Role.EVALUATE
+
+
+def uses_trainjob(spec: RunSpec, role: Role) -> bool:
+    """Whether the step runs as a Kubeflow Trainer TrainJob (trainjob.py) rather than a Job."""
+    return role == Role.EVALUATE and bool(spec.jobs and spec.jobs.evaluate and spec.jobs.evaluate.train_job)
+
+
+def object_name(run: RunRef, spec: RunSpec, req: JobRequest) -> str:
+    """The name of the step's Job or TrainJob, which an evaluation's ConfigMap shares."""
+    if uses_trainjob(spec, req.role):
+        return trainjob_name(run.name, req.key, req.attempt)
+    return job_name(run.name, req.role, req.key, req.attempt)
 
 
 def _needs_shm(role: Role, spec: RunSpec, facts: TaskFacts) -> bool:
@@ -223,7 +236,7 @@ def _mounts(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
 
 
 def container(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFacts, req: JobRequest) -> dict:
-    """The one container of a step with the store: a proposal's, an analysis's, a TrainJob's evaluation's."""
+    """The one container of a step with the store: a proposal's, an analysis's."""
     return {
         "name": "step",
         "image": image(req.role, spec, config, facts),
@@ -278,7 +291,7 @@ def evaluation_containers(
     judge["volumeMounts"] = _mounts(*mounts, ("sandbox", SANDBOX)) + [
         {"name": "input", "mountPath": INPUT, "readOnly": True}
     ]
-    uid = candidate_uid(config, job_name(run.name, req.role, req.key, req.attempt))
+    uid = candidate_uid(config, object_name(run, spec, req))
     threads = str(max(1, math.ceil(facts.cpu)))
     candidate = {
         "name": CANDIDATE,
@@ -305,7 +318,11 @@ def volumes(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts,
     if handed_over(spec, role):
         out.append({"name": "input", "configMap": {"name": job, "defaultMode": 0o444}})
         if facts.judged:
-            out.append({"name": "sandbox", "emptyDir": {"sizeLimit": config.scratch_size}})
+            # a tmpfs of the stage's disk size: the kernel refuses the write past it (ENOSPC), and the judge
+            # counts it from the filesystem's own counters, which no file mode hides (judge.tmpfs_usage)
+            out.append(
+                {"name": "sandbox", "emptyDir": {"medium": "Memory", "sizeLimit": f"{facts.disk_mb}Mi"}}
+            )
     if _needs_shm(role, spec, facts):
         out.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}})
     return out
@@ -330,7 +347,7 @@ def pod_spec(run: RunRef, spec: RunSpec, config: OperatorConfig, facts: TaskFact
             if evaluation
             else [container(run, spec, config, facts, req)]
         ),
-        "volumes": volumes(req.role, spec, config, facts, job_name(run.name, req.role, req.key, req.attempt)),
+        "volumes": volumes(req.role, spec, config, facts, object_name(run, spec, req)),
     }
     if evaluation:  # each container its own processes, the candidate's none of the judge's
         pod["shareProcessNamespace"] = False

@@ -46,6 +46,7 @@ class Kube:
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.coordination = kubernetes.client.CoordinationV1Api(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
+        self.networking = kubernetes.client.NetworkingV1Api(api_client)
         # told of every 403: the readiness probe shows an operator the API server refuses (health.Health)
         self.on_forbidden: Callable[[str], None] = lambda message: None
         # API calls get their own threads, so that they never queue behind store reads (or the reverse)
@@ -90,13 +91,15 @@ class Kube:
                 tally[0] += waited
 
     async def create(self, body: dict[str, Any]) -> bool:
-        """Create a Job, TrainJob, TrainingRuntime or ConfigMap; False when it already existed."""
+        """Create a Job, TrainJob, TrainingRuntime, ConfigMap or NetworkPolicy; False when it already existed."""
         namespace = body["metadata"]["namespace"]
         try:
             if body["kind"] == "Job":
                 await self._call(self.batch.create_namespaced_job, namespace, body)
             elif body["kind"] == "ConfigMap":
                 await self._call(self.core.create_namespaced_config_map, namespace, body)
+            elif body["kind"] == "NetworkPolicy":
+                await self._call(self.networking.create_namespaced_network_policy, namespace, body)
             else:
                 await self._call(
                     self.custom.create_namespaced_custom_object,
@@ -111,6 +114,21 @@ class Kube:
                 return False
             raise
         return True
+
+    async def create_trainjob(self, body: dict[str, Any]) -> tuple[str, bool]:
+        """Create a TrainJob: its uid (what its own objects name as their owner), and whether it is new (the
+        uid of the one that already existed otherwise)."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        args = (TRAINER_GROUP, TRAINER_VERSION, namespace, TRAINJOB_PLURAL)
+        try:
+            data = await self._call(self.custom.create_namespaced_custom_object, *args, body)
+            created = True
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            data = await self._call(self.custom.get_namespaced_custom_object, *args, name)
+            created = False
+        return json.loads(data or b"{}")["metadata"]["uid"], created
 
     async def delete(self, namespace: str, name: str, kind: str = "Job") -> bool:
         """Delete a Job (with its pods), a TrainJob or a ConfigMap; False when it was already gone."""

@@ -6,6 +6,8 @@
 - Secrets from the run's own namespace only: a lab must never point a run at another lab's credentials.
 - TrainJobs only from an operator started to run them (`--trainjobs`, the chart's `operator.trainJobs`, which
   also grants it the trainjobs RBAC): otherwise every create would be a 403, retried forever.
+- A judged task's TrainJob on the run's own TrainingRuntime only: a cluster admin's runtime has no container
+  to keep the candidate apart from its judge, nor the judge's seed (trainjob.py).
 """
 
 from __future__ import annotations
@@ -54,4 +56,16 @@ def trainjob_problem(spec: RunSpec, *, enabled: bool) -> str | None:
         "spec.jobs.evaluate.trainJob: this operator does not run Kubeflow Trainer TrainJobs (start it with "
         "--trainjobs: the Helm value operator.trainJobs=true, where Trainer is installed), or remove trainJob "
         "to evaluate each candidate in one pod"
+    )
+
+
+def trainjob_runtime_problem(spec: RunSpec, *, judged: bool) -> str | None:
+    """Why a judged task cannot be evaluated on the runtime the run names; None if it may run."""
+    ev = spec.jobs.evaluate if spec.jobs else None
+    if not judged or ev is None or ev.train_job is None or ev.train_job.runtime is None:
+        return None
+    return (
+        f"spec.jobs.evaluate.trainJob.runtime: the task has a judge, which must run apart from the candidate "
+        f"(the judge and candidate containers of the launcher pod) with the run's judge seed; only the run's own "
+        f"TrainingRuntime has them, not {ev.train_job.runtime!r}: remove trainJob.runtime"
     )

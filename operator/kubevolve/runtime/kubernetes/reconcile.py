@@ -3,7 +3,7 @@
 The order of the actions is what makes a crash at any point harmless: the results finished evaluation pods
 published are stored first (results.py; the pass then reads the store again), then the decision's store
 writes (a candidate recorded failed), then Job creations (idempotent; an evaluation's ConfigMap, and the
-run's judge-seed Secret, before its Job), then the status (with the next proposal index), and only then the
+run's judge-seed Secret, before its Job; a TrainJob's peer NetworkPolicy after it, owned by it), then the status (with the next proposal index), and only then the
 deletion of finished Jobs (with their ConfigMaps), whose results and follow-ups now exist.
 """
 
@@ -21,13 +21,26 @@ from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import FailurePolicySpec, RunSpec, SpecError, parse_run_spec
 from kubevolve.runtime.kubernetes.context import Expectations, OperatorContext
 from kubevolve.runtime.kubernetes.handover import InputTooLarge, evaluation_input, judge_seed_secret
-from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job, store_url
+from kubevolve.runtime.kubernetes.jobs import (
+    JobRequest,
+    RunRef,
+    build_job,
+    object_name,
+    store_url,
+    uses_trainjob,
+)
 from kubevolve.runtime.kubernetes.kube import API_WAIT
 from kubevolve.runtime.kubernetes.labkeys import ensure_lab_key, wanted
-from kubevolve.runtime.kubernetes.names import job_name, make_key, node_id, retry_key, run_label
+from kubevolve.runtime.kubernetes.names import make_key, node_id, retry_key, run_label
+from kubevolve.runtime.kubernetes.netpol import trainjob_peer_policy
 from kubevolve.runtime.kubernetes.observe import JobInfo
 from kubevolve.runtime.kubernetes.plan import PlanInput, make_plan
-from kubevolve.runtime.kubernetes.policy import in_cluster, policy_problem, trainjob_problem
+from kubevolve.runtime.kubernetes.policy import (
+    in_cluster,
+    policy_problem,
+    trainjob_problem,
+    trainjob_runtime_problem,
+)
 from kubevolve.runtime.kubernetes.resources import TaskFacts, read_task, reported_facts
 from kubevolve.runtime.kubernetes.results import awaiting_result, collect_results
 from kubevolve.runtime.kubernetes.snapshot import record_failed, record_spec, set_phase, take_snapshot
@@ -39,7 +52,7 @@ from kubevolve.runtime.kubernetes.status import (
     transition_events,
 )
 from kubevolve.runtime.kubernetes.telemetry import feed_run
-from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob, uses_trainjob
+from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob
 from kubevolve.store.base import Store, StoreError
 
 log = logging.getLogger("kubevolve.operator")
@@ -144,6 +157,10 @@ async def _reconcile(
         ctx.warned.add((meta.get("uid", name), facts.error))
         message = f"the operator cannot read the task ({facts.error}); evaluations wait for the first step"
         post("Warning", "TaskUnreadable", message + " to report it from the run's image")
+    refused = trainjob_runtime_problem(spec, judged=facts.judged)
+    if refused:
+        await _problem(ctx, body, post, "TrainJobRuntimeRefused", refused, failed=True)
+        return config.idle_resync_seconds
     plan = make_plan(PlanInput(run, spec, facts, jobs, snap, int(old.get("nextCandidate") or 0), now))
     if facts.error:  # no evaluation is sized from defaults: the first proposal reports the task
         plan.create = [req for req in plan.create if req.role != Role.EVALUATE]
@@ -178,7 +195,7 @@ async def _reconcile(
     patch = status_patch(old, new)
     if patch:
         await ctx.kube.patch_status(namespace, name, patch)
-    inputs = [job for job in plan.delete if job.role == Role.EVALUATE and job.kind == "Job"]
+    inputs = [job for job in plan.delete if job.role == Role.EVALUATE]  # a Job's or a TrainJob's
     await asyncio.gather(
         *(ctx.kube.delete(namespace, job.name, job.kind) for job in plan.delete),
         *(ctx.kube.delete(namespace, job.name, "ConfigMap") for job in inputs),
@@ -225,17 +242,20 @@ async def _create(
     candidates: dict[str, Node],
 ) -> None:
     trainjob = uses_trainjob(spec, req.role)
-    if (
-        req.role == Role.EVALUATE
-        and not trainjob
-        and not await _hand_over(ctx, run, spec, facts, req, store, candidates, post)
+    if req.role == Role.EVALUATE and not await _hand_over(
+        ctx, run, spec, facts, req, store, candidates, post
     ):
         return
-    build = build_trainjob if trainjob else build_job
-    body = build(run, spec, ctx.config, facts, req)
-    if trainjob and not _train_job_runtime(spec):
-        await _ensure_runtime(ctx, run, spec, facts)
-    created = await ctx.kube.create(body)
+    if trainjob:
+        body = build_trainjob(run, spec, ctx.config, facts, req)
+        if not _train_job_runtime(spec):
+            await _ensure_runtime(ctx, run, spec, facts)
+        uid, created = await ctx.kube.create_trainjob(body)
+        # its pods are isolated (the isolation policy selects them) until this lets them reach each other
+        await ctx.kube.create(trainjob_peer_policy(run.namespace, body["metadata"]["name"], uid))
+    else:
+        body = build_job(run, spec, ctx.config, facts, req)
+        created = await ctx.kube.create(body)
     info = JobInfo(
         name=body["metadata"]["name"],
         role=req.role,
@@ -268,14 +288,15 @@ async def _hand_over(
     candidates: dict[str, Node],
     post: Post,
 ) -> bool:
-    """What an evaluation pod is given, before its Job: the run's judge seed (once), the candidate's
-    ConfigMap. False when no Job can evaluate the candidate (not found; too large, recorded as failed)."""
+    """What an evaluation pod is given, before its Job or TrainJob: the run's judge seed (once), the
+    candidate's ConfigMap. False when nothing can evaluate the candidate (not found; too large, recorded as
+    failed)."""
     nid = node_id(run.name, req.key)
     node = candidates.get(nid)
     if node is None:
         log.warning(f"{run.namespace}/{run.name}: candidate {nid} is not in the store: not evaluated")
         return False
-    name = job_name(run.name, req.role, req.key, req.attempt)
+    name = object_name(run, spec, req)
     try:
         body = evaluation_input(name, run.namespace, run.name, run.uid, record_spec(spec, run.name), node)
     except InputTooLarge as err:

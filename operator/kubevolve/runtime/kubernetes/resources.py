@@ -42,6 +42,7 @@ class TaskFacts:
     cpu: float = 1.0
     memory_mb: int = 2048
     gpus: int = 0
+    disk_mb: int = 512  # a judged candidate's files (its memory-backed `sandbox` volume), the largest stage's
     timeout_seconds: float = 600.0
     judged: bool = False  # the task has a runner: its evaluation pods have a judge and a candidate container
     error: str = ""
@@ -123,7 +124,9 @@ def pod_resources(role: Role, spec: RunSpec, facts: TaskFacts) -> dict[str, dict
 def evaluation_resources(spec: RunSpec, facts: TaskFacts) -> tuple[dict, dict]:
     """(the judge container's, the candidate container's) resources of a judged task's evaluation pod."""
     ev: EvaluationJobOverrides = (spec.jobs.evaluate if spec.jobs else None) or EvaluationJobOverrides()
-    stage = {"cpu": _cpu(facts.cpu), "memory": f"{facts.memory_mb}Mi"}
+    # the candidate's files live in memory (a tmpfs the kubelet sizes to the volume's sizeLimit), charged to
+    # the container that writes them: its memory is the stage's plus its disk, as in bubblewrap
+    stage = {"cpu": _cpu(facts.cpu), "memory": f"{facts.memory_mb + facts.disk_mb}Mi"}
     gpus = evaluation_gpus(spec, facts)
     if gpus:
         stage[ev.gpu_resource] = str(gpus)

@@ -1,6 +1,10 @@
 """What an evaluation pod hands back: the result its judge container published, read by the operator and
 stored as the node's outcome (an evaluation pod has no route to the store and no key for it).
 
+An evaluation Job's pods are found by the Job controller's label and their judge is the `judge` container; a
+TrainJob's judge is the `node` container of its launcher pods, found by the labels the TrainJob's runtime patch
+puts on them (trainjob.launcher_pods): never a node pod's, where the candidate's ranks run.
+
 The judge's container is the only writer of both places the result is read from (loop/evaluation_io.py):
 its termination message, which the kubelet copies into the pod's status when the container exits, and its
 log. The candidate's container has its own termination message and log, which are never read; a result is
@@ -27,6 +31,7 @@ from kubevolve.loop.evaluation_io import MAX_RESULT_BYTES, EvaluationResult, Han
 from kubevolve.runtime.kubernetes.jobs import JUDGE
 from kubevolve.runtime.kubernetes.kube import Kube
 from kubevolve.runtime.kubernetes.observe import JobInfo
+from kubevolve.runtime.kubernetes.trainjob import NODE, launcher_pods
 from kubevolve.store.base import Store
 
 log = logging.getLogger("kubevolve.operator")
@@ -39,21 +44,27 @@ PARTIAL_NOTE = "(the judge's log was not readable: artifacts and the log tail ar
 
 
 def awaiting_result(jobs: Iterable[JobInfo], nodes: dict[str, Node | None]) -> list[JobInfo]:
-    """The finished evaluation Jobs (not TrainJobs, which store their result themselves) whose node is
-    still waiting for its result."""
+    """The finished evaluation Jobs and TrainJobs whose node is still waiting for its result."""
     due = []
     for job in jobs:
         node = nodes.get(job.node_id)
         waiting = node is not None and not node.stage.is_final
-        if job.role == Role.EVALUATE and job.kind == "Job" and job.done and waiting:
+        if job.role == Role.EVALUATE and job.done and waiting:
             due.append(job)
     return due
 
 
-def judge_termination(pod: dict[str, Any]) -> str | None:
+def judge_source(job: JobInfo) -> tuple[dict[str, str], str]:
+    """The labels of the pods that hold the evaluation's judge, and the judge's container."""
+    if job.kind == "TrainJob":
+        return launcher_pods(job.name), NODE
+    return {JOB_NAME_LABEL: job.name}, JUDGE
+
+
+def judge_termination(pod: dict[str, Any], judge: str = JUDGE) -> str | None:
     """The termination message of the pod's judge container, if it exited 0 with one."""
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") != JUDGE:
+        if status.get("name") != judge:
             continue
         terminated = (status.get("state") or {}).get("terminated") or {}
         message = terminated.get("message")
@@ -63,14 +74,16 @@ def judge_termination(pod: dict[str, Any]) -> str | None:
 
 
 async def published_result(kube: Kube, namespace: str, job: JobInfo) -> EvaluationResult | None:
-    """The result the Job's pod published, or None. Raises ApiException when the pods cannot be listed."""
-    pods = await kube.list_pods(namespace, {JOB_NAME_LABEL: job.name})
+    """The result the Job's (TrainJob's launcher) pod published, or None. Raises ApiException when the pods
+    cannot be listed."""
+    selector, judge = judge_source(job)
+    pods = await kube.list_pods(namespace, selector)
     pods.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)
     for pod in pods:
-        message = judge_termination(pod)
+        message = judge_termination(pod, judge)
         if message is None:
             continue
-        text = await kube.pod_log(namespace, pod["metadata"]["name"], JUDGE, LOG_LINES, LOG_BYTES)
+        text = await kube.pod_log(namespace, pod["metadata"]["name"], judge, LOG_LINES, LOG_BYTES)
         try:
             result, complete = read_result(job.node_id, message, text)
         except HandoverError as err:

@@ -6,6 +6,10 @@ take them from OpenMPI's variables (`adopt_mpi_env`, no mpi4py needed); a single
 way (an evaluation worker, a test) gets them from `single_process_env`.
 The backend is nccl on GPUs and gloo on the CPU.
 
+Ranks on several nodes share no filesystem: what the launching process wrote for them (the program, the
+settings) only the ranks on its own host can read. `from_launcher_host` finds the first such rank once the
+group is up and sends the files to every rank; that rank is also the one that can write the result back.
+
 On the CPU, DeepSpeed also builds a shared-memory collective op with g++ on first use (about 45 s). It only
 speeds up collectives between several ranks on one host, which gloo performs anyway, so it is skipped unless
 `cpu_shm_comm` is asked for; on GPUs it is never used.
@@ -15,10 +19,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+MAX_SHARED_BYTES = 16 << 20  # what from_launcher_host sends: a program and its settings, not models or data
 
 
 def free_port() -> int:
@@ -93,6 +100,32 @@ def init_deepspeed(device: torch.device, *, cpu_shm_comm: bool = False) -> torch
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend=backend_for(device))
     return device
+
+
+def from_launcher_host(folder: str | Path, names: Sequence[str]) -> tuple[int, dict[str, bytes]]:
+    """The files `names` of `folder` as the launching process wrote them, on every rank, and the rank that sent
+    them: the lowest whose filesystem holds them all (a rank on the launcher's host; rank 0 on one node).
+    Collective: every rank of the joined group must call it. Files over MAX_SHARED_BYTES in all are refused."""
+    folder = Path(folder)
+    sees = all((folder / name).is_file() for name in names)
+    seen: list[bool] = [False] * world_size()
+    torch.distributed.all_gather_object(seen, sees)
+    if not any(seen):
+        raise RuntimeError(
+            f"no rank can read {', '.join(names)} in {folder}: the launching process writes them on its own "
+            "host, where at least one rank must run (its host must be in the hostfile)"
+        )
+    home = seen.index(True)
+    payload: list[object] = [None]
+    if rank() == home:
+        files = {name: (folder / name).read_bytes() for name in names}
+        size = sum(map(len, files.values()))
+        # a refusal is sent as such, so that every rank stops with it instead of waiting for the files
+        payload = [files if size <= MAX_SHARED_BYTES else f"{size} bytes, over {MAX_SHARED_BYTES}"]
+    torch.distributed.broadcast_object_list(payload, src=home)
+    if not isinstance(payload[0], dict):
+        raise RuntimeError(f"the files a launch shares with its ranks are too large: {payload[0]}")
+    return home, payload[0]
 
 
 def shutdown() -> None:

@@ -1,15 +1,17 @@
-"""Several GPUs: the command that starts one process per GPU, and the result its rank 0 writes.
+"""Several GPUs or nodes: the command that starts one process per GPU, and the result one of them writes.
 
 `launch_command` builds a `deepspeed`, `torchrun` or `mpirun` command line around an entry point: a script
 and its arguments, or `-m module`. Each sets (or, for mpirun, lets `distributed` derive) the rendezvous
-variables that `distributed.init_deepspeed` reads. `run_launched` runs it and reads the JSON result that rank
-0 wrote, naming the failure when there is none.
+variables that `distributed.init_deepspeed` reads. `run_launched` runs it and reads the JSON result that a rank
+on this host wrote, naming the failure when there is none.
 
 Several nodes: the operator emits such an evaluation as a Kubeflow Trainer TrainJob on an MPI runtime, whose
 launcher pod runs the step once, with `/etc/mpi/hostfile` listing the nodes and ssh set up between them.
 `node_layout` reads that (and KUBEVOLVE_NUM_NODES, which the operator sets), and `mpirun` starts the ranks on
-every node with the rendezvous address passed along. OpenMPI itself is tested here on one host (the hostfile
-naming localhost); the path has not run on a real Trainer installation yet.
+every node with the rendezvous address (the first host's) passed along. The pods share no filesystem and the
+first host is a node pod, not the launcher: the ranks take what the launching process wrote from a rank on its
+host (`distributed.from_launcher_host`), which also writes the result. OpenMPI itself is tested on one host
+(the hostfile naming localhost), the layout with two emulated hosts; not run on a real Trainer installation.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def run_launched(
     timeout: float | None = None,
     cwd: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run a launch command; return the JSON object rank 0 wrote to `result_path`."""
+    """Run a launch command; return the JSON object its ranks wrote to `result_path` (on this host)."""
     result_path = Path(result_path)
     result_path.unlink(missing_ok=True)
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
@@ -132,6 +134,6 @@ def run_launched(
         raise RuntimeError(f"the launched training failed with exit status {proc.returncode}:\n{tail}")
     if not result_path.is_file():
         raise RuntimeError(
-            f"the launched training exited cleanly but rank 0 wrote no result to {result_path}"
+            f"the launched training exited cleanly but no rank wrote a result to {result_path}"
         )
     return json.loads(result_path.read_text())
