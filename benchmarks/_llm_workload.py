@@ -144,6 +144,18 @@ def serve(latency: float, folder: Path, clock_path: Path) -> None:
 
     log = (folder / "requests.jsonl").open("a", buffering=1)
     lock = threading.Lock()
+    given: set[int] = set()  # every value answered so far
+
+    def child_value(parent: int, index: int) -> int:
+        """Better than its parent and never answered before: a stream of distinct experiments, so that every
+        novelty rejection is a false one and no run loses a budgeted candidate to a genuine repeat."""
+        rng = random.Random(index)
+        with lock:
+            value = parent + rng.randint(1, 1000)
+            while value in given:
+                value = parent + rng.randint(1, 1000 + len(given))
+            given.add(value)
+        return value
 
     def answer(body: dict[str, Any], index: int) -> Reply:
         arrived = time.time()
@@ -154,7 +166,7 @@ def serve(latency: float, folder: Path, clock_path: Path) -> None:
             return Reply(f"INSIGHT: candidate {index} changed VALUE; the score follows VALUE.", delay=latency)
         match = PARENT_VALUE.search(body["messages"][-1]["content"])
         parent = int(match.group(1)) if match else 0
-        value = parent + random.Random(index).randint(1, 1000)  # better than its parent: greedy follows
+        value = child_value(parent, index)  # better than its parent: greedy follows
         with lock:
             log.write(
                 json.dumps({"t": arrived, "role": "researcher", "parent": parent, "value": value}) + "\n"
