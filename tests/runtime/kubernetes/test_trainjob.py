@@ -226,6 +226,31 @@ def test_every_trainjob_pod_is_isolated_and_its_peer_policy_lets_only_its_pods_m
     assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
 
 
+def _reaches(rule: dict, namespace: str, pod_labels: dict, source_namespace: str = NAMESPACE) -> bool:
+    """Whether an egress rule's `to` admits a pod with `pod_labels` in `namespace` (the NetworkPolicy API: a
+    peer without namespaceSelector means the policy's own namespace)."""
+    for peer in rule.get("to") or []:
+        spaces = peer.get("namespaceSelector")
+        in_space = (
+            namespace == source_namespace
+            if spaces is None
+            else selects(spaces, {"kubernetes.io/metadata.name": namespace})
+        )
+        if in_space and selects(peer.get("podSelector") or {}, pod_labels):
+            return True
+    return False
+
+
+def test_the_dns_a_trainjobs_pods_may_reach_is_the_clusters_not_a_pod_another_lab_labels_so():
+    """Any lab admin may label a pod of their own `k8s-app: kube-dns` and listen on TCP 53: were the DNS rule
+    open to every namespace, a candidate's ranks would have a full TCP route to another tenant's pod. Only
+    kube-system's DNS pods are the cluster's."""
+    _, dns = trainjob_peer_policy(NAMESPACE, "tj", "tj-uid")["spec"]["egress"]
+    assert _reaches(dns, "kube-system", {"k8s-app": "kube-dns"})
+    assert not _reaches(dns, "lab-b", {"k8s-app": "kube-dns"})
+    assert not _reaches(dns, NAMESPACE, {"k8s-app": "kube-dns"})
+
+
 def test_the_patch_is_one_trainers_webhook_accepts_and_an_admins_runtime_gets_no_candidate():
     """Trainer refuses a patch that names a container the runtime lacks or sets a `node` container's env: the
     patch adds the candidate's nothing, so it fits a cluster admin's runtime with `launcher` and `node` too."""
