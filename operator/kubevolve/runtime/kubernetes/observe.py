@@ -36,6 +36,7 @@ class JobInfo:
     finished_at: float | None = None  # epoch seconds, for the backoff of the next attempt
     reason: str = ""  # why it failed, or why it waits
     queued: bool = False  # carries a Kueue queue label
+    uid: str = ""  # the object's, as listed (a TrainJob's peer policy names it as its owner)
 
     @property
     def done(self) -> bool:
@@ -102,4 +103,5 @@ def job_info(body: Mapping[str, Any]) -> JobInfo | None:
         finished_at=finished_at,
         reason=reason,
         queued=QUEUE_LABEL in labels,
+        uid=meta.get("uid", ""),
     )
