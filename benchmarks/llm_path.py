@@ -12,8 +12,9 @@ scores `VALUE`, so the best score keeps rising only if proposals build on fresh 
 - `startup`: `kubevolve run` as a command (W=2, instant LLM and evaluator): launch to first LLM request, and
   shutdown: from the last candidate stored to the process's exit;
 - `grid`: W in {2, 4, 8, 16} against LLM latency 0, 0.5, 1 and 2 times the evaluation time: occupancy, total
-  wall against the ideal N x eval / W, children of the initial program against the in-flight bound, the most
-  children of one parent, the best score after the first wave and at the end, the novelty rejection rate;
+  wall against the ideal N x eval / W, children of the initial program against the fewest a run that keeps
+  every slot busy can have (`pacing.initial_children`) and the first wave (W), the most children of one
+  parent, the best score after every W commits, the novelty rejection rate;
 - `issue`: the two deep-pipeline settings of issue 16 (W=16, LLM 1 s, eval 4 s, 64 candidates; W=8, LLM 4 s,
   eval 2 s, 48 candidates).
 
@@ -49,8 +50,8 @@ class RunFigures:
     occupancy: float
     seed_children: int
     most_children: int
-    first_wave_best: float
     best: float
+    best_by_wave: list[float]  # the best score after every `slots` commits (after the initial program's)
     rejected: int
     repeats: int  # of the rejected, those whose VALUE is one a candidate that ran already had
     candidates: int
@@ -105,9 +106,14 @@ async def one_run(
     nodes = store.list_nodes("bench")
     store.close()
     seed = nodes[0]
+    best_by_wave, best_so_far = [], float("-inf")
+    for index, node in enumerate(nodes[1:], 1):
+        if node.score is not None:
+            best_so_far = max(best_so_far, node.score)
+        if index % slots == 0 or index == len(nodes) - 1:
+            best_by_wave.append(best_so_far)
     children = Counter(n.parent_ids[0] for n in nodes[1:] if n.parent_ids)
     seed_children = [n for n in nodes[1:] if n.parent_ids and n.parent_ids[0] == seed.id]
-    scored = [n.score for n in seed_children if n.stage is Stage.EVALUATED and n.score is not None]
     wall = commits[-1] - commits[0]
     rejected = [n for n in nodes if n.stage is Stage.REJECTED_NOVELTY]
     ran = {value_of(n.code) for n in nodes if n.stage is not Stage.REJECTED_NOVELTY}
@@ -117,8 +123,8 @@ async def one_run(
         occupancy=evolution.progress.occupancy,
         seed_children=len(seed_children),
         most_children=max(children.values(), default=0),
-        first_wave_best=max(scored, default=float("nan")),
         best=max((n.score for n in nodes if n.score is not None), default=float("nan")),
+        best_by_wave=best_by_wave,
         rejected=len(rejected),
         repeats=sum(1 for n in rejected if value_of(n.code) in ran),
         candidates=len(nodes),
@@ -209,22 +215,25 @@ def print_startup() -> None:
 
 
 HEADER = (
-    "| W | LLM | eval | N | occupancy | wall / ideal | children of the initial program (first wave) | most "
-    "children of one parent | best after first wave → end | novelty rejected (repeats of a value run) |"
+    "| W | LLM | eval | N | occupancy | wall / ideal | children of the initial program: measured / fewest at "
+    "full occupancy / first wave | most children of one parent | best score after every W commits | novelty "
+    "rejected (repeats of a value run) |"
 )
 
 
 def row(slots: int, latency: float, eval_seconds: float, candidates: int, jitter: float) -> str:
     """One setting. The ideal wall is one LLM latency (nothing can be evaluated before the first proposal
-    comes back) plus N x eval / W; the first wave is what the pacer proposes before anything is measured."""
-    from kubevolve.loop.pacing import buffer_for
+    comes back) plus N x eval / W. Children of the initial program: measured, the fewest a run that keeps
+    every slot busy can have with these times (`initial_children`), and the first wave (one per slot)."""
+    from kubevolve.loop.pacing import initial_children
 
     r = run_setting(slots, latency, eval_seconds, candidates, jitter)
     ideal = latency + (r.candidates - 1) * eval_seconds / slots
+    bound = initial_children(slots, latency, eval_seconds, r.candidates - 1)
     return (
         f"| {slots} | {latency:g} s | {eval_seconds:g} s | {r.candidates} | {r.occupancy:.3f} | "
-        f"{r.wall:.1f} / {ideal:.1f} s ({r.wall / ideal - 1:+.0%}) | {r.seed_children} "
-        f"({slots + buffer_for(slots)}) | {r.most_children} | {r.first_wave_best:.0f} → {r.best:.0f} | "
+        f"{r.wall:.1f} / {ideal:.1f} s ({r.wall / ideal - 1:+.0%}) | {r.seed_children} / {bound} / {slots} | "
+        f"{r.most_children} | {' → '.join(f'{b:.0f}' for b in r.best_by_wave)} | "
         f"{r.rejected / max(1, r.candidates - 1):.1%} ({r.repeats}) |"
     )
 

@@ -133,3 +133,17 @@ def test_the_step_pods_service_account_and_pull_secrets_are_object_names():
     ):
         with pytest.raises(SpecError):
             parse_run_spec({"task": "t", **bad})
+
+
+def test_proposals_at_once_default_to_what_the_endpoint_takes_at_once():
+    """No fixed cap of 2 by default: the pacer decides, bounded by llm.maxConcurrency (more would queue for
+    the endpoint and count as LLM latency); a cap the spec sets is kept, above or below it."""
+    spec = parse_run_spec({"task": "t", "parallelism": {"evaluators": 16}})
+    assert spec.parallelism.proposers is None
+    assert spec.proposers_at_once == spec.llm.max_concurrency == 8
+    wide = parse_run_spec({"task": "t", "llm": {"maxConcurrency": 32}})
+    assert wide.proposers_at_once == 32
+    assert parse_run_spec({"task": "t", "parallelism": {"proposers": 3}}).proposers_at_once == 3
+    assert parse_run_spec({"task": "t", "parallelism": {"proposers": 64}}).proposers_at_once == 64
+    with pytest.raises(SpecError):
+        parse_run_spec({"task": "t", "parallelism": {"proposers": 0}})

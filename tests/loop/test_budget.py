@@ -9,7 +9,7 @@ from kubevolve.core.spec import BudgetSpec, EngineerSpec, RunSpec
 from kubevolve.core.task import load_task
 from kubevolve.loop.budget import StopCause, check_budget, failure_streak, llm_cost, wants_debug_retry
 from kubevolve.loop.run_state import RunState
-from kubevolve.runtime.kubernetes.snapshot import _consecutive_failures
+from kubevolve.runtime.kubernetes.snapshot import consecutive_failures
 
 E, S, N, P, Q, F = (
     Stage.EVALUATED,
@@ -54,10 +54,7 @@ def test_the_operator_and_the_local_runtime_count_the_same_streak(stages, toy_ta
     for stage in stages:
         store.add_node(node(stage))
     state = RunState.load(RunSpec(task=str(toy_task)), load_task(toy_task), store, "r")
-    window = len(stages) + 1
-    assert (
-        _consecutive_failures(store, "r", len(stages), window) == state.consecutive_failures == streak(stages)
-    )
+    assert consecutive_failures(store.list_nodes("r")) == state.consecutive_failures == streak(stages)
 
 
 def test_llm_cost_counts_the_proposal_and_its_analysis():

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from kubevolve.loop.pacing import MAX_PER_SLOT, Estimate, Pacer, buffer_for
+from kubevolve.core.kinds import FailureKind
+from kubevolve.core.models import Node, Stage
+from kubevolve.loop.pacing import MAX_PER_SLOT, Estimate, Pacer, buffer_for, initial_children
 
 
 def steady(pacer: Pacer, latency: float, evaluation: float, samples: int = 20) -> None:
@@ -86,18 +88,112 @@ def test_instant_evaluations_count_a_bounded_number_per_slot():
     assert instant.wanted(2, [], now=0.0) == 2 + instant.buffer
 
 
-def test_rejected_proposals_raise_the_bound():
+def test_rejected_proposals_start_more_proposals():
     pacer = Pacer(8)
     steady(pacer, 1.0, 2.0)
     now = 50.0
-    before = pacer.wanted(0, staggered(8, 2.0, now), now)
+    wanted = pacer.wanted(0, staggered(8, 2.0, now), now)
+    assert pacer.starts(wanted, proposing=0, ready=0) == wanted
     for index in range(20):  # every other proposal is rejected before evaluation
         pacer.proposed(1.0, evaluated=index % 2 == 0)
-    after = pacer.wanted(0, staggered(8, 2.0, now), now)
-    assert after > before
-    for _ in range(50):  # all rejected: the bound stays finite (1 / MIN_YIELD times the need)
+    assert pacer.wanted(0, staggered(8, 2.0, now), now) == wanted  # the candidates wanted are the same
+    assert pacer.starts(wanted, proposing=0, ready=0) > wanted  # but more proposals make them
+    for _ in range(50):  # all rejected: the count stays finite (1 / MIN_YIELD times the need)
         pacer.proposed(1.0, evaluated=False)
-    assert pacer.wanted(0, staggered(8, 2.0, now), now) <= 5 * 8 + pacer.buffer
+    assert pacer.starts(wanted, proposing=0, ready=0) <= 5 * wanted
+
+
+def test_ready_candidates_count_in_full_however_many_proposals_are_rejected():
+    """The issue's W=16, LLM 1 s, eval 4 s setting, as measured: the second wave came back with one rejection
+    while the slots were about to free. 18 candidates ready for 16 slots (and the buffer of 3): the yield fell
+    to 0.75, and dividing the whole count by it started 7 more proposals, children of the initial program,
+    though the ready ones had passed every check. Only proposals under way are discounted."""
+    pacer = Pacer(16)
+    steady(pacer, 1.0, 4.0)
+    pacer.proposed(1.0, evaluated=False)
+    assert pacer.yield_ == pytest.approx(0.75)
+    now = 10.0
+    wanted = pacer.wanted(0, [now - 3.9] * 16, now)
+    assert wanted == 16 + pacer.buffer
+    assert pacer.starts(wanted, proposing=0, ready=18) == 2  # the one short of the 19, at a yield of 0.75
+    assert pacer.starts(wanted, proposing=0, ready=19) == 0
+    assert pacer.starts(wanted, proposing=4, ready=16) == 0  # 16 + 0.75 x 4
+    assert pacer.starts(wanted, proposing=3, ready=16) == 1  # 16 + 0.75 x 3 = 18.25: one more
+
+
+def test_no_buffer_while_every_proposal_builds_on_the_initial_program():
+    pacer = Pacer(16)
+    pacer.evaluated(4.0)  # the initial program's
+    assert pacer.wanted(16, [], now=0.0, first=True) == 16
+    steady(pacer, 1.0, 4.0)
+    assert pacer.wanted(0, [10.0] * 16, now=13.0, first=True) == 16
+    assert pacer.wanted(0, [10.0] * 16, now=13.0) == 16 + pacer.buffer
+
+
+def test_proposals_due_just_before_the_first_result_wait_for_it():
+    """W=8, LLM 4 s, eval 2 s: the fourth wave's proposals are due at 6 s, as the first result (at 6 s, the
+    first wave's evaluations having started at 4 s) is stored, a few milliseconds either side. Held for it
+    (at most 0.2 s past its due time), they build on it."""
+    pacer = Pacer(8)
+    steady(pacer, 4.0, 2.0)
+    busy = [4.0] * 8
+    assert pacer.hold(busy, now=5.95) == pytest.approx(0.25)  # until 0.2 s (HOLD x E) after it is due
+    assert pacer.hold(busy, now=6.05) == pytest.approx(0.15)  # a little late, as under load: still held
+    assert pacer.hold(busy, now=5.5) == 0.0  # half an evaluation away: the slots would idle too long
+    assert pacer.hold(busy, now=6.25) == 0.0  # long overdue: nothing to wait for
+    assert pacer.hold([], now=5.9) == 0.0
+    assert Pacer(8).hold(busy, now=5.9) == 0.0  # nothing measured
+    # with spread times the pacer proposes earlier, by its margins: the hold starts as much earlier
+    noisy = Pacer(8)
+    for index in range(20):
+        noisy.proposed(4.0 + (0.1 if index % 2 else -0.1), evaluated=True)
+        noisy.evaluated(2.0 + (0.05 if index % 2 else -0.05))
+    assert noisy.hold(busy, now=5.3) == 0.0
+    assert noisy.hold(busy, now=5.65) > 0.5
+
+
+@pytest.mark.parametrize(
+    ("slots", "latency", "evaluation", "candidates", "bound"),
+    [
+        (16, 1.0, 4.0, 63, 32),  # the first wave, and the one proposed a latency before it ends
+        (8, 4.0, 2.0, 47, 24),  # L = 2E: proposals due as the first result is stored wait for it
+        (8, 4.1, 2.0, 47, 32),  # a little later, and they cannot
+        (2, 0.0, 1.0, 12, 2),  # an instant LLM: only the first wave
+        (4, 2.0, 1.0, 5, 5),  # at most every candidate
+        (4, 1.0, 0.0, 40, 4),  # instant evaluations: nothing to wait for
+    ],
+)
+def test_fewest_children_of_the_initial_program_at_full_occupancy(
+    slots, latency, evaluation, candidates, bound
+):
+    assert initial_children(slots, latency, evaluation, candidates) == bound
+
+
+def test_a_stored_node_teaches_its_times_unless_the_endpoint_failed_it():
+    pacer = Pacer(2)
+    ok = Node(run_id="r", code="", stage=Stage.EVALUATED, timings={"propose": 3.0, "quick": 1.0, "full": 4.0})
+    pacer.replay(ok)
+    assert pacer.proposal.mean == 3.0 and pacer.evaluation.mean == 5.0 and pacer.yield_ == 1.0
+    down = Node(run_id="r", code="", stage=Stage.REJECTED_STATIC, timings={"propose": 0.01})
+    down.failure = FailureKind.LLM_ERROR
+    pacer.replay(down)
+    assert pacer.proposal.mean == 3.0 and pacer.yield_ == 1.0
+    pacer.replay(Node(run_id="r", code="", stage=Stage.REJECTED_NOVELTY, timings={"propose": 3.0}))
+    assert pacer.yield_ == pytest.approx(0.75) and pacer.evaluation.mean == 5.0
+    # a node still PROPOSED passed the checks: it reaches a slot
+    pacer.replay(Node(run_id="r", code="", timings={"propose": 3.0}))
+    assert pacer.yield_ == pytest.approx(0.8125)
+    # the operator's evaluation Job time (pod start-up included) stands for the stages' own
+    on_cluster = Pacer(2)
+    on_cluster.replay(
+        Node(
+            run_id="r",
+            code="",
+            stage=Stage.EVALUATED,
+            timings={"quick": 0.001, "evaluate_job": 6.0, "propose": 0.01, "propose_job": 4.0},
+        )
+    )
+    assert on_cluster.evaluation.mean == 6.0 and on_cluster.proposal.mean == 4.0
 
 
 def test_spread_in_evaluation_times_widens_the_margin():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 
 import numpy as np
 import pytest
@@ -59,8 +60,10 @@ def test_propose_evaluate_analyze_cycle(store, toy_task, tmp_path):
     assert store.get_node("seed-0").insight_id == insight.id
     assert asyncio.run(analyze_step(ctx, "seed-0", AGENTS)).id == insight.id
 
-    child = asyncio.run(propose_step(ctx, AGENTS, node_id="cand-1"))
+    queued = time.time() - 2.0  # the operator created the proposal's Job two seconds ago
+    child = asyncio.run(propose_step(ctx, AGENTS, node_id="cand-1", queued_at=queued))
     assert child.parent_ids == ["seed-0"] and child.stage is Stage.PROPOSED and child.diff
+    assert 2.0 <= child.timings["propose_job"] < 60 and "propose_job" not in seed.timings
     child = asyncio.run(evaluate_step(ctx, "cand-1", engineer))
     assert child.stage is Stage.EVALUATED
     text = asyncio.run(analyze_step(ctx, "cand-1", AGENTS)).text

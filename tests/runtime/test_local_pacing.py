@@ -22,7 +22,7 @@ from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import load_task
 from kubevolve.loop.analyze.analyzer import Analysis, AnalysisRequest, Analyzer
 from kubevolve.loop.engineer.pool import StageOutcome
-from kubevolve.loop.pacing import buffer_for
+from kubevolve.loop.pacing import buffer_for, initial_children
 from kubevolve.loop.research.proposal import Proposal, ProposalError, ProposalRequest
 from kubevolve.runtime.local import Evolution
 from tests.kit.toy_task import write_task
@@ -52,12 +52,13 @@ class SlowLLM:
 
     name = "scripted"
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = LLM_SECONDS) -> None:
         self.rng = random.Random(0)
         self.proposals = itertools.count(1)
+        self.seconds = seconds
 
     async def propose(self, request: ProposalRequest) -> Proposal:
-        await asyncio.sleep(LLM_SECONDS)
+        await asyncio.sleep(self.seconds)
         parent = value_of(request.parents[0].code)
         code = f"# EVOLVE-BLOCK-START\nVALUE = {parent + self.rng.randint(1, 100)}\nPROPOSAL = {next(self.proposals)}\n# EVOLVE-BLOCK-END\n"
         return Proposal(code=code, motivation="step VALUE", proposer=self.name)
@@ -123,7 +124,7 @@ def paced_run(
     candidates: int,
     analyzer: Analyzer | None = None,
     proposer: SlowLLM | None = None,
-    **parallelism: int,
+    **parallelism: int | None,
 ) -> tuple[list[Node], TimedPool]:
     task_dir = write_task(
         tmp_path / "paced",
@@ -135,6 +136,7 @@ def paced_run(
         task=str(task_dir),
         name="run",
         parallelism={"evaluators": SLOTS, "proposers": 64, **parallelism},
+        llm={"maxConcurrency": 64},
         budget={"maxCandidates": candidates},
     )
     pool = TimedPool(SLOTS)
@@ -170,6 +172,24 @@ def test_later_proposals_build_on_fresh_parents_while_evaluators_stay_busy(tmp_p
     assert min(seq_of[n.parent_ids[0]] for n in nodes[-SLOTS:]) > first_wave
     best_of_first_wave = max(n.score for n in nodes[1 : 1 + first_wave] if n.score is not None)
     assert max(n.score for n in nodes if n.score is not None) > 2 * best_of_first_wave
+    assert pool.occupancy() >= 0.85, pool.occupancy()
+
+
+def test_an_llm_slower_than_the_evaluations_keeps_the_slots_busy_with_the_fewest_stale_parents(
+    tmp_path, store
+):
+    """LLM twice as slow as an evaluation: the first wave is out for two evaluation times, so each slot needs a
+    second candidate proposed meanwhile. The dispatcher once slept through that (the age of the proposals
+    under way, which it wakes on, was recorded only once a proposal task ran), and the slots idled a whole
+    evaluation after the first results (occupancy 0.80 in the benchmark). Children of the initial program: the
+    fewest a busy run can have (`initial_children`), give or take the evaluation times' spread (±25%)."""
+    candidates = 1 + 6 * SLOTS
+    nodes, pool = paced_run(tmp_path, store, candidates, proposer=SlowLLM(seconds=2 * EVAL_SECONDS))
+    children = Counter(n.parent_ids[0] for n in nodes[1:])
+    bound = initial_children(SLOTS, 2 * EVAL_SECONDS, EVAL_SECONDS, candidates - 1)
+    assert bound == 3 * SLOTS
+    assert children[nodes[0].id] <= bound + SLOTS // 2, children[nodes[0].id]
+    assert all(n.parent_ids[0] != nodes[0].id for n in nodes[-SLOTS:])
     assert pool.occupancy() >= 0.85, pool.occupancy()
 
 
@@ -216,8 +236,9 @@ def test_a_slow_analyzer_never_delays_a_proposal_or_an_evaluation(tmp_path, stor
 class FailingLLM(SlowLLM):
     """Every other request fails at the endpoint, fast; counts the proposals under way at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fail: bool = True) -> None:
         super().__init__()
+        self.fail = fail
         self.calls = itertools.count()
         self.under_way = 0
         self.most_under_way = 0
@@ -226,7 +247,7 @@ class FailingLLM(SlowLLM):
         self.under_way += 1
         self.most_under_way = max(self.most_under_way, self.under_way)
         try:
-            if next(self.calls) % 2:
+            if self.fail and next(self.calls) % 2:
                 await asyncio.sleep(0.01)
                 raise ProposalError("connection refused", kind=FailureKind.LLM_ERROR)
             return await super().propose(request)
@@ -242,3 +263,10 @@ def test_a_failing_endpoint_is_not_pressed_harder(tmp_path, store):
     failed = [n for n in nodes if n.failure is FailureKind.LLM_ERROR]
     assert len(failed) >= 2 * SLOTS
     assert llm.most_under_way <= SLOTS + buffer_for(SLOTS)
+
+
+def test_by_default_the_pacer_not_a_cap_of_two_decides_how_many_proposals_run_at_once(tmp_path, store):
+    """`parallelism.proposers` unset: the first wave fills every slot at once (it was two at a time)."""
+    llm = FailingLLM(fail=False)
+    paced_run(tmp_path, store, 1 + 2 * SLOTS, proposer=llm, proposers=None)  # type: ignore[arg-type]
+    assert llm.most_under_way == SLOTS

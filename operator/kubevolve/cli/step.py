@@ -89,6 +89,10 @@ def propose(
         int | None,
         typer.Option("--index", min=0, help="The proposal's index in the run (its parents' draw and seed)."),
     ] = None,
+    queued_at: Annotated[
+        float | None,
+        typer.Option("--queued-at", help="When the operator created the Job (epoch seconds), for its pacer."),
+    ] = None,
     store_url: StoreOpt = None,
     tenant: TenantOpt = "default",
 ) -> None:
@@ -96,7 +100,10 @@ def propose(
     ctx = _context(store_url, tenant, run_id)
     node = _run(
         _with_agents(
-            ctx, lambda agents: propose_step(ctx, agents, node_id=node_id, retry_of=retry_of, index=index)
+            ctx,
+            lambda agents: propose_step(
+                ctx, agents, node_id=node_id, retry_of=retry_of, index=index, queued_at=queued_at
+            ),
         )
     )
     render.print_json(render.node_summary(node))
@@ -191,6 +198,7 @@ class StepCommand:
     tenant: str
     retry_of: str | None = None
     index: int | None = None
+    queued_at: float | None = None
     workspace: Path | None = None
     input_file: Path | None = None
     candidate_socket: Path | None = None

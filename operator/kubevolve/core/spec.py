@@ -84,10 +84,21 @@ class BudgetSpec(_Model):
 
 
 class ParallelismSpec(_Model):
+    """How many evaluation slots a run keeps busy, and how its proposals are made for them.
+
+    `proposers` caps the proposals made at once (LLM calls, or proposal Jobs on Kubernetes); None (the
+    default) leaves the count to the pacer (loop/pacing.py: about W x LLM latency / evaluation time, plus a
+    small buffer), bounded by `llm.maxConcurrency`, the requests the endpoint is given at once anyway: more
+    would only queue for it, and a proposal's wait in that queue would count as LLM latency, which makes the
+    pacer propose still more. A fixed small cap (it was 2) starved the evaluators whenever W x latency /
+    evaluation time exceeded it: W=8 slots with an LLM as slow as an evaluation need eight proposals under way.
+    """
+
     evaluators: Annotated[int, Field(ge=1, le=1024)] = 2  # evaluation slots kept busy
-    proposers: Annotated[int, Field(ge=1, le=1024)] = 2  # proposals made concurrently
-    # proposals in flight beyond the proposers; None: locally, the pacer's bound (loop/pacing.py), on
-    # Kubernetes one per evaluator; 0: sequential (reproducible, slow)
+    # proposals made at once; None: as many as the pacer wants, at most llm.maxConcurrency
+    proposers: Annotated[int, Field(ge=1, le=1024)] | None = None
+    # proposals in flight beyond the proposers; None: the pacer's bound (loop/pacing.py); 0: sequential
+    # (reproducible, slow)
     proposals_ahead: Annotated[int, Field(ge=0, le=4096)] | None = None
 
 
@@ -341,6 +352,11 @@ class RunSpec(_Model):
         if self.analyzer.mode is not None:
             return self.analyzer.mode
         return "llm" if self.llm.configured else "offline"
+
+    @property
+    def proposers_at_once(self) -> int:
+        """`parallelism.proposers`, its default resolved: `llm.maxConcurrency` (ParallelismSpec says why)."""
+        return self.parallelism.proposers or self.llm.max_concurrency
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

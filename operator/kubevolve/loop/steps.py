@@ -250,12 +250,15 @@ async def propose_step(
     node_id: str | None = None,
     retry_of: str | None = None,
     index: int | None = None,
+    queued_at: float | None = None,
 ) -> Node:
     """Store one new candidate of the run and return it (PROPOSED, or final when rejected). With `retry_of`,
     the candidate is a debug retry of that failed node: same parents, and its error as feedback. The run's
     first step (its initial program) also stores the task's cognition, once per run. `index`: the proposal's
     index in the run, from which its parents' draw and its seed derive (default: the number of nodes stored);
-    proposal pods started together see the same store, so the operator gives each its own."""
+    proposal pods started together see the same store, so the operator gives each its own. `queued_at`: when
+    the operator created the step's Job (epoch seconds): the node records the wall time since
+    (`timings["propose_job"]`, pod start-up included), which the operator's pacer counts a proposal as."""
     existing = _existing(ctx.store, node_id)
     if existing is not None:
         return existing
@@ -270,6 +273,8 @@ async def propose_step(
         sync_task_cognition(ctx.store, ctx.task, agents.embedder)
     retry = stored_candidate(state, retry_of) if retry_of else None
     candidate = await propose(state, agents, retry_of=retry, node_id=node_id)
+    if queued_at is not None:
+        candidate.node.timings["propose_job"] = max(0.0, time.time() - queued_at)
     node = ctx.store.add_node(candidate.node)
     if is_analysed_rejection(node):  # offline and at once: no analysis Job for a refused idea
         await analyze(ctx.store, ctx.task, agents, node)

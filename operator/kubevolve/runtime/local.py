@@ -3,7 +3,8 @@
 Proposals and evaluations are separate asyncio tasks joined by a queue of ready candidates. A dispatcher
 starts proposals (each selects its parents, asks the proposer and pre-checks the candidate) so that about as
 many are in flight as the evaluators will need while they are made (`loop/pacing.py`, Little's law: about
-W x LLM latency / evaluation time, measured as the run goes), at most `parallelism.proposers` at once;
+W x LLM latency / evaluation time, measured as the run goes), at most `parallelism.proposers` at once
+(default `llm.maxConcurrency`); a proposal selects its parents as it starts, from everything stored by then;
 evaluators take ready candidates one at a time into a sandboxed slot. So an evaluation slot never waits for
 the LLM while proposal capacity suffices, each proposal selects from a store at most about one proposal time
 old, and there is no generation barrier: every finished candidate is committed to the store at once and
@@ -28,7 +29,7 @@ from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
 from kubevolve.core.spec import RunSpec
 from kubevolve.core.task import Task
 from kubevolve.loop.agents import Agents
-from kubevolve.loop.analyze.analyzer import ANALYSED_STAGES, Analyzer, OfflineAnalyzer, wants_analysis
+from kubevolve.loop.analyze.analyzer import Analyzer, OfflineAnalyzer, wants_analysis
 from kubevolve.loop.budget import BudgetVerdict, StopCause
 from kubevolve.loop.engineer.engineer import Engineer
 from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable
@@ -95,11 +96,12 @@ class Evolution:
         self.pacer = Pacer(spec.parallelism.evaluators)
         self._ready: asyncio.Queue[Candidate] = asyncio.Queue()  # proposed, waiting for a slot
         self._proposing: set[asyncio.Task[None]] = set()
-        self._proposal_starts: dict[object, float] = {}  # proposals under way -> when each started
+        self._proposal_starts: dict[asyncio.Task[None], float] = {}  # proposals under way -> when started
         self._busy: dict[int, float] = {}  # evaluator -> when its evaluation started (monotonic)
         self._idle = 0  # evaluators waiting for a candidate
         self._wake = asyncio.Event()  # something the dispatcher counts changed
         self._failure: BaseException | None = None  # what a proposal raised: the run fails with it
+        self._first = True  # no proposed candidate's result is stored yet: every proposal builds on the seed
         self._ending = asyncio.Event()  # set as the run drains: analyses stop waiting for the embedding model
 
     @classmethod
@@ -148,11 +150,8 @@ class Evolution:
             if self.agents.analyzer is not None and wants_analysis(node):
                 self._unanalysed.append(node)  # committed just before an interruption
             self.progress.record(node, live=False)
-            if "propose" in node.timings and node.failure != FailureKind.LLM_ERROR:
-                self.pacer.proposed(node.timings["propose"], evaluated=node.stage in ANALYSED_STAGES)
-            stages = [node.timings[s] for s in ("quick", "full") if s in node.timings]
-            if stages:
-                self.pacer.evaluated(sum(stages))
+            self.pacer.replay(node)
+        self._first = self.state.observed <= 1
 
     def _notify(self, node: Node | None) -> None:
         for observer in self.observers:
@@ -237,16 +236,11 @@ class Evolution:
         )
         return candidate
 
-    async def _propose_ready(self) -> None:
-        """One proposal, timed for the pacer; a candidate to evaluate joins the ready queue. A proposal the
-        LLM endpoint failed tells the pacer nothing: neither how long proposals take (errors come back fast)
-        nor how many reach a slot (proposing more would only press a failing endpoint harder)."""
-        key = object()
-        started = self._proposal_starts[key] = time.monotonic()
-        try:
-            candidate = await self._propose_one()
-        finally:
-            del self._proposal_starts[key]
+    async def _propose_ready(self, started: float) -> None:
+        """One proposal, timed for the pacer from `started`; a candidate to evaluate joins the ready queue. A
+        proposal the LLM endpoint failed tells the pacer nothing: neither how long proposals take (errors come
+        back fast) nor how many reach a slot (proposing more would only press a failing endpoint harder)."""
+        candidate = await self._propose_one()
         node = candidate.node
         if node.failure is not FailureKind.LLM_ERROR:
             self.pacer.proposed(time.monotonic() - started, evaluated=not node.stage.is_final)
@@ -277,20 +271,35 @@ class Evolution:
         self.state.retrieval_ready = False
         self._retrieval = asyncio.create_task(prepare())
 
-    def _wanted(self) -> int:
-        """Proposals to have in flight (being made or ready): `proposalsAhead` beyond the proposers when the
-        spec fixes it, else the pacer's in-flight bound."""
-        par = self.spec.parallelism
+    def _to_start(self) -> int:
+        """Proposals to start now, at most `proposers` under way: as many as bring those in flight (being
+        made or ready) to `proposalsAhead` beyond the proposers when the spec fixes it, else to the pacer's
+        bound. None while the first result is due within the pacer's hold."""
+        par, proposing, ready = self.spec.parallelism, len(self._proposing), self._ready.qsize()
+        room = self.spec.proposers_at_once - proposing
         if par.proposals_ahead:
-            return par.proposers + par.proposals_ahead
-        return self.pacer.wanted(self._idle, list(self._busy.values()), time.monotonic(), self._oldest())
+            return min(room, self.spec.proposers_at_once + par.proposals_ahead - proposing - ready)
+        busy, now = list(self._busy.values()), time.monotonic()
+        wanted = self.pacer.wanted(self._idle, busy, now, self._oldest(), first=self._first)
+        return min(room, self.pacer.starts(wanted, proposing, ready))
 
     def _oldest(self) -> float | None:
         """When the oldest proposal under way started (None: none is)."""
         return min(self._proposal_starts.values(), default=None)
 
+    def _start_proposal(self) -> None:
+        """A proposal task, its start time recorded at once: the dispatcher's next wake-up depends on the age
+        of the oldest proposal under way, which a task not yet running would otherwise not show (the first
+        wave then slept until it came back, and no second candidate per slot was proposed meanwhile)."""
+        started = time.monotonic()
+        task = asyncio.create_task(self._propose_ready(started))
+        self._proposal_starts[task] = started
+        self._proposing.add(task)
+        task.add_done_callback(self._proposal_done)
+
     def _proposal_done(self, task: asyncio.Task[None]) -> None:
         self._proposing.discard(task)
+        self._proposal_starts.pop(task, None)
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()
         self._wake.set()
@@ -298,7 +307,9 @@ class Evolution:
     async def _dispatcher(self) -> None:
         """Start proposals while fewer are in flight than wanted (at most `proposers` at once), as long as the
         budget allows; then sleep until a count changes or a running evaluation comes within a proposal time
-        of its end. Sequential mode: one proposal at a time, once everything before it is settled."""
+        of its end. Until a proposed candidate's result is stored, proposals due just before the first one are
+        held for it (`Pacer.hold`). Sequential mode: one proposal at a time, once everything before it is
+        settled."""
         par = self.spec.parallelism
         while not self._stop.is_set():
             if self._failure is not None:
@@ -307,20 +318,20 @@ class Evolution:
                 await self._settled()
                 if not self._reserve():
                     return
-                await self._propose_ready()
+                await self._propose_ready(time.monotonic())
                 continue
             self._wake.clear()
-            while (
-                len(self._proposing) < par.proposers
-                and len(self._proposing) + self._ready.qsize() < self._wanted()
-                and self._reserve()
-            ):
-                task = asyncio.create_task(self._propose_ready())
-                self._proposing.add(task)
-                task.add_done_callback(self._proposal_done)
-            delay = None
-            if par.proposals_ahead is None:
-                delay = self.pacer.next_need(list(self._busy.values()), time.monotonic(), self._oldest())
+            starts, delay = self._to_start(), None
+            hold = self.pacer.hold(list(self._busy.values()), time.monotonic()) if starts > 0 else 0.0
+            if self._first and par.proposals_ahead is None and hold > 0:
+                delay = hold  # the first result is about to be stored: the proposals build on it
+            else:
+                for _ in range(max(starts, 0)):
+                    if not self._reserve():
+                        break
+                    self._start_proposal()
+                if par.proposals_ahead is None:
+                    delay = self.pacer.next_need(list(self._busy.values()), time.monotonic(), self._oldest())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
@@ -343,6 +354,7 @@ class Evolution:
             self.pacer.evaluated(time.monotonic() - started)
             self.progress.occupancy = self.pool.occupancy()
             self._commit(candidate)
+            self._first = False
             self._wake.set()
             if (
                 self.spec.budget.max_candidates is not None

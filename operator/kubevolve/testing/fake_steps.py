@@ -138,7 +138,12 @@ class FakeSteps:
     async def _step(self, command: StepCommand, ctx: StepContext) -> None:
         if command.role is Role.PROPOSE:
             await propose_step(
-                ctx, self.agents, node_id=command.node_id, retry_of=command.retry_of, index=command.index
+                ctx,
+                self.agents,
+                node_id=command.node_id,
+                retry_of=command.retry_of,
+                index=command.index,
+                queued_at=command.queued_at,
             )
             return
         assert command.node_id is not None  # the parser requires --node for the other steps

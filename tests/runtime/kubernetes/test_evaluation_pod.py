@@ -51,6 +51,7 @@ from kubevolve.runtime.kubernetes.results import (
     awaiting_result,
     judge_termination,
     published_result,
+    store_result,
 )
 from kubevolve.store import open_store
 from kubevolve.testing import RUNS
@@ -250,6 +251,22 @@ def test_a_result_that_breaks_the_parser_is_refused_not_raised(where):
         message = json.dumps({"node": "r-c00001", "sha256": digest})
     with pytest.raises(HandoverError):
         read_result("r-c00001", message, line)
+
+
+def test_a_stored_result_records_its_jobs_wall_time_and_no_pod_can_claim_one(tmp_path):
+    """The operator's pacer counts a slot busy from the evaluation Job's start to its end (pod start-up
+    included): stored with the result, from the watch stream's times. A published `job` timing is dropped."""
+    store = open_store(f"sqlite:///{tmp_path / 'kubevolve.db'}")
+    for key in ("00001", "00002"):
+        store.add_node(Node(run_id="r", code="", id=f"r-c{key}"))
+    finished = JobInfo("r-eval-00001", Role.EVALUATE, "00001", 0, "r-c00001", "succeeded")
+    finished = dataclasses.replace(finished, started_at=100.0, finished_at=107.5)
+    store_result(store, evaluated(), finished)
+    assert store.get_node("r-c00001").timings == {"quick": 0.4, "evaluate_job": 7.5}
+    forged = evaluated("r-c00002", timings={"quick": 0.4, "evaluate_job": 1e9})
+    store_result(store, forged, dataclasses.replace(finished, started_at=None))
+    assert store.get_node("r-c00002").timings == {"quick": 0.4}
+    store.close()
 
 
 def test_a_failed_candidate_is_a_result_too():

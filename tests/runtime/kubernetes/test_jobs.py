@@ -311,6 +311,18 @@ def test_job_state_is_read_from_status(status, spec_, state):
         assert "DeadlineExceeded" in info.reason
 
 
+def test_a_jobs_start_time_comes_from_its_status_or_else_its_creation():
+    """What the pacer counts a running evaluation or proposal from, read from the watch stream's body."""
+    job = build_job(RUN, spec(), CONFIG, CPU_TASK, JobRequest("evaluate", "00001"))
+    assert job_info(job).started_at is None  # as built: not created yet
+    job["metadata"]["creationTimestamp"] = "2026-12-03T22:00:00Z"
+    assert job_info(job).started_at == 1796335200.0
+    job["status"] = {"startTime": "2026-12-03T22:00:05Z"}
+    assert job_info(job).started_at == 1796335205.0
+    job["status"] = {"startTime": "yesterday"}  # unreadable: as if it had none
+    assert job_info(job).started_at == 1796335200.0
+
+
 def test_config_from_environment():
     config = OperatorConfig.from_env(
         {
@@ -371,9 +383,11 @@ def test_a_bad_setting_names_its_variable(variable, value):
 @pytest.mark.parametrize("role", list(Role))
 def test_the_step_parser_reads_every_command_the_operator_writes(role):
     retry = "packing-1-c00004" if role is Role.PROPOSE else None
-    req = JobRequest(role, "00004d1" if retry else "00004", retry_of=retry)
+    queued = 1796335200.25 if role is Role.PROPOSE else None
+    req = JobRequest(role, "00004d1" if retry else "00004", retry_of=retry, queued_at=queued)
     command = container(build_job(RUN, spec(), CONFIG, CPU_TASK, req))["command"]
     parsed = parse_step_command(command)
+    assert parsed.queued_at == queued  # a proposal times its Job from the operator's decision
     assert (
         parsed.role is role and parsed.run_id == "packing-1" and parsed.node_id == node_id(RUN.name, req.key)
     )

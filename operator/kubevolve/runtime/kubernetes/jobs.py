@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubevolve.core.kinds import Role
@@ -95,6 +95,9 @@ class JobRequest:
     key: str
     attempt: int = 0
     retry_of: str | None = None
+    # when the operator decided it (epoch seconds): a proposal step records its Job's wall time from it; not
+    # part of what the request is
+    queued_at: float | None = field(default=None, compare=False)
 
 
 def store_url(spec: RunSpec, config: OperatorConfig) -> str | None:
@@ -107,6 +110,8 @@ def step_command(run: RunRef, spec: RunSpec, config: OperatorConfig, req: JobReq
     command = ["kubevolve", "step", str(req.role), "--run", run.name]
     if req.role == Role.PROPOSE:  # proposal pods started together see one store: each draws by its own index
         command += ["--node-id", nid, "--index", str(parse_key(req.key)[0])]
+        if req.queued_at is not None:
+            command += ["--queued-at", f"{req.queued_at:.3f}"]
     else:
         command += ["--node", nid]
     url = store_url(spec, config)

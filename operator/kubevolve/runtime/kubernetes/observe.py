@@ -2,7 +2,8 @@
 
 The kopf index keeps one `JobInfo` per owned Job, refreshed from the watch stream, so a reconcile reads the
 run's Jobs without an API request. States: `waiting` (suspended, e.g. by Kueue until admission), `active`,
-`succeeded`, `failed`.
+`succeeded`, `failed`. A Job's start time (second resolution) is what the pacer counts a running evaluation
+or proposal from (plan.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class JobInfo:
     state: str
     kind: str = "Job"
     finished_at: float | None = None  # epoch seconds, for the backoff of the next attempt
+    # epoch seconds: the Job's start (its creation, before it has one), for the pacer (None: not seen yet)
+    started_at: float | None = None
     reason: str = ""  # why it failed, or why it waits
     queued: bool = False  # carries a Kueue queue label
     uid: str = ""  # the object's, as listed (a TrainJob's peer policy names it as its owner)
@@ -92,6 +95,9 @@ def job_info(body: Mapping[str, Any]) -> JobInfo | None:
     if not key:
         return None
     state, finished_at, reason = job_state(body)
+    started_at = parse_time((body.get("status") or {}).get("startTime")) or parse_time(
+        meta.get("creationTimestamp")
+    )
     return JobInfo(
         name=meta.get("name", ""),
         role=role,
@@ -101,6 +107,7 @@ def job_info(body: Mapping[str, Any]) -> JobInfo | None:
         state=state,
         kind=body.get("kind") or "Job",
         finished_at=finished_at,
+        started_at=started_at,
         reason=reason,
         queued=QUEUE_LABEL in labels,
         uid=meta.get("uid", ""),

@@ -8,9 +8,13 @@ No memory of earlier passes is needed, which is what makes the operator level-tr
   time on the Job itself. A candidate whose evaluation Jobs used up their attempts is recorded as failed in
   the store; a proposal or analysis that used them up keeps its failed Jobs, which count towards
   `failurePolicy.maxFailedJobs`.
-- Pipelining: evaluation Jobs keep `parallelism.evaluators` slots busy; proposals are made ahead (up to
-  `parallelism.proposalsAhead`, default one per slot) by at most `parallelism.proposers` Jobs at a time, and
-  never beyond `budget.maxCandidates`.
+- Pipelining: evaluation Jobs keep `parallelism.evaluators` slots busy; proposals are made ahead by at most
+  `parallelism.proposers` Jobs at a time (default `llm.maxConcurrency`), never beyond `budget.maxCandidates`:
+  as many as the local runtime's pacer wants (loop/pacing.py, Little's law), or a fixed
+  `parallelism.proposalsAhead` beyond the free slots when the spec sets one. The pacer is rebuilt at every
+  pass from what the pass reads anyway: the proposal and evaluation times the run's last nodes record (the
+  steps measure them; a pod's start-up is not in them), and the start times of the running Jobs (from the
+  watch stream). The pass asks to be run again when the next proposal falls due.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from kubevolve.core.kinds import Role
 from kubevolve.core.models import Node, Stage
 from kubevolve.core.spec import FailurePolicySpec, RunSpec
 from kubevolve.loop.budget import BudgetVerdict, StopCause, check_budget, wants_debug_retry
+from kubevolve.loop.pacing import RESULTS, Pacer
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef
 from kubevolve.runtime.kubernetes.names import key_of_node, make_key, node_id, parse_key, retry_key
 from kubevolve.runtime.kubernetes.observe import FAILED, SUCCEEDED, WAITING, JobInfo
@@ -30,6 +35,7 @@ from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.snapshot import Snapshot, needs_analysis
 
 SEED_KEY = make_key(0)
+PACE_SECONDS = 1.0  # the shortest wait for a pass the pacer asks for: a Job's start-up takes longer
 # the reason of the Succeeded / Failed condition, by the budget limit that stopped the run (None: a runtime's own)
 CONDITION_REASONS: dict[StopCause | None, str] = {
     StopCause.CANDIDATES: "MaxCandidatesReached",
@@ -130,6 +136,7 @@ class _Planner:
         self.suspended = inp.spec.suspend
         self.stopped = False
         self.inflight_proposals = 0
+        self.holding = False  # proposals held for the first result (Pacer.hold)
         # keys with a running (or just created) evaluation whose result is not stored yet
         self.evaluating = {
             k
@@ -153,7 +160,8 @@ class _Planner:
 
     def create(self, role: Role, key: str, attempt: int = 0) -> None:
         retry_of = previous_node(self.run, key) if role == Role.PROPOSE else None
-        self.plan.create.append(JobRequest(role, key, attempt, retry_of))
+        queued_at = self.inp.now if role == Role.PROPOSE else None
+        self.plan.create.append(JobRequest(role, key, attempt, retry_of, queued_at))
         self.plan.running[role] += 1
         if role == Role.EVALUATE:
             self.evaluating.add(key)
@@ -271,21 +279,62 @@ class _Planner:
         if self.snap.best is None:
             return  # nothing evaluated yet to build on: the seed goes first
         par = self.spec.parallelism
-        ahead = par.proposals_ahead if par.proposals_ahead is not None else par.evaluators
         queued = sum(
             1 for n in self.snap.proposed if (key_of_node(self.run, n.id) or "") not in self.evaluating
         )
-        room = min(
-            par.proposers - self.inflight_proposals,
-            self.free_slots() + ahead - queued - self.inflight_proposals,
-        )
+        due: float | None = None
+        if par.proposals_ahead is None:
+            wanted, due = self.paced(queued)
+        else:
+            wanted = self.free_slots() + par.proposals_ahead - queued - self.inflight_proposals
+        room = self.spec.proposers_at_once - self.inflight_proposals
         limit = self.spec.budget.max_candidates
         if limit is not None:
             room = min(room, limit - self.snap.total - self.inflight_proposals)
+        if due is not None and room > max(wanted, 0):
+            # a pass when the next proposal falls due, unless the proposers or the budget are what hold it
+            # back (a proposal Job's end, which is an event, starts that pass); no finer than PACE_SECONDS
+            self.plan.wake_in(due if self.holding else max(due, PACE_SECONDS))
+        room = min(room, wanted)
         for _ in range(max(room, 0)):
             self.create(Role.PROPOSE, make_key(self.plan.next_index))
             self.plan.next_index += 1
             self.inflight_proposals += 1
+
+    def started(self, role: Role, keys: set[str] | None = None) -> list[float]:
+        """Start times of the running Jobs of `role` (of `keys` only, if given); now for one created this
+        pass, or seen without a time."""
+        now = self.inp.now
+        found = [
+            jobs[-1].started_at or now
+            for (r, k), jobs in self.groups.items()
+            if r == role and not jobs[-1].done and (keys is None or k in keys)
+        ]
+        created = [req for req in self.plan.create if req.role == role and (keys is None or req.key in keys)]
+        return found + [now] * len(created)
+
+    def paced(self, queued: int) -> tuple[int, float | None]:
+        """Proposals to start now by the pacer, rebuilt from the run's last nodes (Snapshot.recent): the slots
+        free now, the evaluations running (since their Jobs started), the proposals under way (the oldest's
+        age stands for the proposal time until one is measured) and the `queued` candidates waiting for a
+        slot; and the seconds until more may fall due (None: not as things stand). Proposals due as the
+        first result is stored are held for it (Pacer.hold)."""
+        pacer, now = Pacer(self.spec.parallelism.evaluators), self.inp.now
+        for node in self.snap.recent:
+            pacer.replay(node)
+        busy = self.started(Role.EVALUATE, self.evaluating)
+        proposing = self.started(Role.PROPOSE)
+        oldest = min(proposing, default=None)
+        first = sum(self.snap.counts.get(stage, 0) for stage in RESULTS) <= 1
+        wanted = pacer.wanted(self.free_slots(), busy, now, oldest, first=first)
+        starts = pacer.starts(wanted, self.inflight_proposals, queued)
+        if starts > 0 and first and (hold := pacer.hold(busy, now)) > 0:
+            self.holding = True
+            return 0, hold
+        due = pacer.next_need(busy, now, oldest)
+        if due is not None and _ends_within(pacer, busy, proposing, now, due):
+            due = None  # a Job's end comes first, and its event brings a pass that looks again
+        return starts, due
 
     def stop_running(self) -> None:
         """The run is over: the proposals and evaluations still running (with no result yet) are not needed."""
@@ -304,6 +353,16 @@ class _Planner:
             self.inp.next_index - 1,
         ]
         return max(indices) + 1
+
+
+def _ends_within(
+    pacer: Pacer, evaluating: list[float], proposing: list[float], now: float, due: float
+) -> bool:
+    """A running evaluation or proposal Job (started at the times given) should end within `due` seconds."""
+    ends = [(evaluating, pacer.evaluation.mean), (proposing, pacer.proposal.mean)]
+    return any(
+        now < start + mean <= now + due for starts, mean in ends if mean is not None for start in starts
+    )
 
 
 def make_plan(inp: PlanInput) -> Plan:

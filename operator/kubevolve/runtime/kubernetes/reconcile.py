@@ -139,7 +139,7 @@ async def _reconcile(
     for job in jobs:
         ids |= {node_id(name, job.key), node_id(name, retry_key(job.key))}
     par = spec.parallelism
-    slack = par.evaluators + par.proposers + (par.proposals_ahead or par.evaluators)
+    slack = par.evaluators + spec.proposers_at_once + (par.proposals_ahead or par.evaluators)
     try:
         store = await asyncio.to_thread(ctx.stores.get, url, namespace)
         snap = await asyncio.to_thread(
@@ -282,6 +282,7 @@ async def _create(
         node_id=node_id(run.name, req.key),
         state="active",
         kind="TrainJob" if trainjob else "Job",
+        started_at=time.time(),
         queued=bool(spec.queue_name),
     )
     expect.expect_created(info, time.time())

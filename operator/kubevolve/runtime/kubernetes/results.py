@@ -95,12 +95,18 @@ async def published_result(kube: Kube, namespace: str, job: JobInfo) -> Evaluati
     return None
 
 
-def store_result(store: Store, result: EvaluationResult) -> Node | None:
-    """Make the node final with `result`; None if it already is (a result is stored once)."""
+def store_result(store: Store, result: EvaluationResult, job: JobInfo | None = None) -> Node | None:
+    """Make the node final with `result`; None if it already is (a result is stored once). With the `job`
+    that evaluated it, its wall time from the Job's start to its end (`timings["evaluate_job"]`, pod start-up
+    included: what the operator's pacer counts a slot busy for, loop/pacing.py)."""
     node = store.get_node(result.node_id)
     if node.stage.is_final:
         return None
-    store.update_node(result.apply(node))
+    node = result.apply(node)
+    node.timings.pop("evaluate_job", None)  # the operator's own measure: never what a pod published
+    if job is not None and job.started_at is not None and job.finished_at is not None:
+        node.timings["evaluate_job"] = max(0.0, job.finished_at - job.started_at)
+    store.update_node(node)
     return node
 
 
@@ -111,19 +117,19 @@ async def collect_results(
     were not looked at before (`seen`, updated); return the nodes stored."""
     fresh = [j for j in jobs if (namespace, j.name) not in seen]
 
-    async def one(job: JobInfo) -> EvaluationResult | None:
+    async def one(job: JobInfo) -> tuple[EvaluationResult, JobInfo] | None:
         try:
             result = await published_result(kube, namespace, job)
         except ApiException as err:  # looked at again on the next pass
             log.warning(f"{namespace}/{job.name}: cannot read its pods: {err.status} {err.reason}")
             return None
         seen.add((namespace, job.name))
-        return result
+        return None if result is None else (result, job)
 
     stored = []
-    for result in await asyncio.gather(*(one(job) for job in fresh)):
-        if result is not None:
-            node = await asyncio.to_thread(store_result, store, result)
+    for found in await asyncio.gather(*(one(job) for job in fresh)):
+        if found is not None:
+            node = await asyncio.to_thread(store_result, store, *found)
             if node is not None:
                 stored.append(node)
     return stored

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubevolve.core.kinds import FailureKind
 from kubevolve.core.models import Node, RunPhase, RunRecord, Stage
@@ -40,6 +40,7 @@ class Snapshot:
     consecutive_failures: int = 0
     llm_cost: float = 0.0
     max_index: int = -1  # the largest proposal index among stored node ids (scanned only when asked)
+    recent: list[Node] = field(default_factory=list)  # the run's last nodes, oldest first (`paced`)
 
     @property
     def total(self) -> int:
@@ -82,13 +83,25 @@ def set_phase(store: Store, record: RunRecord, phase: str, message: str) -> None
         record.phase, record.message = target, message
 
 
-def _consecutive_failures(store: Store, run: str, total: int, window: int) -> int:
-    """The failure streak at the end of the run, counted over its last `window` nodes (enough for the
-    `maxFailures` rule: a longer streak is still at least `maxFailures`)."""
+def consecutive_failures(nodes: Iterable[Node]) -> int:
+    """The failure streak at the end of `nodes` (the run's last ones, oldest first)."""
     streak = 0
-    for node in store.list_nodes(run, after_seq=total - window - 1):
+    for node in nodes:
         streak = failure_streak(streak, node)
     return streak
+
+
+def paced(spec: RunSpec) -> bool:
+    """The run's proposals follow the pacer (loop/pacing.py), which the operator rebuilds at every pass from
+    the run's last nodes' timings: `parallelism.proposalsAhead` is not set."""
+    return spec.parallelism.proposals_ahead is None
+
+
+def pacer_window(spec: RunSpec) -> int:
+    """How many of the run's last nodes the pacer learns from: its moving averages weigh a new sample 1/4, so
+    sixteen samples carry all but 1% of an average's weight, and up to one per slot may still lack an
+    evaluation time (being evaluated)."""
+    return 16 + spec.parallelism.evaluators
 
 
 def take_snapshot(
@@ -118,10 +131,14 @@ def take_snapshot(
         nodes=nodes,
         best=store.best_node(run),
     )
-    if spec.budget.max_failures:
-        snap.consecutive_failures = _consecutive_failures(
-            store, run, snap.total, spec.budget.max_failures + slack
-        )
+    # one read of the run's last nodes serves both: the failure streak (enough of them for the `maxFailures`
+    # rule: a longer streak is still at least `maxFailures`) and the pacer's timings
+    failures = spec.budget.max_failures + slack if spec.budget.max_failures else 0
+    window = max(failures, pacer_window(spec) if paced(spec) else 0)
+    if window:
+        snap.recent = store.list_nodes(run, after_seq=snap.total - window - 1)
+    if failures:
+        snap.consecutive_failures = consecutive_failures(snap.recent[-failures:])
     if spec.budget.max_llm_cost is not None or scan_indices:
         for node in store.iter_nodes(run):
             snap.llm_cost += llm_cost(node)
