@@ -154,6 +154,52 @@ def test_an_isolated_stage_still_gets_no_internet_socket(slot):
         slot_.prepare_spare()
 
 
+# every socket family the kernel may know (AF_UNIX=1 .. AF_MCTP=45): which the candidate could open
+FAMILIES = """
+import errno, socket
+def solve():
+    found = {}
+    for family in range(1, 46):
+        errors = set()
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET, socket.SOCK_RAW):
+            try:
+                socket.socket(family, kind).close()
+                found[str(family)] = "opened"
+                break
+            except OSError as err:
+                errors.add(errno.errorcode[err.errno])
+        else:
+            found[str(family)] = sorted(errors)
+    return found, 0
+"""
+
+
+@pytest.mark.parametrize("network", ["isolated", "ranks"])
+def test_no_socket_family_but_unix_netlink_and_ranks_internet_is_open(slot, network):
+    """A network namespace bounds only what is in it: AF_VSOCK reaches the hypervisor (on a VM node, CID 2)
+    from any namespace, and other families (CAN, TIPC, RDS, Bluetooth, ...) are the kernel's attack surface
+    with nothing of the candidate's to use them for. The seccomp filter refuses them all with EAFNOSUPPORT,
+    whatever the stage's network; internet sockets are the `ranks` stage's only addition."""
+    slot_, _, uid = slot
+    candidate = judging.CandidateProcess(
+        slot_, toy_job(uid, FAMILIES, network=network), time.monotonic() + 30
+    )
+    try:
+        families = candidate.request({})["x"]
+    finally:
+        candidate.close()
+        slot_.prepare_spare()
+    allowed = {socket.AF_UNIX, socket.AF_NETLINK} | (
+        {socket.AF_INET, socket.AF_INET6} if network == "ranks" else set()
+    )
+    internet = {socket.AF_INET, socket.AF_INET6}
+    others = {int(f): v for f, v in families.items() if int(f) not in allowed | internet}
+    assert others == {f: ["EAFNOSUPPORT"] for f in range(1, 46) if f not in allowed | internet}
+    assert [families[str(f)] for f in sorted(allowed)] == ["opened"] * len(allowed)
+    if network == "isolated":
+        assert families[str(socket.AF_INET)] == families[str(socket.AF_INET6)] == ["ENETUNREACH"]
+
+
 # two processes of the candidate, the second forked, meet through torch.distributed's TCP store and sum
 # their ranks + 1 with gloo: 1 + 2
 ALL_REDUCE = """

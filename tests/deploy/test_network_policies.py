@@ -12,7 +12,8 @@ tests/kit/netpol.py, the NetworkPolicy API's rules: policies only ever add allow
   grants what it allows to any pod that comes to match it (as the removed `kubevolve-evaluation-egress` did:
   DNS and the store for evaluation pods without the network label, which kubevolve no longer makes).
 - A pod that runs candidate code (every evaluation pod, every pod of a TrainJob) is selected by the isolation
-  policy, and what applies to it allows no egress but DNS and its own TrainJob's pods.
+  policy, and what applies to it allows no egress but DNS and its own TrainJob's pods, and no ingress but from
+  those pods.
 - The other pods keep their egress: the steps, the operator and the run browser reach the store and the LLM
   endpoint, whose addresses no policy of kubevolve's knows.
 """
@@ -35,7 +36,7 @@ from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob
 from kubevolve.testing.trainer import jobset_pods
 from tests.kit.cluster import HELM, RELEASE_NAMESPACE, lab_objects, operator_config_of, render_chart
-from tests.kit.netpol import egress_rules, selects
+from tests.kit.netpol import egress_rules, ingress_rules, selects
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="bin/helm is missing: run `make tools`")
 
@@ -127,9 +128,10 @@ def dead(policies: list[dict[str, Any]], pods: list[Pod]) -> list[str]:
     ]
 
 
-def _to_its_peers(rule: dict[str, Any], trainjob: str | None) -> bool:
-    """Whether the rule reaches only pods of `trainjob`, in the pod's own namespace (any port)."""
-    peers = rule.get("to") or []  # no `to`: every destination
+def _to_its_peers(rule: dict[str, Any], trainjob: str | None, side: str = "to") -> bool:
+    """Whether the rule reaches (`side` "from": admits) only pods of `trainjob`, in the pod's own namespace
+    (any port)."""
+    peers = rule.get(side) or []  # none: every destination (source)
     return bool(trainjob and peers) and all(
         set(peer) == {"podSelector"}
         and (peer["podSelector"].get("matchLabels") or {}).get(TRAINJOB_LABEL) == trainjob
@@ -139,7 +141,8 @@ def _to_its_peers(rule: dict[str, Any], trainjob: str | None) -> bool:
 
 def escapes(policies: list[dict[str, Any]], pod: Pod) -> list[str]:
     """How a pod that runs candidate code is not confined: not selected by the isolation policy, or allowed
-    egress (by any policy that selects it) beyond DNS and its TrainJob's pods."""
+    egress (by any policy that selects it) beyond DNS and its TrainJob's pods, or ingress from anything but
+    its TrainJob's pods."""
     problems = []
     isolating = [
         p
@@ -156,6 +159,12 @@ def escapes(policies: list[dict[str, Any]], pod: Pod) -> list[str]:
     for rule in rules or []:
         if rule != DNS_EGRESS and not _to_its_peers(rule, pod.trainjob):
             problems.append(f"{pod.what} in {pod.namespace}: may send {rule}")
+    admitted = ingress_rules(policies, pod.namespace, pod.labels)
+    if admitted is None:
+        problems.append(f"{pod.what} in {pod.namespace}: no policy restricts its ingress")
+    for rule in admitted or []:  # a connection in is a channel out as well
+        if not _to_its_peers(rule, pod.trainjob, "from"):
+            problems.append(f"{pod.what} in {pod.namespace}: may be reached by {rule}")
     return problems
 
 
@@ -278,6 +287,26 @@ def test_an_over_broad_policy_is_caught(candidate, selector, egress):
         )
 
 
+OVER_BROAD_INGRESS = {
+    "from anywhere": lambda tj: [{}],
+    "from every pod of the namespace": lambda tj: [{"from": [{"podSelector": {}}]}],
+    "from its TrainJob's name in any namespace": lambda tj: _its_peers(tj, namespaceSelector={}),
+}
+
+
+@pytest.mark.parametrize("ingress", OVER_BROAD_INGRESS.values(), ids=OVER_BROAD_INGRESS.keys())
+def test_an_over_broad_ingress_is_caught(ingress):
+    """Whatever may connect to a candidate's pod can carry data out of it: ingress from anything but its
+    TrainJob's own pods is an escape."""
+    policies, pods = installed({})
+    (pod,) = [p for p in pods if p.what == "TrainJob node" and p.namespace == LAB]
+    assert escapes(policies, pod) == []
+    added = _policy("added", LAB, {"matchLabels": {"kubevolve.io/role": "evaluate"}}, [])
+    added["spec"]["ingress"] = [{"from": r["to"]} if "to" in r else r for r in ingress(pod.trainjob)]
+    problems = escapes([*policies, added], pod)
+    assert len(problems) == 1 and "may be reached by" in problems[0], problems
+
+
 def test_a_candidate_pod_the_isolation_policy_misses_is_caught():
     policies, pods = installed({})
     (pod,) = [p for p in pods if p.what == "evaluation (judged)" and p.namespace == LAB]
@@ -285,6 +314,7 @@ def test_a_candidate_pod_the_isolation_policy_misses_is_caught():
     assert escapes(policies, unlabelled) == [
         f"evaluation (judged) in {LAB}: not selected by {ISOLATION_POLICY_NAME}",
         f"evaluation (judged) in {LAB}: no policy restricts its egress",
+        f"evaluation (judged) in {LAB}: no policy restricts its ingress",
     ]
 
 

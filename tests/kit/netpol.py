@@ -38,19 +38,32 @@ def policy_types(policy: Mapping[str, Any]) -> set[str]:
     return {"Ingress"} | ({"Egress"} if spec.get("egress") else set())
 
 
-def egress_rules(
-    policies: Iterable[Mapping[str, Any]], namespace: str, labels: Mapping[str, str]
+def _rules(
+    direction: str, policies: Iterable[Mapping[str, Any]], namespace: str, labels: Mapping[str, str]
 ) -> list[dict[str, Any]] | None:
-    """The egress rules that apply to a pod with `labels` in `namespace`: None when no policy isolates it for
-    egress (everything allowed), else the rules of every policy that selects it (empty: nothing allowed)."""
     applying = [
         p
         for p in policies
         if p.get("kind") == "NetworkPolicy"
         and (p.get("metadata") or {}).get("namespace") == namespace
         and selects((p.get("spec") or {}).get("podSelector") or {}, labels)
-        and "Egress" in policy_types(p)
+        and direction in policy_types(p)
     ]
     if not applying:
         return None
-    return [rule for p in applying for rule in (p["spec"].get("egress") or [])]
+    return [rule for p in applying for rule in (p["spec"].get(direction.lower()) or [])]
+
+
+def egress_rules(
+    policies: Iterable[Mapping[str, Any]], namespace: str, labels: Mapping[str, str]
+) -> list[dict[str, Any]] | None:
+    """The egress rules that apply to a pod with `labels` in `namespace`: None when no policy isolates it for
+    egress (everything allowed), else the rules of every policy that selects it (empty: nothing allowed)."""
+    return _rules("Egress", policies, namespace, labels)
+
+
+def ingress_rules(
+    policies: Iterable[Mapping[str, Any]], namespace: str, labels: Mapping[str, str]
+) -> list[dict[str, Any]] | None:
+    """The same for ingress: None when nothing isolates the pod for ingress (anyone may connect to it)."""
+    return _rules("Ingress", policies, namespace, labels)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from kubevolve.cli.step import parse_step_command
 from kubevolve.core.kinds import Role
@@ -226,6 +227,31 @@ def test_every_trainjob_pod_is_isolated_and_its_peer_policy_lets_only_its_pods_m
     assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
 
 
+def _reaches(rule: dict, namespace: str, pod_labels: dict, source_namespace: str = NAMESPACE) -> bool:
+    """Whether an egress rule's `to` admits a pod with `pod_labels` in `namespace` (the NetworkPolicy API: a
+    peer without namespaceSelector means the policy's own namespace)."""
+    for peer in rule.get("to") or []:
+        spaces = peer.get("namespaceSelector")
+        in_space = (
+            namespace == source_namespace
+            if spaces is None
+            else selects(spaces, {"kubernetes.io/metadata.name": namespace})
+        )
+        if in_space and selects(peer.get("podSelector") or {}, pod_labels):
+            return True
+    return False
+
+
+def test_the_dns_a_trainjobs_pods_may_reach_is_the_clusters_not_a_pod_another_lab_labels_so():
+    """Any lab admin may label a pod of their own `k8s-app: kube-dns` and listen on TCP 53: were the DNS rule
+    open to every namespace, a candidate's ranks would have a full TCP route to another tenant's pod. Only
+    kube-system's DNS pods are the cluster's."""
+    _, dns = trainjob_peer_policy(NAMESPACE, "tj", "tj-uid")["spec"]["egress"]
+    assert _reaches(dns, "kube-system", {"k8s-app": "kube-dns"})
+    assert not _reaches(dns, "lab-b", {"k8s-app": "kube-dns"})
+    assert not _reaches(dns, NAMESPACE, {"k8s-app": "kube-dns"})
+
+
 def test_the_patch_is_one_trainers_webhook_accepts_and_an_admins_runtime_gets_no_candidate():
     """Trainer refuses a patch that names a container the runtime lacks or sets a `node` container's env: the
     patch adds the candidate's nothing, so it fits a cluster admin's runtime with `launcher` and `node` too."""
@@ -311,6 +337,52 @@ async def test_a_trainjobs_judge_publishes_and_the_operator_stores_the_result(
             "node": operator_config.run_as_user,
             "candidate": candidate_uid(operator_config, "mn-eval-00000"),
         }
+
+
+async def test_a_peer_policy_lost_after_its_trainjob_was_created_is_made_by_a_later_pass(
+    kmock, api, operator, operator_config, monkeypatch
+):
+    """The operator creates a TrainJob, then its peer policy: a pass that ends between the two (a crash, a
+    restart, an API error on the policy) leaves a TrainJob that later passes see as running and never create
+    again. Without its policy its pods stay isolated, the ranks never meet, and the evaluation holds its nodes
+    until its deadline (hours for a GPU stage); a later pass must make the policy of every running TrainJob."""
+    write_task(Path(operator_config.task_root) / "toy")
+    create, failed = Kube.create, []
+
+    async def first_policy_fails(self: Kube, body: dict[str, Any]) -> bool:
+        if body["kind"] == "NetworkPolicy" and not failed:
+            failed.append(body["metadata"]["name"])
+            raise ApiException(status=503, reason="the API server went away")
+        return await create(self, body)
+
+    monkeypatch.setattr(Kube, "create", first_policy_fails)
+    kubelet = Kubelet(api, mode="fake", kueue=True)  # the TrainJob waits, as for a busy queue, until admitted
+    kubelet.start()
+    await operator.start()
+    jobs = {"evaluate": TRAINJOB}
+    manifest = run_manifest("lost", "toy", queueName="lab-a-gpus", budget={"maxCandidates": 1}, jobs=jobs)
+    await api.create(RUNS, manifest)
+    kubelet.admit(1)  # the initial program's proposal
+
+    def peer_policies() -> dict[str, str]:
+        return {
+            p["metadata"]["name"]: p["metadata"]["ownerReferences"][0]["uid"]
+            for p in live_objects(kmock, "networking.k8s.io/v1/networkpolicies", NAMESPACE)
+            if p["metadata"]["name"].endswith("-peers")
+        }
+
+    try:
+        await until(lambda: failed, 30, "the TrainJob's first pass")
+        await until(peer_policies, 20, "its peer policy, made by a later pass")
+        kubelet.admit()
+        await until(lambda: run_status(kmock, "lost").get("phase") == "Succeeded", 60, "Succeeded")
+    finally:
+        await kubelet.stop()
+    assert failed == ["lost-eval-00000-peers"]
+    (uid,) = [
+        o.history[0]["metadata"]["uid"] for (r, _, _), o in kmock.objects.items() if r.plural == "trainjobs"
+    ]
+    assert peer_policies() == {"lost-eval-00000-peers": uid}
 
 
 async def test_a_failed_trainjob_is_retried_and_then_recorded_as_a_failed_candidate(

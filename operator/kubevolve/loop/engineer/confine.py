@@ -33,7 +33,8 @@ _SYSCALLS = {
     "x86_64": (0xC000003E, 41, 425, 0x40000000),  # x32 syscalls carry bit 30
     "aarch64": (0xC00000B7, 198, 425, 0xFFFFFFFF),
 }
-AF_INET, AF_INET6, ENETUNREACH, EPERM = 2, 10, 101, 1
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
+ENETUNREACH, EAFNOSUPPORT, EPERM = 101, 97, 1
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -160,34 +161,39 @@ class _SockFprog(ctypes.Structure):
 
 def restrict_syscalls(*, internet: bool = False) -> bool:
     """A seccomp filter: io_uring (which can open sockets on its own) and every syscall of a foreign ABI (i386
-    or x32 on x86_64, which would bypass the numbers below) fail with EPERM; unless `internet`,
-    socket(AF_INET or AF_INET6) fails with ENETUNREACH. Without namespaces (sandbox "none") the refusal is
-    what keeps a candidate off the network, loopback services included; `internet` (a stage's `network:
-    ranks`) is for a candidate whose reach something else bounds: a network namespace of its own (bubblewrap)
-    or the pod's NetworkPolicy. Returns False on a machine the filter does not know (it then adds nothing).
-    Needs no privilege once no_new_privileges() is set."""
+    or x32 on x86_64, which would bypass the numbers below) fail with EPERM; socket() of a family other than
+    AF_UNIX, AF_NETLINK and the internet ones fails with EAFNOSUPPORT (a network namespace does not bound
+    them all: AF_VSOCK reaches the hypervisor of a VM from any namespace, and the rest are kernel attack
+    surface no candidate needs); unless `internet`, socket(AF_INET or AF_INET6) fails with ENETUNREACH.
+    Without namespaces (sandbox "none") that refusal is what keeps a candidate off the network, loopback
+    services included; `internet` (a stage's `network: ranks`) is for a candidate whose reach something else
+    bounds: a network namespace of its own (bubblewrap) or the pod's NetworkPolicy. Returns False on a
+    machine the filter does not know (it then adds nothing). Needs no privilege once no_new_privileges() is
+    set."""
     known = _SYSCALLS.get(os.uname().machine)
     if known is None:
         return False
     arch, socket_nr, io_uring_nr, foreign = known
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    allow, unreachable, refused = 0x7FFF0000, 0x00050000 | ENETUNREACH, 0x00050000 | EPERM
+    allow, refused = 0x7FFF0000, 0x00050000 | EPERM
+    unsupported, unreachable = 0x00050000 | EAFNOSUPPORT, 0x00050000 | ENETUNREACH
     program = [  # (code, jump if true, jump if false, k), jumps counted from the next instruction
         (ld, 0, 0, 4),  # 0 arch
-        (jeq, 0, 9, arch),  # 1 -> 11 refused
+        (jeq, 0, 12, arch),  # 1 -> 14 refused
         (ld, 0, 0, 0),  # 2 syscall number
-        (jge, 7, 0, foreign),  # 3 -> 11 refused
-        (jeq, 6, 0, io_uring_nr),  # 4 -> 11 refused
-        (jeq, 0, 3, socket_nr),  # 5 -> 9 allow
+        (jge, 10, 0, foreign),  # 3 -> 14 refused
+        (jeq, 9, 0, io_uring_nr),  # 4 -> 14 refused
+        (jeq, 0, 7, socket_nr),  # 5 -> 13 allow
         (ld, 0, 0, 16),  # 6 socket's first argument (low 32 bits): the address family
-        (jeq, 2, 0, AF_INET),  # 7 -> 10 unreachable
-        (jeq, 1, 0, AF_INET6),  # 8 -> 10 unreachable
-        (ret, 0, 0, allow),  # 9
-        (ret, 0, 0, unreachable),  # 10
-        (ret, 0, 0, refused),  # 11
+        (jeq, 5, 0, AF_UNIX),  # 7 -> 13 allow
+        (jeq, 4, 0, AF_NETLINK),  # 8 -> 13 allow
+        (jeq, 2, 0, AF_INET),  # 9 -> 12 internet
+        (jeq, 1, 0, AF_INET6),  # 10 -> 12 internet
+        (ret, 0, 0, unsupported),  # 11
+        (ret, 0, 0, allow if internet else unreachable),  # 12 internet
+        (ret, 0, 0, allow),  # 13
+        (ret, 0, 0, refused),  # 14
     ]
-    if internet:  # instruction 5 jumps to 9 (allow) for every socket call
-        program[5] = (jeq, 3, 3, socket_nr)
     filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
     fprog = _SockFprog(len(program), filters)
     _check(

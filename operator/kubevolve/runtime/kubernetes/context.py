@@ -120,6 +120,7 @@ class OperatorContext:
     results_seen: set[tuple[str, str]] = field(default_factory=set)  # (namespace, Job) whose pods were read
     seeded: set[str] = field(default_factory=set)  # uids of the runs whose judge-seed Secret exists
     runtimes: set[tuple[str, str]] = field(default_factory=set)  # runs' TrainingRuntimes known to exist
+    peer_policies: set[tuple[str, str]] = field(default_factory=set)  # (namespace, TrainJob) with its policy
     lab_keys: set[tuple[str, str]] = field(default_factory=set)  # (namespace, store URL) with a key Secret
 
     def lock(self, namespace: str, run: str) -> asyncio.Lock:

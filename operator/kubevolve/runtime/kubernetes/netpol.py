@@ -8,7 +8,7 @@
   layer.
 - `<trainjob>-peers`, one per TrainJob, made by the operator with it and owned by it (the garbage collector
   removes it with the TrainJob): the TrainJob's pods (its launcher and node pods, labelled with its name) may
-  reach each other on any port (mpirun's ssh on 2222, the ranks' rendezvous and collectives) and DNS (the MPI
+  reach each other on any port (mpirun's ssh on 2222, the ranks' rendezvous and collectives) and the cluster DNS in kube-system (the MPI
   hostfile names the pods by their JobSet DNS names), nothing else. Policies only add allowed traffic, so
   together with the isolation policy, which selects those pods too, this is all they may send or receive; a
   pod the TrainJob starts before its policy exists is isolated until then.
@@ -35,8 +35,10 @@ from kubevolve.runtime.kubernetes import (
 )
 
 ISOLATION_POLICY_NAME = "kubevolve-evaluation-isolation"
-DNS_EGRESS = {  # the cluster DNS (kube-dns / CoreDNS pods carry k8s-app: kube-dns) in any namespace
-    "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+DNS_NAMESPACE = {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+DNS_EGRESS = {  # the cluster DNS: kube-dns / CoreDNS pods (k8s-app: kube-dns) in kube-system, and only there,
+    # as a lab admin may label a pod of their own so and listen on TCP 53
+    "to": [{"namespaceSelector": DNS_NAMESPACE, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
 }
 

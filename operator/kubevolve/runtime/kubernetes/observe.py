@@ -39,6 +39,7 @@ class JobInfo:
     started_at: float | None = None
     reason: str = ""  # why it failed, or why it waits
     queued: bool = False  # carries a Kueue queue label
+    uid: str = ""  # the object's, as listed (a TrainJob's peer policy names it as its owner)
 
     @property
     def done(self) -> bool:
@@ -109,4 +110,5 @@ def job_info(body: Mapping[str, Any]) -> JobInfo | None:
         started_at=started_at,
         reason=reason,
         queued=QUEUE_LABEL in labels,
+        uid=meta.get("uid", ""),
     )

@@ -3,8 +3,9 @@
 The order of the actions is what makes a crash at any point harmless: the results finished evaluation pods
 published are stored first (results.py; the pass then reads the store again), then the decision's store
 writes (a candidate recorded failed), then Job creations (idempotent; an evaluation's ConfigMap, and the
-run's judge-seed Secret, before its Job; a TrainJob's peer NetworkPolicy after it, owned by it), then the status (with the next proposal index), and only then the
-deletion of finished Jobs (with their ConfigMaps), whose results and follow-ups now exist.
+run's judge-seed Secret, before its Job; a TrainJob's peer NetworkPolicy after it, owned by it, and made by
+a later pass for a running TrainJob that may lack it), then the status (with the next proposal index), and
+only then the deletion of finished Jobs (with their ConfigMaps), whose results and follow-ups now exist.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ async def _reconcile(
             post("Warning", "CandidateFailed", f"node {nid}: {error}")
     policy = spec.failure_policy or FailurePolicySpec()
     candidates = {n.id: n for n in snap.proposed} | {i: n for i, n in snap.nodes.items() if n is not None}
+    await _ensure_peer_policies(ctx, namespace, jobs)
     await asyncio.gather(
         *(_create(ctx, run, spec, facts, req, expect, post, policy, store, candidates) for req in plan.create)
     )
@@ -229,6 +231,21 @@ async def _ensure_runtime(ctx: OperatorContext, run: RunRef, spec: RunSpec, fact
         ctx.runtimes.add(key)
 
 
+async def _ensure_peer_policies(ctx: OperatorContext, namespace: str, jobs: list[JobInfo]) -> None:
+    """The peer policy of every running TrainJob this operator process has not made or seen made: a pass that
+    ended between creating a TrainJob and its policy (a crash, an API error) leaves one that no later pass
+    creates again, whose pods would stay isolated, their ranks never meeting, until its deadline."""
+    missing = [
+        j
+        for j in jobs
+        if j.kind == "TrainJob" and not j.done and j.uid and (namespace, j.name) not in ctx.peer_policies
+    ]
+    await asyncio.gather(
+        *(ctx.kube.create(trainjob_peer_policy(namespace, j.name, j.uid)) for j in missing)  # 409: it exists
+    )
+    ctx.peer_policies.update((namespace, j.name) for j in missing)
+
+
 async def _create(
     ctx: OperatorContext,
     run: RunRef,
@@ -253,6 +270,7 @@ async def _create(
         uid, created = await ctx.kube.create_trainjob(body)
         # its pods are isolated (the isolation policy selects them) until this lets them reach each other
         await ctx.kube.create(trainjob_peer_policy(run.namespace, body["metadata"]["name"], uid))
+        ctx.peer_policies.add((run.namespace, body["metadata"]["name"]))
     else:
         body = build_job(run, spec, ctx.config, facts, req)
         created = await ctx.kube.create(body)
