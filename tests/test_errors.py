@@ -56,6 +56,7 @@ BUILTIN_BASES = {
     "kubevolve.store.base.StoreError": "RuntimeError",
     "kubevolve.testing.ApiError": "Exception",
     "kubevolve.testing.pods.PodError": "Exception",
+    "kubevolve.testing.trainer.TrainJobRefused": "ValueError",
 }
 
 

@@ -19,6 +19,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubevolve.errors import KubevolveError
+
 ANCESTOR = "trainer.kubeflow.org/trainjob-ancestor-step"
 LAUNCHER, NODE = "launcher", "node"
 JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
@@ -28,7 +30,7 @@ MERGE_KEYS = {"replicatedJobs": "name", "containers": "name", "volumes": "name",
 MERGE_KEYS |= {"volumeMounts": "mountPath", "initContainers": "name"}
 
 
-class TrainJobRefused(ValueError):
+class TrainJobRefused(KubevolveError, ValueError):
     """What Trainer's webhook refuses (the TrainJob would never be created on a cluster)."""
 
 
