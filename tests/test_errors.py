@@ -55,7 +55,7 @@ BUILTIN_BASES = {
     "kubevolve.store.base.NotFound": "RuntimeError",
     "kubevolve.store.base.StoreError": "RuntimeError",
     "kubevolve.testing.ApiError": "Exception",
-    "kubevolve.testing.pods.PodError": "Exception",
+    "kubevolve.testing.pods.spec.PodError": "Exception",
     "kubevolve.testing.trainer.TrainJobRefused": "ValueError",
 }
 

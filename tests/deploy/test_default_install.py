@@ -20,8 +20,8 @@ from kubevolve.core.kinds import Role
 from kubevolve.core.spec import parse_run_spec
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job
 from kubevolve.runtime.kubernetes.resources import read_task
+from kubevolve.testing.netpol import egress_rules
 from tests.kit.cluster import HELM, RELEASE, lab_objects, operator_config_of, render_chart
-from tests.kit.netpol import egress_rules
 from tests.kit.paths import REPO
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="bin/helm is missing: run `make tools`")

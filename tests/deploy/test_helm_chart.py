@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.kit.netpol import selects
+from kubevolve.testing.label_selector import selects
 from tests.kit.paths import REPO
 
 CHART = REPO / "helm" / "kubevolve"

@@ -1,6 +1,6 @@
 """The container images: what a reviewer checks in the Dockerfiles (pinned bases, multi-stage builds, a
 non-root user, entrypoints that exist), and, marked `images` (`make test-images` builds them first), the built
-images themselves, each run as a pod runs it (kubevolve.testing.pods): the entrypoint as uid 65532 on a
+images themselves, each run as a pod runs it (kubevolve.testing.pods.runner): the entrypoint as uid 65532 on a
 read-only root, every file of the app readable by that uid, the worker's CPU torch, the trainer's CPU smoke
 test and the linear_attention quick stage inside the trainer, and a TrainJob launcher's candidate, as a uid of
 its own, logging in to a node pod's sshd."""
@@ -24,7 +24,7 @@ from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, candidate_uid
 from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob
-from kubevolve.testing.pods import PodRunner
+from kubevolve.testing.pods.runner import PodRunner
 from kubevolve.testing.trainer import jobset_pods
 from tests.kit.images import built_image, hardened_pod
 from tests.kit.paths import REPO

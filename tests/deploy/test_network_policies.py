@@ -6,7 +6,7 @@ operator makes with each TrainJob. The pods: those kubevolve makes for every rol
 the settings the chart's operator Deployment gives it (proposal and analysis Jobs, the evaluation Job of a
 judged task and of a legacy one, a TrainJob's launcher and node pods as Trainer v2.3.0 makes them, in each
 namespace runs may use), and the chart's own workloads (the operator, Weaviate, the run browser). Judged with
-tests/kit/netpol.py, the NetworkPolicy API's rules: policies only ever add allowed traffic.
+kubevolve/testing/netpol.py, the NetworkPolicy API's rules: policies only ever add allowed traffic.
 
 - A policy that selects none of these pods is dead configuration: it protects nothing kubevolve makes, and still
   grants what it allows to any pod that comes to match it (as the removed `kubevolve-evaluation-egress` did:
@@ -34,9 +34,10 @@ from kubevolve.runtime.kubernetes.jobs import JobRequest, RunRef, build_job
 from kubevolve.runtime.kubernetes.netpol import DNS_EGRESS, ISOLATION_POLICY_NAME, trainjob_peer_policy
 from kubevolve.runtime.kubernetes.resources import TaskFacts
 from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob
+from kubevolve.testing.label_selector import selects
+from kubevolve.testing.netpol import egress_rules, ingress_rules
 from kubevolve.testing.trainer import jobset_pods
 from tests.kit.cluster import HELM, RELEASE_NAMESPACE, lab_objects, operator_config_of, render_chart
-from tests.kit.netpol import egress_rules, ingress_rules, selects
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="bin/helm is missing: run `make tools`")
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from kubevolve.testing.pods import image_exists, unavailable
+from kubevolve.testing.pods.images import image_exists
+from kubevolve.testing.pods.runner import unavailable
 from tests.kit.paths import REPO
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]

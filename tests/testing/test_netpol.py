@@ -1,12 +1,16 @@
-"""tests/kit/netpol.py, which judges "no egress" over rendered NetworkPolicies: the API's rules, including
-the ones that make a restrictive-looking policy irrelevant (another policy adds traffic; a selector misses)."""
+"""kubevolve/testing/netpol.py, which judges "no egress" over rendered NetworkPolicies: the API's rules, including
+the ones that make a restrictive-looking policy irrelevant (another policy adds traffic; a selector misses);
+and its `egress_restricted`, by which the pod runner gives a pod no network."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.kit.netpol import egress_rules, selects
+from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy
+from kubevolve.testing.label_selector import selects
+from kubevolve.testing.netpol import egress_restricted, egress_rules
 
+EVALUATION = {"kubevolve.io/role": "evaluate", "kubevolve.io/network": "none"}  # an evaluation pod's labels
 DNS = {"ports": [{"protocol": "UDP", "port": 53}]}
 
 
@@ -50,3 +54,31 @@ def test_policies_add_up_so_one_deny_all_does_not_isolate_a_pod_another_opens():
     assert egress_rules([deny], "lab", {"role": "evaluate"}) == []
     opens = policy("dns", {}, egress=[DNS])  # Egress implied by its rules
     assert egress_rules([deny, opens], "lab", {"role": "evaluate"}) == [DNS]
+
+
+def test_the_evaluation_policy_cuts_evaluation_pods_off_and_nothing_else():
+    policy = evaluation_isolation_policy("lab-a")
+    assert egress_restricted([policy], EVALUATION)
+    assert not egress_restricted([policy], {"kubevolve.io/role": "propose"})
+    assert egress_restricted([policy], {"kubevolve.io/role": "evaluate"})  # the role alone selects it
+    assert not egress_restricted([], EVALUATION)
+
+
+def test_policy_types_and_selectors():
+    def policy(selector, **spec):
+        return {"spec": {"podSelector": selector, **spec}}
+
+    deny_all = policy({}, policyTypes=["Egress"])
+    assert egress_restricted([deny_all], {"any": "pod"})
+    assert not egress_restricted([policy({}, policyTypes=["Ingress"])], {"any": "pod"})
+    assert egress_restricted([policy({}, egress=[{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}])], {})
+    assert not egress_restricted([deny_all, policy({}, policyTypes=["Egress"], egress=[{}])], {})  # allow all
+    expressions = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}
+    assert egress_restricted([policy(expressions, policyTypes=["Egress"])], {"tier": "b"})
+    assert not egress_restricted([policy(expressions, policyTypes=["Egress"])], {"tier": "c"})
+    absent = {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}
+    assert egress_restricted([policy(absent, policyTypes=["Egress"])], {})
+    with pytest.raises(ValueError, match="operator 'Near'"):
+        egress_restricted(
+            [policy({"matchExpressions": [{"key": "k", "operator": "Near"}]}, policyTypes=["Egress"])], {}
+        )

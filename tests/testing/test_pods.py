@@ -1,7 +1,8 @@
-"""The pod runner: its reading of a pod spec (which uid, which command, which network), then, marked `images`,
-pods run in a built image: env and Secrets, emptyDirs, the NetworkPolicy, a real uid, pods that cannot start,
-pods of several containers (init containers first; containers side by side, each its own uid, sharing the
-pod's volumes, loopback, hostname and /dev/shm), ConfigMap volumes and each container's termination message."""
+"""The pod runner: its reading of a pod spec (which uid, which command; which network: test_netpol.py),
+then, marked `images`, pods run in a built image: env and Secrets, emptyDirs, the NetworkPolicy, a real uid,
+pods that cannot start, pods of several containers (init containers first; containers side by side, each its
+own uid, sharing the pod's volumes, loopback, hostname and /dev/shm), ConfigMap volumes and each container's
+termination message."""
 
 from __future__ import annotations
 
@@ -14,18 +15,9 @@ import pytest
 
 from kubevolve.runtime.kubernetes.netpol import evaluation_isolation_policy
 from kubevolve.testing import Api, declare_resources
-from kubevolve.testing.pods import (
-    NETWORK_POLICIES,
-    ContainerResult,
-    ImageConfig,
-    PodError,
-    PodResult,
-    PodRunner,
-    command_line,
-    declare_network_policies,
-    egress_restricted,
-    identity,
-)
+from kubevolve.testing.netpol import NETWORK_POLICIES, declare_network_policies
+from kubevolve.testing.pods.runner import ContainerResult, PodResult, PodRunner
+from kubevolve.testing.pods.spec import ImageConfig, PodError, command_line, identity
 from tests.kit.images import built_image, derived_image, hardened_pod, remove_image
 
 EVALUATION = {"kubevolve.io/role": "evaluate", "kubevolve.io/network": "none"}  # an evaluation pod's labels
@@ -106,34 +98,6 @@ def test_a_pod_succeeds_only_when_every_container_does():
     failed = PodResult((judge, ContainerResult("candidate", 3, "boom\n", 2000)), network=False)
     assert failed.exit_code == 3 and "== candidate (exit 3)\nboom" in failed.output
     assert PodResult((judge,), network=True).output == "scored\n"  # one container: its output as it is
-
-
-def test_the_evaluation_policy_cuts_evaluation_pods_off_and_nothing_else():
-    policy = evaluation_isolation_policy("lab-a")
-    assert egress_restricted([policy], EVALUATION)
-    assert not egress_restricted([policy], {"kubevolve.io/role": "propose"})
-    assert egress_restricted([policy], {"kubevolve.io/role": "evaluate"})  # the role alone selects it
-    assert not egress_restricted([], EVALUATION)
-
-
-def test_policy_types_and_selectors():
-    def policy(selector, **spec):
-        return {"spec": {"podSelector": selector, **spec}}
-
-    deny_all = policy({}, policyTypes=["Egress"])
-    assert egress_restricted([deny_all], {"any": "pod"})
-    assert not egress_restricted([policy({}, policyTypes=["Ingress"])], {"any": "pod"})
-    assert egress_restricted([policy({}, egress=[{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}])], {})
-    assert not egress_restricted([deny_all, policy({}, policyTypes=["Egress"], egress=[{}])], {})  # allow all
-    expressions = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}
-    assert egress_restricted([policy(expressions, policyTypes=["Egress"])], {"tier": "b"})
-    assert not egress_restricted([policy(expressions, policyTypes=["Egress"])], {"tier": "c"})
-    absent = {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}
-    assert egress_restricted([policy(absent, policyTypes=["Egress"])], {})
-    with pytest.raises(PodError, match="operator 'Near'"):
-        egress_restricted(
-            [policy({"matchExpressions": [{"key": "k", "operator": "Near"}]}, policyTypes=["Egress"])], {}
-        )
 
 
 # --- pods run in a built image (the operator's, the smallest) ---------------------------------------------

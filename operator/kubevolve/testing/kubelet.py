@@ -16,7 +16,7 @@ termination-log file, then belong to that container's uid alone (a kubelet mount
 Evaluation pods, which touch no store, are the ones to pick: the others share the test's store file with the
 operator. So the end-to-end tests run the real step code, the real judge and zygote split across two
 "containers" of different uids, and the real result path. In `image` mode the Job's pod runs in its built
-image through a `PodRunner` (pods.py): read-only root, the pod's uids, volumes, termination messages and
+image through a `PodRunner` (pods/runner.py): read-only root, the pod's uids, volumes, termination messages and
 network policy, as a real kubelet runs it; it is recorded as in `process` mode.
 In `fake` mode a Job's first container runs in-process instead (fake_steps.py: the real steps with stand-in
 agents and a stand-in evaluation), and its result is published the same way.
@@ -72,7 +72,8 @@ from kubevolve.testing import (
     ApiError,
 )
 from kubevolve.testing.fake_steps import FakeSteps, Score
-from kubevolve.testing.pods import PodError, PodResult, PodRunner
+from kubevolve.testing.pods.runner import PodResult, PodRunner
+from kubevolve.testing.pods.spec import PodError
 from kubevolve.testing.strict import CONTROL_PLANE_TOKEN
 from kubevolve.testing.trainer import LAUNCHER, TrainJobRefused, jobset_pods
 

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubevolve.testing.label_selector import selects
+
 AUTHENTICATED = "system:authenticated"
 MASTERS = "system:masters"  # the API server lets this group do anything, without asking RBAC
 RBAC_API = "rbac.authorization.k8s.io/v1"
@@ -190,7 +192,7 @@ class RbacPolicy:
         name = role.removeprefix("ClusterRole/")
         for selector in self.aggregation.get(name, []) if role.startswith("ClusterRole/") else []:
             for other, labels in self.labels.items():
-                if other != name and _selects(selector, labels):
+                if other != name and selects(selector, labels):
                     out += [
                         (f"ClusterRole/{other}", i, r)
                         for i, r in enumerate(self.roles[f"ClusterRole/{other}"])
@@ -215,22 +217,6 @@ class RbacPolicy:
 
     def every_rule(self) -> list[tuple[str, int, dict[str, Any]]]:
         return [(role, i, rule) for role, rules in self.roles.items() for i, rule in enumerate(rules)]
-
-
-def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-        return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], set(expr.get("values") or [])
-        ok = {
-            "In": key in labels and labels[key] in values,
-            "NotIn": key not in labels or labels[key] not in values,
-            "Exists": key in labels,
-            "DoesNotExist": key not in labels,
-        }[op]
-        if not ok:
-            return False
-    return True
 
 
 def _subject_matches(subject: Mapping[str, Any], identity: Identity, binding_namespace: str) -> bool:

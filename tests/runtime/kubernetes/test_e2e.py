@@ -22,7 +22,8 @@ from kubevolve.runtime.kubernetes.netpol import ISOLATION_POLICY_NAME, evaluatio
 from kubevolve.store import open_store
 from kubevolve.testing import JOBS, RUNS, live_objects
 from kubevolve.testing.kubelet import Kubelet
-from kubevolve.testing.pods import NETWORK_POLICIES, PodRunner, egress_restricted
+from kubevolve.testing.netpol import NETWORK_POLICIES, egress_restricted
+from kubevolve.testing.pods.runner import PodRunner
 from kubevolve.testing.strict import CONTROL_PLANE
 from tests.kit.cluster import CLUSTER_ADMIN, LAB_ADMIN, OPERATOR
 from tests.kit.images import built_image, derived_image, pod_store, remove_image

@@ -35,9 +35,10 @@ from kubevolve.runtime.kubernetes.trainjob import build_runtime, build_trainjob
 from kubevolve.store import open_store
 from kubevolve.testing import RUNS, TRAINJOBS, live_objects
 from kubevolve.testing.kubelet import Kubelet
+from kubevolve.testing.label_selector import selects
+from kubevolve.testing.netpol import egress_rules
 from kubevolve.testing.trainer import TrainJobRefused, jobset_pods
 from tests.kit.cluster import OPERATOR
-from tests.kit.netpol import egress_rules, selects
 from tests.kit.toy_task import write_task
 from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
 from tests.runtime.kubernetes.test_evaluation_pod import evaluated
