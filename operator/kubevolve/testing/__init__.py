@@ -7,8 +7,8 @@
 - `declare_resources`: the API resources the operator touches (kopf hangs without `v1/namespaces`);
 - `Api`: a small async client for the test side (apply, patch, delete, read);
 - `Kubelet` (kubelet.py): plays the kubelet and Job controller, running each Job's container command as a
-  local process, or its pod in the built image (pods/runner.py), or, for operator-only tests and benchmarks, with
-  in-process fake steps.
+  local process (local_pods.py), or its pod in the built image (pods/runner.py), or, for operator-only tests
+  and benchmarks, with in-process fake steps.
 
 kmock is a test dependency; import this package only from tests and benchmarks.
 """

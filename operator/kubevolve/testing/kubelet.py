@@ -110,14 +110,14 @@ class Kubelet:
         self.outputs: dict[str, str] = {}
         self.bodies: dict[str, dict] = {}  # every Job (or TrainJob) run, as it was when it started
         self.pod_runs: dict[str, PodRun] = {}  # Job name -> its (last) pod, container by container
-        self.local = LocalPods(self.api, self.workdir, fake=self.fake, identities=identities)
+        self.local_pods = LocalPods(self.api, self.workdir, fake=self.fake, identities=identities)
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
 
     @property
     def identified(self) -> bool:
         """Whether every container it should have switched to its uid ran as that uid (local_pods.py)."""
-        return self.local.identified
+        return self.local_pods.identified
 
     def start(self) -> None:
         self._loops = [asyncio.create_task(self._watch(resource)) for resource in (JOBS, TRAINJOBS)]
@@ -245,7 +245,7 @@ class Kubelet:
     async def _pod(self, job: dict) -> PodRun:
         """Create the Pod object, run its containers (local_pods.py), record how each ended and its log."""
         run = PodRun(await create_pod_object(self.api, job))
-        run.containers = await self.local.run(job, self.image_workdir)
+        run.containers = await self.local_pods.run(job, self.image_workdir)
         await record_pod(self.api, job["metadata"]["namespace"], run, pod_spec_of(job))
         return run
 
