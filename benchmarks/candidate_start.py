@@ -33,9 +33,7 @@ def measure(privileged: bool, network: str, candidates: int) -> list[float]:
         slot.prepare_spare = lambda: None  # type: ignore[method-assign]  # every start on the clock
         times = []
         for _ in range(candidates + WARM_UP):
-            candidate = CandidateProcess(
-                slot, toy_job(uid, PROGRAM, network=network), time.monotonic() + 10
-            )
+            candidate = CandidateProcess(slot, toy_job(uid, PROGRAM, network=network), time.monotonic() + 10)
             slot.await_killed()
             started = time.perf_counter()
             assert candidate.request({}) == {"x": 3.0, "y": -1.0}

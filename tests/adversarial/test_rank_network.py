@@ -184,9 +184,7 @@ def test_no_socket_family_but_unix_netlink_and_ranks_internet_is_open(slot, netw
     with nothing of the candidate's to use them for. The seccomp filter refuses them all with EAFNOSUPPORT,
     whatever the stage's network; internet sockets are the `ranks` stage's only addition."""
     slot_, _, uid = slot
-    candidate = CandidateProcess(
-        slot_, toy_job(uid, FAMILIES, network=network), time.monotonic() + 30
-    )
+    candidate = CandidateProcess(slot_, toy_job(uid, FAMILIES, network=network), time.monotonic() + 30)
     try:
         families = candidate.request({})["x"]
     finally:
