@@ -22,7 +22,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from tests.adversarial.slots import judged_slot, toy_job  # noqa: E402
 
-from kubevolve.loop.engineer import judge as judging  # noqa: E402
+from kubevolve.loop.engineer.candidate_process import CandidateProcess  # noqa: E402
 
 WARM_UP = 5
 PROGRAM = "def solve():\n    return 3.0, -1.0\n"
@@ -33,9 +33,7 @@ def measure(privileged: bool, network: str, candidates: int) -> list[float]:
         slot.prepare_spare = lambda: None  # type: ignore[method-assign]  # every start on the clock
         times = []
         for _ in range(candidates + WARM_UP):
-            candidate = judging.CandidateProcess(
-                slot, toy_job(uid, PROGRAM, network=network), time.monotonic() + 10
-            )
+            candidate = CandidateProcess(slot, toy_job(uid, PROGRAM, network=network), time.monotonic() + 10)
             slot.await_killed()
             started = time.perf_counter()
             assert candidate.request({}) == {"x": 3.0, "y": -1.0}

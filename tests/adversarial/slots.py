@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from kubevolve.loop.engineer import judge as judging
 from kubevolve.loop.engineer import slot_uids
+from kubevolve.loop.engineer.judge import _load_judge
+from kubevolve.loop.engineer.judge_config import Config
+from kubevolve.loop.engineer.judge_slot import JudgeSlot
 from kubevolve.loop.engineer.sandbox import bwrap_works, worker_env, zygote_command
 from tests.kit.toy_task import write_task
 
@@ -35,7 +37,7 @@ def unprivileged_bwrap_works(uid: int) -> bool:
 
 
 @contextlib.contextmanager
-def judged_slot(*, privileged: bool) -> Iterator[tuple[judging.JudgeSlot, Any, int]]:
+def judged_slot(*, privileged: bool) -> Iterator[tuple[JudgeSlot, Any, int]]:
     """(the slot, the toy task's judge module, the slot's uid); skips where the machine cannot do it. On the
     way out no process of the slot's uid may be left."""
     if os.geteuid() != 0:
@@ -60,7 +62,7 @@ def judged_slot(*, privileged: bool) -> Iterator[tuple[judging.JudgeSlot, Any, i
             argv += zygote_command(
                 "bwrap", task_root=task_dir, runner=runner, env=env, root=False, python=SYSTEM_PYTHON
             )
-        config = judging.Config(
+        config = Config(
             evaluator=str(task_dir / "evaluate.py"),
             task_root=str(task_dir),
             mode="bwrap",
@@ -69,9 +71,9 @@ def judged_slot(*, privileged: bool) -> Iterator[tuple[judging.JudgeSlot, Any, i
             uid=slot_uid.uid if privileged else None,
             scratch_root=str(root),
         )
-        slot = judging.JudgeSlot(config)
+        slot = JudgeSlot(config)
         slot.zygote.start()
-        judge = judging._load_judge(config.evaluator, config.task_root)
+        judge = _load_judge(config.evaluator, config.task_root)
         yield slot, judge, slot_uid.uid
         slot.reset_zygote()
         deadline = time.monotonic() + 10  # tearing down nested pid namespaces takes the kernel a moment

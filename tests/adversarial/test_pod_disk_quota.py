@@ -1,7 +1,7 @@
 """The pod layout's disk quota: the judge, one non-root uid, measures the `sandbox` volume the candidate's
-container, another uid, writes. A walk of the folder (judge.disk_usage) counts only what the judge's uid can
-read, so a candidate's folder of mode 0700 hid its files; the volume is a memory-backed emptyDir (jobs.py),
-a tmpfs of its own, whose counters (judge.tmpfs_usage) include every file on it."""
+container, another uid, writes. A walk of the folder (disk_quota.disk_usage) counts only what the judge's uid
+can read, so a candidate's folder of mode 0700 hid its files; the volume is a memory-backed emptyDir
+(jobs.py), a tmpfs of its own, whose counters (disk_quota.tmpfs_usage) include every file on it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevolve.loop.engineer.judge import disk_usage, tmpfs_usage
+from kubevolve.loop.engineer.disk_quota import disk_usage, tmpfs_usage
 
 JUDGE_UID, CANDIDATE_UID, FS_GROUP = 61001, 61002, 61001  # as in a pod: runAsUser = fsGroup for the judge
 MIB = 1 << 20

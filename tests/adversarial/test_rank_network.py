@@ -24,10 +24,13 @@ from pathlib import Path
 import pytest
 
 from kubevolve.core.task import load_task
-from kubevolve.loop.engineer import judge as judging
+from kubevolve.loop.engineer.candidate_process import CandidateProcess
+from kubevolve.loop.engineer.judge_config import Config
+from kubevolve.loop.engineer.judge_slot import JudgeSlot
 from kubevolve.loop.engineer.pool import EvaluatorPool, EvaluatorUnavailable, network_problem
 from kubevolve.loop.engineer.sandbox import bwrap_works, worker_env
-from kubevolve.loop.engineer.zygote import Spawner
+from kubevolve.loop.engineer.spawner import Spawner
+from kubevolve.sdk.judging import CandidateError
 from tests.adversarial.slots import judged_slot, toy_job
 from tests.kit.toy_task import TOY_TASK_YAML, write_task
 
@@ -108,7 +111,7 @@ def solve():
 """
 
 
-def _request(candidate: judging.CandidateProcess) -> object:
+def _request(candidate: CandidateProcess) -> object:
     return candidate.request({})["x"]
 
 
@@ -118,11 +121,11 @@ def test_ranks_meet_on_their_own_loopback_and_reach_no_one_else(slot):
     slot_, _, uid = slot
     host = HostServer()
     other_port = 40000 + os.getpid() % 20000
-    listener = judging.CandidateProcess(
+    listener = CandidateProcess(
         slot_, toy_job(uid, LISTENER.replace("PORT", str(other_port)), network="ranks"), time.monotonic() + 30
     )
     code = PROBER.replace("OTHER", str(other_port)).replace("HOST", str(host.port))
-    prober = judging.CandidateProcess(slot_, toy_job(uid, code, network="ranks"), time.monotonic() + 30)
+    prober = CandidateProcess(slot_, toy_job(uid, code, network="ranks"), time.monotonic() + 30)
     try:
         assert _request(listener) == "listening"
         reached = _request(prober)
@@ -145,9 +148,9 @@ def test_ranks_meet_on_their_own_loopback_and_reach_no_one_else(slot):
 def test_an_isolated_stage_still_gets_no_internet_socket(slot):
     slot_, _, uid = slot
     code = "import socket\ndef solve():\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n    return 0, 0\n"
-    candidate = judging.CandidateProcess(slot_, toy_job(uid, code), time.monotonic() + 30)
+    candidate = CandidateProcess(slot_, toy_job(uid, code), time.monotonic() + 30)
     try:
-        with pytest.raises(judging.CandidateError, match="Network is unreachable"):
+        with pytest.raises(CandidateError, match="Network is unreachable"):
             candidate.request({})
     finally:
         candidate.close()
@@ -181,9 +184,7 @@ def test_no_socket_family_but_unix_netlink_and_ranks_internet_is_open(slot, netw
     with nothing of the candidate's to use them for. The seccomp filter refuses them all with EAFNOSUPPORT,
     whatever the stage's network; internet sockets are the `ranks` stage's only addition."""
     slot_, _, uid = slot
-    candidate = judging.CandidateProcess(
-        slot_, toy_job(uid, FAMILIES, network=network), time.monotonic() + 30
-    )
+    candidate = CandidateProcess(slot_, toy_job(uid, FAMILIES, network=network), time.monotonic() + 30)
     try:
         families = candidate.request({})["x"]
     finally:
@@ -267,7 +268,7 @@ def test_in_the_pod_layout_ranks_opens_internet_sockets_for_the_networkpolicy_to
     shared.mkdir()
     path = shared / ".judge" / "zygote.sock"
     env = worker_env(1, None)
-    config = judging.Config(
+    config = Config(
         evaluator=str(task_dir / "evaluate.py"),
         task_root=str(task_dir),
         mode="none",
@@ -280,7 +281,7 @@ def test_in_the_pod_layout_ranks_opens_internet_sockets_for_the_networkpolicy_to
     )
     command = [sys.executable, "-P", "-m", "kubevolve.loop.engineer.zygote", "--connect", str(path)]
     zygote = subprocess.Popen(command, env=env, start_new_session=True)
-    slot = judging.JudgeSlot(config)
+    slot = JudgeSlot(config)
     try:
         slot.zygote.start()
         code = (
@@ -288,7 +289,7 @@ def test_in_the_pod_layout_ranks_opens_internet_sockets_for_the_networkpolicy_to
             "        return 'opened', 0\n    except OSError as err:\n        return errno.errorcode[err.errno], 0\n"
         )
         job = dict(toy_job(os.geteuid(), code, network=network), max_processes=4096)
-        candidate = judging.CandidateProcess(slot, job, time.monotonic() + 30)
+        candidate = CandidateProcess(slot, job, time.monotonic() + 30)
         try:
             assert candidate.request({})["x"] == expected
         finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevolve.loop.engineer import judge as judging
+from kubevolve.loop.engineer.judge import run_job
 from tests.adversarial import candidates
 from tests.adversarial.harness import FAKE_KEY
 from tests.adversarial.slots import judged_slot, toy_job
@@ -27,7 +27,7 @@ def unprivileged_slot():
 
 
 def _evaluate(slot, judge, uid: int, code: str) -> dict:
-    reply, candidate = judging.run_job(judge, slot, toy_job(uid, code))
+    reply, candidate = run_job(judge, slot, toy_job(uid, code))
     candidate.close()
     slot.prepare_spare()
     return reply

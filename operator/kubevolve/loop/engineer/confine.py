@@ -1,8 +1,8 @@
 """The Linux calls that confine one candidate process, each as small as the kernel allows.
 
-Used by the zygote (zygote.py) between `fork()` and the first line of candidate code. Python's `os` lacks
-unshare, mount, capset and prctl, so they go through libc with ctypes; every failure raises OSError naming the
-call, and the zygote reports it as a sandbox failure, never as the candidate's.
+Used by the zygote (spawner.py, candidate_main.py) between `fork()` and the first line of candidate code.
+Python's `os` lacks unshare, mount, capset and prctl, so they go through libc with ctypes; every failure raises
+OSError naming the call, and the zygote reports it as a sandbox failure, never as the candidate's.
 """
 
 from __future__ import annotations

@@ -257,8 +257,8 @@ class Slot:
             "network": spec.network,
             **self._limits(spec, uid),
         }
-        # bubblewrap: the next candidate's process waits beside this one (judge.JudgeSlot.prepare_spare); as
-        # root only the candidate runs as the slot's uid, else its keeper and init run as ours too
+        # bubblewrap: the next candidate's process waits beside this one (judge_slot.JudgeSlot.prepare_spare);
+        # as root only the candidate runs as the slot's uid, else its keeper and init run as ours too
         spare = (1 if uid is not None else 3) if self.worker.launch.mode == "bwrap" else 0
         if uid is not None or self.worker.launch.remote_zygote:
             # the slot's own uid (or the candidate container's: the zygote adds its own threads): nothing

@@ -6,8 +6,8 @@ torch), but never the task's judge: nothing the judge holds is in this address s
 forked from it can find. Forking it costs about a millisecond where a fresh interpreter costs 30-60 ms.
 
 For each candidate the judge sends `spawn` with three descriptors (requests in, replies out, log out). The
-zygote forks; the child confines itself (confine.py) and only then loads the candidate's program and serves
-the judge's requests with `run(program, request)`. Confinement per mode:
+zygote forks (spawner.py); the child confines itself (confine.py) and only then loads the candidate's program
+and serves the judge's requests with `run(program, request)` (candidate_main.py). Confinement per mode:
 - bwrap: the candidate is pid 2 of a new pid namespace whose init only waits (kill(-1) reaches only the
   candidate's own processes; killing the init ends them all), with its own mount, IPC and network namespace,
   a fresh size-limited tmpfs on /tmp (its scratch, also on /dev/shm) and its own /proc. As root the zygote
@@ -16,7 +16,7 @@ the judge's requests with `run(program, request)`. Confinement per mode:
   only a loopback device, up for a stage with `network: ranks` (its ranks meet there; nothing else, not the
   host's loopback nor another candidate's, is in it), down otherwise.
 - none: the candidate is forked directly into its own session, in a fresh scratch folder the judge made;
-  the judge sweeps what it leaves (see judge.py). No namespace bounds its network, so `network: ranks` is
+  the judge sweeps what it leaves (judge_slot.py). No namespace bounds its network, so `network: ranks` is
   refused here (the pool refuses such a run before it starts), except in the pod layout, where the pod's
   NetworkPolicy is the bound.
 In both, when we are root the candidate becomes the slot's own unprivileged uid; it keeps no capability, no
@@ -35,6 +35,8 @@ descriptors it receives cross the containers as they cross processes. It is the 
 candidate can kill it (the kernel drops signals a namespace's init has not asked for), and every process a
 candidate leaves becomes its child. It removes each candidate's scratch itself when the candidate exits: the
 judge, another uid, cannot delete what the candidate made there.
+
+This module is the zygote's main (`python -m kubevolve.loop.engineer.zygote`) and its control loop.
 """
 
 from __future__ import annotations
@@ -50,20 +52,14 @@ import signal
 import socket
 import sys
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubevolve.loop.engineer import confine
-from kubevolve.loop.engineer.worker import describe_import_error, errno_of
-from kubevolve.sdk import channel
-from kubevolve.sdk.evaluator_kit import load_program
+from kubevolve.loop.engineer.candidate_main import SETUP_FAILED
+from kubevolve.loop.engineer.spawner import Spawned, Spawner
+from kubevolve.loop.engineer.worker import describe_import_error
 
-REQUEST_FD, REPLY_FD = 3, 4  # in the candidate, after keep_only_fds
-RANKS = "ranks"  # a job's `network` (a stage's, core.task.StageSpec) that lets its processes meet over TCP
-SETUP_FAILED = 121  # the exit status of a candidate whose confinement could not be set up
-SCRATCH = "/tmp"  # bwrap mode: the per-candidate tmpfs, also seen at /dev/shm
 MAX_CONTROL = 1 << 16
 CONNECT_TIMEOUT = 600.0  # pod layout: the judge's container loads the task (torch, ...) before it listens
 CONNECT_POLL = 0.05
@@ -119,184 +115,6 @@ def _load_runner(path: str, task_root: str) -> Any:
     return module
 
 
-# --- in the candidate's process -----------------------------------------------------------------------------
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _failure(err: BaseException) -> dict[str, Any]:
-    """The reply for what the program (or run) raised: its text, classes and errno, from which the engine
-    tells a limit from a bug (pool.reply_failure)."""
-    return {
-        "ok": False,
-        "error": f"{type(err).__name__}: {err}"[:2000],
-        "exception_classes": [cls.__name__ for cls in type(err).__mro__],
-        "errno": errno_of(err),
-    }
-
-
-def _reply(value: Any) -> None:
-    try:
-        data = channel.encode(value)
-    except (TypeError, ValueError) as err:
-        traceback.print_exc()
-        data = channel.encode(_failure(err))
-    _write_all(REPLY_FD, data)
-
-
-def serve(runner: Any) -> None:
-    """Load the program the judge sends first, then answer each request with runner.run(program, request),
-    until the judge closes the channel."""
-    reader = channel.Reader()
-    program = None
-    while True:
-        data = os.read(REQUEST_FD, 1 << 20)
-        if not data:
-            return
-        for message in reader.feed(data):
-            try:
-                if program is None:
-                    path = Path(message["name"]).name
-                    Path(path).write_text(message["program"])
-                    program = load_program(os.path.abspath(path), defined=message["required"])
-                    value: Any = {"ok": True, "value": None}
-                else:
-                    value = {"ok": True, "value": runner.run(program, message)}
-            except BaseException as err:  # the candidate's failure, reported as data
-                traceback.print_exc()
-                value = _failure(err)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            _reply(value)
-
-
-def _become_candidate(job: dict[str, Any], fds: list[int], parent: int) -> None:
-    """Everything between fork and the candidate's first line, in an order that matters: descriptors first
-    (nothing else leaks), then limits, then the user (which clears the death signal, so that comes after)."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    confine.keep_only_fds({0: null, 1: fds[2], 2: fds[2], REQUEST_FD: fds[0], REPLY_FD: fds[1]})
-    scratch = job["scratch"]
-    os.chdir(scratch)
-    os.environ.update(TMPDIR=scratch, HOME=scratch)
-    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != scratch]
-    confine.set_limits(job)
-    if job.get("uid") is not None:
-        confine.become(job["uid"], job["uid"])
-    elif job["mode"] == "bwrap":
-        confine.drop_capabilities()  # what the user namespace granted
-    confine.no_new_privileges()
-    confine.restrict_syscalls(internet=job.get("network") == RANKS)
-    confine.die_with_parent(parent)
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-
-
-def _run_candidate(runner: Any, job: dict[str, Any], fds: list[int], parent: int) -> None:
-    """In the candidate's process: confine, serve, exit. Never returns."""
-    status = 0
-    try:
-        _become_candidate(job, fds, parent)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.write(2, f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
-        os._exit(SETUP_FAILED)
-    try:
-        serve(runner)
-    except BaseException:
-        status = 1
-        with contextlib.suppress(BaseException):  # it may have closed stderr too
-            traceback.print_exc()
-    finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-    os._exit(status)
-
-
-def _encoded(status: int) -> int:
-    """A wait status as an exit code: 128 + the signal that killed it, else its exit code (at most 127)."""
-    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else min(os.WEXITSTATUS(status), 127)
-
-
-def _enter_scratch(job: dict[str, Any], new_mount_ns: bool) -> None:
-    """In the candidate (pid 2 of its namespace, still privileged there): its own mount and IPC namespace
-    (unless its keeper made them), its own network namespace (loopback up for `network: ranks`), a fresh
-    size-limited tmpfs on /tmp (its scratch), the same tmpfs on /dev/shm, and a /proc of its own pid
-    namespace. The network namespace is made even for an isolated stage: candidates of one slot share the
-    zygote's otherwise, and abstract Unix sockets, which the seccomp filter allows, live in it."""
-    flags = confine.CLONE_NEWNET | (confine.CLONE_NEWNS | confine.CLONE_NEWIPC if new_mount_ns else 0)
-    confine.unshare(flags)
-    if job.get("network") == RANKS:
-        confine.loopback_up()
-    confine.private_mounts()
-    confine.scratch_tmpfs(SCRATCH, job["disk_bytes"])
-    shm = os.path.join(SCRATCH, ".shm")
-    os.mkdir(shm)
-    os.chmod(shm, 0o1777)
-    confine.bind(shm, "/dev/shm")
-    confine.mount_proc()
-
-
-def _start_init(init_program: str) -> int:
-    """pid 1 of a fresh pid namespace: a program that only waits (vfork and exec: no copy of our memory).
-    The candidate is not pid 1 itself, because the kernel ignores default-action signals sent to a
-    namespace's init, and SIGXCPU or a candidate's own SIGTERM must act on it as they would anywhere.
-    Killing it kills everything in the namespace."""
-    return os.posix_spawn(init_program, ["kubevolve-candidate-init", "infinity"], {})
-
-
-def _candidate_in(runner: Any, job: dict[str, Any], fds: list[int], new_mount_ns: bool) -> None:
-    """The forked candidate, pid 2 of its namespace: scratch and /proc, then confinement. Never returns."""
-    try:
-        _enter_scratch(job, new_mount_ns)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.write(fds[2], f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
-        os._exit(SETUP_FAILED)
-    _run_candidate(runner, dict(job, scratch=SCRATCH), fds, 0)  # its parent is outside its namespace
-
-
-def _keeper(runner: Any, job: dict[str, Any], fds: list[int], init_program: str) -> None:
-    """bwrap without root, in the forked child: a user namespace of its own (where it may make the others),
-    new pid, mount and IPC namespaces, their init, the candidate as pid 2. Exits with the candidate's status;
-    SIGTERM from the zygote (or the zygote's death) kills the init, and with it the whole namespace."""
-    try:
-        uid, gid = os.getuid(), os.getgid()
-        confine.unshare(
-            confine.CLONE_NEWUSER | confine.CLONE_NEWPID | confine.CLONE_NEWNS | confine.CLONE_NEWIPC
-        )
-        confine.prctl(confine.PR_SET_DUMPABLE, 1)  # the zygote is not; a process that is not may not map ids
-        confine.map_own_ids(uid, gid)
-        init = _start_init(init_program)
-        candidate = os.fork()
-        if candidate == 0:
-            _candidate_in(runner, job, fds, new_mount_ns=False)
-        for fd in fds:
-            os.close(fd)
-
-        def stop(signum: int, frame: Any) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(init, signal.SIGKILL)
-
-        signal.signal(signal.SIGTERM, stop)
-        confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGTERM)
-        _, status = os.waitpid(candidate, 0)
-        stop(0, None)
-        os.waitpid(init, 0)
-        os._exit(_encoded(status))
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.write(fds[2], f"sandbox setup failed: {type(err).__name__}: {err}\n".encode())
-        os._exit(SETUP_FAILED)
-
-
-# --- the zygote ---------------------------------------------------------------------------------------------
-
-
 def _send(control: socket.socket, message: dict[str, Any]) -> None:
     control.send(json.dumps(message).encode())
 
@@ -313,98 +131,6 @@ def _receive(control: socket.socket) -> tuple[dict[str, Any], list[int]]:
     if not data:
         raise EOFError("the judge closed the control socket")
     return json.loads(data), list(fds)
-
-
-@dataclass
-class Spawned:
-    """A candidate as the zygote keeps it: the child whose exit it reports, how to kill it, what to reap."""
-
-    ident: Any
-    pid: int  # the candidate (none; bwrap as root) or its keeper (bwrap otherwise)
-    kill_pid: int  # killing this ends the candidate and all it started
-    kill_signal: int
-    init: int | None = None  # bwrap as root: the namespace's init, our child too
-    scratch: str | None = None  # sandbox "none": its scratch folder, which a pod's zygote removes after it
-
-
-class Spawner:
-    """Forks candidate processes into their confinement, per mode, with as few forks of this (large)
-    process as the kernel allows: a fork of a Python process with numpy or torch loaded costs milliseconds.
-
-    - none: one fork, the candidate.
-    - bwrap as root: we may create pid namespaces ourselves, so the candidate is forked straight into a new
-      one (unshare, then setns back), after an init that is spawned, not forked: one fork.
-    - bwrap otherwise: only a process in a user namespace of its own may create the others, and entering
-      one is for good, so a keeper is forked to do it: two forks.
-
-    `pod`: the zygote of a pod's candidate container, where the NetworkPolicy bounds `network: ranks`."""
-
-    def __init__(self, runner: Any, mode: str, *, pod: bool = False):
-        self.runner, self.mode, self.pod = runner, mode, pod
-        self.root = os.geteuid() == 0
-        self.init_program = shutil.which("sleep") or "/bin/sleep"
-        self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY) if mode == "bwrap" and self.root else None
-
-    def spawn(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
-        for fd in fds:  # received without close-on-exec: the init we exec must not hold them
-            os.set_inheritable(fd, False)
-        try:
-            if self.mode == "none":
-                if job.get("network") == RANKS and not self.pod:
-                    raise OSError(
-                        "network 'ranks' needs a network namespace per candidate (sandbox 'bwrap') or the "
-                        "pod layout's NetworkPolicy; sandbox 'none' would give the candidate the host's network"
-                    )
-                return self._plain(ident, job, fds)
-            if self.root:
-                return self._in_new_pid_namespace(ident, job, fds)
-            return self._with_keeper(ident, job, fds)
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-    def _fork(self) -> int:
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        return pid
-
-    def _plain(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
-        zygote = os.getpid()
-        pid = self._fork()
-        if pid == 0:
-            try:
-                os.setsid()
-                _run_candidate(self.runner, job, fds, zygote)
-            finally:
-                os._exit(SETUP_FAILED)
-        return Spawned(ident, pid, pid, signal.SIGKILL, scratch=job.get("scratch"))
-
-    def _in_new_pid_namespace(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
-        assert self.own_pid_ns is not None
-        confine.unshare(confine.CLONE_NEWPID)  # for our next children only
-        try:
-            init = _start_init(self.init_program)
-            pid = self._fork()
-            if pid == 0:
-                try:
-                    os.setsid()
-                    _candidate_in(self.runner, job, fds, new_mount_ns=True)
-                finally:
-                    os._exit(SETUP_FAILED)
-        finally:
-            confine.setns(self.own_pid_ns, confine.CLONE_NEWPID)
-        return Spawned(ident, pid, init, signal.SIGKILL, init)
-
-    def _with_keeper(self, ident: Any, job: dict[str, Any], fds: list[int]) -> Spawned:
-        pid = self._fork()
-        if pid == 0:
-            try:
-                os.setsid()
-                _keeper(self.runner, job, fds, self.init_program)
-            finally:
-                os._exit(SETUP_FAILED)
-        return Spawned(ident, pid, pid, signal.SIGTERM)
 
 
 def _children() -> list[int]:

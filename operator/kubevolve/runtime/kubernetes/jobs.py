@@ -319,7 +319,7 @@ def volumes(role: Role, spec: RunSpec, config: OperatorConfig, facts: TaskFacts,
         out.append({"name": "input", "configMap": {"name": job, "defaultMode": 0o444}})
         if facts.judged:
             # a tmpfs of the stage's disk size: the kernel refuses the write past it (ENOSPC), and the judge
-            # counts it from the filesystem's own counters, which no file mode hides (judge.tmpfs_usage)
+            # counts it from the filesystem's own counters, which no file mode hides (disk_quota.tmpfs_usage)
             out.append(
                 {"name": "sandbox", "emptyDir": {"medium": "Memory", "sizeLimit": f"{facts.disk_mb}Mi"}}
             )
