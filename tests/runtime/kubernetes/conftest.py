@@ -20,7 +20,7 @@ from pathlib import Path
 import kopf
 import pytest
 
-from kubevolve.runtime.kubernetes import API_VERSION, KIND
+from kubevolve.runtime.kubernetes import API_VERSION, KIND, ROLE_LABEL
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.kube import Kube
 from kubevolve.runtime.kubernetes.main import RunningOperator, start_operator
@@ -33,6 +33,7 @@ from kubevolve.testing import (
     declare_resources,
     live_objects,
 )
+from kubevolve.testing.kubelet import Kubelet
 from kubevolve.testing.strict import ApiServerPolicy
 from tests.kit.cluster import (
     CLUSTER_ADMIN,
@@ -162,6 +163,28 @@ async def until(predicate: Callable[[], object], timeout: float = 60.0, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def is_evaluation(job: dict) -> bool:
+    return job["metadata"]["labels"].get(ROLE_LABEL) == "evaluate"
+
+
+async def run_to_success(kmock, api, operator, manifest: dict, timeout: float) -> Kubelet:
+    """Start the operator and run `manifest` on a kubelet that runs processes, an evaluation pod's containers
+    as their own users where it can, until the run Succeeded; a timeout says what the pods printed. Returns
+    the stopped kubelet, whose records the test reads."""
+    kubelet = Kubelet(api, mode="process", concurrency=2, identities=is_evaluation)
+    kubelet.start()
+    await operator.start()
+    await api.create(RUNS, manifest)
+    name = manifest["metadata"]["name"]
+    try:
+        await until(lambda: run_status(kmock, name).get("phase") == "Succeeded", timeout, "Succeeded")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; the pods said: {kubelet.outputs}") from err
+    finally:
+        await kubelet.stop()
+    return kubelet
 
 
 def run_object(kmock, name: str) -> dict | None:

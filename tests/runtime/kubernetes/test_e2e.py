@@ -28,7 +28,7 @@ from kubevolve.testing.strict import CONTROL_PLANE
 from tests.kit.cluster import CLUSTER_ADMIN, LAB_ADMIN, OPERATOR
 from tests.kit.images import built_image, derived_image, pod_store, remove_image
 from tests.kit.toy_task import write_task
-from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
+from tests.runtime.kubernetes.conftest import NAMESPACE, is_evaluation, run_manifest, run_status, until
 
 CANDIDATES = 5
 
@@ -36,10 +36,6 @@ CANDIDATES = 5
 @pytest.fixture
 def operator_config(operator_config, readable_task_root):
     return replace(operator_config, task_root=str(readable_task_root))
-
-
-def is_evaluation(job: dict) -> bool:
-    return job["metadata"]["labels"].get(ROLE_LABEL) == "evaluate"
 
 
 def run_jobs(kmock, run: str) -> list[dict]:

@@ -23,7 +23,6 @@ from kubevolve.loop.evaluation_io import (
     HandoverError,
     read_result,
 )
-from kubevolve.runtime.kubernetes import ROLE_LABEL
 from kubevolve.runtime.kubernetes.config import OperatorConfig
 from kubevolve.runtime.kubernetes.handover import (
     INPUT_KEY,
@@ -57,7 +56,7 @@ from kubevolve.store import open_store
 from kubevolve.testing import RUNS
 from kubevolve.testing.kubelet import Kubelet
 from tests.kit.toy_task import write_task
-from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
+from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, run_to_success, until
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
 CONFIG = OperatorConfig(image="registry.lab/kubevolve:1", store_url="weaviate://weaviate.kv:8080")
@@ -370,17 +369,8 @@ async def test_a_result_the_candidate_forges_where_the_pod_publishes_is_not_beli
     the way up from its scratch, the volume it shares with the judge included. The operator stores what the
     judge's container published: the honest score of the point the candidate returned."""
     write_task(Path(operator_config.task_root) / "toy", program=HOSTILE_PROGRAM)
-    evaluations = lambda job: job["metadata"]["labels"][ROLE_LABEL] == "evaluate"  # noqa: E731
-    kubelet = Kubelet(api, mode="process", concurrency=2, identities=evaluations)
-    kubelet.start()
-    await operator.start()
-    await api.create(RUNS, run_manifest("forge", "toy", budget={"maxCandidates": 1}))
-    try:
-        await until(lambda: run_status(kmock, "forge").get("phase") == "Succeeded", 60, "Succeeded")
-    except AssertionError as err:
-        raise AssertionError(f"{err}; the pods said: {kubelet.outputs}") from err
-    finally:
-        await kubelet.stop()
+    manifest = run_manifest("forge", "toy", budget={"maxCandidates": 1})
+    kubelet = await run_to_success(kmock, api, operator, manifest, 60)
 
     node = open_store(store_url, tenant=NAMESPACE).get_node(FORGED_NODE)
     honest = -((0.5 - 3) ** 2) - (0.5 + 1) ** 2

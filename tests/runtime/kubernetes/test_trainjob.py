@@ -40,7 +40,7 @@ from kubevolve.testing.netpol import egress_rules
 from kubevolve.testing.trainer import TrainJobRefused, jobset_pods
 from tests.kit.cluster import OPERATOR
 from tests.kit.toy_task import write_task
-from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, until
+from tests.runtime.kubernetes.conftest import NAMESPACE, run_manifest, run_status, run_to_success, until
 from tests.runtime.kubernetes.test_evaluation_pod import evaluated
 
 RUN = RunRef("packing-1", "lab-a", "uid-123")
@@ -291,19 +291,8 @@ async def test_a_trainjobs_judge_publishes_and_the_operator_stores_the_result(
     their own, as their users (as root), and has no store to write to; the operator reads the judge's result
     from the launcher pod and stores it, and makes the TrainJob's peer policy, owned by the TrainJob."""
     write_task(Path(operator_config.task_root) / "toy")
-    evaluations = lambda job: job["metadata"]["labels"][ROLE_LABEL] == "evaluate"  # noqa: E731
-    kubelet = Kubelet(api, mode="process", concurrency=2, identities=evaluations)
-    kubelet.start()
-    await operator.start()
-    await api.create(
-        RUNS, run_manifest("mn", "toy", budget={"maxCandidates": 2}, jobs={"evaluate": TRAINJOB})
-    )
-    try:
-        await until(lambda: run_status(kmock, "mn").get("phase") == "Succeeded", 90, "Succeeded")
-    except AssertionError as err:
-        raise AssertionError(f"{err}; the pods said: {kubelet.outputs}") from err
-    finally:
-        await kubelet.stop()
+    manifest = run_manifest("mn", "toy", budget={"maxCandidates": 2}, jobs={"evaluate": TRAINJOB})
+    kubelet = await run_to_success(kmock, api, operator, manifest, 90)
 
     store = open_store(store_url, tenant=NAMESPACE)
     seed = store.get_node("mn-c00000")
