@@ -70,6 +70,7 @@ from kubevolve.runtime.kubernetes.jobs import (
     JobRequest,
     RunRef,
     container,
+    evaluate_command,
     image,
     labels,
     metadata,
@@ -262,10 +263,9 @@ def build_trainjob(
 ) -> dict[str, Any]:
     tj = _train_job_spec(spec)
     gpus = evaluation_gpus(spec, facts)
-    judge = next(c for c in pod_spec(run, spec, config, facts, req)["containers"] if c["name"] == JUDGE)
     trainer: dict[str, Any] = {
         "image": image(Role.EVALUATE, spec, config, facts),
-        "command": judge["command"],  # the judge's step, publishing its result (jobs.evaluate_command)
+        "command": evaluate_command(run, req, facts.judged),  # the judge's step, publishing its result
         "env": step_env(Role.EVALUATE, spec, facts, config)
         + [_nodes_env(spec)],  # no secret: nodes get it too
         "numNodes": tj.num_nodes,
