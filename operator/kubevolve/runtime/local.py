@@ -274,7 +274,7 @@ class Evolution:
     def _to_start(self) -> int:
         """Proposals to start now, at most `proposers` under way: as many as bring those in flight (being
         made or ready) to `proposalsAhead` beyond the proposers when the spec fixes it, else to the pacer's
-        bound. None while the first result is due within the pacer's hold."""
+        bound (which the dispatcher may still hold for the first result)."""
         par, proposing, ready = self.spec.parallelism, len(self._proposing), self._ready.qsize()
         room = self.spec.proposers_at_once - proposing
         if par.proposals_ahead:
@@ -322,8 +322,9 @@ class Evolution:
                 continue
             self._wake.clear()
             starts, delay = self._to_start(), None
-            hold = self.pacer.hold(list(self._busy.values()), time.monotonic()) if starts > 0 else 0.0
-            if self._first and par.proposals_ahead is None and hold > 0:
+            paced_first = starts > 0 and self._first and par.proposals_ahead is None
+            hold = self.pacer.hold(list(self._busy.values()), time.monotonic()) if paced_first else 0.0
+            if hold > 0:
                 delay = hold  # the first result is about to be stored: the proposals build on it
             else:
                 for _ in range(max(starts, 0)):
